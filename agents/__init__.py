@@ -1,0 +1,42 @@
+"""nlhf-zoo agents: Nash Mirror Prox and baseline NLHF learners behind one small API.
+
+    >>> import agents
+    >>> agent = agents.make("nash_mp", "rps", seed=0)          # or a PreferenceGame / env id / env
+    >>> agent.learn(num_queries=200).policy().round(3)
+    array([0.333, 0.333, 0.333])
+
+* :func:`make` ``(name, game_or_env, *, seed=None, tensorboard_log=None, env_kwargs=None,
+  **config)``
+* :func:`available` ``(kind=None) -> list[str]``, :func:`config_class` ``(name, kind="matrix")``
+* :func:`load` ``(path, *, game=None, tensorboard_log=None)``
+* :func:`register_agent` ``(name, kind="matrix")`` class decorator; :class:`Agent` base class
+* :func:`agents.config.build_config` validates a mapping against a config dataclass.
+
+Metric names are documented in :mod:`agents.base`.
+"""
+
+from agents.base import METRIC_NAMES, Agent
+from agents.checkpoint import CheckpointError
+from agents.checkpoint import load_agent as load
+from agents.config import AgentConfig, ConfigError, PGConfig, build_config
+from agents.registry import available, config_class, make, register_agent
+
+# algorithms (importing registers them)
+from agents.nash_mp import NashMP, NashMPConfig  # noqa: E402  isort: skip
+
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "CheckpointError",
+    "ConfigError",
+    "METRIC_NAMES",
+    "NashMP",
+    "NashMPConfig",
+    "PGConfig",
+    "available",
+    "build_config",
+    "config_class",
+    "load",
+    "make",
+    "register_agent",
+]

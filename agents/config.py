@@ -1,0 +1,229 @@
+"""Typed agent configurations and their validation.
+
+Every agent has one dataclass of hyper-parameters (a subclass of :class:`AgentConfig`) whose fields
+are documented in its docstring. Values may come from Python (``agents.make(..., eta=0.2)``), from a
+YAML file of the zoo or from the command line; all of them go through :func:`build_config`, which
+
+* rejects unknown keys (naming the key, the valid keys and where the value came from);
+* checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``) and
+  ``Literal[...]``; an ``int`` is accepted for a ``float`` field, a ``bool`` is never accepted for a
+  number, and a string is never converted to a number (PyYAML reads ``3e-4`` as a string: write
+  ``3.0e-4``);
+* runs the config's own range checks (``__post_init__``), which raise :class:`ConfigError`
+  naming the key.
+
+Example:
+    >>> from agents.config import build_config
+    >>> from agents.nash_mp import NashMPConfig
+    >>> build_config(NashMPConfig, {"eta": 0.2}, source="zoo_configs/nash_mp.yml").eta
+    0.2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar, Union
+
+__all__ = [
+    "AgentConfig",
+    "PGConfig",
+    "ConfigError",
+    "build_config",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """An agent configuration is invalid; the message names the key and the source."""
+
+
+C = TypeVar("C", bound="AgentConfig")
+
+
+def _where(source: str | None) -> str:
+    return f" (in {source})" if source else ""
+
+
+@dataclass
+class AgentConfig:
+    """Fields shared by every agent.
+
+    Attributes:
+        mode: how the agent observes preferences. ``"exact"``: the exact win-rate oracle
+            ``game.win_rates`` (one evaluation = one counted query); ``"sampled"``: Bernoulli
+            preference outcomes only, ``batch_size`` queries per win-rate estimate (unbiased);
+            ``"pg"``: a softmax policy trained by stochastic policy-gradient steps on sampled
+            outcomes (only agents whose paper has such a form). The valid modes of each agent are
+            in its config's ``MODES``.
+        batch_size: ``sampled`` mode: preference queries per estimated win-rate vector.
+        stratified: ``sampled`` mode: draw the first responses ``y`` of a batch as a stratified
+            (randomly offset round-robin) sweep of the ``K`` responses instead of i.i.d. uniform.
+            Both designs give unbiased estimates; stratification has lower variance.
+        init: initial policy: ``"ref"`` (``pi_ref``), ``"uniform"`` or ``"random"`` (softmax of
+            standard-normal logits drawn from the agent's seed).
+        log_every: compute the metrics (history, TensorBoard) every ``log_every`` iterations;
+            ``0`` disables them (for timing).
+    """
+
+    MODES: ClassVar[tuple[str, ...]] = ("exact", "sampled")
+
+    mode: str = "exact"
+    batch_size: int = 256
+    stratified: bool = True
+    init: str = "ref"
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in self.MODES:
+            raise ConfigError(
+                f"mode: {self.mode!r} is not a mode of {type(self).__name__}; "
+                f"expected one of {', '.join(map(repr, self.MODES))}"
+            )
+        _positive_int(self, "batch_size")
+        if self.init not in ("ref", "uniform", "random"):
+            raise ConfigError(f"init: expected 'ref', 'uniform' or 'random'; got {self.init!r}")
+        if self.log_every < 0:
+            raise ConfigError(f"log_every: must be >= 0; got {self.log_every}")
+
+
+@dataclass
+class PGConfig(AgentConfig):
+    """Fields of agents with a ``pg`` mode (in addition to :class:`AgentConfig`'s).
+
+    Attributes:
+        inner_steps: ``M``, stochastic policy-gradient steps per optimisation problem (per prox
+            half-step for Nash-MP, per iteration for INPO; Online IPO makes one step per iteration).
+        pg_batch_size: preference queries (sampled pairs) per policy-gradient step.
+        pg_lr: step size of the softmax-logit gradient ascent; ``None`` picks the agent's documented
+            default.
+        pg_average: return the Polyak-Ruppert average of the logits over the second half of the
+            inner steps instead of the last inner iterate (reduces the noise floor of constant-step
+            SGD without biasing it).
+    """
+
+    MODES: ClassVar[tuple[str, ...]] = ("exact", "sampled", "pg")
+
+    inner_steps: int = 20
+    pg_batch_size: int = 32
+    pg_lr: float | None = None
+    pg_average: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self, "inner_steps")
+        _positive_int(self, "pg_batch_size")
+        _positive_or_none(self, "pg_lr")
+
+
+def _positive_int(cfg: Any, key: str) -> None:
+    v = getattr(cfg, key)
+    if v < 1:
+        raise ConfigError(f"{key}: must be an integer >= 1; got {v}")
+
+
+def _positive_or_none(cfg: Any, key: str) -> None:
+    v = getattr(cfg, key)
+    if v is not None and not v > 0:
+        raise ConfigError(f"{key}: must be > 0 (or None for the default); got {v}")
+
+
+def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
+    """Return ``value`` converted to ``tp`` or raise :class:`ConfigError` naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        non_none = [a for a in args if a is not type(None)]
+        for arg in non_none:
+            try:
+                return _check_value(value, arg, key, source)
+            except ConfigError as err:
+                errors.append(err)
+        if len(non_none) == 1:
+            raise errors[0]
+        names = " | ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{key}: expected {names}; got {value!r}{_where(source)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"{key}: expected one of {', '.join(map(repr, choices))}; got {value!r}"
+                f"{_where(source)}"
+            )
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected None; got {value!r}{_where(source)}")
+        return None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected a bool; got {value!r}{_where(source)}")
+    if tp is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise ConfigError(f"{key}: expected an int; got {value!r}{_where(source)}")
+    if tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        hint = ""
+        if isinstance(value, str):
+            hint = " (a string: write YAML floats as 3.0e-4, not 3e-4)"
+        raise ConfigError(f"{key}: expected a float; got {value!r}{hint}{_where(source)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a str; got {value!r}{_where(source)}")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}{_where(source)}")
+
+
+def _type_name(tp: Any) -> str:
+    return "None" if tp is type(None) else getattr(tp, "__name__", repr(tp))
+
+
+def build_config(
+    cls: type[C], mapping: Mapping[str, Any] | None = None, source: str | None = None
+) -> C:
+    """Build and validate a config dataclass from a mapping of overrides.
+
+    Args:
+        cls: a dataclass (normally an :class:`AgentConfig` subclass).
+        mapping: field values; missing fields keep their documented defaults.
+        source: where the values come from (``"agents.make('nash_mp')"``,
+            ``"zoo_configs/nash_mp.yml[nlhf/RPS-v0]"``, ``"--config"``); it is named in errors.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: for an unknown key (naming it and the valid keys), a value of the wrong type
+            (naming the key and the expected type) or a value out of range (naming the key).
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"build_config needs a dataclass type; got {cls!r}")
+    mapping = dict(mapping or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(k for k in mapping if k not in fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))} for {cls.__name__}"
+            f"{_where(source)}; valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {k: _check_value(v, hints[k], k, source) for k, v in mapping.items()}
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{_where(source)}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The resolved config as a plain ``{field: value}`` dict (JSON/YAML serialisable)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}

@@ -1,0 +1,204 @@
+"""API conformance of the agents: make/available/config validation/policy/act/learn/save/load."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import agents
+from agents.config import AgentConfig, ConfigError, build_config
+from nlhf_envs import make_game
+from nlhf_envs.registration import MATRIX_ENV_IDS
+
+
+def test_available_lists_matrix_agents():
+    names = agents.available("matrix")
+    assert "nash_mp" in names
+    assert names == sorted(names)
+    assert agents.available("text") == [n for n in agents.available("text")]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        agents.available("neural")
+
+
+def test_make_unknown_agent_names_available():
+    with pytest.raises(ValueError, match="unknown agent 'nope'.*nash_mp"):
+        agents.make("nope", "rps")
+
+
+def test_make_unknown_key_names_key_and_valid_keys():
+    with pytest.raises(ConfigError, match=r"'etaa'.*valid keys: .*eta"):
+        agents.make("nash_mp", "rps", etaa=0.1)
+
+
+def test_make_wrong_type_names_key():
+    with pytest.raises(ConfigError, match=r"eta: expected a float; got '0.1'.*3.0e-4"):
+        agents.make("nash_mp", "rps", eta="0.1")
+    with pytest.raises(ConfigError, match="batch_size: expected an int; got True"):
+        agents.make("nash_mp", "rps", batch_size=True)
+    with pytest.raises(ConfigError, match="mode: 'bogus' is not a mode"):
+        agents.make("nash_mp", "rps", mode="bogus")
+    with pytest.raises(ConfigError, match="eta: must be > 0"):
+        agents.make("nash_mp", "rps", eta=-1.0)
+
+
+def test_build_config_int_for_float_and_source_in_message():
+    cfg = build_config(agents.config_class("nash_mp"), {"eta": 1}, source="zoo.yml[rps]")
+    assert cfg.eta == 1.0 and isinstance(cfg.eta, float)
+    with pytest.raises(ConfigError, match=r"\(in zoo.yml\[rps\]\)"):
+        build_config(AgentConfig, {"log_every": "1"}, source="zoo.yml[rps]")
+
+
+def test_text_env_without_text_agent_is_a_clear_error():
+    if "nash_mp" in agents.available("text"):
+        pytest.skip("a text nash_mp is registered")
+    with pytest.raises(ValueError, match="agent 'nash_mp' has no text-game implementation yet"):
+        agents.make("nash_mp", "nlhf/TokenDuel-v0")
+
+
+def test_unknown_game_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown game or env 'nlhf/Nope-v0'"):
+        agents.make("nash_mp", "nlhf/Nope-v0")
+
+
+@pytest.mark.parametrize("env_id", sorted(MATRIX_ENV_IDS))
+def test_every_agent_runs_on_every_matrix_env_id(env_id):
+    for name in agents.available("matrix"):
+        agent = agents.make(name, env_id, seed=0)
+        C, K = agent.game.shape
+        before = agent.metrics()["game/exploitability"]
+        agent.learn(num_iterations=3)
+        assert agent.num_iterations == 3
+        assert agent.queries_used == agent.history[-1]["game/queries"] > 0
+        pi = agent.policy()
+        assert pi.shape == ((K,) if C == 1 else (C, K))
+        np.testing.assert_allclose(pi.sum(axis=-1), 1.0)
+        obs = np.eye(C, dtype=np.float32)[C - 1]
+        assert 0 <= agent.act(obs) < K
+        assert agent.act(obs, deterministic=True) == int(np.argmax(agent.policy(C - 1)))
+        assert np.isfinite(before)
+
+
+def test_agent_plays_in_the_pettingzoo_env():
+    import pettingzoo
+
+    import nlhf_envs  # noqa: F401  (registers the ids)
+
+    env = pettingzoo.make("parallel", "nlhf/ContextualUniform-v0", num_rounds=5)
+    a0 = agents.make("nash_mp", env, seed=0).learn(num_iterations=20)
+    a1 = agents.make("nash_mp", env, seed=1)
+    assert a0.game is env.unwrapped.game
+    obs, _ = env.reset(seed=3)
+    steps = 0
+    while env.agents:
+        actions = {"player_0": a0.act(obs["player_0"]), "player_1": a1.act(obs["player_1"])}
+        obs, rewards, _, _, _ = env.step(actions)
+        assert set(rewards) == {"player_0", "player_1"}
+        steps += 1
+    assert steps == 5
+
+
+def test_act_rejects_bad_observations():
+    agent = agents.make("nash_mp", make_game("uniform", num_actions=4, num_contexts=3))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        agent.act(np.ones(4))
+    with pytest.raises(ValueError, match="one-hot"):
+        agent.act(np.array([0.5, 0.5, 0.0]))
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        agent.policy(3)
+    assert agent.policy().shape == (3, 4)
+    assert agent.policy(1).shape == (4,)
+
+
+def test_learn_budgets_and_callback():
+    agent = agents.make("nash_mp", "rps", seed=0)
+    agent.learn(num_queries=7)
+    assert agent.queries_used == 8  # 2 queries per iteration, stops at the first boundary >= 7
+    agent.learn(num_iterations=2)
+    assert agent.num_iterations == 6
+    seen = []
+    agent.learn(
+        num_iterations=100, callback=lambda a: seen.append(a.num_iterations) or len(seen) < 3
+    )
+    assert seen == [7, 8, 9]
+    with pytest.raises(ValueError, match="num_queries or num_iterations"):
+        agent.learn()
+    with pytest.raises(ValueError, match="num_queries must be a non-negative integer"):
+        agent.learn(num_queries=-1)
+
+
+def test_seeded_runs_are_reproducible_and_seeds_differ():
+    def run(seed):
+        return agents.make("nash_mp", "uniform", seed=seed, mode="sampled", batch_size=32).learn(
+            num_iterations=10
+        )
+
+    np.testing.assert_array_equal(run(3).policy(), run(3).policy())
+    assert not np.array_equal(run(3).policy(), run(4).policy())
+
+
+@pytest.mark.parametrize("mode", ["exact", "sampled", "pg"])
+def test_save_load_round_trip_and_continuation(tmp_path, mode):
+    game_kw = {"num_actions": 6, "num_contexts": 2, "seed": 5}
+    kw = dict(mode=mode, batch_size=16, inner_steps=3, pg_batch_size=8)
+    full = agents.make("nash_mp", "uniform", seed=11, env_kwargs=game_kw, **kw).learn(
+        num_iterations=10
+    )
+    part = agents.make("nash_mp", "uniform", seed=11, env_kwargs=game_kw, **kw).learn(
+        num_iterations=4
+    )
+    part.act(np.array([1.0, 0.0]))  # acting must not change the learning stream
+    path = part.save(tmp_path / "ckpt")
+    assert path.endswith(".npz") and os.path.exists(path)
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")] == []
+    loaded = agents.load(tmp_path / "ckpt")
+    np.testing.assert_array_equal(loaded.policy(), part.policy())
+    assert loaded.config == part.config and loaded.seed == 11
+    assert loaded.queries_used == part.queries_used and loaded.history == part.history
+    loaded.learn(num_iterations=6)
+    np.testing.assert_array_equal(loaded.policy(), full.policy())
+    assert loaded.history == full.history
+
+
+def test_load_corrupt_or_truncated_file_names_path(tmp_path):
+    agent = agents.make("nash_mp", "rps", seed=0).learn(num_iterations=2)
+    path = agent.save(tmp_path / "a.npz")
+    data = open(path, "rb").read()
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(agents.CheckpointError, match="truncated.npz"):
+        agents.load(bad)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(agents.CheckpointError, match="junk.npz"):
+        agents.load(junk)
+    with pytest.raises(agents.CheckpointError, match="no agent checkpoint at"):
+        agents.load(tmp_path / "missing.npz")
+
+
+def test_tensorboard_logging_writes_events(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    agent = agents.make("nash_mp", "rps", seed=0, tensorboard_log=tmp_path)
+    agent.learn(num_iterations=3)
+    agent.logger.close()
+    runs = os.listdir(tmp_path)
+    assert runs == ["nash_mp_1"]
+    files = os.listdir(tmp_path / "nash_mp_1")
+    assert any(f.startswith("events.out.tfevents") for f in files)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "nash_mp_1"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"game/kl_to_nash", "game/exploitability", "game/queries", "policy/entropy"} <= tags
+    steps = [e.step for e in acc.Scalars("game/queries")]
+    assert steps == [2, 4, 6]
+
+
+def test_history_has_documented_metrics():
+    agent = agents.make("nash_mp", "biased_rps", seed=0).learn(num_iterations=2)
+    assert set(agents.METRIC_NAMES) <= set(agent.history[-1])
+    assert len(agent.history) == 2
+    agent2 = agents.make("nash_mp", "biased_rps", seed=0, log_every=0).learn(num_iterations=2)
+    assert agent2.history == []
