@@ -22,7 +22,14 @@ from agents.config import AgentConfig, ConfigError, PGConfig, build_config
 from agents.registry import available, config_class, make, register_agent
 
 # algorithms (importing registers them)
+from agents.egpo import EGPO, EGPOConfig  # noqa: E402  isort: skip
+from agents.inpo import INPO, INPOConfig  # noqa: E402  isort: skip
+from agents.mmd import MMD, MMDConfig  # noqa: E402  isort: skip
+from agents.nash_md import NashMD, NashMDConfig  # noqa: E402  isort: skip
 from agents.nash_mp import NashMP, NashMPConfig  # noqa: E402  isort: skip
+from agents.omwu import OMWU, OMWUConfig  # noqa: E402  isort: skip
+from agents.online_ipo import OnlineIPO, OnlineIPOConfig  # noqa: E402  isort: skip
+from agents.sppo import SPPO, SPPOConfig  # noqa: E402  isort: skip
 
 __all__ = [
     "Agent",
@@ -30,8 +37,22 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "METRIC_NAMES",
+    "EGPO",
+    "EGPOConfig",
+    "INPO",
+    "INPOConfig",
+    "MMD",
+    "MMDConfig",
+    "NashMD",
+    "NashMDConfig",
     "NashMP",
     "NashMPConfig",
+    "OMWU",
+    "OMWUConfig",
+    "OnlineIPO",
+    "OnlineIPOConfig",
+    "SPPO",
+    "SPPOConfig",
     "PGConfig",
     "available",
     "build_config",

@@ -66,6 +66,12 @@ def test_unknown_game_is_a_clear_error():
 def test_every_agent_runs_on_every_matrix_env_id(env_id):
     for name in agents.available("matrix"):
         agent = agents.make(name, env_id, seed=0)
+        for mode in agents.config_class(name).MODES:
+            small = {"batch_size": 8} if mode == "sampled" else {}
+            if mode == "pg":
+                small = {"pg_batch_size": 4}
+            other = agents.make(name, env_id, seed=0, mode=mode, **small).learn(num_iterations=2)
+            assert other.queries_used > 0 and np.all(np.isfinite(other.log_pi))
         C, K = agent.game.shape
         before = agent.metrics()["game/exploitability"]
         agent.learn(num_iterations=3)
@@ -202,3 +208,17 @@ def test_history_has_documented_metrics():
     assert len(agent.history) == 2
     agent2 = agents.make("nash_mp", "biased_rps", seed=0, log_every=0).learn(num_iterations=2)
     assert agent2.history == []
+
+
+@pytest.mark.parametrize("name", agents.available("matrix"))
+def test_every_agent_round_trips_through_a_checkpoint(tmp_path, name):
+    game = make_game("uniform", num_actions=5, seed=1)
+    full = agents.make(name, game, seed=2, mode="sampled", batch_size=16).learn(num_iterations=9)
+    game2 = make_game("uniform", num_actions=5, seed=1)
+    part = agents.make(name, game2, seed=2, mode="sampled", batch_size=16).learn(num_iterations=4)
+    loaded = agents.load(part.save(tmp_path / name))
+    assert type(loaded) is type(part)
+    np.testing.assert_array_equal(loaded.policy(), part.policy())
+    loaded.learn(num_iterations=5)
+    np.testing.assert_array_equal(loaded.policy(), full.policy())
+    assert loaded.history == full.history

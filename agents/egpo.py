@@ -1,0 +1,63 @@
+"""Extragradient Preference Optimization (EGPO): Zhou et al., "Extragradient Preference
+Optimization (EGPO): Beyond Last-Iterate Convergence for Nash Learning from Human Feedback"
+(arXiv 2503.08942); ``algorithms.md`` §4.
+
+Extragradient with the explicit KL term, on log-probabilities:
+
+    l_{t+1/2} = (1 - lam beta) l_t + lam beta l_ref + lam g_{pi_t}          (extrapolate)
+    l_{t+1}   = (1 - lam beta) l_t + lam beta l_ref + lam g_{pi_{t+1/2}}    (update from l_t)
+
+Modes: ``exact`` (2 queries per iteration), ``sampled`` (``2 batch_size``).
+Default step ``lam = 1 / (2 (beta + L))``, ``L = max |P - 1/2|``: the usual extragradient step
+``<= 1/Lip`` with a safety factor 2 (``beta + L`` bounds the Lipschitz constant of the operator
+``l -> beta (l - l_ref) - g_{softmax(l)}`` near the simplex's interior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.base import Agent
+from agents.config import AgentConfig, ConfigError
+from agents.mmd import payoff_lipschitz
+from agents.registry import register_agent
+from agents.updates import regularized_explicit_step, softmax
+
+__all__ = ["EGPOConfig", "EGPO"]
+
+
+@dataclass
+class EGPOConfig(AgentConfig):
+    """EGPO hyper-parameters (plus :class:`~agents.config.AgentConfig`'s shared fields).
+
+    Attributes:
+        mode: ``"exact"`` (default) or ``"sampled"``.
+        lam: payoff step; ``None`` = ``1 / (2 (beta + L))``.
+    """
+
+    lam: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lam is not None and not self.lam > 0:
+            raise ConfigError(f"lam: must be > 0 (or None for the default); got {self.lam}")
+
+
+@register_agent("egpo")
+class EGPO(Agent):
+    """EGPO (see the module docstring)."""
+
+    config_cls = EGPOConfig
+    config: EGPOConfig
+
+    @property
+    def lam(self) -> float:
+        """The step in use."""
+        return self.config.lam or 1.0 / (2.0 * (self.beta + payoff_lipschitz(self.game.P)))
+
+    def _iteration(self) -> dict[str, float]:
+        lam, beta, l_t = self.lam, self.beta, self.log_pi
+        l_half = regularized_explicit_step(l_t, self.l_ref, self.win_rates(softmax(l_t)), lam, beta)
+        g_half = self.win_rates(softmax(l_half))
+        self.log_pi = regularized_explicit_step(l_t, self.l_ref, g_half, lam, beta)
+        return {}

@@ -1,0 +1,117 @@
+"""Iterative Nash Policy Optimization (INPO): Zhang et al., "Iterative Nash Policy Optimization:
+Aligning LLMs with General Preferences via No-Regret Learning" (ICLR 2025, arXiv 2407.00617);
+``algorithms.md`` §4.
+
+Each iteration minimises, over ``pi_theta``, the loss on pairs ``y, y' ~ pi_t`` ranked by one
+preference query (winner ``y_w``, loser ``y_l``):
+
+    loss = (h(y_w, y_l) - eta/2)^2,
+    h = log pi_theta(y_w)/pi_theta(y_l) - eta beta log pi_ref(y_w)/pi_ref(y_l)
+        - (1 - eta beta) log pi_t(y_w)/pi_t(y_l),
+
+whose population minimiser is ``l_{t+1} = (1 - eta beta) l_t + eta beta l_ref + eta g_{pi_t}`` (the
+online mirror-descent step; no win-rate estimation is needed in the loss). Modes:
+
+* ``exact``: the minimiser in closed form (:func:`agents.updates.regularized_explicit_step`,
+  equal to Online IPO's exact update); 1 query per iteration;
+* ``sampled``: the same step on unbiased win-rate estimates (``batch_size`` queries);
+* ``pg``: ``inner_steps`` SGD steps on the loss above (``pg_batch_size`` pairs each), from
+  ``theta = log pi_t``.
+
+Default ``eta`` is the same linearised-stability step as Online IPO's,
+``beta / (beta^2 + L^2)``; the paper's theory (no-regret with ``eta ~ 1/sqrt(T)``) is for the
+average iterate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.base import Agent
+from agents.config import ConfigError, PGConfig
+from agents.estimators import sample_actions
+from agents.online_ipo import default_explicit_step
+from agents.registry import register_agent
+from agents.updates import inpo_loss_gradient, log_normalize, regularized_explicit_step, softmax
+
+__all__ = ["INPOConfig", "INPO"]
+
+
+@dataclass
+class INPOConfig(PGConfig):
+    """INPO hyper-parameters (plus :class:`~agents.config.PGConfig`'s shared fields).
+
+    Attributes:
+        mode: ``"exact"`` (default), ``"sampled"`` or ``"pg"``.
+        eta: INPO's step; ``None`` = ``beta / (beta^2 + L^2)``, ``L = max |P - 1/2|``.
+        inner_steps: ``pg``: SGD steps on the INPO loss per iteration (default 20).
+        pg_batch_size: ``pg``: pairs (queries) per SGD step (default 32).
+        pg_lr: ``pg``: SGD step on the logits; ``None`` = ``1 / (8 max pi_t)``.
+        pg_average: ``pg``: Polyak-average the second half of the inner iterates (default True).
+    """
+
+    eta: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eta is not None and not self.eta > 0:
+            raise ConfigError(f"eta: must be > 0 (or None for the default); got {self.eta}")
+
+
+@register_agent("inpo")
+class INPO(Agent):
+    """INPO (see the module docstring)."""
+
+    config_cls = INPOConfig
+    config: INPOConfig
+
+    @property
+    def eta(self) -> float:
+        """The step in use."""
+        return self.config.eta or default_explicit_step(self.game.P, self.beta)
+
+    def _setup(self) -> None:
+        if self.eta * self.beta > 1.0:
+            raise ValueError(f"eta: INPO needs eta * beta <= 1; got eta = {self.eta:g}")
+
+    def _iteration(self) -> dict[str, float]:
+        if self.config.mode == "pg":
+            return self._pg_iteration()
+        g = self.win_rates(softmax(self.log_pi))
+        self.log_pi = regularized_explicit_step(self.log_pi, self.l_ref, g, self.eta, self.beta)
+        return {}
+
+    def _pg_iteration(self) -> dict[str, float]:
+        game, cfg, rng = self.game, self.config, self.rng
+        C, K, n = game.num_contexts, game.num_actions, cfg.pg_batch_size
+        eta, beta = self.eta, self.beta
+        l_t = self.log_pi
+        pi_t = softmax(l_t)
+        lr = cfg.pg_lr or 1.0 / (8.0 * pi_t.max())
+        theta = l_t.copy()
+        total, n_avg, loss = np.zeros_like(theta), 0, 0.0
+        start_avg = cfg.inner_steps - max(cfg.inner_steps // 2, 1)
+        for m in range(cfg.inner_steps):
+            x = game.sample_contexts(n, rng)
+            y = sample_actions(pi_t, x, rng)
+            y2 = sample_actions(pi_t, x, rng)
+            o = game.sample(y, y2, rng, contexts=x if C > 1 else None).astype(bool)
+            yw, yl = np.where(o, y, y2), np.where(o, y2, y)
+            loss, dh = inpo_loss_gradient(
+                theta[x, yw] - theta[x, yl],
+                self.l_ref[x, yw] - self.l_ref[x, yl],
+                l_t[x, yw] - l_t[x, yl],
+                eta,
+                beta,
+            )
+            grad = np.zeros((C, K))
+            np.add.at(grad, (x, yw), dh)
+            np.add.at(grad, (x, yl), -dh)
+            theta = log_normalize(theta - lr * grad / n)
+            if cfg.pg_average and m >= start_avg:
+                total += theta
+                n_avg += 1
+        self.log_pi = log_normalize(total / n_avg) if cfg.pg_average else theta
+        return {"loss/inpo": loss}
