@@ -1,0 +1,259 @@
+"""PettingZoo environment that plays a (contextual) preference game.
+
+Description:
+    Two players answer the same context simultaneously; a judge (the preference matrix) says which
+    answer it prefers. Each round draws a context ``x ~ rho``; both players pick a response
+    ``y0, y1`` in ``{0, ..., K - 1}``; the outcome is ``o ~ Bernoulli(P_x[y0, y1])``. This is the
+    symmetric constant-sum game of Nash learning from human feedback (Munos et al. 2024). The KL
+    regularisation toward ``pi_ref`` is not paid by the environment: it belongs to the learner's
+    objective (as in RLHF practice); the game's ``beta`` and ``pi_ref`` ride along in ``env.game`` for
+    agents and exact metrics.
+
+Agents:
+    ``player_0`` and ``player_1``.
+
+Action Space:
+    ``Discrete(K)`` for both players. Any other value (out of range, non-integer, a missing
+    player) raises ``ValueError``.
+
+Observation Space:
+    ``Box(0, 1, shape=(C,), float32)``: the one-hot encoding of the current context (``C = 1`` for a
+    matrix game, whose observation is always ``[1.0]``). Both players see the same observation.
+
+Rewards:
+    With ``p = P_x[y0, y1]`` and ``o ~ Bernoulli(p)`` (see :mod:`nlhf_envs.rewards`):
+    ``reward_mode="outcome"`` (default): ``player_0`` gets ``o``, ``player_1`` gets ``1 - o``;
+    ``"centered"``: ``o - 1/2`` and ``1/2 - o``; ``"probability"``: ``p`` and ``1 - p``.
+    ``infos[agent]`` carry ``prob`` (the exact probability that this agent's answer is preferred),
+    ``context`` (the context the round was played in), ``opponent_action`` and ``round``.
+
+Episode End:
+    Never terminates; truncates (both players) after ``num_rounds`` rounds.
+
+Arguments:
+    ``game``: a :class:`~nlhf_envs.game.PreferenceGame` or a family name of
+    :data:`nlhf_envs.families.FAMILIES` (default ``"rps"``); ``num_rounds`` (default 1);
+    ``reward_mode``; ``render_mode`` (``None``, ``"ansi"`` returns the round as text,
+    ``"human"`` prints it); ``max_cycles``: PettingZoo's name for
+    ``num_rounds`` (when given it overrides it); any other keyword goes to the family factory
+    (``num_actions``, ``seed``, ``num_contexts``, ``beta``, ...).
+
+Exact Solution:
+    ``nlhf_envs.solvers.regularized_nash(env.game)``.
+
+References:
+    Munos et al., "Nash Learning from Human Feedback", ICML 2024; Tiapkin et al., "Accelerating Nash
+    Learning from Human Feedback via Mirror Prox", 2025.
+
+Version History:
+    * v0: initial release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import parallel_to_aec, wrappers
+
+from nlhf_envs.families import make_game
+from nlhf_envs.game import PreferenceGame
+from nlhf_envs.rewards import check_reward_mode, duel_rewards
+
+__all__ = ["PreferenceGameEnv", "parallel_env", "raw_env", "env", "check_actions"]
+
+AGENTS = ("player_0", "player_1")
+
+
+def check_actions(actions: dict[str, Any], agents: list[str], num_actions: int) -> list[int]:
+    """Validate a joint action dict and return the actions in agent order.
+
+    Raises:
+        ValueError: if a player's action is missing, not an integer, or outside ``[0, num_actions)``.
+    """
+    if not isinstance(actions, dict):
+        raise ValueError(
+            f"actions must be a dict mapping agent -> action; got {type(actions).__name__}"
+        )
+    extra = set(actions) - set(agents)
+    if extra:
+        raise ValueError(f"actions given for unknown or finished agent(s) {sorted(extra)}")
+    out = []
+    for agent in agents:
+        if agent not in actions:
+            raise ValueError(f"missing action for {agent}; both players act every round")
+        a = actions[agent]
+        arr = np.asarray(a)
+        if arr.shape not in ((), (1,)) or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"illegal action {a!r} for {agent}: expected an integer in [0, {num_actions})"
+            )
+        a_int = int(arr.reshape(()))
+        if not 0 <= a_int < num_actions:
+            raise ValueError(
+                f"illegal action {a_int} for {agent}: expected an integer in [0, {num_actions})"
+            )
+        out.append(a_int)
+    return out
+
+
+class PreferenceGameEnv(ParallelEnv):
+    """Parallel PettingZoo environment of a preference game (see the module docstring)."""
+
+    metadata = {
+        "name": "nlhf_matrix_game_v0",
+        "render_modes": ["ansi", "human"],
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        game: PreferenceGame | str = "rps",
+        num_rounds: int = 1,
+        reward_mode: str = "outcome",
+        render_mode: str | None = None,
+        max_cycles: int | None = None,
+        **game_kwargs: Any,
+    ) -> None:
+        if isinstance(game, str):
+            game = make_game(game, **game_kwargs)
+        elif isinstance(game, PreferenceGame):
+            if game_kwargs:
+                raise ValueError(
+                    f"game family arguments {sorted(game_kwargs)} given with a PreferenceGame instance"
+                )
+        else:
+            raise ValueError(
+                f"game must be a PreferenceGame or a family name; got {type(game).__name__}"
+            )
+        if max_cycles is not None:
+            num_rounds = max_cycles
+        if int(num_rounds) < 1:
+            raise ValueError(f"num_rounds must be >= 1; got {num_rounds}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None, 'ansi' or 'human'; got {render_mode!r}")
+        self.game: PreferenceGame = game
+        self.num_rounds = int(num_rounds)
+        self.reward_mode = check_reward_mode(reward_mode)
+        self.render_mode = render_mode
+        self.possible_agents = list(AGENTS)
+        self.agents: list[str] = []
+        C, K = game.shape
+        self._eye = np.eye(C, dtype=np.float32)
+        obs_space = spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32)
+        self.observation_spaces = {a: obs_space for a in AGENTS}
+        self.action_spaces = {a: spaces.Discrete(K) for a in AGENTS}
+        self.np_random, _ = seeding.np_random(None)
+        self._round = 0
+        self._context = 0
+        self._last: dict[str, Any] | None = None
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self.action_spaces[agent]
+
+    def _draw_context(self) -> None:
+        game = self.game
+        self._context = (
+            0
+            if game.num_contexts == 1
+            else int(self.np_random.choice(game.num_contexts, p=game.rho))
+        )
+
+    def _observe(self) -> np.ndarray:
+        return self._eye[self._context].copy()
+
+    def state(self) -> np.ndarray:
+        """Global state: the one-hot current context (what both players observe)."""
+        return self._observe()
+
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        if seed is not None:
+            self.np_random, _ = seeding.np_random(seed)
+        self.agents = list(self.possible_agents)
+        self._round = 0
+        self._last = None
+        self._draw_context()
+        obs = {a: self._observe() for a in self.agents}
+        infos = {a: {"context": self._context} for a in self.agents}
+        return obs, infos
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        a0, a1 = check_actions(actions, self.agents, self.game.num_actions)
+        x = self._context
+        p = float(self.game.P[x, a0, a1])
+        o = float(self.np_random.random() < p)
+        r0, r1 = duel_rewards(p, o, self.reward_mode)
+        self._round += 1
+        self._last = {"context": x, "actions": (a0, a1), "prob": p, "outcome": o}
+        done = self._round >= self.num_rounds
+        rewards = {"player_0": float(r0), "player_1": float(r1)}
+        infos = {
+            "player_0": {"prob": p, "context": x, "opponent_action": a1, "round": self._round},
+            "player_1": {
+                "prob": 1.0 - p,
+                "context": x,
+                "opponent_action": a0,
+                "round": self._round,
+            },
+        }
+        terminations = {a: False for a in self.agents}
+        truncations = {a: done for a in self.agents}
+        if not done:
+            self._draw_context()
+        obs = {a: self._observe() for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos
+
+    def render(self) -> str | None:
+        """``"ansi"``: return the last round as text; ``"human"``: print it; ``None``: nothing."""
+        if self.render_mode is None:
+            return None
+        text = self._render_text()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def _render_text(self) -> str:
+        header = (
+            f"{self.game.name} (K={self.game.num_actions}) round {self._round}/{self.num_rounds}"
+        )
+        if self._last is None:
+            return f"{header}: context {self._context}, no move yet"
+        a0, a1 = self._last["actions"]
+        return (
+            f"{header}: context {self._last['context']} | player_0 -> {a0}, player_1 -> {a1} | "
+            f"P(player_0 preferred) = {self._last['prob']:.3f} | outcome "
+            f"{'player_0' if self._last['outcome'] else 'player_1'}"
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def parallel_env(**kwargs: Any) -> PreferenceGameEnv:
+    """Build the parallel environment (see :class:`PreferenceGameEnv` for the arguments)."""
+    return PreferenceGameEnv(**kwargs)
+
+
+def raw_env(**kwargs: Any):
+    """The AEC view of :func:`parallel_env` (through PettingZoo's ``parallel_to_aec``)."""
+    return parallel_to_aec(parallel_env(**kwargs))
+
+
+def env(**kwargs: Any):
+    """The AEC environment with PettingZoo's standard wrappers (order enforcing, bounds checks)."""
+    aec = raw_env(**kwargs)
+    aec = wrappers.AssertOutOfBoundsWrapper(aec)
+    return wrappers.OrderEnforcingWrapper(aec)
