@@ -1,0 +1,63 @@
+"""The population of annotators as a pairwise judge: ``P*(a > b | x)``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nlhf_envs.text import world
+from nlhf_envs.text.judging import PairBatch, PairwiseJudge
+
+
+def _rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    ids, mask = ids.cpu(), mask.cpu()
+    return [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]
+
+
+class GroundTruth(PairwiseJudge):
+    """The annotator population of :mod:`nlhf_envs.text.world` behind the judge interface.
+
+    ``prob`` returns ``P*(a > b | x) = (1/K) sum_k sigmoid(tau_k (s_k(x, a) - s_k(x, b)))``, computed in
+    float64 and returned as float32; the population is fixed, so nothing here is random except
+    :meth:`votes`, which takes a generator.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(world.default_tokenizer())
+
+    def features(self, batch: PairBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Feature vectors ``phi(x, a)`` and ``phi(x, b)``, each ``[B, NUM_FEATURES]``."""
+        prompts = [world.parse_prompt(r) for r in _rows(batch.prompt_ids, batch.prompt_mask)]
+        a_rows = _rows(batch.a_ids, batch.a_mask)
+        b_rows = _rows(batch.b_ids, batch.b_mask)
+        fa = np.array([world.answer_features(p, r) for p, r in zip(prompts, a_rows, strict=True)])
+        fb = np.array([world.answer_features(p, r) for p, r in zip(prompts, b_rows, strict=True)])
+        shape = (len(batch), world.NUM_FEATURES)
+        return fa.reshape(shape), fb.reshape(shape)
+
+    def _prob(self, batch: PairBatch) -> torch.Tensor:
+        fa, fb = self.features(batch)
+        return torch.as_tensor(world.population_prob(fa, fb), dtype=torch.float32)
+
+    def annotator_probs(self, prompts, answers_a, answers_b, **masks) -> torch.Tensor:
+        """Every annotator's ``P_k(a > b | x)``, float64 ``[B, K]`` (arguments as in :meth:`prob`)."""
+        fa, fb = self.features(self.prepare(prompts, answers_a, answers_b, **masks))
+        return torch.as_tensor(world.annotator_probs(fa, fb))
+
+    def votes(
+        self, prompts, answers_a, answers_b, num_votes: int, rng: np.random.Generator, **masks
+    ) -> torch.Tensor:
+        """Votes (1 = ``a`` wins) of ``num_votes`` annotators drawn at random per pair, ``[B, num_votes]``."""
+        fa, fb = self.features(self.prepare(prompts, answers_a, answers_b, **masks))
+        return torch.as_tensor(world.sample_votes(fa, fb, num_votes, rng))
+
+
+_GROUND_TRUTH: GroundTruth | None = None
+
+
+def ground_truth() -> GroundTruth:
+    """The (shared, stateless) ground-truth population judge."""
+    global _GROUND_TRUTH
+    if _GROUND_TRUTH is None:
+        _GROUND_TRUTH = GroundTruth()
+    return _GROUND_TRUTH
