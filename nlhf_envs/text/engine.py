@@ -1,0 +1,462 @@
+"""Batched token duels on torch tensors: the rules, generation with KV caches, and payment.
+
+The rules of a duel live here once and are used both by :class:`DuelEngine` (``B`` duels at once,
+policies sampled inside) and by the PettingZoo env (one duel, actions from outside):
+
+1. :func:`new_answers` starts ``B`` empty answers of at most ``max_new_tokens`` tokens.
+2. :func:`apply_tokens` appends one token to every unfinished answer; an answer finishes when it emits
+   ``<eos>`` (which is kept, and counts in its mask) or reaches ``max_new_tokens``. Tokens offered for a
+   finished answer are ignored.
+3. :func:`settle` asks the paying judge for ``p = P(y0 > y1 | x)``, draws ``o = 1[u < p]`` from a given
+   uniform ``u``, and pays with :func:`nlhf_envs.rewards.duel_rewards`.
+
+A *policy* is any callable ``policy(input_ids, attention_mask=None, past_key_values=None) ->
+(logits [B, T, V], cache)`` with Hugging Face semantics for the mask (it covers past and new positions)
+and the cache (opaque, returned by the previous call); :class:`~nlhf_envs.text.models.TinyCausalLM`,
+:class:`GeometricMixture` and the Hugging Face adapter are policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nlhf_envs.rewards import check_reward_mode, duel_rewards
+from nlhf_envs.text import world
+from nlhf_envs.text.judging import PairwiseJudge, check_token_ids
+from nlhf_envs.text.tokenizer import EOS, PAD, Tokenizer
+
+PAYERS: tuple[str, ...] = ("judge", "ground_truth")
+
+
+class Policy(Protocol):
+    """A causal LM over the duel's vocabulary (see the module docstring)."""
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+    ) -> tuple[torch.Tensor, Any]: ...
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+@dataclass
+class AnswerState:
+    """``B`` answers being written.
+
+    Attributes:
+        tokens: ``[B, N]`` int64, ``<pad>`` after each answer's end.
+        lengths: ``[B]`` int64, tokens written so far (``<eos>`` included).
+        finished: ``[B]`` bool.
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``[B, N]`` bool, true on written tokens."""
+        n = self.tokens.shape[1]
+        return torch.arange(n, device=self.tokens.device)[None, :] < self.lengths[:, None]
+
+
+def new_answers(
+    batch_size: int, max_new_tokens: int, device: torch.device | str = "cpu"
+) -> AnswerState:
+    """``batch_size`` empty answers of at most ``max_new_tokens`` tokens."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    return AnswerState(
+        tokens=torch.full((batch_size, max_new_tokens), PAD, dtype=torch.long, device=device),
+        lengths=torch.zeros(batch_size, dtype=torch.long, device=device),
+        finished=torch.zeros(batch_size, dtype=torch.bool, device=device),
+    )
+
+
+def apply_tokens(state: AnswerState, actions: torch.Tensor, eos_id: int = EOS) -> torch.Tensor:
+    """Append ``actions[b]`` to every unfinished answer ``b`` (in place); the rule of the duel.
+
+    Returns:
+        ``[B]`` bool: which answers took their token (those unfinished before the call).
+    """
+    active = ~state.finished
+    rows = active.nonzero().squeeze(1)
+    state.tokens[rows, state.lengths[rows]] = actions[rows]
+    state.lengths += active.long()
+    state.finished |= active & ((actions == eos_id) | (state.lengths >= state.tokens.shape[1]))
+    return active
+
+
+@dataclass
+class Payoff:
+    """What a batch of finished duels pays.
+
+    Attributes:
+        prob: ``P(y0 > y1 | x)`` of the paying judge, float ``[B]``.
+        judge_prob: the learned judge's probability, or ``None`` if no judge was given.
+        true_prob: the ground truth ``P*``, or ``None`` when not computed.
+        outcome: ``1[u < prob]``, float ``[B]`` (1 = ``player_0`` wins).
+        reward_0: reward of ``player_0``, float ``[B]`` (see :mod:`nlhf_envs.rewards`).
+        reward_1: reward of ``player_1``.
+    """
+
+    prob: torch.Tensor
+    judge_prob: torch.Tensor | None
+    true_prob: torch.Tensor | None
+    outcome: torch.Tensor
+    reward_0: torch.Tensor
+    reward_1: torch.Tensor
+
+
+def settle(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    answers_0: AnswerState,
+    answers_1: AnswerState,
+    uniforms: torch.Tensor,
+    *,
+    judge: PairwiseJudge | None,
+    truth: PairwiseJudge | None,
+    payer: str,
+    reward_mode: str,
+) -> Payoff:
+    """Pay finished duels; the payment rule of the duel.
+
+    Args:
+        prompt_ids: ``[B, P]`` prompt ids; ``prompt_mask`` ``[B, P]``.
+        prompt_mask: mask of ``prompt_ids``.
+        answers_0: the answers of ``player_0``.
+        answers_1: the answers of ``player_1``.
+        uniforms: ``[B]`` uniform draws in [0, 1); ``outcome = 1[u < prob]``.
+        judge: the learned judge (scored when given).
+        truth: the ground truth (scored when given).
+        payer: ``"judge"`` or ``"ground_truth"``: whose probability pays.
+        reward_mode: see :mod:`nlhf_envs.rewards`.
+    """
+    probs: dict[str, torch.Tensor | None] = {"judge": None, "ground_truth": None}
+    for name, j in (("judge", judge), ("ground_truth", truth)):
+        if j is not None:
+            p = j.prob(
+                prompt_ids,
+                answers_0.tokens,
+                answers_1.tokens,
+                prompt_mask=prompt_mask,
+                mask_a=answers_0.mask,
+                mask_b=answers_1.mask,
+            )
+            probs[name] = p.to(uniforms.device)
+    prob = probs[payer]
+    if prob is None:
+        raise ValueError(f"payer {payer!r} needs its judge; none was given")
+    outcome, r0, r1 = pay(prob, uniforms, reward_mode)
+    return Payoff(prob, probs["judge"], probs["ground_truth"], outcome, r0, r1)
+
+
+def pay(
+    prob: torch.Tensor, uniforms: torch.Tensor, reward_mode: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Outcome ``o = 1[u < p]`` and both rewards (:func:`nlhf_envs.rewards.duel_rewards`), float ``[B]``."""
+    prob = prob.to(uniforms.device)
+    outcome = (uniforms < prob).float()
+    r0, r1 = duel_rewards(prob.double().cpu().numpy(), outcome.double().cpu().numpy(), reward_mode)
+    device = uniforms.device
+    return (
+        outcome,
+        torch.as_tensor(np.asarray(r0), dtype=torch.float32, device=device),
+        torch.as_tensor(np.asarray(r1), dtype=torch.float32, device=device),
+    )
+
+
+# ------------------------------------------------------------------------------------ generation
+
+
+@dataclass
+class Generation:
+    """Answers sampled from a policy.
+
+    Attributes:
+        tokens: ``[B, N]`` int64; ``<pad>`` after each answer's end.
+        log_probs: ``[B, N]`` float32 log-probabilities of the sampled tokens under the sampling
+            distribution (0 where ``mask`` is false); detached.
+        mask: ``[B, N]`` bool; true on the answer's tokens, its ``<eos>`` included.
+        lengths: ``[B]`` int64 (``mask.sum(-1)``).
+    """
+
+    tokens: torch.Tensor
+    log_probs: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+
+    @property
+    def state(self) -> AnswerState:
+        """The answers as a finished :class:`AnswerState`."""
+        return AnswerState(
+            self.tokens, self.lengths, torch.ones_like(self.lengths, dtype=torch.bool)
+        )
+
+
+def _check_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, vocab_size: int) -> None:
+    check_token_ids(prompt_ids, vocab_size, "prompt_ids")
+    if tuple(prompt_mask.shape) != tuple(prompt_ids.shape):
+        raise ValueError(
+            f"prompt_mask must have shape {tuple(prompt_ids.shape)}; got {tuple(prompt_mask.shape)}"
+        )
+
+
+@torch.no_grad()
+def generate(
+    policy: Policy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    use_cache: bool = True,
+    eos_id: int = EOS,
+) -> Generation:
+    """Sample one answer per prompt, all ``B`` at once.
+
+    With ``use_cache`` the prompt is encoded once and each step feeds one token per row with the
+    policy's KV cache; without it every step re-runs the whole sequence (the same samples, slower; kept
+    for benchmarks and tests).
+
+    Args:
+        policy: the policy (see :class:`Policy`).
+        prompt_ids: ``[B, P]`` left-padded ``<bos> ... <sep>`` ids.
+        prompt_mask: ``[B, P]`` bool, true on real prompt tokens.
+        max_new_tokens: the longest answer, ``<eos>`` included.
+        generator: torch generator for the samples (on the tensors' device).
+        temperature: logits are divided by it; the returned log-probs are those of the tempered
+            distribution.
+        use_cache: use the policy's KV cache.
+        eos_id: the end token.
+
+    Returns:
+        The :class:`Generation`.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    batch = prompt_ids.shape[0]
+    device = prompt_ids.device
+    state = new_answers(batch, max_new_tokens, device)
+    log_probs = torch.zeros(batch, max_new_tokens, device=device)
+    mask = prompt_mask.bool()
+    seq = prompt_ids
+    logits, cache = policy(prompt_ids, attention_mask=mask)
+    for t in range(max_new_tokens):
+        lp = F.log_softmax(logits[:, -1].float() / temperature, dim=-1)
+        tok = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
+        tok = torch.where(state.finished, torch.full_like(tok, PAD), tok)
+        active = apply_tokens(state, tok, eos_id)
+        log_probs[:, t] = torch.where(active, lp.gather(1, tok[:, None]).squeeze(1), 0.0)
+        if t == max_new_tokens - 1 or bool(state.finished.all()):
+            break
+        mask = torch.cat([mask, active[:, None]], dim=1)
+        if use_cache:
+            logits, cache = policy(tok[:, None], attention_mask=mask, past_key_values=cache)
+        else:
+            seq = torch.cat([seq, tok[:, None]], dim=1)
+            logits, _ = policy(seq, attention_mask=mask)
+    return Generation(state.tokens, log_probs, state.mask, state.lengths)
+
+
+def token_log_probs(
+    policy: Policy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    answer_ids: torch.Tensor,
+    answer_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Differentiable per-token ``log pi(y_n | x, y_<n)``, ``[B, N]``, zero where ``answer_mask`` is false.
+
+    One forward pass over ``prompt + answer``; answers are right-padded and their mask includes the
+    ``<eos>`` (so the sequence log-prob counts every token up to and including the first ``<eos>``).
+    """
+    p_len = prompt_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, answer_ids[:, :-1]], dim=1)
+    attn = torch.cat([prompt_mask.bool(), answer_mask[:, :-1].bool()], dim=1)
+    logits, _ = policy(input_ids, attention_mask=attn)
+    logits = logits[:, p_len - 1 :].float()
+    lp = F.log_softmax(logits, dim=-1).gather(2, answer_ids[:, :, None]).squeeze(2)
+    return lp * answer_mask.float()
+
+
+def sequence_log_probs(
+    policy: Policy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    answer_ids: torch.Tensor,
+    answer_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Differentiable ``log pi(y | x)`` = the sum of :func:`token_log_probs`, ``[B]``."""
+    return token_log_probs(policy, prompt_ids, prompt_mask, answer_ids, answer_mask).sum(-1)
+
+
+class GeometricMixture:
+    """Per-token geometric mixture ``pi^c ∝ pi_theta^(1-c) pi_ref^c`` of two policies (a policy itself).
+
+    Its logits are ``(1 - c) log_softmax(logits_theta) + c log_softmax(logits_ref)`` (equal to the
+    mixture of raw logits up to a per-position constant); its cache is the pair of both models' caches,
+    so generation from the mixture costs one cached step of each model per token (Nash-MD's opponent).
+
+    Args:
+        policy: ``pi_theta``.
+        reference: ``pi_ref``.
+        coef: ``c`` in [0, 1] (``eta * beta`` in Nash-MD).
+    """
+
+    def __init__(self, policy: Policy, reference: Policy, coef: float) -> None:
+        if not 0.0 <= coef <= 1.0:
+            raise ValueError(f"mixture coefficient must lie in [0, 1], got {coef}")
+        self.policy, self.reference, self.coef = policy, reference, float(coef)
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: tuple[Any, Any] | None = None,
+    ) -> tuple[torch.Tensor, tuple[Any, Any]]:
+        past_p, past_r = past_key_values if past_key_values is not None else (None, None)
+        lp, cache_p = self.policy(input_ids, attention_mask=attention_mask, past_key_values=past_p)
+        lr, cache_r = self.reference(
+            input_ids, attention_mask=attention_mask, past_key_values=past_r
+        )
+        c = self.coef
+        logits = (1.0 - c) * F.log_softmax(lp.float(), -1) + c * F.log_softmax(lr.float(), -1)
+        return logits, (cache_p, cache_r)
+
+
+# ------------------------------------------------------------------------------------ the engine
+
+
+@dataclass
+class DuelResult:
+    """``B`` played duels: both players' generations and the payoff."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    answers_0: Generation
+    answers_1: Generation
+    payoff: Payoff
+
+
+class DuelEngine:
+    """``B`` token duels at once, on CPU or CUDA, with the rules shared with the PettingZoo env.
+
+    Args:
+        judge: the learned judge (default: the shipped one, see :func:`nlhf_envs.text.load_judge`).
+        max_new_tokens: the longest answer, ``<eos>`` included.
+        reward_mode: ``"outcome"`` (default), ``"centered"`` or ``"probability"``.
+        payer: ``"judge"`` (default) or ``"ground_truth"`` (pay with ``P*``, to study judge
+            over-optimisation).
+        with_true_prob: also score every duel with the ground truth (slower: it runs on the CPU).
+        device: where prompts and answers live.
+    """
+
+    def __init__(
+        self,
+        judge: PairwiseJudge | None = None,
+        *,
+        max_new_tokens: int = world.MAX_NEW_TOKENS,
+        reward_mode: str = "outcome",
+        payer: str = "judge",
+        with_true_prob: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        from nlhf_envs.text.ground_truth import ground_truth
+        from nlhf_envs.text.models import load_judge
+
+        if payer not in PAYERS:
+            raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
+        self.reward_mode = check_reward_mode(reward_mode)
+        self.payer = payer
+        self.device = torch.device(device)
+        self.judge = judge if judge is not None else load_judge(device=self.device)
+        self.truth = ground_truth() if (with_true_prob or payer == "ground_truth") else None
+        self.tokenizer: Tokenizer = self.judge.tokenizer
+        self.max_new_tokens = int(max_new_tokens)
+        self.prompt_len = world.PROMPT_LEN
+
+    def encode_prompts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and mask, ``[B, PROMPT_LEN]``, on the engine's device."""
+        return self.tokenizer.encode_prompts(texts, self.prompt_len, device=self.device)
+
+    def sample_prompts(
+        self, batch_size: int, generator: torch.Generator, split: str = "train"
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` prompts of ``split``: ``(texts, ids, mask)``."""
+        idx = world.PROMPTS.indices(split)
+        pick = torch.randint(len(idx), (batch_size,), generator=generator, device=generator.device)
+        texts = [world.PROMPTS.texts[idx[i]] for i in pick.tolist()]
+        return (texts, *self.encode_prompts(texts))
+
+    def generate(
+        self,
+        policy: Policy,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+    ) -> Generation:
+        """:func:`generate` with the engine's ``max_new_tokens`` and input checks."""
+        _check_prompts(prompt_ids, prompt_mask, self.tokenizer.vocab_size)
+        return generate(
+            policy,
+            prompt_ids,
+            prompt_mask,
+            self.max_new_tokens,
+            generator=generator,
+            temperature=temperature,
+            use_cache=use_cache,
+        )
+
+    def score(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        answers_0: Generation | AnswerState,
+        answers_1: Generation | AnswerState,
+        generator: torch.Generator | None = None,
+    ) -> Payoff:
+        """Judge and pay ``B`` finished duels in one batched pass (outcomes drawn with ``generator``)."""
+        s0 = answers_0.state if isinstance(answers_0, Generation) else answers_0
+        s1 = answers_1.state if isinstance(answers_1, Generation) else answers_1
+        u = torch.rand(prompt_ids.shape[0], generator=generator, device=self.device)
+        return settle(
+            prompt_ids,
+            prompt_mask,
+            s0,
+            s1,
+            u,
+            judge=self.judge,
+            truth=self.truth,
+            payer=self.payer,
+            reward_mode=self.reward_mode,
+        )
+
+    def play(
+        self,
+        policy_0: Policy,
+        policy_1: Policy,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        temperature: float = 1.0,
+    ) -> DuelResult:
+        """Play ``B`` duels: sample both answers (KV-cached) and pay them."""
+        a0 = self.generate(policy_0, prompt_ids, prompt_mask, generator, temperature=temperature)
+        a1 = self.generate(policy_1, prompt_ids, prompt_mask, generator, temperature=temperature)
+        payoff = self.score(prompt_ids, prompt_mask, a0, a1, generator)
+        return DuelResult(prompt_ids, prompt_mask, a0, a1, payoff)

@@ -1,0 +1,286 @@
+"""``nlhf/TokenDuel-v0``: two players write answers to one prompt, token by token, and a judge decides.
+
+Description:
+    A token-level NLHF game. ``reset`` draws a prompt ``x`` of the language world
+    (:mod:`nlhf_envs.text.world`). At every step both players emit one token of their own answer; neither
+    sees the other's answer until the end. When both answers are finished the paying judge gives
+    ``p = P(y_0 > y_1 | x)`` and the duel is decided by one preference query ``o ~ Bernoulli(p)``. The
+    game is symmetric and constant-sum; the judge (learned, shipped with the package) approximates an
+    intransitive population of annotators, the ground truth, which can pay instead.
+
+    The rules and rewards are those of :mod:`nlhf_envs.text.engine` (``apply_tokens`` and ``settle``),
+    which the batched :class:`~nlhf_envs.text.engine.DuelEngine` uses too.
+
+Agents:
+    ``player_0`` and ``player_1``; both stay in ``agents`` until the duel ends.
+
+Action Space:
+    ``Discrete(V)`` with ``V`` the vocabulary size (317): a token id. ``<eos>`` (id 2) ends the player's
+    answer (it counts as the answer's last token). Other special tokens are accepted and kept in the
+    answer, but judges ignore them. After a player's answer has ended, its actions are ignored (it may
+    also omit its action or pass ``None``); an unfinished player must act.
+
+Observation Space:
+    ``Box(0, high, (2, L), int64)`` with ``L = PROMPT_LEN + max_new_tokens = 12 + max_new_tokens``.
+    Row 0 holds token ids: the prompt as the models read it, ``<pad>* <bos> words <sep>`` left-padded to
+    12, followed by the player's own answer so far, right-padded with ``<pad>`` (``high = V - 1``).
+    Row 1 is the mask, 1 on real tokens (``high = 1``). ``obs[0]`` with ``attention_mask=obs[1]`` is
+    exactly the input of a causal LM policy such as the reference policy. The opponent's answer is not
+    observed.
+
+Rewards:
+    Zero until the duel ends. Then, with ``p = P(y_0 > y_1 | x)`` from the paying judge and
+    ``o = 1[u < p]``, ``u ~ U[0, 1)`` from the env's ``np_random``: ``reward_mode="outcome"`` (default)
+    pays ``player_0`` ``o`` and ``player_1`` ``1 - o``; ``"centered"`` pays ``o - 1/2`` and ``1/2 - o``;
+    ``"probability"`` pays ``p`` and ``1 - p`` (see :mod:`nlhf_envs.rewards`). At the end ``infos`` of
+    both players hold ``prompt``, ``answer_0``, ``answer_1`` (decoded texts), ``judge_prob`` (the
+    learned judge's ``P(y_0 > y_1 | x)``), ``true_prob`` (the ground truth's), ``prob`` (the paying
+    one) and ``outcome``.
+
+Episode End:
+    Termination (for both players at once) when both answers have ended, by ``<eos>`` or by reaching
+    ``max_new_tokens`` tokens, so a duel lasts at most ``max_new_tokens`` steps. There is no truncation.
+
+Arguments:
+    ``judge``: a :class:`~nlhf_envs.text.judging.PairwiseJudge` (default: the shipped learned judge).
+    ``max_new_tokens`` (24): the longest answer, ``<eos>`` included.
+    ``max_cycles`` (None): PettingZoo's episode cap; it caps ``max_new_tokens`` at ``max_cycles``, so a
+    duel never outlasts it.
+    ``reward_mode`` ("outcome"): ``"outcome"``, ``"centered"`` or ``"probability"``.
+    ``payer`` ("judge"): ``"judge"`` or ``"ground_truth"``: who pays (paying with the ground truth shows
+    how far a policy over-optimised the judge).
+    ``prompt_split`` ("train"): ``"train"``, ``"heldout"`` or ``"all"`` prompts of the world.
+    ``render_mode`` (None): ``None`` or ``"ansi"``.
+    ``reset(options={"prompt": text})`` fixes the prompt of one duel (other option keys are ignored).
+
+References:
+    Munos et al., "Nash Learning from Human Feedback", ICML 2024 (arXiv 2312.00886);
+    Tiapkin et al., "Accelerating Nash Learning from Human Feedback via Mirror Prox" (arXiv 2505.19731).
+
+Version History:
+    v0: initial release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from nlhf_envs.rewards import check_reward_mode
+from nlhf_envs.text import world
+from nlhf_envs.text.engine import PAYERS, AnswerState, apply_tokens, new_answers, settle
+from nlhf_envs.text.judging import PairwiseJudge
+
+AGENTS: tuple[str, str] = ("player_0", "player_1")
+_DEFAULT_JUDGE: PairwiseJudge | None = None
+
+
+def _default_judge() -> PairwiseJudge:
+    global _DEFAULT_JUDGE
+    if _DEFAULT_JUDGE is None:
+        from nlhf_envs.text.models import load_judge
+
+        _DEFAULT_JUDGE = load_judge()
+    return _DEFAULT_JUDGE
+
+
+class TokenDuelEnv(ParallelEnv):
+    """The token duel as a PettingZoo ``ParallelEnv`` (see the module docstring)."""
+
+    metadata = {"name": "nlhf/TokenDuel-v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(
+        self,
+        judge: PairwiseJudge | None = None,
+        *,
+        max_new_tokens: int = world.MAX_NEW_TOKENS,
+        max_cycles: int | None = None,
+        reward_mode: str = "outcome",
+        payer: str = "judge",
+        prompt_split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        from nlhf_envs.text.ground_truth import ground_truth
+
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"unknown render_mode {render_mode!r}; expected None or 'ansi'")
+        if payer not in PAYERS:
+            raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if max_cycles is not None:
+            if max_cycles < 1:
+                raise ValueError(f"max_cycles must be at least 1, got {max_cycles}")
+            max_new_tokens = min(max_new_tokens, max_cycles)
+        self.judge = judge if judge is not None else _default_judge()
+        self.truth = ground_truth()
+        self.tokenizer = self.judge.tokenizer
+        self.reward_mode = check_reward_mode(reward_mode)
+        self.payer = payer
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_cycles = max_cycles
+        self.prompt_pool = world.PROMPTS.indices(prompt_split)
+        self.render_mode = render_mode
+        self.possible_agents = list(AGENTS)
+        self.agents: list[str] = []
+        v = self.tokenizer.vocab_size
+        length = world.PROMPT_LEN + self.max_new_tokens
+        self._action_spaces = {a: spaces.Discrete(v) for a in AGENTS}
+        high = np.ones((2, length), dtype=np.int64)
+        high[0] = v - 1
+        self._observation_spaces = {
+            a: spaces.Box(np.zeros_like(high), high, dtype=np.int64) for a in AGENTS
+        }
+        self.np_random, self.np_random_seed = seeding.np_random(None)
+        self._prompt = ""
+        self._prompt_ids = torch.zeros(1, world.PROMPT_LEN, dtype=torch.long)
+        self._prompt_mask = torch.zeros(1, world.PROMPT_LEN, dtype=torch.bool)
+        self._answers: dict[str, AnswerState] = {}
+        self._result: dict[str, Any] | None = None
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """The observation space of ``agent`` (the same object on every call)."""
+        return self._observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """The action space of ``agent`` (the same object on every call)."""
+        return self._action_spaces[agent]
+
+    def _observe(self, agent: str) -> np.ndarray:
+        ans = self._answers[agent]
+        tokens = torch.cat([self._prompt_ids[0], ans.tokens[0]])
+        mask = torch.cat([self._prompt_mask[0], ans.mask[0]])
+        return torch.stack([tokens, mask.long()]).numpy().astype(np.int64)
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Start a duel: draw a prompt (or take ``options["prompt"]``)."""
+        if seed is not None:
+            self.np_random, self.np_random_seed = seeding.np_random(seed)
+        options = options or {}  # only "prompt" is read; other keys are ignored
+        if "prompt" in options:
+            self._prompt = str(options["prompt"])
+        else:
+            self._prompt = world.PROMPTS.texts[int(self.np_random.choice(self.prompt_pool))]
+        self._prompt_ids, self._prompt_mask = self.tokenizer.encode_prompts(
+            [self._prompt], world.PROMPT_LEN
+        )
+        self._answers = {a: new_answers(1, self.max_new_tokens) for a in AGENTS}
+        self._result = None
+        self.agents = list(AGENTS)
+        observations = {a: self._observe(a) for a in self.agents}
+        infos = {a: {"prompt": self._prompt} for a in self.agents}
+        return observations, infos
+
+    def _token(self, agent: str, action: Any) -> int:
+        try:
+            token = int(action)
+        except (TypeError, ValueError):
+            raise ValueError(f"action of {agent} must be a token id, got {action!r}") from None
+        if token != action or not 0 <= token < self.tokenizer.vocab_size:
+            raise ValueError(
+                f"action {action!r} of {agent} is not a token id in [0, {self.tokenizer.vocab_size})"
+            )
+        return token
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Both players emit one token; pays both players when both answers have ended.
+
+        Raises:
+            RuntimeError: if the duel has ended (call ``reset``).
+            ValueError: on a missing action of an unfinished player, an action that is not a token id,
+                or an unknown agent.
+        """
+        if not self.agents:
+            raise RuntimeError("step() called after the duel ended; call reset() first")
+        unknown = set(actions) - set(AGENTS)
+        if unknown:
+            raise ValueError(f"actions for unknown agents {sorted(unknown)}; agents are {AGENTS}")
+        for agent in AGENTS:
+            state = self._answers[agent]
+            if bool(state.finished[0]):
+                continue  # a finished player's actions are ignored
+            if actions.get(agent) is None:
+                raise ValueError(f"{agent} has not finished its answer and must act")
+            token = self._token(agent, actions[agent])
+            apply_tokens(state, torch.tensor([token]), self.tokenizer.eos_id)
+        done = all(bool(self._answers[a].finished[0]) for a in AGENTS)
+        rewards = dict.fromkeys(AGENTS, 0.0)
+        infos: dict[str, dict[str, Any]] = {a: {} for a in AGENTS}
+        if done:
+            payoff = settle(
+                self._prompt_ids,
+                self._prompt_mask,
+                self._answers["player_0"],
+                self._answers["player_1"],
+                torch.tensor([self.np_random.random()]),
+                judge=self.judge,
+                truth=self.truth,
+                payer=self.payer,
+                reward_mode=self.reward_mode,
+            )
+            rewards = {"player_0": float(payoff.reward_0[0]), "player_1": float(payoff.reward_1[0])}
+            self._result = {
+                "prompt": self._prompt,
+                "answer_0": self._text("player_0"),
+                "answer_1": self._text("player_1"),
+                "judge_prob": float(payoff.judge_prob[0]),
+                "true_prob": float(payoff.true_prob[0]),
+                "prob": float(payoff.prob[0]),
+                "outcome": float(payoff.outcome[0]),
+            }
+            infos = {a: dict(self._result) for a in AGENTS}
+        observations = {a: self._observe(a) for a in AGENTS}
+        terminations = dict.fromkeys(AGENTS, done)
+        truncations = dict.fromkeys(AGENTS, False)
+        if done:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    def _text(self, agent: str) -> str:
+        state = self._answers[agent]
+        return self.tokenizer.decode(state.tokens[0][state.mask[0]].tolist())
+
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: the prompt, both answers so far and, at the end, the verdict."""
+        if self.render_mode is None:
+            return None
+        if not self._answers:
+            return "TokenDuel: call reset() first"
+        lines = [f"prompt   : {self._prompt}"]
+        for agent in AGENTS:
+            state = self._answers[agent]
+            status = "done" if bool(state.finished[0]) else "writing"
+            n = int(state.lengths[0])
+            lines.append(f"{agent} : {self._text(agent)}  [{n}/{self.max_new_tokens} {status}]")
+        if self._result is not None:
+            r = self._result
+            winner = "player_0" if r["outcome"] == 1.0 else "player_1"
+            lines.append(
+                f"judge P(player_0 > player_1) = {r['judge_prob']:.3f}, ground truth "
+                f"{r['true_prob']:.3f}, paid by {self.payer}: {winner} wins"
+            )
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+raw_env = TokenDuelEnv
+
+
+def parallel_env(**kwargs: Any) -> TokenDuelEnv:
+    """The parallel env (keyword arguments as in :class:`TokenDuelEnv`)."""
+    return TokenDuelEnv(**kwargs)
+
+
+def env(**kwargs: Any) -> AECEnv:
+    """The AEC view (``parallel_to_aec``, order-enforced), keyword arguments as in :class:`TokenDuelEnv`."""
+    return parallel_to_aec(parallel_env(**kwargs))

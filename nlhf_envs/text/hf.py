@@ -1,0 +1,193 @@
+"""Hugging Face adapter (extra ``hf``): ``transformers`` causal LMs as duel policies, text judges.
+
+- :class:`HFPolicy` makes any ``transformers`` causal LM a policy of :mod:`nlhf_envs.text.engine`
+  (``policy(input_ids, attention_mask, past_key_values) -> (logits, cache)``), with position ids computed
+  from the mask so left-padded prompts and the KV cache work.
+- :func:`make_hf_tokenizer` builds a ``PreTrainedTokenizerFast`` with the world's vocabulary (same ids), so
+  a model over that vocabulary plays in :class:`~nlhf_envs.text.engine.DuelEngine` and the env directly.
+- :class:`HFTextDuel` plays duels between models with *any* tokenizer: prompts are encoded with it,
+  answers decoded to text and scored by any text judge ``judge(prompts, completion_pairs)`` (the learned
+  judge, the ground truth, or your own callable).
+
+Nothing here downloads anything; tests build tiny random models from configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nlhf_envs.rewards import check_reward_mode
+from nlhf_envs.text import world
+from nlhf_envs.text.engine import Generation, generate, pay
+from nlhf_envs.text.judging import check_probabilities
+from nlhf_envs.text.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+try:
+    import transformers
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError("nlhf_envs.text.hf needs the 'hf' extra: pip install 'nlhf-zoo[hf]'") from err
+
+TextJudge = Callable[[list[str], list[tuple[str, str]]], Any]
+
+
+class HFPolicy:
+    """A ``transformers`` causal LM as a duel policy.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``-like: returns ``logits`` and ``past_key_values``).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's output vocabulary size."""
+        return int(self.model.config.vocab_size)
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits ``[B, T, V]`` and the model's cache (see :class:`~nlhf_envs.text.engine.Policy`)."""
+        t = input_ids.shape[1]
+        if attention_mask is None:
+            past = 0 if past_key_values is None else int(past_key_values.get_seq_length())
+            attention_mask = torch.ones(
+                input_ids.shape[0], past + t, dtype=torch.long, device=input_ids.device
+            )
+        mask = attention_mask.long()
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=True,
+        )
+        return out.logits, out.past_key_values
+
+
+def make_hf_tokenizer(tokenizer: Tokenizer | None = None) -> Any:
+    """A ``PreTrainedTokenizerFast`` with the world's vocabulary and ids (word level, whitespace split)."""
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    tok = tokenizer or world.default_tokenizer()
+    raw = RawTokenizer(models.WordLevel({w: i for i, w in enumerate(tok.vocab)}, unk_token="<unk>"))
+    raw.normalizer = normalizers.Lowercase()
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    pad, bos, eos, _, unk = SPECIAL_TOKENS
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        pad_token=pad,
+        bos_token=bos,
+        eos_token=eos,
+        unk_token=unk,
+        sep_token="<sep>",
+        padding_side="left",
+    )
+
+
+@dataclass
+class TextDuelResult:
+    """Duels played by :class:`HFTextDuel`: texts, generations and payment (float ``[B]`` tensors)."""
+
+    prompts: list[str]
+    answers_0: list[str]
+    answers_1: list[str]
+    generation_0: Generation
+    generation_1: Generation
+    prob: torch.Tensor
+    outcome: torch.Tensor
+    reward_0: torch.Tensor
+    reward_1: torch.Tensor
+
+
+class HFTextDuel:
+    """Duels between policies sharing a Hugging Face tokenizer, judged on text.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer with an ``eos_token_id`` (and ``pad_token_id``, else the
+            eos is used for padding). Prompts are left-padded.
+        judge: any ``judge(prompts, completion_pairs) -> probabilities`` (``P(first > second)``); its
+            output is validated (NaN or values outside [0, 1] raise ``ValueError``).
+        max_new_tokens: the longest answer, eos included.
+        reward_mode: as in :mod:`nlhf_envs.rewards`.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        judge: TextJudge,
+        *,
+        max_new_tokens: int = world.MAX_NEW_TOKENS,
+        reward_mode: str = "outcome",
+    ) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer needs an eos token to end answers")
+        self.tokenizer = tokenizer
+        self.judge = judge
+        self.max_new_tokens = int(max_new_tokens)
+        self.reward_mode = check_reward_mode(reward_mode)
+
+    def encode_prompts(
+        self, prompts: Sequence[str], device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and boolean mask."""
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        width = max(1, *(len(r) for r in rows))
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r) :] = torch.tensor(r)
+                mask[i, width - len(r) :] = True
+        return ids.to(device), mask.to(device)
+
+    def decode(self, gen: Generation) -> list[str]:
+        """Answer texts (special tokens, the eos among them, skipped)."""
+        rows = [gen.tokens[i][gen.mask[i]].tolist() for i in range(gen.tokens.shape[0])]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def play(
+        self,
+        policy_0: Any,
+        policy_1: Any,
+        prompts: Sequence[str],
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        temperature: float = 1.0,
+    ) -> TextDuelResult:
+        """Sample both answers with KV caches, judge the texts, and pay (outcomes from ``generator``)."""
+        ids, mask = self.encode_prompts(prompts, device)
+        eos = self.tokenizer.eos_token_id
+        gens = [
+            generate(
+                policy,
+                ids,
+                mask,
+                self.max_new_tokens,
+                generator=generator,
+                temperature=temperature,
+                eos_id=eos,
+            )
+            for policy in (policy_0, policy_1)
+        ]
+        texts_0, texts_1 = self.decode(gens[0]), self.decode(gens[1])
+        pairs = list(zip(texts_0, texts_1, strict=True))
+        prob = check_probabilities(self.judge(list(prompts), pairs), len(prompts), "judge")
+        u = torch.rand(len(prompts), generator=generator, device=ids.device)
+        outcome, r0, r1 = pay(prob, u, self.reward_mode)
+        return TextDuelResult(
+            list(prompts), texts_0, texts_1, gens[0], gens[1], prob, outcome, r0, r1
+        )

@@ -1,0 +1,339 @@
+"""The two small torch models of the token duel and their checkpoints.
+
+- :class:`TinyCausalLM`: a pre-LayerNorm causal transformer language model with a key/value cache; the
+  reference policy ``pi_ref`` is one of these.
+- :class:`PreferenceNet`: a pairwise preference model with ``P(a > b | x) = sigmoid(f(x, a, b) -
+  f(x, b, a))``, antisymmetric by construction; :class:`Judge` wraps it behind the judge interface.
+
+Checkpoints are ``torch.save`` dictionaries of plain types (loadable with ``weights_only=True``) and
+record the vocabulary, so a checkpoint cannot silently be used with another tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlhf_envs.text import world
+from nlhf_envs.text.judging import PairBatch, PairwiseJudge
+from nlhf_envs.text.tokenizer import Tokenizer
+
+#: Key/value cache of :class:`TinyCausalLM`: one ``(keys, values)`` pair per layer, ``[B, H, T, Dh]``.
+KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+JUDGE_PATH = ASSETS / "judge.pt"
+REFERENCE_PATH = ASSETS / "reference.pt"
+
+
+# ------------------------------------------------------------------------------------ language model
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Shape of a :class:`TinyCausalLM`."""
+
+    vocab_size: int = world.VOCAB_SIZE
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 256
+    max_len: int = 64
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        x = x + self.ff(self.ln2(x))
+        return x, (k, v)
+
+
+class TinyCausalLM(nn.Module):
+    """A small causal transformer LM implementing the policy interface of :mod:`nlhf_envs.text.engine`.
+
+    Padding is handled with ``attention_mask`` the way Hugging Face models do: positions are counted
+    over unmasked tokens (so left-padded prompts work), masked keys are never attended to.
+
+    Args:
+        config: the model's shape.
+    """
+
+    def __init__(self, config: LMConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LMConfig()
+        cfg = self.config
+        self.vocab_size = cfg.vocab_size
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Next-token logits for every input position.
+
+        Args:
+            input_ids: ``[B, T]`` new token ids.
+            attention_mask: ``[B, T_past + T]`` (past and new positions), true where a token is real;
+                default all true.
+            past_key_values: the cache returned by the previous call, or ``None``.
+
+        Returns:
+            ``(logits [B, T, V], cache)``; the cache covers all ``T_past + T`` positions.
+
+        Raises:
+            ValueError: on a mask of the wrong shape or a sequence longer than ``max_len``.
+        """
+        b, t = input_ids.shape
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        total = past_len + t
+        if attention_mask is None:
+            attention_mask = torch.ones(b, total, dtype=torch.bool, device=input_ids.device)
+        attention_mask = attention_mask.bool()
+        if tuple(attention_mask.shape) != (b, total):
+            raise ValueError(
+                f"attention_mask must have shape {(b, total)} (past {past_len} + new {t}); "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_len:]
+        if total > self.config.max_len:
+            raise ValueError(f"sequence of {total} tokens exceeds max_len {self.config.max_len}")
+        x = self.tok_emb(input_ids) + self.pos_emb(positions)
+        q_pos = torch.arange(past_len, total, device=input_ids.device)
+        k_pos = torch.arange(total, device=input_ids.device)
+        causal = k_pos[None, :] <= q_pos[:, None]  # [T, total]
+        allowed = causal[None] & attention_mask[:, None, :]
+        allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None]  # a query always sees itself
+        cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, allowed, None if past_key_values is None else past_key_values[i])
+            cache.append(kv)
+        logits = self.ln_f(x) @ self.tok_emb.weight.T
+        return logits, tuple(cache)
+
+
+# ------------------------------------------------------------------------------------ judge
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Shape of a :class:`PreferenceNet`."""
+
+    vocab_size: int = world.VOCAB_SIZE
+    d_model: int = 48
+    d_hidden: int = 96
+
+
+def answer_token_flags(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token flag code ``repeat + 2 first + 4 last`` (0..7) over the masked tokens.
+
+    ``repeat``: the same id occurs earlier in the row; ``first``/``last``: first/last masked position.
+    """
+    length = ids.shape[1]
+    same = (ids[:, :, None] == ids[:, None, :]) & mask[:, None, :]
+    earlier = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril(-1)
+    repeat = (same & earlier).any(-1) & mask
+    count = mask.long().cumsum(-1)
+    first = mask & (count == 1)
+    last = mask & (count == count[:, -1:])
+    return repeat.long() + 2 * first.long() + 4 * last.long()
+
+
+class PreferenceNet(nn.Module):
+    """Pairwise preference model ``logit P(a > b | x) = f(x, a, b) - f(x, b, a)``.
+
+    The prompt is mean-pooled word embeddings through an MLP (``h_x``); each answer token gets its
+    embedding plus a flag embedding (:func:`answer_token_flags`), is passed through an MLP together with
+    ``h_x``, and sum- and mean-pooled with the length into ``u_y``; ``f`` is an MLP of
+    ``(u_a, u_b, h_x)``. Because ``f`` sees both answers, the model can represent intransitive
+    preferences; antisymmetry holds exactly whatever the weights.
+
+    Args:
+        config: the model's shape.
+    """
+
+    def __init__(self, config: JudgeConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or JudgeConfig()
+        d, h = self.config.d_model, self.config.d_hidden
+        self.embed = nn.Embedding(self.config.vocab_size, d)
+        self.flag_embed = nn.Embedding(8, d)
+        self.prompt_mlp = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d))
+        self.token_mlp = nn.Sequential(nn.Linear(2 * d, h), nn.GELU(), nn.Linear(h, h))
+        self.answer_mlp = nn.Sequential(nn.Linear(2 * h + 2 + d, h), nn.GELU(), nn.Linear(h, d))
+        self.pair_mlp = nn.Sequential(
+            nn.Linear(3 * d, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1)
+        )
+
+    def encode_prompt(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``h_x``, ``[B, d]``, from content-masked prompt ids."""
+        m = mask.float()[..., None]
+        pooled = (self.embed(ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.prompt_mlp(pooled)
+
+    def encode_answer(
+        self, h_x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``u_y``, ``[B, d]``, from content-masked answer ids."""
+        e = self.embed(ids) + self.flag_embed(answer_token_flags(ids, mask))
+        z = self.token_mlp(torch.cat([e, h_x[:, None, :].expand_as(e)], dim=-1))
+        m = mask.float()[..., None]
+        n = m.sum(1)
+        total = (z * m).sum(1)
+        pooled = torch.cat(
+            [total / 8.0, total / n.clamp(min=1.0), n / 10.0, (n == 0).float(), h_x], dim=-1
+        )
+        return self.answer_mlp(pooled)
+
+    def forward(self, batch: PairBatch) -> torch.Tensor:
+        """``logit P(a > b | x)``, ``[B]``."""
+        h_x = self.encode_prompt(batch.prompt_ids, batch.prompt_mask)
+        u_a = self.encode_answer(h_x, batch.a_ids, batch.a_mask)
+        u_b = self.encode_answer(h_x, batch.b_ids, batch.b_mask)
+        f_ab = self.pair_mlp(torch.cat([u_a, u_b, h_x], dim=-1))[:, 0]
+        f_ba = self.pair_mlp(torch.cat([u_b, u_a, h_x], dim=-1))[:, 0]
+        return f_ab - f_ba
+
+
+class Judge(PairwiseJudge):
+    """The learned judge: a :class:`PreferenceNet` behind the judge interface.
+
+    Args:
+        net: the preference model.
+        tokenizer: its tokenizer; default the world's.
+    """
+
+    def __init__(self, net: PreferenceNet, tokenizer: Tokenizer | None = None) -> None:
+        super().__init__(tokenizer or world.default_tokenizer())
+        if net.config.vocab_size != self.tokenizer.vocab_size:
+            raise ValueError(
+                f"judge vocabulary has {net.config.vocab_size} tokens, tokenizer "
+                f"{self.tokenizer.vocab_size}"
+            )
+        self.net = net.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> Judge:
+        """Move the judge to ``device``; returns ``self``."""
+        self.net.to(device)
+        return self
+
+    def _prob(self, batch: PairBatch) -> torch.Tensor:
+        return torch.sigmoid(self.net(batch))
+
+    def logit(self, batch: PairBatch) -> torch.Tensor:
+        """Differentiable ``f(x, a, b) - f(x, b, a)`` for a prepared batch (see :meth:`prepare`)."""
+        return self.net(batch)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def vocab_digest(tokenizer: Tokenizer) -> str:
+    """A short hash of the vocabulary, stored in checkpoints."""
+    return hashlib.sha256("\n".join(tokenizer.vocab).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: str | os.PathLike, kind: str, model: nn.Module, metadata: dict[str, Any] | None = None
+) -> None:
+    """Write ``model`` (its config and weights) atomically: a temporary file, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "kind": kind,
+        "config": dataclasses.asdict(model.config),
+        "vocab_digest": vocab_digest(world.default_tokenizer()),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metadata": metadata or {},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are package data
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {kind} checkpoint at {path}; rebuild it with `python -m nlhf_envs.text.train`"
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("kind") != kind:
+        raise ValueError(f"{path} holds a {payload.get('kind')!r} checkpoint, not {kind!r}")
+    digest = vocab_digest(world.default_tokenizer())
+    if payload.get("vocab_digest") != digest:
+        raise ValueError(
+            f"{path} was trained with another vocabulary (digest {payload.get('vocab_digest')}, "
+            f"the world's is {digest})"
+        )
+    return payload
+
+
+def load_judge(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> Judge:
+    """The shipped learned judge (or the one at ``path``), in eval mode on ``device``."""
+    payload = _load(path or JUDGE_PATH, "judge")
+    net = PreferenceNet(JudgeConfig(**payload["config"]))
+    net.load_state_dict(payload["state_dict"])
+    return Judge(net).to(device)
+
+
+def load_reference_policy(
+    path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> TinyCausalLM:
+    """The shipped reference policy ``pi_ref`` (or the one at ``path``), in eval mode on ``device``."""
+    payload = _load(path or REFERENCE_PATH, "reference_lm")
+    model = TinyCausalLM(LMConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval().to(device)
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata stored with a checkpoint (training settings, metrics)."""
+    return dict(torch.load(path, map_location="cpu", weights_only=True)["metadata"])
