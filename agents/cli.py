@@ -265,7 +265,17 @@ def _resolve_participant(spec: str, env_id: str, args: argparse.Namespace) -> tu
         loaded = agents.load(path)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
-    return name or (path.parent.name if path.name == "final.npz" else path.stem), loaded
+    return name or getattr(loaded, "name", "") or path.stem, loaded
+
+
+def _unique_names(parts: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Number repeated default names (``nash_mp``, ``nash_mp#2``, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name, obj in parts:
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", obj))
+    return out
 
 
 def _env_kwargs_for(participants: list[tuple[str, Any]], env_id: str, extra: dict) -> dict:
@@ -285,7 +295,7 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
     from agents import tournament, zoo
 
     env_kwargs = zoo.parse_params(args.env_kwargs)
-    parts = [_resolve_participant(s, args.env, args) for s in args.participants]
+    parts = _unique_names([_resolve_participant(s, args.env, args) for s in args.participants])
     env_kwargs = _env_kwargs_for(parts, args.env, env_kwargs)
     out = (
         Path(args.output_dir)
