@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import agents
 from agents.updates import nash_mp_prox_step, softmax
@@ -96,3 +98,32 @@ def test_queries_to_1e_minus_6_within_theory(beta):
     budget = 2 * int(np.ceil(np.log(1e6) / np.log(1 + 2 * beta)))
     agent.learn(num_queries=budget)
     assert agent.history[-1]["game/kl_to_nash"] <= 1e-6 * kl0
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    family=st.sampled_from(["uniform", "skew_gaussian", "condorcet", "disc", "cyclic"]),
+    K=st.integers(2, 200),
+    beta=st.floats(0.01, 0.5),
+    eta_factor=st.floats(0.05, 1.0),
+    seed=st.integers(0, 10_000),
+    contexts=st.integers(1, 3),
+)
+def test_kl_bound_on_random_games(family, K, beta, eta_factor, seed, contexts):
+    """Hypothesis sweep of the theorem: every k, eta = eta_factor * 2 beta, contextual games too."""
+    kw = {"num_actions": K, "beta": beta}
+    if family != "cyclic":
+        kw.update(seed=seed, num_contexts=contexts)
+    game = make_game(family, **kw)
+    eta = eta_factor * 2 * beta
+    star = game.as_policy(solvers.regularized_nash(game))
+    agent = agents.make("nash_mp", game, seed=seed, eta=eta, init="random", log_every=0)
+
+    def kl(a):
+        return float(game.rho @ (star * (np.log(star) - a.log_pi)).sum(axis=1))
+
+    kl0 = kl(agent)
+    kls = []
+    agent.learn(num_iterations=40, callback=lambda a: kls.append(kl(a)))
+    bound = kl0 * (1 + eta) ** -np.arange(1, 41)
+    assert np.all(np.array(kls) <= bound * (1 + 1e-9) + 1e-13)
