@@ -48,6 +48,9 @@ def register_all() -> None:
             "parallel", env_id, entry_point="nlhf_envs.text.env:parallel_env", kwargs=kwargs
         )
         pettingzoo.register("aec", env_id, entry_point="nlhf_envs.text.env:env", kwargs=kwargs)
+    from nlhf_envs.gym_views import register_gym_views
+
+    register_gym_views()
     _registered = True
 
 
