@@ -30,6 +30,7 @@ from agents.nash_mp import NashMP, NashMPConfig  # noqa: E402  isort: skip
 from agents.omwu import OMWU, OMWUConfig  # noqa: E402  isort: skip
 from agents.online_ipo import OnlineIPO, OnlineIPOConfig  # noqa: E402  isort: skip
 from agents.sppo import SPPO, SPPOConfig  # noqa: E402  isort: skip
+from agents.sb3 import SB3PPOConfig, SB3PPOSelfPlay  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Agent",
