@@ -32,10 +32,11 @@ Rewards:
     Zero until the duel ends. Then, with ``p = P(y_0 > y_1 | x)`` from the paying judge and
     ``o = 1[u < p]``, ``u ~ U[0, 1)`` from the env's ``np_random``: ``reward_mode="outcome"`` (default)
     pays ``player_0`` ``o`` and ``player_1`` ``1 - o``; ``"centered"`` pays ``o - 1/2`` and ``1/2 - o``;
-    ``"probability"`` pays ``p`` and ``1 - p`` (see :mod:`nlhf_envs.rewards`). At the end ``infos`` of
-    both players hold ``prompt``, ``answer_0``, ``answer_1`` (decoded texts), ``judge_prob`` (the
-    learned judge's ``P(y_0 > y_1 | x)``), ``true_prob`` (the ground truth's), ``prob`` (the paying
-    one) and ``outcome``.
+    ``"probability"`` pays ``p`` and ``1 - p`` (see :mod:`nlhf_envs.rewards`). At the end ``infos[agent]``
+    holds, from that agent's side (as in the matrix envs): ``prob`` (the paying judge's probability that
+    its answer is preferred), ``judge_prob`` (the learned judge's), ``true_prob`` (the ground truth's)
+    and ``outcome`` (1 if it won the query); and, for both, ``prompt``, ``answer_0`` and ``answer_1``
+    (decoded texts).
 
 Episode End:
     Termination (for both players at once) when both answers have ended, by ``<eos>`` or by reaching
@@ -236,7 +237,9 @@ class TokenDuelEnv(ParallelEnv):
                 "prob": float(payoff.prob[0]),
                 "outcome": float(payoff.outcome[0]),
             }
-            infos = {a: dict(self._result) for a in AGENTS}
+            infos = {"player_0": dict(self._result), "player_1": dict(self._result)}
+            for key in ("judge_prob", "true_prob", "prob", "outcome"):
+                infos["player_1"][key] = 1.0 - self._result[key]
         observations = {a: self._observe(a) for a in AGENTS}
         terminations = dict.fromkeys(AGENTS, done)
         truncations = dict.fromkeys(AGENTS, False)

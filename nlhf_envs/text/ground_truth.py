@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from nlhf_envs.text import world
-from nlhf_envs.text.judging import PairBatch, PairwiseJudge
+from nlhf_envs.text.judging import PairBatch, PairwiseJudge, TokenInput
 
 
 def _rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -39,13 +39,25 @@ class GroundTruth(PairwiseJudge):
         fa, fb = self.features(batch)
         return torch.as_tensor(world.population_prob(fa, fb), dtype=torch.float32)
 
-    def annotator_probs(self, prompts, answers_a, answers_b, **masks) -> torch.Tensor:
+    def annotator_probs(
+        self,
+        prompts: TokenInput,
+        answers_a: TokenInput,
+        answers_b: TokenInput,
+        **masks: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Every annotator's ``P_k(a > b | x)``, float64 ``[B, K]`` (arguments as in :meth:`prob`)."""
         fa, fb = self.features(self.prepare(prompts, answers_a, answers_b, **masks))
         return torch.as_tensor(world.annotator_probs(fa, fb))
 
     def votes(
-        self, prompts, answers_a, answers_b, num_votes: int, rng: np.random.Generator, **masks
+        self,
+        prompts: TokenInput,
+        answers_a: TokenInput,
+        answers_b: TokenInput,
+        num_votes: int,
+        rng: np.random.Generator,
+        **masks: torch.Tensor | None,
     ) -> torch.Tensor:
         """Votes (1 = ``a`` wins) of ``num_votes`` annotators drawn at random per pair, ``[B, num_votes]``."""
         fa, fb = self.features(self.prepare(prompts, answers_a, answers_b, **masks))

@@ -165,3 +165,11 @@ def test_ground_truth_and_judge_share_the_interface(judge):
     gt = ground_truth()
     args = (["describe cats"], ["cats fur paws tail ."], [""])
     assert float(gt.prob(*args)[0]) > 0.9 and float(judge.prob(*args)[0]) > 0.9
+
+
+def test_a_judge_with_nan_weights_raises_instead_of_paying():
+    net = PreferenceNet()
+    with torch.no_grad():
+        net.pair_mlp[-1].bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="Judge returned nan for pair 0; expected a probability"):
+        Judge(net).prob(["describe cats"], ["cats"], ["fur"])

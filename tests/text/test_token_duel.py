@@ -131,9 +131,12 @@ def test_eos_ends_an_answer_and_later_actions_are_ignored():
     p = float(load_judge().prob(["describe cats"], ["cats"], ["fur cats ."])[0])
     assert rewards["player_0"] == pytest.approx(p, abs=1e-6)
     assert rewards["player_1"] == pytest.approx(1 - p, abs=1e-6)
-    assert info["true_prob"] == pytest.approx(
-        float(ground_truth().prob(["describe cats"], ["cats"], ["fur cats ."])[0]), abs=1e-6
-    )
+    q = float(ground_truth().prob(["describe cats"], ["cats"], ["fur cats ."])[0])
+    # infos are from each agent's side: player_1's answer is the first one of its probabilities.
+    assert info["true_prob"] == pytest.approx(1 - q, abs=1e-6)
+    assert infos["player_0"]["true_prob"] == pytest.approx(q, abs=1e-6)
+    assert info["judge_prob"] == pytest.approx(1 - p, abs=1e-6) == info["prob"]
+    assert info["outcome"] + infos["player_0"]["outcome"] == 1.0
     with pytest.raises(RuntimeError, match="after the duel ended"):
         env.step({"player_0": cats, "player_1": cats})
 
