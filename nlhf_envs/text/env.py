@@ -51,7 +51,8 @@ Arguments:
     ``payer`` ("judge"): ``"judge"`` or ``"ground_truth"``: who pays (paying with the ground truth shows
     how far a policy over-optimised the judge).
     ``prompt_split`` ("train"): ``"train"``, ``"heldout"`` or ``"all"`` prompts of the world.
-    ``render_mode`` (None): ``None`` or ``"ansi"``.
+    ``render_mode`` (None): ``None``, ``"ansi"`` (``render()`` returns the duel as text) or
+    ``"human"`` (``render()`` prints it).
     ``reset(options={"prompt": text})`` fixes the prompt of one duel (other option keys are ignored).
 
 References:
@@ -94,7 +95,11 @@ def _default_judge() -> PairwiseJudge:
 class TokenDuelEnv(ParallelEnv):
     """The token duel as a PettingZoo ``ParallelEnv`` (see the module docstring)."""
 
-    metadata = {"name": "nlhf/TokenDuel-v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {
+        "name": "nlhf/TokenDuel-v0",
+        "render_modes": ["ansi", "human"],
+        "is_parallelizable": True,
+    }
 
     def __init__(
         self,
@@ -110,7 +115,9 @@ class TokenDuelEnv(ParallelEnv):
         from nlhf_envs.text.ground_truth import ground_truth
 
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"unknown render_mode {render_mode!r}; expected None or 'ansi'")
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; expected None, 'ansi' or 'human'"
+            )
         if payer not in PAYERS:
             raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
         if max_new_tokens < 1:
@@ -252,9 +259,17 @@ class TokenDuelEnv(ParallelEnv):
         return self.tokenizer.decode(state.tokens[0][state.mask[0]].tolist())
 
     def render(self) -> str | None:
-        """With ``render_mode="ansi"``: the prompt, both answers so far and, at the end, the verdict."""
+        """The prompt, both answers so far and, at the end, the verdict (``"ansi"``: returned,
+        ``"human"``: printed)."""
         if self.render_mode is None:
             return None
+        text = self._render_text()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def _render_text(self) -> str:
         if not self._answers:
             return "TokenDuel: call reset() first"
         lines = [f"prompt   : {self._prompt}"]

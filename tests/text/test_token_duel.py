@@ -204,8 +204,8 @@ def test_bad_arguments_raise_clear_errors():
         TokenDuelEnv(reward_mode="win")
     with pytest.raises(ValueError, match="unknown payer 'crowd'"):
         TokenDuelEnv(payer="crowd")
-    with pytest.raises(ValueError, match="unknown render_mode 'human'"):
-        TokenDuelEnv(render_mode="human")
+    with pytest.raises(ValueError, match="unknown render_mode 'rgb_array'"):
+        TokenDuelEnv(render_mode="rgb_array")
     with pytest.raises(ValueError, match="unknown split 'test'"):
         TokenDuelEnv(prompt_split="test")
 
@@ -219,6 +219,15 @@ def test_render_ansi_shows_the_duel():
     assert "player_0 : cats  [2/3 done]" in text and "player_1 : fur .  [3/3 done]" in text
     assert "judge P(player_0 > player_1) =" in text and "wins" in text
     assert TokenDuelEnv().render() is None
+
+
+def test_pettingzoo_render_test(capsys):
+    from pettingzoo.test import render_test
+
+    from nlhf_envs.text.env import env as aec_env
+
+    render_test(lambda render_mode=None: aec_env(render_mode=render_mode, max_new_tokens=3))
+    assert "prompt   :" in capsys.readouterr().out  # "human" mode printed the duel
 
 
 def test_env_and_engine_apply_the_same_rules_and_payment():
