@@ -402,31 +402,42 @@ def plot(results: dict[str, Any], args: argparse.Namespace, out: str) -> list[st
 
     written = []
     curves = results["curves"]
-    exact_keys = sorted({tuple(k.split("|")[1:3]) for k in curves if k.startswith("exact|")})
+    exact_keys = sorted(
+        {tuple(k.split("|")[1:3]) for k in curves if k.startswith("exact|")},
+        key=lambda kb: (float(kb[1]), int(kb[0])),
+    )
     if exact_keys:
-        fig, axes = plt.subplots(1, len(exact_keys), figsize=(4.2 * len(exact_keys), 3.6))
-        axes = np.atleast_1d(axes)
-        for ax, (K, beta) in zip(axes, exact_keys):
+        betas = sorted({b for _, b in exact_keys}, key=float)
+        sizes = sorted({k for k, _ in exact_keys}, key=int)
+        fig, axes = plt.subplots(
+            len(betas), len(sizes), figsize=(4.0 * len(sizes), 3.2 * len(betas)), squeeze=False
+        )
+        for (K, beta), ax in (
+            (kb, axes[betas.index(kb[1]), sizes.index(kb[0])]) for kb in exact_keys
+        ):
+            b = float(beta)
+            xmax = 3.0 * theory_queries(b)
             for name in EXACT_AGENTS:
                 c = curves.get(f"exact|{K}|{beta}|{name}")
                 if c and c[0]:
-                    ax.plot(c[0], c[1], label=name, lw=1.4 if name == "nash_mp" else 1.0)
+                    color = f"C{EXACT_AGENTS.index(name)}"
+                    ax.plot(c[0], c[1], label=name, color=color, lw=2.2 if name == "nash_mp" else 1)
             c = curves.get(f"exact|{K}|{beta}|nash_mp")
             if c and c[0]:
-                b = float(beta)
                 kl0 = c[1][0]  # KL(pi* || pi_0), recorded at 0 queries
-                q = np.arange(0, max(c[0]) + 2, 2)
+                q = np.arange(0, xmax + 2, 2)
                 ax.plot(q, kl0 * (1 + 2 * b) ** (-q / 2), "k--", lw=1, label="Nash-MP bound")
             ax.set_yscale("log")
-            ax.set_ylim(1e-9, 1e2)
+            ax.set_ylim(1e-8, 1e2)
+            ax.set_xlim(0, xmax)
             ax.axhline(args.kl_threshold, color="grey", lw=0.5)
-            ax.set_title(f"{args.families[0]} K={K} beta={beta}")
+            ax.set_title(f"{args.families[0]} K={K} beta={beta}", fontsize=9)
             ax.set_xlabel("preference queries (exact)")
-        axes[0].set_ylabel("KL(pi* || pi)")
-        axes[-1].legend(fontsize=7)
+            ax.set_ylabel("KL(pi* || pi)")
+        axes[0, -1].legend(fontsize=7)
         fig.tight_layout()
         path = os.path.join(out, "convergence_kl.png")
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     st_keys = sorted(
