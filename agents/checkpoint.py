@@ -49,6 +49,10 @@ def _resolve_path(path: str | os.PathLike[str]) -> str:
 def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
     """Write ``agent`` to ``path`` atomically (see the module docstring); return the path."""
     target = _resolve_path(path)
+    if agent.kind == "text":  # token-level agents: torch state dicts (agents.text.common)
+        from agents.text.common import save_text_agent
+
+        return save_text_agent(agent, target)
     folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
     state: dict[str, Any] = {}
@@ -135,6 +139,10 @@ def load_agent(
             f"{p!r} has checkpoint format version {meta.get('version')!r}; this library reads "
             f"version {FORMAT_VERSION}"
         )
+    if meta.get("kind") == "text":
+        from agents.text.common import load_text_agent
+
+        return load_text_agent(p, meta, arrays, tensorboard_log=tensorboard_log)
     try:
         cls = get_agent_class(meta["name"], meta["kind"])
         config = build_config(cls.config_cls, meta["config"], source=p)

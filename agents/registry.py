@@ -61,7 +61,14 @@ def available(kind: str | None = None) -> list[str]:
     """Sorted names of the registered agents (of one kind, or of any kind when ``None``)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS} or None; got {kind!r}")
+    if kind == "text":
+        _load_text_agents()
     return sorted({n for (n, k) in _REGISTRY if kind is None or k == kind})
+
+
+def _load_text_agents() -> None:
+    """Import :mod:`agents.text` (and torch) on first use; importing it registers the text agents."""
+    import agents.text  # noqa: F401
 
 
 def get_agent_class(name: str, kind: str = "matrix") -> type:
@@ -73,6 +80,8 @@ def get_agent_class(name: str, kind: str = "matrix") -> type:
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    if kind == "text":
+        _load_text_agents()
     if (name, kind) in _REGISTRY:
         return _REGISTRY[(name, kind)]
     if kind == "text" and any(n == name for (n, _) in _REGISTRY):

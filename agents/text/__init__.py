@@ -1,0 +1,32 @@
+"""Token-level NLHF agents on ``nlhf/TokenDuel-v0`` (imports torch; :mod:`agents.registry` imports this
+package on the first request for ``kind="text"``).
+
+* ``nash_mp``: approximate Nash Mirror Prox, target-network design (A) or extragradient (B)
+  (:mod:`agents.text.nash_mp`);
+* ``online_ipo``: Online IPO on self-play pairs (:mod:`agents.text.online_ipo`);
+* ``nash_md``: Nash-MD-PG with a per-token geometric-mixture opponent (:mod:`agents.text.nash_md`).
+
+    >>> import agents
+    >>> agent = agents.make("nash_mp", "nlhf/TokenDuel-v0", seed=0, device="cpu")
+    >>> agent.learn(num_queries=1024).history[-1]["game/queries"]
+    1024.0
+
+Shared plumbing and metric names: :mod:`agents.text.common`; losses: :mod:`agents.text.losses`.
+"""
+
+from agents.text.common import TEXT_METRIC_NAMES, TextAgent, TextAgentConfig
+from agents.text.nash_md import TextNashMD, TextNashMDConfig
+from agents.text.nash_mp import TextNashMP, TextNashMPConfig
+from agents.text.online_ipo import TextOnlineIPO, TextOnlineIPOConfig
+
+__all__ = [
+    "TEXT_METRIC_NAMES",
+    "TextAgent",
+    "TextAgentConfig",
+    "TextNashMD",
+    "TextNashMDConfig",
+    "TextNashMP",
+    "TextNashMPConfig",
+    "TextOnlineIPO",
+    "TextOnlineIPOConfig",
+]

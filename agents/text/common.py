@@ -1,0 +1,609 @@
+"""Shared plumbing of the token-level agents: config, learning loop, duels, metrics, acting, checkpoints.
+
+A token-level agent trains a :class:`~nlhf_envs.text.models.TinyCausalLM` ``pi_theta``, initialised
+from the reference policy ``pi_ref``, on the text duel ``nlhf/TokenDuel-v0``. It implements the same
+API as the tabular agents (:mod:`agents.base`):
+
+* ``learn(num_queries=None, num_iterations=None, callback=None) -> self``;
+* ``queries_used`` (one preference query per judged pair of answers), ``num_iterations``,
+  ``history`` (one metrics dict per logged iteration);
+* ``act(observation, deterministic=False)`` for the PettingZoo env's observation, ``predict``;
+* ``save(path)`` / :func:`agents.load` (see :func:`save_text_agent`).
+
+An algorithm writes only ``_iteration()`` (returning its loss terms) with the helpers :meth:`duel`
+and :meth:`optimise`.
+
+Metrics (``history`` and TensorBoard, step = ``queries_used``):
+
+============================== =====================================================================
+name                           meaning
+============================== =====================================================================
+``game/queries``               training preference queries used so far (evaluation is not counted)
+``time/iterations``            iterations done so far
+``eval/win_rate_ref_judge``    mean learned-judge ``P(y > y_ref | x)``, ``y ~ pi_theta``,
+                               ``y_ref ~ pi_ref``, on ``eval_prompts`` held-out prompts (every
+                               ``eval_every`` iterations)
+``eval/win_rate_ref_true``     the same under the ground truth ``P*``
+``eval/kl_ref``                sequence ``KL(pi_theta || pi_ref)`` on the held-out prompts (nats)
+``policy/kl_ref``              sequence ``KL(pi_theta || pi_ref)`` on the iteration's training
+                               answers: Monte-Carlo mean of ``sum_n log(pi_theta/pi_ref)(y_n)``
+``policy/entropy``             sequence entropy of ``pi_theta`` (nats): mean of ``-sum_n log
+                               pi_theta(y_n)`` over the training answers
+``policy/answer_length``       mean answer length in tokens (``<eos>`` included)
+``loss/...``                   the algorithm's loss and each of its terms (see
+                               :mod:`agents.text.losses`), averaged over the iteration's steps
+``time/queries_per_s``         training queries per second of the iteration (evaluation excluded)
+``time/tokens_per_s``          generated tokens (all answers, opponents included) per second
+============================== =====================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from agents.config import ConfigError, build_config, config_to_dict
+from nlhf_envs.text.engine import DuelEngine, Generation, token_log_probs
+from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
+
+__all__ = [
+    "TEXT_METRIC_NAMES",
+    "TextAgentConfig",
+    "TextAgent",
+    "Duel",
+    "save_text_agent",
+    "load_text_agent",
+]
+
+#: Metric names every text agent records (agents add ``loss/...`` names).
+TEXT_METRIC_NAMES: tuple[str, ...] = (
+    "game/queries",
+    "time/iterations",
+    "eval/win_rate_ref_judge",
+    "eval/win_rate_ref_true",
+    "eval/kl_ref",
+    "policy/kl_ref",
+    "policy/entropy",
+    "policy/answer_length",
+    "time/queries_per_s",
+    "time/tokens_per_s",
+)
+
+FORMAT_VERSION = 1
+ENV_ID = "nlhf/TokenDuel-v0"
+
+
+@dataclass
+class TextAgentConfig:
+    """Fields shared by the token-level agents.
+
+    Attributes:
+        mode: what a preference query returns to the learner: ``"sampled"`` (default) the Bernoulli
+            outcome ``o ~ Bernoulli(P(y > y'|x))``; ``"probability"`` the paying judge's probability
+            ``P(y > y'|x)`` itself (lower variance; still one query per pair).
+        batch_size: answer pairs (= preference queries) per gradient step.
+        lr: Adam learning rate.
+        beta: KL regularisation ``beta`` towards ``pi_ref``.
+        grad_clip: clip the gradient's global norm at this value (``None``: no clipping).
+        max_new_tokens: the longest answer, ``<eos>`` included (``None``: the env's).
+        payer: ``"judge"`` (default, the learned judge) or ``"ground_truth"`` (the annotator
+            population ``P*``): who answers the training queries.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+        eval_every: evaluate win rates vs ``pi_ref`` every this many iterations (``0``: never).
+        eval_prompts: held-out prompts per evaluation (one answer pair each; not counted as queries).
+        log_every: record metrics every this many iterations (``0``: never).
+    """
+
+    MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
+
+    mode: str = "sampled"
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    beta: float = 0.1
+    grad_clip: float | None = 1.0
+    max_new_tokens: int | None = None
+    payer: str = "judge"
+    device: str = "cpu"
+    eval_every: int = 10
+    eval_prompts: int = 256
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in self.MODES:
+            raise ConfigError(
+                f"mode: {self.mode!r} is not a mode of the token-level agents; "
+                f"expected one of {', '.join(map(repr, self.MODES))}"
+            )
+        if self.payer not in ("judge", "ground_truth"):
+            raise ConfigError(f"payer: expected 'judge' or 'ground_truth'; got {self.payer!r}")
+        for key in ("batch_size", "eval_prompts"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be an integer >= 1; got {getattr(self, key)}")
+        for key in ("eval_every", "log_every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0; got {getattr(self, key)}")
+        for key in ("lr", "beta"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key}: must be > 0; got {getattr(self, key)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip: must be > 0 or None; got {self.grad_clip}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens: must be >= 1 or None; got {self.max_new_tokens}")
+        try:
+            torch.device(self.device)
+        except RuntimeError as err:
+            raise ConfigError(f"device: {self.device!r} is not a torch device ({err})") from None
+
+
+@dataclass
+class Duel:
+    """``B`` judged answer pairs: ``y ~ pi_theta`` (player 0) against ``y'`` (player 1).
+
+    Attributes:
+        prompt_ids: ``[B, P]`` prompt ids; ``prompt_mask`` their mask.
+        prompt_mask: ``[B, P]`` bool.
+        y: the answers of ``pi_theta``.
+        y2: the opponent's answers.
+        outcome: ``[B]`` what the learner sees of ``P(y > y'|x)`` (see ``TextAgentConfig.mode``).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    y: Generation
+    y2: Generation
+    outcome: torch.Tensor
+
+
+#: ``callback(agent)`` after every iteration; returning ``False`` stops ``learn``.
+Callback = Callable[["TextAgent"], "bool | None"]
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A detached copy of ``model`` (eval mode, no gradients): a target network."""
+    twin = copy.deepcopy(model).eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+class TextAgent:
+    """Base class of the token-level agents (see the module docstring).
+
+    Args:
+        env: the ``nlhf/TokenDuel-v0`` parallel env (its judge, ground truth and ``max_new_tokens``
+            are used; ``agents.make`` builds it from the id).
+        config: the agent's config dataclass (default: its defaults).
+        seed: seed of the agent's torch generators (``None``: fresh entropy, recorded in ``seed``).
+        tensorboard_log: TensorBoard folder (``None``: no TensorBoard).
+        reference: ``pi_ref`` (default: the shipped reference policy); ``pi_theta`` starts as a copy.
+
+    Attributes:
+        policy: ``pi_theta`` (trainable :class:`TinyCausalLM`).
+        reference: ``pi_ref`` (frozen).
+        optimizer: Adam over ``policy``'s parameters.
+        engine: the :class:`DuelEngine` that generates and judges training duels.
+        rng: the learning generator (prompts, answers, outcomes); ``act_rng`` is used by :meth:`act`.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "text"
+    config_cls: ClassVar[type[TextAgentConfig]] = TextAgentConfig
+
+    def __init__(
+        self,
+        env: Any,
+        config: TextAgentConfig | None = None,
+        *,
+        seed: int | None = None,
+        tensorboard_log: str | os.PathLike[str] | None = None,
+        reference: TinyCausalLM | None = None,
+    ) -> None:
+        if config is None:
+            config = self.config_cls()
+        if not isinstance(config, self.config_cls):
+            raise TypeError(
+                f"config must be a {self.config_cls.__name__}; got {type(config).__name__}"
+            )
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        judge = getattr(env, "judge", None)
+        if judge is None or not hasattr(env, "max_new_tokens"):
+            raise TypeError(
+                f"env must be the {ENV_ID} parallel env (with .judge and .max_new_tokens); "
+                f"got {type(env).__name__}"
+            )
+        self.env = env
+        self.config = config
+        self.seed = int(seed)
+        self.device = torch.device(config.device)
+        max_new = config.max_new_tokens or env.max_new_tokens
+        if max_new > env.max_new_tokens:
+            raise ConfigError(
+                f"max_new_tokens: {max_new} exceeds the env's max_new_tokens {env.max_new_tokens}"
+            )
+        if judge.device != self.device and hasattr(judge, "to"):
+            judge = copy.deepcopy(judge).to(self.device)
+        self.engine = DuelEngine(
+            judge, payer=config.payer, max_new_tokens=max_new, device=self.device
+        )
+        self.truth = getattr(env, "truth", None)
+        if self.truth is None:
+            from nlhf_envs.text.ground_truth import ground_truth
+
+            self.truth = ground_truth()
+        ref = reference if reference is not None else load_reference_policy()
+        self.reference = frozen_copy(ref).to(self.device)
+        self.policy = copy.deepcopy(ref).to(self.device).train()
+        for p in self.policy.parameters():
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.rng = torch.Generator(self.device).manual_seed(self.seed)
+        self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
+        self.queries_used = 0
+        self.num_iterations = 0
+        self.history: list[dict[str, float]] = []
+        self.logger: Any = None
+        if tensorboard_log is not None:
+            from agents.logger import make_logger
+
+            self.logger = make_logger(tensorboard_log, self.name or type(self).__name__)
+        self._tokens = 0
+        self._stats: dict[str, list[float]] = {}
+        self._setup()
+
+    # ------------------------------------------------------------------ to override
+    def _setup(self) -> None:
+        """Algorithm-specific state. Default: nothing."""
+
+    def _iteration(self) -> None:
+        """One iteration of the algorithm (uses :meth:`duel`, :meth:`optimise`, :meth:`note`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for algorithms
+    def duel(self, opponent: Any, policy: Any | None = None) -> Duel:
+        """Sample ``batch_size`` prompts, answers of ``policy`` (default ``pi_theta``) and of
+        ``opponent``, and judge them: ``batch_size`` preference queries, counted."""
+        cfg = self.config
+        policy = self.policy if policy is None else policy
+        _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng)
+        y = self.engine.generate(policy, ids, mask, self.rng)
+        y2 = self.engine.generate(opponent, ids, mask, self.rng)
+        pay = self.engine.score(ids, mask, y, y2, self.rng)
+        self.queries_used += cfg.batch_size
+        self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
+        outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
+        return Duel(ids, mask, y, y2, outcome.to(self.device))
+
+    def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
+        """Token log-probs ``[B, N]`` of ``duel.y`` (or ``duel.y2``) under ``model``."""
+        ans = duel.y2 if second else duel.y
+        return token_log_probs(model, duel.prompt_ids, duel.prompt_mask, ans.tokens, ans.mask)
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """One Adam step on ``loss`` (gradient norm clipped at ``grad_clip``)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def note(self, values: dict[str, Any]) -> None:
+        """Accumulate per-step statistics; the iteration's record holds their means."""
+        for key, value in values.items():
+            self._stats.setdefault(key, []).append(float(value))
+
+    def note_policy(self, duel: Duel, log_pi: torch.Tensor, log_ref: torch.Tensor) -> None:
+        """Record the policy statistics of a batch of ``pi_theta``'s answers ``duel.y``."""
+        m = duel.y.mask.float()
+        self.note(
+            {
+                "policy/kl_ref": ((log_pi - log_ref).detach() * m).sum(-1).mean(),
+                "policy/entropy": -(duel.y.log_probs * m).sum(-1).mean(),
+                "policy/answer_length": duel.y.lengths.float().mean(),
+            }
+        )
+
+    # ------------------------------------------------------------------ learning loop
+    def learn(
+        self,
+        num_queries: int | None = None,
+        num_iterations: int | None = None,
+        callback: Callback | None = None,
+    ) -> TextAgent:
+        """Run iterations until a budget of this call is spent or the callback says stop.
+
+        Args:
+            num_queries: stop at the first iteration boundary where at least this many queries have
+                been used by this call.
+            num_iterations: stop after this many iterations of this call.
+            callback: ``callback(agent)`` after every iteration; returning ``False`` stops.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: if neither budget is given or a budget is negative.
+        """
+        if num_queries is None and num_iterations is None:
+            raise ValueError("learn() needs num_queries or num_iterations (or both)")
+        for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
+            if val is not None and (isinstance(val, bool) or int(val) != val or val < 0):
+                raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
+        q0, i0 = self.queries_used, self.num_iterations
+        while True:
+            if num_iterations is not None and self.num_iterations - i0 >= num_iterations:
+                break
+            if num_queries is not None and self.queries_used - q0 >= num_queries:
+                break
+            self._stats, self._tokens = {}, 0
+            q_before, start = self.queries_used, time.perf_counter()
+            self._iteration()
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            self.num_iterations += 1
+            every = self.config.log_every
+            if every and self.num_iterations % every == 0:
+                row = {k: float(np.mean(v)) for k, v in self._stats.items()}
+                row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
+                row["time/tokens_per_s"] = self._tokens / elapsed
+                self._record(row)
+            if callback is not None and callback(self) is False:
+                break
+        return self
+
+    def _record(self, extra: dict[str, float]) -> None:
+        row = {
+            "game/queries": float(self.queries_used),
+            "time/iterations": float(self.num_iterations),
+        }
+        ev = self.config.eval_every
+        if ev and self.num_iterations % ev == 0:
+            row.update(self.evaluate())
+        row.update(extra)
+        self.history.append(row)
+        if self.logger is not None:
+            for key, value in row.items():
+                self.logger.record(key, value)
+            self.logger.dump(step=self.queries_used)
+
+    @torch.no_grad()
+    def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
+        """Win rates of ``pi_theta`` against ``pi_ref`` under the judge and the ground truth.
+
+        Uses its own generator (seeded from the agent's seed and ``num_iterations``), so evaluating
+        never changes what ``learn`` does next; no queries are counted.
+
+        Args:
+            num_prompts: prompts (one answer pair each); default ``config.eval_prompts``.
+            split: prompt split, ``"heldout"`` (default), ``"train"`` or ``"all"``.
+
+        Returns:
+            ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}``.
+        """
+        n = num_prompts or self.config.eval_prompts
+        gen = torch.Generator(self.device).manual_seed(
+            int(np.random.SeedSequence([self.seed, 7, self.num_iterations]).generate_state(1)[0])
+        )
+        _, ids, mask = self.engine.sample_prompts(n, gen, split=split)
+        y = self.engine.generate(self.policy, ids, mask, gen)
+        y_ref = self.engine.generate(self.reference, ids, mask, gen)
+        kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
+        p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
+        p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+        lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
+        kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
+        return {
+            "eval/win_rate_ref_judge": float(p_judge.float().mean()),
+            "eval/win_rate_ref_true": float(p_true.float().mean()),
+            "eval/kl_ref": float(kl),
+        }
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, observation: Any, deterministic: bool = False) -> int:
+        """The next token for a ``nlhf/TokenDuel-v0`` observation (slow path: one full forward pass).
+
+        Args:
+            observation: ``int64 [2, L]``: token ids (row 0) and mask (row 1), the prompt followed by
+                the player's answer so far.
+            deterministic: return the most likely token instead of sampling (with ``act_rng``).
+
+        Returns:
+            A token id.
+        """
+        obs = np.asarray(observation)
+        if obs.ndim != 2 or obs.shape[0] != 2:
+            raise ValueError(
+                f"observation must be the TokenDuel array of shape (2, L); got shape {obs.shape}"
+            )
+        ids = torch.as_tensor(obs[0][obs[1].astype(bool)], dtype=torch.long, device=self.device)
+        if ids.numel() == 0:
+            raise ValueError("observation holds no tokens (its mask row is all zero)")
+        logits, _ = self.policy(ids[None])
+        logits = logits[0, -1].float().cpu()
+        if deterministic:
+            return int(logits.argmax())
+        probs = torch.softmax(logits, -1)
+        return int(torch.multinomial(probs, 1, generator=self.act_rng))
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[int, None]:
+        """SB3-style alias of :meth:`act`: returns ``(action, None)``."""
+        return self.act(observation, deterministic=deterministic), None
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write a checkpoint atomically (see :func:`save_text_agent`); returns the path written."""
+        from agents.checkpoint import save_agent
+
+        return save_agent(self, path)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(device={self.config.device!r}, "
+            f"iterations={self.num_iterations}, queries={self.queries_used})"
+        )
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def _tensor_arrays(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{k}": v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
+    """The arrays of a text-agent checkpoint (``meta`` JSON + model, optimiser and RNG states)."""
+    opt = agent.optimizer.state_dict()
+    opt_arrays: dict[str, np.ndarray] = {}
+    opt_scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in opt["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                opt_arrays[f"optim/{idx}/{key}"] = val.detach().cpu().numpy()
+            else:
+                opt_scalars.setdefault(str(idx), {})[key] = val
+    meta = {
+        "format": "nlhf-zoo-agent",
+        "version": FORMAT_VERSION,
+        "name": agent.name,
+        "kind": agent.kind,
+        "config": config_to_dict(agent.config),
+        "seed": agent.seed,
+        "queries_used": agent.queries_used,
+        "num_iterations": agent.num_iterations,
+        "env": {"id": ENV_ID, "max_new_tokens": int(agent.env.max_new_tokens)},
+        "lm_config": config_to_dict(agent.reference.config),
+        "optim_param_groups": opt["param_groups"],
+        "optim_scalars": opt_scalars,
+        "history": agent.history,
+    }
+    return {
+        "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+        "rng": agent.rng.get_state().numpy(),
+        "act_rng": agent.act_rng.get_state().numpy(),
+        **_tensor_arrays("policy", agent.policy.state_dict()),
+        **_tensor_arrays("reference", agent.reference.state_dict()),
+        **opt_arrays,
+    }
+
+
+def write_npz_atomic(target: str, arrays: dict[str, np.ndarray]) -> str:
+    """Write ``arrays`` to ``target`` through a fsync'ed temporary file and :func:`os.replace`."""
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def save_text_agent(agent: TextAgent, target: str) -> str:
+    """Write ``agent`` to ``target`` atomically (one pickle-free ``.npz``); returns ``target``.
+
+    The archive holds ``meta`` (JSON: format, name, kind, config, seed, counters, env arguments,
+    optimiser hyper-parameters, history), ``policy/*`` and ``reference/*`` (state dicts),
+    ``optim/<i>/<key>`` (Adam moments and step counts) and both torch generator states.
+    """
+    return write_npz_atomic(target, checkpoint_payload(agent))
+
+
+def _state(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {
+        k[n:]: torch.from_numpy(np.array(v))
+        for k, v in arrays.items()
+        if k.startswith(prefix + "/")
+    }
+
+
+def load_text_agent(
+    path: str,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    *,
+    tensorboard_log: str | os.PathLike[str] | None = None,
+    env: Any = None,
+) -> TextAgent:
+    """Rebuild a text agent from a checkpoint's ``meta`` and arrays (called by :func:`agents.load`).
+
+    The env is rebuilt from its id and ``max_new_tokens`` with the shipped judge (a custom judge is
+    not stored); pass ``env`` to use another.
+
+    Raises:
+        agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
+    """
+    from agents.checkpoint import CheckpointError
+    from agents.registry import get_agent_class
+
+    try:
+        cls = get_agent_class(meta["name"], "text")
+        config = build_config(cls.config_cls, meta["config"], source=path)
+        if env is None:
+            import pettingzoo
+
+            env = pettingzoo.make(
+                "parallel", meta["env"]["id"], max_new_tokens=meta["env"]["max_new_tokens"]
+            )
+        reference = TinyCausalLM(LMConfig(**meta["lm_config"]))
+        reference.load_state_dict(_state(arrays, "reference"))
+        agent = cls(
+            env,
+            config,
+            seed=int(meta["seed"]),
+            tensorboard_log=tensorboard_log,
+            reference=reference,
+        )
+        agent.policy.load_state_dict(_state(arrays, "policy"))
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, val in arrays.items():
+            if key.startswith("optim/"):
+                _, idx, name = key.split("/", 2)
+                opt_state.setdefault(int(idx), {})[name] = torch.from_numpy(np.array(val))
+        for idx, scalars in meta["optim_scalars"].items():
+            opt_state.setdefault(int(idx), {}).update(scalars)
+        agent.optimizer.load_state_dict(
+            {"state": opt_state, "param_groups": meta["optim_param_groups"]}
+        )
+        agent.rng.set_state(torch.from_numpy(np.array(arrays["rng"])))
+        agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
+        agent.queries_used = int(meta["queries_used"])
+        agent.num_iterations = int(meta["num_iterations"])
+        agent.history = [dict(row) for row in meta["history"]]
+    except (KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path!r}: cannot rebuild the text agent: {err}") from None
+    return agent
+
+
+def make_text_config(cls: type[TextAgentConfig], **values: Any) -> TextAgentConfig:
+    """``build_config(cls, values)`` (a convenience for tests and scripts)."""
+    return build_config(cls, values, source=f"{cls.__name__}(...)")
+
+
+__all__ += ["checkpoint_payload", "write_npz_atomic", "frozen_copy", "make_text_config"]

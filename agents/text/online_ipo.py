@@ -1,0 +1,72 @@
+"""Online IPO on the token duel: Calandriello et al., "Human Alignment of Large Language Models
+through Online Preference Optimisation" (ICML 2024, arXiv 2403.08635); ``algorithms.md`` §4.
+
+Every iteration is one gradient step on self-play pairs from the current policy:
+
+    x ~ rho,  y, y' ~ sg(pi_theta)(.|x),  o ~ Bernoulli(P(y > y'|x))
+    loss = (h(y, y') - (o - 1/2) / beta)^2,
+    h = log(pi_theta(y)/pi_ref(y)) - log(pi_theta(y')/pi_ref(y'))
+
+(:func:`~agents.text.losses.ipo_loss`); ``batch_size`` preference queries per iteration.
+
+Sequence log-probs are **summed** over tokens by default (``log pi(y|x)``, as TRL does and as the
+IPO derivation requires: the loss's fixed point is the regularised game's only with true sequence
+log-probabilities). ``average_log_probs: true`` length-averages them instead (a common heuristic
+against length drift; it changes the objective).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.config import ConfigError
+from agents.registry import register_agent
+from agents.text.common import TextAgent, TextAgentConfig
+from agents.text.losses import ipo_loss
+
+__all__ = ["TextOnlineIPOConfig", "TextOnlineIPO"]
+
+
+@dataclass
+class TextOnlineIPOConfig(TextAgentConfig):
+    """Token-level Online IPO hyper-parameters (plus :class:`TextAgentConfig`'s).
+
+    Attributes:
+        average_log_probs: length-average the sequence log-probs (default ``False``: summed).
+        lam: the tabular agent's payoff step; it has no token-level meaning (the step is ``lr``)
+            and must stay ``None`` (it exists so the zoo's shared ``default`` entry validates).
+    """
+
+    average_log_probs: bool = False
+    lam: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lam is not None:
+            raise ConfigError(
+                f"lam: the token-level Online IPO has no payoff step (got {self.lam}); set lr"
+            )
+
+
+@register_agent("online_ipo", kind="text")
+class TextOnlineIPO(TextAgent):
+    """Online IPO on the token duel (see the module docstring)."""
+
+    config_cls = TextOnlineIPOConfig
+    config: TextOnlineIPOConfig
+
+    def _iteration(self) -> None:
+        cfg = self.config
+        # self-play pairs y, y' ~ sg(pi_theta), judged once
+        duel = self.duel(opponent=self.policy)
+        log_pi_y = self.log_probs(self.policy, duel)
+        log_pi_y2 = self.log_probs(self.policy, duel, second=True)
+        log_ref_y = self.log_probs(self.reference, duel).detach()
+        log_ref_y2 = self.log_probs(self.reference, duel, second=True).detach()
+        out = ipo_loss(
+            log_pi_y, log_ref_y, duel.y.mask, log_pi_y2, log_ref_y2, duel.y2.mask, duel.outcome,
+            beta=cfg.beta, average_log_probs=cfg.average_log_probs,
+        )  # fmt: skip
+        self.optimise(out.loss)
+        self.note(out.terms)
+        self.note_policy(duel, log_pi_y, log_ref_y)
