@@ -11,6 +11,7 @@ Subcommands:
 * ``tournament``: round robin among participants (saved agents, train runs, ``pi_ref``, ``uniform``,
   ``zoo:AGENT`` trained on the spot), optionally on Ray (``--ray [--address]``);
 * ``plot``: a metric against preference queries for the runs of a log folder;
+* ``convergence``: the convergence study of the tabular agents (:mod:`agents.convergence`);
 * ``demo``: the README's main job: solve the built-in games, train the main agents on a default
   game, run a tournament, print the tables and write the plots.
 
@@ -544,6 +545,12 @@ def _br(game: Any) -> Any:
     return best_response(game, game.pi_ref)
 
 
+def _cmd_convergence(args: argparse.Namespace) -> int:
+    from agents.convergence import main as study_main
+
+    return study_main(args.study_args)
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``nlhf-zoo`` (one subparser per subcommand)."""
@@ -617,6 +624,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="PNG path (default: <log-folder>/<Env>_<metric>.png)"
     )
 
+    p = add(
+        "convergence",
+        "the convergence study: queries to reach pi*_beta per agent (`convergence --help`)",
+        _cmd_convergence,
+    )
+    p.add_argument("study_args", nargs=argparse.REMAINDER, help="options of the study")
+
     p = add("demo", "the main job: solve games, train the main agents, run a tournament", _cmd_demo)
     p.add_argument("--exact-queries", type=int, default=300, help="budget per agent, exact oracle")
     p.add_argument("--num-queries", type=int, default=1_000_000, help="budget per agent, sampled")
@@ -630,7 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nlhf-zoo`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convergence"]:  # the study parses its own options (and --help)
+        args = argparse.Namespace(func=_cmd_convergence, study_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

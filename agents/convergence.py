@@ -14,7 +14,7 @@ reach the threshold within the query cap is reported as ``>cap``. Outputs (``--o
 ``convergence_kl.png`` / ``convergence_sampled.png`` (curves, log scale, Nash-MP's theoretical bound
 drawn).
 
-Run ``python benchmarks/convergence.py`` (about 10 minutes on 2 CPU cores) or ``--quick`` for a
+Run ``nlhf-zoo convergence`` or ``python benchmarks/convergence.py`` (about 10 minutes on 2 CPU cores) or ``--quick`` for a
 smoke run. :func:`main` takes ``argv`` so that a command-line tool can wire it as a subcommand.
 """
 
@@ -196,7 +196,8 @@ def _cfg_label(cfg: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse options of the study (reusable by a ``nlhf-zoo convergence`` subcommand)."""
     p = argparse.ArgumentParser(
-        prog="convergence", description="Queries-to-threshold convergence study of the agents."
+        prog="nlhf-zoo convergence",
+        description="Queries-to-threshold convergence study of the agents.",
     )
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--sizes", nargs="+", type=int, default=[10, 100, 1000])

@@ -213,3 +213,10 @@ def test_demo_small_budget(tmp_path, capsys):
         csv.DictReader(open(next((out / "logs" / "exact" / "nash_mp").glob("*/metrics.csv"))))
     )
     assert float(rows[-1]["game/kl_to_nash"]) < 1e-6
+
+
+def test_convergence_subcommand_quick(tmp_path, capsys):
+    out = tmp_path / "conv"
+    assert main(["convergence", "--quick", "--no-plots", "--no-stochastic", "--out", str(out)]) == 0
+    text = (out / "convergence.md").read_text()
+    assert "nash_mp" in text
