@@ -55,6 +55,7 @@ def ray_map(
     address: str | None = None,
     num_cpus: int | None = None,
     chunk_size: int | None = None,
+    on_result: Callable[[R], None] | None = None,
 ) -> list[R]:
     """``[fn(item) for item in items]`` computed by Ray tasks, in the order of ``items``.
 
@@ -68,6 +69,8 @@ def ray_map(
         chunk_size: items per Ray task. ``None`` picks ``ceil(n / (4 * cluster CPUs))`` so that
             tiny tasks (a tournament match takes milliseconds) do not drown in per-task overhead
             while every CPU still gets about four tasks. Results do not depend on it.
+        on_result: called in this process with each result as soon as its task finishes (in
+            completion order), e.g. to log finished tournament matches for resuming.
 
     Returns:
         The results, ``results[i] = fn(items[i])``.
@@ -103,4 +106,10 @@ def ray_map(
     task = ray.remote(_run_chunk)
     fn_ref = ray.put(fn)
     refs = [task.remote(fn_ref, chunk) for chunk in chunks]
+    if on_result is not None:
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for result in ray.get(ready[0]):
+                on_result(result)
     return [result for chunk_result in ray.get(refs) for result in chunk_result]

@@ -699,8 +699,8 @@ def run(
     if use_ray:
         from agents.distributed import ray_map
 
-        for result in ray_map(play_match, specs, address=ray_address):
-            finished(result)
+        # results are logged as their tasks finish, so an interrupted Ray run resumes too
+        ray_map(play_match, specs, address=ray_address, on_result=finished)
     else:
         for spec in specs:
             finished(play_match(spec))

@@ -40,6 +40,9 @@ def test_ray_map_preserves_order_for_any_chunking(ray_cluster):
     for chunk_size in (None, 1, 5, 100):
         assert ray_map(operator.neg, items, chunk_size=chunk_size) == expected
     assert ray_map(operator.neg, []) == []
+    seen: list[float] = []
+    assert ray_map(operator.neg, items, chunk_size=4, on_result=seen.append) == expected
+    assert sorted(seen) == sorted(expected)  # every result reported once, as tasks finish
 
 
 @pytest.mark.ray
