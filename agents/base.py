@@ -69,6 +69,24 @@ METRIC_NAMES: tuple[str, ...] = (
 Callback = Callable[["Agent"], "bool | None"]
 
 
+def check_learn_args(
+    num_queries: int | None, num_iterations: int | None, callback: Callable | None
+) -> None:
+    """Validate the budgets and callback of ``learn`` (shared by every agent kind).
+
+    Raises:
+        ValueError: if neither budget is given or a budget is not a non-negative integer.
+        TypeError: if ``callback`` is not callable.
+    """
+    if num_queries is None and num_iterations is None:
+        raise ValueError("learn() needs num_queries or num_iterations (or both)")
+    for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
+        if val is not None and (isinstance(val, bool) or int(val) != val or val < 0):
+            raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
+
+
 class Agent:
     """Base class of the tabular agents (see the module docstring for the API).
 
@@ -190,13 +208,7 @@ class Agent:
         Raises:
             ValueError: if neither budget is given or a budget is negative.
         """
-        if num_queries is None and num_iterations is None:
-            raise ValueError("learn() needs num_queries or num_iterations (or both)")
-        for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
-            if val is not None and (isinstance(val, bool) or int(val) != val or val < 0):
-                raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
+        check_learn_args(num_queries, num_iterations, callback)
         q0, i0 = self.queries_used, self.num_iterations
         while True:
             if num_iterations is not None and self.num_iterations - i0 >= num_iterations:

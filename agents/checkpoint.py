@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agents.config import ConfigError, build_config, config_to_dict
+from nlhf_envs.atomic import atomic_open
 from nlhf_envs.game import PreferenceGame
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
         from agents.text.common import save_text_agent
 
         return save_text_agent(agent, target)
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
     state: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
     for attr in agent.state_attrs:
@@ -88,17 +86,13 @@ def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
         "game/rho": np.asarray(agent.game.rho),
         **state,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return write_npz_atomic(target, arrays)
+
+
+def write_npz_atomic(target: str, arrays: dict[str, np.ndarray]) -> str:
+    """Write ``arrays`` as an ``.npz`` archive at ``target`` atomically; returns ``target``."""
+    with atomic_open(target, "wb") as fh:
+        np.savez(fh, **arrays)
     return target
 
 

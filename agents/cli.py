@@ -27,7 +27,6 @@ import dataclasses
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from nlhf_envs.atomic import atomic_open, atomic_write_text
 
 __all__ = ["main", "build_parser", "UserError", "train_run"]
 
@@ -66,26 +67,15 @@ def next_run_dir(root: str | os.PathLike[str], prefix: str) -> Path:
     return root / f"{prefix}_{largest + 1}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_metrics_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
     """Write an agent's ``history`` as CSV (one row per logged iteration), atomically."""
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
@@ -149,8 +139,8 @@ def train_run(
     run_dir = next_run_dir(Path(log_folder) / agent_name, env_folder_name(env_id))
     run_dir.mkdir(parents=True)
     tb = tensorboard_log if tensorboard_log is not None else run_dir / "tb"
-    _atomic_write(run_dir / "config.yml", yaml.safe_dump(entry.to_dict(), sort_keys=False))
-    _atomic_write(
+    atomic_write_text(run_dir / "config.yml", yaml.safe_dump(entry.to_dict(), sort_keys=False))
+    atomic_write_text(
         run_dir / "args.yml",
         yaml.safe_dump(
             args_record
@@ -385,13 +375,9 @@ def plot_runs(
     ax.set_title(title or metric)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(out, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, out)
     return os.fspath(out)
 
 

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from nlhf_envs.atomic import atomic_open, atomic_write_text
 from nlhf_envs.game import PreferenceGame
 
 __all__ = [
@@ -532,8 +532,8 @@ class TournamentResult:
             "json": os.path.join(out, "tournament.json"),
             "heatmap": os.path.join(out, "heatmap.png"),
         }
-        _atomic_write_text(paths["markdown"], self.to_markdown() + "\n")
-        _atomic_write_text(paths["json"], json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_text(paths["markdown"], self.to_markdown() + "\n")
+        atomic_write_text(paths["json"], json.dumps(self.to_json(), indent=2) + "\n")
         rows = [["row", "column", "win_rate", "ci_low", "ci_high", "duels"]]
         n = len(self.names)
         for i in range(n):
@@ -549,10 +549,8 @@ class TournamentResult:
                             str(int(self.duels[i, j])),
                         ]
                     )
-        tmp = _tmp_path(paths["csv"])
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(paths["csv"], "w", newline="") as f:
             csv.writer(f).writerows(rows)
-        os.replace(tmp, paths["csv"])
         self.plot_heatmap(paths["heatmap"])
         return paths
 
@@ -574,23 +572,9 @@ class TournamentResult:
         ax.set_title(f"win rate of row vs column ({self.env_id})")
         fig.colorbar(im, ax=ax, fraction=0.046)
         fig.tight_layout()
-        tmp = _tmp_path(path)
-        fig.savefig(tmp, format="png", dpi=110)
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
         plt.close(fig)
-        os.replace(tmp, path)
-
-
-def _tmp_path(path: str) -> str:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    os.close(fd)
-    return tmp
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = _tmp_path(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _match_seed(seed: int, i: int, j: int) -> int:

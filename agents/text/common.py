@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -52,6 +51,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from agents.base import check_learn_args
+from agents.checkpoint import write_npz_atomic
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.text.engine import DuelEngine, Generation, token_log_probs
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
@@ -336,13 +337,7 @@ class TextAgent:
         Raises:
             ValueError: if neither budget is given or a budget is negative.
         """
-        if num_queries is None and num_iterations is None:
-            raise ValueError("learn() needs num_queries or num_iterations (or both)")
-        for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
-            if val is not None and (isinstance(val, bool) or int(val) != val or val < 0):
-                raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
+        check_learn_args(num_queries, num_iterations, callback)
         q0, i0 = self.queries_used, self.num_iterations
         while True:
             if num_iterations is not None and self.num_iterations - i0 >= num_iterations:
@@ -506,24 +501,6 @@ def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
     }
 
 
-def write_npz_atomic(target: str, arrays: dict[str, np.ndarray]) -> str:
-    """Write ``arrays`` to ``target`` through a fsync'ed temporary file and :func:`os.replace`."""
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
 def save_text_agent(agent: TextAgent, target: str) -> str:
     """Write ``agent`` to ``target`` atomically (one pickle-free ``.npz``); returns ``target``.
 
@@ -606,4 +583,4 @@ def make_text_config(cls: type[TextAgentConfig], **values: Any) -> TextAgentConf
     return build_config(cls, values, source=f"{cls.__name__}(...)")
 
 
-__all__ += ["checkpoint_payload", "write_npz_atomic", "frozen_copy", "make_text_config"]
+__all__ += ["checkpoint_payload", "frozen_copy", "make_text_config"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlhf_envs.atomic import atomic_open
 from nlhf_envs.text import world
 from nlhf_envs.text.judging import PairBatch, PairwiseJudge
 from nlhf_envs.text.tokenizer import Tokenizer
@@ -276,9 +276,7 @@ def vocab_digest(tokenizer: Tokenizer) -> str:
 def save_checkpoint(
     path: str | os.PathLike, kind: str, model: nn.Module, metadata: dict[str, Any] | None = None
 ) -> None:
-    """Write ``model`` (its config and weights) atomically: a temporary file, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``model`` (its config and weights) atomically (:func:`nlhf_envs.atomic.atomic_open`)."""
     payload = {
         "kind": kind,
         "config": dataclasses.asdict(model.config),
@@ -286,16 +284,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are package data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def _load(path: str | os.PathLike, kind: str) -> dict[str, Any]:
