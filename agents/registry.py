@@ -68,6 +68,7 @@ def available(kind: str | None = None) -> list[str]:
 
 def _load_text_agents() -> None:
     """Import :mod:`agents.text` (and torch) on first use; importing it registers the text agents."""
+    import agents.sb3_text  # noqa: F401  (SB3 PPO on the token duel)
     import agents.text  # noqa: F401
 
 
