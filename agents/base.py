@@ -39,7 +39,7 @@ queries.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -85,6 +85,29 @@ def check_learn_args(
             raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
+
+
+def iterations_within_budget(
+    agent: Any,
+    num_queries: int | None,
+    num_iterations: int | None,
+    callback: Callable | None,
+) -> Iterator[None]:
+    """The budget loop of every agent's ``learn``: yields once per iteration to run.
+
+    Validates the arguments (:func:`check_learn_args`), then yields while this call has used fewer
+    than ``num_queries`` queries (``agent.queries_used``) and fewer than ``num_iterations``
+    iterations (``agent.num_iterations``, which the loop body increments); after each iteration it
+    stops if ``callback(agent)`` returns ``False``.
+    """
+    check_learn_args(num_queries, num_iterations, callback)
+    q0, i0 = agent.queries_used, agent.num_iterations
+    while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
+        num_queries is None or agent.queries_used - q0 < num_queries
+    ):
+        yield
+        if callback is not None and callback(agent) is False:
+            return
 
 
 class Agent:
@@ -208,13 +231,7 @@ class Agent:
         Raises:
             ValueError: if neither budget is given or a budget is negative.
         """
-        check_learn_args(num_queries, num_iterations, callback)
-        q0, i0 = self.queries_used, self.num_iterations
-        while True:
-            if num_iterations is not None and self.num_iterations - i0 >= num_iterations:
-                break
-            if num_queries is not None and self.queries_used - q0 >= num_queries:
-                break
+        for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
             before = self.game.queries
             extra = self._iteration()
             self.queries_used += self.game.queries - before
@@ -222,8 +239,6 @@ class Agent:
             every = self.config.log_every
             if every and self.num_iterations % every == 0:
                 self._record(extra)
-            if callback is not None and callback(self) is False:
-                break
         return self
 
     def metrics(self) -> dict[str, float]:

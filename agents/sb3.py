@@ -187,6 +187,28 @@ def _reward_term_wrapper(env: Any, bonus: np.ndarray) -> Any:
     return RefRewardTerm(env)
 
 
+def ppo_kwargs(cfg: Any, ent_coef: float) -> dict[str, Any]:
+    """The ``stable_baselines3.PPO`` arguments both SB3 zoo agents take from their config.
+
+    One rollout is ``cfg.batch_size`` env steps over ``cfg.n_envs`` copies, split into
+    ``cfg.num_minibatches`` minibatches; CPU, silent.
+    """
+    return {
+        "learning_rate": cfg.learning_rate,
+        "n_steps": cfg.batch_size // cfg.n_envs,
+        "batch_size": cfg.batch_size // cfg.num_minibatches,
+        "n_epochs": cfg.n_epochs,
+        "gamma": cfg.gamma,
+        "gae_lambda": cfg.gae_lambda,
+        "clip_range": cfg.clip_range,
+        "normalize_advantage": cfg.normalize_advantage,
+        "ent_coef": ent_coef,
+        "vf_coef": cfg.vf_coef,
+        "device": "cpu",
+        "verbose": 0,
+    }
+
+
 @register_agent("sb3_ppo_selfplay", kind="matrix")
 class SB3PPOSelfPlay(Agent):
     """SB3 PPO trained in self-play through the single-seat view (see the module docstring).
@@ -236,20 +258,9 @@ class SB3PPOSelfPlay(Agent):
             self.model = PPO(
                 "MlpPolicy",
                 self.vec_env,
-                learning_rate=cfg.learning_rate,
-                n_steps=cfg.batch_size // cfg.n_envs,
-                batch_size=cfg.batch_size // cfg.num_minibatches,
-                n_epochs=cfg.n_epochs,
-                gamma=cfg.gamma,
-                gae_lambda=cfg.gae_lambda,
-                clip_range=cfg.clip_range,
-                normalize_advantage=cfg.normalize_advantage,
-                ent_coef=self.ent_coef,
-                vf_coef=cfg.vf_coef,
+                **ppo_kwargs(cfg, self.ent_coef),
                 max_grad_norm=cfg.max_grad_norm,
                 policy_kwargs={"net_arch": [cfg.net_width] * cfg.net_depth},
-                device="cpu",
-                verbose=0,
             )
             self._init_action_bias()
         self._sync_log_pi()

@@ -54,10 +54,10 @@ from torch import nn
 
 from agents.config import ConfigError
 from agents.registry import register_agent
-from agents.sb3 import _sb3_globals
+from agents.sb3 import _sb3_globals, ppo_kwargs
 from agents.text.common import TextAgent, TextAgentConfig
 from nlhf_envs.text import world
-from nlhf_envs.text.engine import EOS, PAD, token_log_probs
+from nlhf_envs.text.engine import EOS, PAD
 
 __all__ = ["SB3PPOTextConfig", "SB3PPOSelfPlayText", "PPOLanguageModel", "token_features_class"]
 
@@ -361,24 +361,13 @@ class SB3PPOSelfPlayText(TextAgent):
             self.model = PPO(
                 "MlpPolicy",
                 self.vec_env,
-                learning_rate=cfg.learning_rate,
-                n_steps=cfg.batch_size // cfg.n_envs,
-                batch_size=cfg.batch_size // cfg.num_minibatches,
-                n_epochs=cfg.n_epochs,
-                gamma=cfg.gamma,
-                gae_lambda=cfg.gae_lambda,
-                clip_range=cfg.clip_range,
-                normalize_advantage=cfg.normalize_advantage,
-                ent_coef=self.ent_coef,
-                vf_coef=cfg.vf_coef,
+                **ppo_kwargs(cfg, self.ent_coef),
                 max_grad_norm=cfg.grad_clip if cfg.grad_clip is not None else float("inf"),
                 policy_kwargs={
                     "features_extractor_class": token_features_class(),
                     "features_extractor_kwargs": {"embed_dim": cfg.embed_dim},
                     "net_arch": [cfg.net_width] * cfg.net_depth,
                 },
-                device="cpu",
-                verbose=0,
             )
         obs_len = world.PROMPT_LEN + max_new
         self.policy = PPOLanguageModel(self.model.policy, obs_len, cfg.pool_size)
@@ -436,25 +425,12 @@ class SB3PPOSelfPlayText(TextAgent):
         Same metrics and seeding as :meth:`TextAgent.evaluate` (no queries counted, the learning
         streams untouched); answers are generated with :class:`PPOLanguageModel`.
         """
-        n = num_prompts or self.config.eval_prompts
-        gen = torch.Generator("cpu").manual_seed(
-            int(np.random.SeedSequence([self.seed, 7, self.num_iterations]).generate_state(1)[0])
-        )
-        _, ids, mask = self.engine.sample_prompts(n, gen, split=split)
-        with _sb3_globals():
-            y = self.engine.generate(self.policy.eval(), ids, mask, gen)
-            y_ref = self.engine.generate(self.reference, ids, mask, gen)
-        self.policy.train()
-        kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
-        p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
-        p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
-        lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
-        kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
-        return {
-            "eval/win_rate_ref_judge": float(p_judge.float().mean()),
-            "eval/win_rate_ref_true": float(p_true.float().mean()),
-            "eval/kl_ref": float(kl),
-        }
+        with _sb3_globals():  # SB3's network must not touch the caller's global generators
+            self.policy.eval()
+            try:
+                return super().evaluate(num_prompts, split)
+            finally:
+                self.policy.train()
 
     @torch.no_grad()
     def act(self, observation: Any, deterministic: bool = False) -> int:

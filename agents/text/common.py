@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from agents.base import check_learn_args
+from agents.base import iterations_within_budget
 from agents.checkpoint import write_npz_atomic
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.text.engine import DuelEngine, Generation, token_log_probs
@@ -337,13 +337,7 @@ class TextAgent:
         Raises:
             ValueError: if neither budget is given or a budget is negative.
         """
-        check_learn_args(num_queries, num_iterations, callback)
-        q0, i0 = self.queries_used, self.num_iterations
-        while True:
-            if num_iterations is not None and self.num_iterations - i0 >= num_iterations:
-                break
-            if num_queries is not None and self.queries_used - q0 >= num_queries:
-                break
+        for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
             self._stats, self._tokens = {}, 0
             q_before, start = self.queries_used, time.perf_counter()
             self._iteration()
@@ -355,8 +349,6 @@ class TextAgent:
                 row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
                 row["time/tokens_per_s"] = self._tokens / elapsed
                 self._record(row)
-            if callback is not None and callback(self) is False:
-                break
         return self
 
     def _record(self, extra: dict[str, float]) -> None:
