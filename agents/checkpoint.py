@@ -46,6 +46,20 @@ def _resolve_path(path: str | os.PathLike[str]) -> str:
     return p
 
 
+def checkpoint_header(agent: Any) -> dict[str, Any]:
+    """The ``meta`` fields every agent checkpoint starts with (format, name, kind, config, counters)."""
+    return {
+        "format": "nlhf-zoo-agent",
+        "version": FORMAT_VERSION,
+        "name": agent.name,
+        "kind": agent.kind,
+        "config": config_to_dict(agent.config),
+        "seed": agent.seed,
+        "queries_used": agent.queries_used,
+        "num_iterations": agent.num_iterations,
+    }
+
+
 def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
     """Write ``agent`` to ``path`` atomically (see the module docstring); return the path."""
     target = _resolve_path(path)
@@ -62,14 +76,7 @@ def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
         else:
             scalars[attr] = value
     meta = {
-        "format": "nlhf-zoo-agent",
-        "version": FORMAT_VERSION,
-        "name": agent.name,
-        "kind": agent.kind,
-        "config": config_to_dict(agent.config),
-        "seed": agent.seed,
-        "queries_used": agent.queries_used,
-        "num_iterations": agent.num_iterations,
+        **checkpoint_header(agent),
         "game_queries": agent.game.queries,
         "game_beta": agent.game.beta,
         "game_name": agent.game.name,

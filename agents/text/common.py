@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from agents.base import iterations_within_budget
-from agents.checkpoint import write_npz_atomic
+from agents.checkpoint import checkpoint_header, write_npz_atomic
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.text.engine import DuelEngine, Generation, token_log_probs
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
@@ -80,7 +80,6 @@ TEXT_METRIC_NAMES: tuple[str, ...] = (
     "time/tokens_per_s",
 )
 
-FORMAT_VERSION = 1
 ENV_ID = "nlhf/TokenDuel-v0"
 
 
@@ -469,14 +468,7 @@ def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
             else:
                 opt_scalars.setdefault(str(idx), {})[key] = val
     meta = {
-        "format": "nlhf-zoo-agent",
-        "version": FORMAT_VERSION,
-        "name": agent.name,
-        "kind": agent.kind,
-        "config": config_to_dict(agent.config),
-        "seed": agent.seed,
-        "queries_used": agent.queries_used,
-        "num_iterations": agent.num_iterations,
+        **checkpoint_header(agent),
         "env": {"id": ENV_ID, "max_new_tokens": int(agent.env.max_new_tokens)},
         "lm_config": config_to_dict(agent.reference.config),
         "optim_param_groups": opt["param_groups"],
