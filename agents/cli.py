@@ -322,6 +322,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from agents import tournament
 
     me = _resolve_participant(f"agent={args.agent_path}", args.env or "", args)
+    if getattr(me[1], "kind", "") == "text":
+        _print_text_eval(me[1], args)
+        if args.opponent == "pi_ref":
+            return 0
     env_id = args.env or _env_id_of(me[1])
     opp = _resolve_participant(f"opponent={args.opponent}", env_id, args)
     env_kwargs = _env_kwargs_for([me, opp], env_id, {})
@@ -338,10 +342,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env_id_of(agent: Any) -> str:
-    return (
-        "nlhf/TokenDuel-v0" if getattr(agent, "kind", "matrix") == "text" else "nlhf/MatrixGame-v0"
+def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
+    """Win rates against pi_ref (judge and ground truth) and the Nash metrics of a token agent."""
+    m = agent.evaluate(num_prompts=args.n_duels)
+    env_id = _env_id_of(agent)
+    exact = agent.enumerable() and agent.config.nash_eval in ("auto", "exact")
+    print(
+        f"{args.agent_path} vs pi_ref on {env_id} ({args.n_duels} held-out prompts): win rate "
+        f"{m['eval/win_rate_ref_judge']:.4f} under the judge, {m['eval/win_rate_ref_true']:.4f} "
+        f"under the ground truth; KL(pi || pi_ref) = {m['eval/kl_ref']:.4f}"
     )
+    if "eval/exploitability" in m:
+        how = "exact" if exact else "estimated"
+        ci = (
+            f" (95% CI [{m['eval/exploitability_low']:.4f}, {m['eval/exploitability_high']:.4f}])"
+            if "eval/exploitability_low" in m
+            else ""
+        )
+        print(
+            f"{how} Nash metrics (beta = {agent.beta:g}): exploitability "
+            f"{m['eval/exploitability']:.6g}{ci}, KL(pi* || pi) = {m['eval/kl_to_nash']:.6g}"
+        )
+
+
+def _env_id_of(agent: Any) -> str:
+    if getattr(agent, "kind", "matrix") == "text":
+        return getattr(agent.env, "env_id", None) or "nlhf/TokenDuel-v0"
+    return "nlhf/MatrixGame-v0"
 
 
 # ---------------------------------------------------------------------------------- plot

@@ -169,10 +169,13 @@ def token_features_class() -> type:
         of the answer length]``, ``3 * embed_dim`` values.
         """
 
-        def __init__(self, observation_space: Any, embed_dim: int = 32) -> None:
+        def __init__(
+            self, observation_space: Any, embed_dim: int = 32, prompt_len: int = world.PROMPT_LEN
+        ) -> None:
             super().__init__(observation_space, features_dim=3 * embed_dim)
             self.vocab_size = int(observation_space.high[0, 0]) + 1
-            self.max_answer = int(observation_space.shape[1]) - world.PROMPT_LEN
+            self.prompt_len = int(prompt_len)
+            self.max_answer = int(observation_space.shape[1]) - self.prompt_len
             self.embed = nn.Embedding(self.vocab_size, embed_dim)
             self.length = nn.Embedding(self.max_answer + 1, embed_dim)
 
@@ -180,7 +183,7 @@ def token_features_class() -> type:
             ids = observations[:, 0].long().clamp(0, self.vocab_size - 1)
             mask = observations[:, 1] > 0.5
             emb = self.embed(ids)
-            p = world.PROMPT_LEN
+            p = self.prompt_len
             pm = mask[:, :p].float()
             prompt = (emb[:, :p] * pm[..., None]).sum(1) / pm.sum(1, keepdim=True).clamp(min=1.0)
             positions = torch.arange(ids.shape[1], device=ids.device)
@@ -203,10 +206,20 @@ class PPOLanguageModel(nn.Module):
     ``policy/*`` state dict carries it.
     """
 
-    def __init__(self, sb3_policy: Any, obs_len: int, pool_size: int) -> None:
+    def __init__(
+        self,
+        sb3_policy: Any,
+        obs_len: int,
+        pool_size: int,
+        alphabet: tuple[int, ...] | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.sb3 = sb3_policy
         self.obs_len = int(obs_len)
+        #: token ids of the PPO's actions when the world restricts answers (``None``: action = token)
+        self.alphabet = None if alphabet is None else torch.tensor(alphabet, dtype=torch.long)
+        self.vocab_size = vocab_size
         n = sum(p.numel() for p in sb3_policy.parameters())
         self.register_buffer("pool", torch.zeros(pool_size, n))
         self.register_buffer("pool_count", torch.zeros((), dtype=torch.long))
@@ -223,8 +236,14 @@ class PPOLanguageModel(nn.Module):
         return torch.stack([ids, mask], dim=1).float()
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
-        """Next-token logits ``(B, V)`` for float observations ``(B, 2, L)``."""
-        return self.sb3.get_distribution(obs).distribution.logits
+        """Next-token logits ``(B, V)`` for float observations ``(B, 2, L)`` (tokens outside the
+        world's answer alphabet get -1e4 when the PPO acts on the alphabet)."""
+        logits = self.sb3.get_distribution(obs).distribution.logits
+        if self.alphabet is None:
+            return logits
+        full = logits.new_full((logits.shape[0], int(self.vocab_size)), -1.0e4)
+        full[:, self.alphabet.to(logits.device)] = logits
+        return full
 
     def forward(
         self,
@@ -256,7 +275,8 @@ class _Snapshot:
     """A frozen copy of the SB3 policy, an SB3-model-like opponent (``policy`` + ``predict``):
     the view samples its tokens with its own generator (reproducible)."""
 
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, policy: Any, alphabet: tuple[int, ...] | None = None) -> None:
+        self.alphabet = alphabet
         self.policy = copy.deepcopy(policy).eval()
         self.policy.optimizer = None
         for p in self.policy.parameters():
@@ -268,6 +288,8 @@ class _Snapshot:
 
     def predict(self, observation: Any, deterministic: bool = False) -> tuple[Any, None]:
         action, _ = self.policy.predict(observation, deterministic=deterministic)
+        if self.alphabet is not None:
+            action = np.asarray(self.alphabet)[np.asarray(action)]
         return action, None
 
 
@@ -289,7 +311,22 @@ class _RefOpponent:
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
-def _counting_wrapper(env: Any, stats: dict[str, list[float]]) -> Any:
+def _alphabet_actions(env: Any, alphabet: tuple[int, ...]) -> Any:
+    """A Gymnasium wrapper whose action ``i`` is token ``alphabet[i]`` of the wrapped env."""
+    import gymnasium
+
+    class AlphabetActions(gymnasium.ActionWrapper):
+        def __init__(self, inner: Any) -> None:
+            super().__init__(inner)
+            self.action_space = gymnasium.spaces.Discrete(len(alphabet))
+
+        def action(self, action: Any) -> int:
+            return int(alphabet[int(action)])
+
+    return AlphabetActions(env)
+
+
+def _counting_wrapper(env: Any, stats: dict[str, list[float]], prompt_len: int) -> Any:
     """A Gymnasium wrapper appending each judged duel's outcome and learner length to ``stats``."""
     import gymnasium
 
@@ -298,7 +335,7 @@ def _counting_wrapper(env: Any, stats: dict[str, list[float]]) -> Any:
             obs, reward, terminated, truncated, info = self.env.step(action)
             if terminated or truncated:
                 stats["outcome"].append(float(info.get("outcome", 0.0)))
-                stats["length"].append(float(np.sum(np.asarray(obs)[1, world.PROMPT_LEN :])))
+                stats["length"].append(float(np.sum(np.asarray(obs)[1, prompt_len:])))
             return obs, reward, terminated, truncated, info
 
     return DuelStats(env)
@@ -322,7 +359,7 @@ class SB3PPOSelfPlayText(TextAgent):
     def ent_coef(self) -> float:
         """The entropy coefficient in use (``beta`` unless ``ent_coef`` is configured)."""
         cfg = self.config
-        return float(cfg.beta if cfg.ent_coef is None else cfg.ent_coef)
+        return float(self.beta if cfg.ent_coef is None else cfg.ent_coef)
 
     def _setup(self) -> None:
         from stable_baselines3 import PPO
@@ -336,6 +373,10 @@ class SB3PPOSelfPlayText(TextAgent):
             raise ConfigError(f"device: sb3_ppo_selfplay runs on the CPU only; got {cfg.device!r}")
         max_new = self.engine.max_new_tokens
         reward_mode = "outcome" if cfg.mode == "sampled" else "probability"
+        world = self.engine.world
+        # Worlds with an answer alphabet (the tiny ones): the PPO acts on it, so its answers stay
+        # in the enumerable answer set (exact Nash metrics).
+        alphabet = world.answer_token_ids if world.suppressed_token_ids else None
         self._duels: dict[str, list[float]] = {"outcome": [], "length": []}
         if cfg.opponent == "self_play":
             self.pool = SelfPlayPool(max_size=cfg.pool_size, sampling=cfg.opponent_sampling)
@@ -350,11 +391,16 @@ class SB3PPOSelfPlayText(TextAgent):
         def make_env() -> Any:
             inner = TokenDuelEnv(
                 judge=self.engine.judge,
+                world=self.engine.world,
+                beta=self.beta,
                 max_new_tokens=max_new,
                 reward_mode=reward_mode,
                 payer=cfg.payer,
             )
-            return _counting_wrapper(SingleSeatEnv(inner, opponent=opponent), self._duels)
+            seat = SingleSeatEnv(inner, opponent=opponent)
+            if alphabet is not None:
+                seat = _alphabet_actions(seat, alphabet)
+            return _counting_wrapper(seat, self._duels, self.engine.prompt_len)
 
         self.vec_env = DummyVecEnv([make_env for _ in range(cfg.n_envs)])
         with _sb3_globals(self._stream_seed(0)):
@@ -365,15 +411,20 @@ class SB3PPOSelfPlayText(TextAgent):
                 max_grad_norm=cfg.grad_clip if cfg.grad_clip is not None else float("inf"),
                 policy_kwargs={
                     "features_extractor_class": token_features_class(),
-                    "features_extractor_kwargs": {"embed_dim": cfg.embed_dim},
+                    "features_extractor_kwargs": {
+                        "embed_dim": cfg.embed_dim,
+                        "prompt_len": self.engine.prompt_len,
+                    },
                     "net_arch": [cfg.net_width] * cfg.net_depth,
                 },
             )
-        obs_len = world.PROMPT_LEN + max_new
-        self.policy = PPOLanguageModel(self.model.policy, obs_len, cfg.pool_size)
+        obs_len = self.engine.prompt_len + max_new
+        self.policy = PPOLanguageModel(
+            self.model.policy, obs_len, cfg.pool_size, alphabet, world.vocab_size
+        )
         self.optimizer = self.model.policy.optimizer
         self.policy.push_snapshot()
-        self._snapshots = [_Snapshot(self.model.policy) for _ in range(cfg.pool_size)]
+        self._snapshots = [_Snapshot(self.model.policy, alphabet) for _ in range(cfg.pool_size)]
 
     def _stream_seed(self, stream: int) -> int:
         """A 63-bit seed of the agent's ``stream``-th random stream (0: init, 1 + i: iteration i)."""

@@ -27,7 +27,9 @@ MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
 
 #: Token-level text duel ids: id -> default keyword arguments of the text env factories.
 TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
-    "nlhf/TokenDuel-v0": {},
+    "nlhf/TokenDuel-v0": {"world": "default", "judge_version": "v0"},
+    "nlhf/TinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest"},
+    "nlhf/TinyTokenDuel-Cyclic-v0": {"world": "tiny-cyclic", "judge_version": "latest"},
 }
 
 _registered = False

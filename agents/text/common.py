@@ -25,6 +25,12 @@ name                           meaning
                                ``eval_every`` iterations)
 ``eval/win_rate_ref_true``     the same under the ground truth ``P*``
 ``eval/kl_ref``                sequence ``KL(pi_theta || pi_ref)`` on the held-out prompts (nats)
+``eval/exploitability``        ``max_pi' P_beta(pi' > pi_theta) - 1/2`` in the regularised game of the
+                               paying judge on held-out prompts: exact on enumerable worlds
+                               (:func:`nlhf_envs.text.exact.exact_game`), estimated elsewhere
+                               (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`; also
+                               ``eval/exploitability_low``/``_high``, a 95% interval over prompts)
+``eval/kl_to_nash``            ``E_x KL(pi*_beta || pi_theta)`` (exact or estimated, as above)
 ``policy/kl_ref``              sequence ``KL(pi_theta || pi_ref)`` on the iteration's training
                                answers: Monte-Carlo mean of ``sum_n log(pi_theta/pi_ref)(y_n)``
 ``policy/entropy``             sequence entropy of ``pi_theta`` (nats): mean of ``-sum_n log
@@ -73,6 +79,8 @@ TEXT_METRIC_NAMES: tuple[str, ...] = (
     "eval/win_rate_ref_judge",
     "eval/win_rate_ref_true",
     "eval/kl_ref",
+    "eval/exploitability",
+    "eval/kl_to_nash",
     "policy/kl_ref",
     "policy/entropy",
     "policy/answer_length",
@@ -93,7 +101,8 @@ class TextAgentConfig:
             ``P(y > y'|x)`` itself (lower variance; still one query per pair).
         batch_size: answer pairs (= preference queries) per gradient step.
         lr: Adam learning rate.
-        beta: KL regularisation ``beta`` towards ``pi_ref``.
+        beta: KL regularisation ``beta`` towards ``pi_ref`` (``None``: the env's ``beta``, which
+            belongs to the game).
         grad_clip: clip the gradient's global norm at this value (``None``: no clipping).
         max_new_tokens: the longest answer, ``<eos>`` included (``None``: the env's).
         payer: ``"judge"`` (default, the learned judge) or ``"ground_truth"`` (the annotator
@@ -102,14 +111,20 @@ class TextAgentConfig:
         eval_every: evaluate win rates vs ``pi_ref`` every this many iterations (``0``: never).
         eval_prompts: held-out prompts per evaluation (one answer pair each; not counted as queries).
         log_every: record metrics every this many iterations (``0``: never).
+        nash_eval: Nash metrics at each evaluation: ``"auto"`` (exact on enumerable worlds, estimated
+            elsewhere), ``"exact"``, ``"estimate"`` or ``"off"``.
+        nash_eval_prompts: held-out prompts of an estimate.
+        nash_eval_samples: ``pi_ref`` samples per prompt of an estimate (``n``; twice as many fresh
+            samples ``m`` for the exploitability).
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
+    NASH_EVALS: ClassVar[tuple[str, ...]] = ("auto", "exact", "estimate", "off")
 
     mode: str = "sampled"
     batch_size: int = 64
     lr: float = 1.0e-3
-    beta: float = 0.1
+    beta: float | None = None
     grad_clip: float | None = 1.0
     max_new_tokens: int | None = None
     payer: str = "judge"
@@ -117,6 +132,9 @@ class TextAgentConfig:
     eval_every: int = 10
     eval_prompts: int = 256
     log_every: int = 1
+    nash_eval: str = "auto"
+    nash_eval_prompts: int = 16
+    nash_eval_samples: int = 16
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -126,15 +144,21 @@ class TextAgentConfig:
             )
         if self.payer not in ("judge", "ground_truth"):
             raise ConfigError(f"payer: expected 'judge' or 'ground_truth'; got {self.payer!r}")
-        for key in ("batch_size", "eval_prompts"):
+        if self.nash_eval not in self.NASH_EVALS:
+            raise ConfigError(
+                f"nash_eval: expected one of {', '.join(map(repr, self.NASH_EVALS))}; "
+                f"got {self.nash_eval!r}"
+            )
+        for key in ("batch_size", "eval_prompts", "nash_eval_prompts", "nash_eval_samples"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be an integer >= 1; got {getattr(self, key)}")
         for key in ("eval_every", "log_every"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0; got {getattr(self, key)}")
-        for key in ("lr", "beta"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key}: must be > 0; got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: must be > 0; got {self.lr}")
+        if self.beta is not None and not self.beta > 0:
+            raise ConfigError(f"beta: must be > 0 or None (the env's); got {self.beta}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip: must be > 0 or None; got {self.grad_clip}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -227,6 +251,9 @@ class TextAgent:
         self.env = env
         self.config = config
         self.seed = int(seed)
+        #: the KL strength in use: the config's, else the env's (the game's)
+        self.beta = float(config.beta if config.beta is not None else getattr(env, "beta", 0.1))
+        self.world = getattr(env, "world", None)
         self.device = torch.device(config.device)
         max_new = config.max_new_tokens or env.max_new_tokens
         if max_new > env.max_new_tokens:
@@ -236,14 +263,14 @@ class TextAgent:
         if judge.device != self.device and hasattr(judge, "to"):
             judge = copy.deepcopy(judge).to(self.device)
         self.engine = DuelEngine(
-            judge, payer=config.payer, max_new_tokens=max_new, device=self.device
+            judge, payer=config.payer, max_new_tokens=max_new, device=self.device, world=self.world
         )
         self.truth = getattr(env, "truth", None)
         if self.truth is None:
             from nlhf_envs.text.ground_truth import ground_truth
 
-            self.truth = ground_truth()
-        ref = reference if reference is not None else load_reference_policy()
+            self.truth = ground_truth(self.world)
+        ref = reference if reference is not None else load_reference_policy(world=self.world)
         self.reference = frozen_copy(ref).to(self.device)
         self.policy = copy.deepcopy(ref).to(self.device).train()
         for p in self.policy.parameters():
@@ -261,6 +288,7 @@ class TextAgent:
             self.logger = make_logger(tensorboard_log, self.name or type(self).__name__)
         self._tokens = 0
         self._stats: dict[str, list[float]] = {}
+        self._exact: tuple[Any, Any] | None = None
         self._setup()
 
     # ------------------------------------------------------------------ to override
@@ -377,7 +405,8 @@ class TextAgent:
             split: prompt split, ``"heldout"`` (default), ``"train"`` or ``"all"``.
 
         Returns:
-            ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}``.
+            ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}`` and the Nash
+            metrics of :meth:`nash_metrics` (unless ``nash_eval`` is ``"off"``).
         """
         n = num_prompts or self.config.eval_prompts
         gen = torch.Generator(self.device).manual_seed(
@@ -391,11 +420,87 @@ class TextAgent:
         p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
         lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
         kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
-        return {
+        out = {
             "eval/win_rate_ref_judge": float(p_judge.float().mean()),
             "eval/win_rate_ref_true": float(p_true.float().mean()),
             "eval/kl_ref": float(kl),
         }
+        if self.config.nash_eval != "off":
+            out.update(self.nash_metrics())
+        return out
+
+    def exact_game(self) -> tuple[Any, Any]:
+        """The exact regularised game of the paying judge on held-out prompts and its equilibrium
+        ``(game, pi*)`` (built once; needs an enumerable world, see :mod:`nlhf_envs.text.exact`)."""
+        if self._exact is None:
+            from nlhf_envs.solvers import regularized_nash
+            from nlhf_envs.text.exact import exact_game
+
+            game = exact_game(
+                self.env,
+                "heldout",
+                payer=self.config.payer,
+                beta=self.beta,
+                reference=self.reference,
+            )
+            self._exact = (game, regularized_nash(game))
+        return self._exact
+
+    def enumerable(self) -> bool:
+        """Whether the env's answers can be enumerated (exact Nash metrics)."""
+        from nlhf_envs.text.exact import MAX_ANSWERS
+
+        if self.world is None:
+            return False
+        words = len(self.world.answer_token_ids) - 1
+        count = sum(words**k for k in range(self.engine.max_new_tokens + 1))
+        return count <= MAX_ANSWERS
+
+    @torch.no_grad()
+    def nash_metrics(self, exact: bool | None = None) -> dict[str, float]:
+        """``eval/exploitability`` and ``eval/kl_to_nash`` of ``pi_theta`` on held-out prompts.
+
+        Args:
+            exact: ``True``: exact (enumerable worlds); ``False``: estimated with
+                ``nash_eval_prompts`` prompts and ``nash_eval_samples`` samples; ``None``: from
+                ``config.nash_eval`` (``"auto"``: exact when the world is enumerable).
+        """
+        mode = self.config.nash_eval
+        if exact is None:
+            exact = mode == "exact" or (mode in ("auto", "off") and self.enumerable())
+        self.policy.eval()
+        try:
+            if exact:
+                from nlhf_envs.text.exact import exact_metrics
+
+                game, star = self.exact_game()
+                m = exact_metrics(self.policy, game, self.env, "heldout", nash=star)
+                return {
+                    "eval/exploitability": m["exploitability"],
+                    "eval/kl_to_nash": m["kl_to_nash"],
+                }
+            from nlhf_envs.text.estimate import estimate_nash_metrics
+
+            n = self.config.nash_eval_samples
+            est = estimate_nash_metrics(
+                self.policy,
+                self.env,
+                split="heldout",
+                num_prompts=self.config.nash_eval_prompts,
+                n=n,
+                m=2 * n,
+                seed=int(
+                    np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
+                ),
+                payer=self.config.payer,
+                beta=self.beta,
+                reference=self.reference,
+            )
+            out = est.as_dict("eval/")
+            out.pop("eval/kl_ref")
+            return out
+        finally:
+            self.policy.train()
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -469,7 +574,13 @@ def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
                 opt_scalars.setdefault(str(idx), {})[key] = val
     meta = {
         **checkpoint_header(agent),
-        "env": {"id": ENV_ID, "max_new_tokens": int(agent.env.max_new_tokens)},
+        "env": {
+            "id": getattr(agent.env, "env_id", None) or ENV_ID,
+            "world": agent.world.name if agent.world is not None else "default",
+            "judge_version": getattr(agent.env, "judge_version", "v0"),
+            "beta": float(getattr(agent.env, "beta", agent.beta)),
+            "max_new_tokens": int(agent.env.max_new_tokens),
+        },
         "lm_config": config_to_dict(agent.reference.config),
         "optim_param_groups": opt["param_groups"],
         "optim_scalars": opt_scalars,
@@ -527,11 +638,7 @@ def load_text_agent(
         cls = get_agent_class(meta["name"], "text")
         config = build_config(cls.config_cls, meta["config"], source=path)
         if env is None:
-            import pettingzoo
-
-            env = pettingzoo.make(
-                "parallel", meta["env"]["id"], max_new_tokens=meta["env"]["max_new_tokens"]
-            )
+            env = _rebuild_env(meta["env"])
         reference = TinyCausalLM(LMConfig(**meta["lm_config"]))
         reference.load_state_dict(_state(arrays, "reference"))
         agent = cls(
@@ -560,6 +667,24 @@ def load_text_agent(
     except (KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path!r}: cannot rebuild the text agent: {err}") from None
     return agent
+
+
+def _rebuild_env(env_meta: dict[str, Any]) -> Any:
+    """The token-duel env a checkpoint was trained on (the shipped judge of its world)."""
+    if "world" not in env_meta:  # checkpoints written before worlds existed: nlhf/TokenDuel-v0
+        import pettingzoo
+
+        return pettingzoo.make(
+            "parallel", env_meta["id"], max_new_tokens=env_meta["max_new_tokens"]
+        )
+    from nlhf_envs.text.env import TokenDuelEnv
+
+    return TokenDuelEnv(
+        world=env_meta["world"],
+        judge_version=env_meta["judge_version"],
+        beta=env_meta["beta"],
+        max_new_tokens=env_meta["max_new_tokens"],
+    )
 
 
 def make_text_config(cls: type[TextAgentConfig], **values: Any) -> TextAgentConfig:

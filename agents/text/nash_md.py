@@ -73,17 +73,16 @@ class TextNashMD(TextAgent):
         cfg = self.config
         if cfg.schedule == "constant":
             return cfg.mixture_coef
-        eta = 2.0 / cfg.beta if cfg.eta is None else cfg.eta
-        return min(1.0, eta * cfg.beta / (int(t) + 2))
+        eta = 2.0 / self.beta if cfg.eta is None else cfg.eta
+        return min(1.0, eta * self.beta / (int(t) + 2))
 
     def _iteration(self) -> None:
-        cfg = self.config
         c = self.mixture_coef(self.num_iterations)
         # y ~ pi_theta, y' ~ the per-token geometric mixture (KV caches of both models)
         duel = self.duel(opponent=GeometricMixture(self.policy, self.reference, c))
         log_pi = self.log_probs(self.policy, duel)
         log_ref = self.log_probs(self.reference, duel).detach()
-        out = nash_md_pg_loss(log_pi, log_ref, duel.y.mask, duel.outcome, beta=cfg.beta)
+        out = nash_md_pg_loss(log_pi, log_ref, duel.y.mask, duel.outcome, beta=self.beta)
         self.optimise(out.loss)
         self.note(out.terms)
         self.note({"train/mixture_coef": c})

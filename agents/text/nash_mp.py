@@ -81,7 +81,7 @@ class TextNashMP(TextAgent):
     def eta(self) -> float:
         """The prox step ``eta`` (``2 beta`` unless configured)."""
         cfg = self.config
-        return 2.0 * cfg.beta if cfg.eta is None else cfg.eta
+        return 2.0 * self.beta if cfg.eta is None else cfg.eta
 
     def _half_step(self, opponent, anchor) -> None:
         """``M`` policy-gradient steps on the half-step's objective against ``opponent``."""
@@ -94,7 +94,7 @@ class TextNashMP(TextAgent):
             log_anchor = log_pi.detach() if anchor is None else self.log_probs(anchor, duel)
             out = nash_mp_pg_loss(
                 log_pi, log_ref, log_anchor.detach(), duel.y.mask, duel.outcome,
-                beta=cfg.beta, eta=self.eta,
+                beta=self.beta, eta=self.eta,
             )  # fmt: skip
             self.optimise(out.loss)
             self.note(out.terms)

@@ -65,7 +65,7 @@ class TextOnlineIPO(TextAgent):
         log_ref_y2 = self.log_probs(self.reference, duel, second=True).detach()
         out = ipo_loss(
             log_pi_y, log_ref_y, duel.y.mask, log_pi_y2, log_ref_y2, duel.y2.mask, duel.outcome,
-            beta=cfg.beta, average_log_probs=cfg.average_log_probs,
+            beta=self.beta, average_log_probs=cfg.average_log_probs,
         )  # fmt: skip
         self.optimise(out.loss)
         self.note(out.terms)

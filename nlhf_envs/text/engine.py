@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from nlhf_envs.rewards import check_reward_mode, duel_rewards
-from nlhf_envs.text import world
 from nlhf_envs.text.judging import PairwiseJudge, check_token_ids
 from nlhf_envs.text.tokenizer import EOS, PAD, Tokenizer
+from nlhf_envs.text.world import World, get_world
 
 PAYERS: tuple[str, ...] = ("judge", "ground_truth")
 
@@ -360,31 +360,45 @@ class DuelEngine:
             over-optimisation).
         with_true_prob: also score every duel with the ground truth (slower: it runs on the CPU).
         device: where prompts and answers live.
+        world: the world whose prompts are played and whose ground truth pays (a name or a
+            :class:`~nlhf_envs.text.world.World`; default ``"default"``).
     """
 
     def __init__(
         self,
         judge: PairwiseJudge | None = None,
         *,
-        max_new_tokens: int = world.MAX_NEW_TOKENS,
+        max_new_tokens: int | None = None,
         reward_mode: str = "outcome",
         payer: str = "judge",
         with_true_prob: bool = False,
         device: torch.device | str = "cpu",
+        world: str | World | None = None,
     ) -> None:
         from nlhf_envs.text.ground_truth import ground_truth
         from nlhf_envs.text.models import load_judge
 
         if payer not in PAYERS:
             raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
+        self.world = get_world(world)
         self.reward_mode = check_reward_mode(reward_mode)
         self.payer = payer
         self.device = torch.device(device)
-        self.judge = judge if judge is not None else load_judge(device=self.device)
-        self.truth = ground_truth() if (with_true_prob or payer == "ground_truth") else None
+        self.judge = (
+            judge if judge is not None else load_judge(device=self.device, world=self.world)
+        )
+        if self.judge.tokenizer.vocab != self.world.tokenizer.vocab:
+            raise ValueError(
+                f"the judge's vocabulary ({self.judge.tokenizer.vocab_size} tokens) is not that of "
+                f"world {self.world.name!r} ({self.world.vocab_size} tokens)"
+            )
+        need_truth = with_true_prob or payer == "ground_truth"
+        self.truth = ground_truth(self.world) if need_truth else None
         self.tokenizer: Tokenizer = self.judge.tokenizer
-        self.max_new_tokens = int(max_new_tokens)
-        self.prompt_len = world.PROMPT_LEN
+        self.max_new_tokens = int(
+            self.world.max_new_tokens if max_new_tokens is None else max_new_tokens
+        )
+        self.prompt_len = self.world.prompt_len
 
     def encode_prompts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask, ``[B, PROMPT_LEN]``, on the engine's device."""
@@ -394,9 +408,10 @@ class DuelEngine:
         self, batch_size: int, generator: torch.Generator, split: str = "train"
     ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """Draw ``batch_size`` prompts of ``split``: ``(texts, ids, mask)``."""
-        idx = world.PROMPTS.indices(split)
+        prompts = self.world.prompts
+        idx = prompts.indices(split)
         pick = torch.randint(len(idx), (batch_size,), generator=generator, device=generator.device)
-        texts = [world.PROMPTS.texts[idx[i]] for i in pick.tolist()]
+        texts = [prompts.texts[idx[i]] for i in pick.tolist()]
         return (texts, *self.encode_prompts(texts))
 
     def generate(

@@ -43,8 +43,18 @@ Episode End:
     ``max_new_tokens`` tokens, so a duel lasts at most ``max_new_tokens`` steps. There is no truncation.
 
 Arguments:
-    ``judge``: a :class:`~nlhf_envs.text.judging.PairwiseJudge` (default: the shipped learned judge).
-    ``max_new_tokens`` (24): the longest answer, ``<eos>`` included.
+    ``world`` ("default"): the language world (:func:`nlhf_envs.text.world.get_world`): its prompts,
+    vocabulary, reference policy, ground truth and shipped judge.
+    ``judge``: a :class:`~nlhf_envs.text.judging.PairwiseJudge` (default: the world's shipped judge of
+    ``judge_version``).
+    ``judge_version`` (None): ``"latest"`` or, for the default world, ``"v0"`` (the first judge,
+    trained on a narrower pair distribution; ``nlhf/TokenDuel-v0``). ``None``: ``"v0"`` for the
+    default world (so code written for v0 keeps its numbers), ``"latest"`` elsewhere.
+    ``beta`` (the world's, 0.1): KL strength of the regularised game this env stands for. It does not
+    change rewards (the duel pays preferences only); learners read it (``agents`` use it unless their
+    config overrides it) and the Nash metrics of :mod:`nlhf_envs.text.nash` use it.
+    ``max_new_tokens`` (the world's: 24, or 3 in the tiny worlds): the longest answer, ``<eos>``
+    included.
     ``max_cycles`` (None): PettingZoo's episode cap; it caps ``max_new_tokens`` at ``max_cycles``, so a
     duel never outlasts it.
     ``reward_mode`` ("outcome"): ``"outcome"``, ``"centered"`` or ``"probability"``.
@@ -59,8 +69,16 @@ References:
     Munos et al., "Nash Learning from Human Feedback", ICML 2024 (arXiv 2312.00886);
     Tiapkin et al., "Accelerating Nash Learning from Human Feedback via Mirror Prox" (arXiv 2505.19731).
 
+Registered ids:
+    ``nlhf/TokenDuel-v0`` (default world, judge v0), ``nlhf/TokenDuel-v1`` (default world, the judge
+    trained on a wider pair distribution), ``nlhf/TokenDuel-Cyclic-v0`` (world ``default-cyclic``),
+    ``nlhf/TinyTokenDuel-v0`` (world ``tiny``, answers enumerable: see :mod:`nlhf_envs.text.exact`),
+    ``nlhf/TinyTokenDuel-Cyclic-v0`` (world ``tiny-cyclic``).
+
 Version History:
     v0: initial release.
+    v1 (``nlhf/TokenDuel-v1``): the same world, a judge trained on a wider pair distribution (random,
+    tempered, drifted and judge-optimised answers), which holds off pi_ref's distribution.
 """
 
 from __future__ import annotations
@@ -75,21 +93,36 @@ from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from nlhf_envs.rewards import check_reward_mode
-from nlhf_envs.text import world
 from nlhf_envs.text.engine import PAYERS, AnswerState, apply_tokens, new_answers, settle
 from nlhf_envs.text.judging import PairwiseJudge
+from nlhf_envs.text.world import World, get_world
 
 AGENTS: tuple[str, str] = ("player_0", "player_1")
-_DEFAULT_JUDGE: PairwiseJudge | None = None
+_DEFAULT_JUDGES: dict[tuple[str, str], PairwiseJudge] = {}
 
 
-def _default_judge() -> PairwiseJudge:
-    global _DEFAULT_JUDGE
-    if _DEFAULT_JUDGE is None:
-        from nlhf_envs.text.models import load_judge
+def default_judge(world: str | World | None = None, version: str | None = None) -> PairwiseJudge:
+    """The shipped judge of ``world`` and ``version`` (default
+    :func:`~nlhf_envs.text.models.default_judge_version`), loaded once and shared (judges are
+    stateless)."""
+    from nlhf_envs.text.models import default_judge_version, load_judge
 
-        _DEFAULT_JUDGE = load_judge()
-    return _DEFAULT_JUDGE
+    w = get_world(world)
+    version = default_judge_version(w) if version is None else version
+    key = (w.name, version)
+    if key not in _DEFAULT_JUDGES:
+        _DEFAULT_JUDGES[key] = load_judge(world=w, version=version)
+    return _DEFAULT_JUDGES[key]
+
+
+def env_id_of(world: str, judge_version: str = "latest") -> str | None:
+    """The registered id of the token duel on ``world`` with ``judge_version`` (``None`` if none)."""
+    from nlhf_envs.registration import TEXT_ENV_IDS
+
+    for env_id, kwargs in TEXT_ENV_IDS.items():
+        if kwargs.get("world") == world and kwargs.get("judge_version", "latest") == judge_version:
+            return env_id
+    return None
 
 
 class TokenDuelEnv(ParallelEnv):
@@ -105,7 +138,10 @@ class TokenDuelEnv(ParallelEnv):
         self,
         judge: PairwiseJudge | None = None,
         *,
-        max_new_tokens: int = world.MAX_NEW_TOKENS,
+        world: str | World = "default",
+        judge_version: str | None = None,
+        beta: float | None = None,
+        max_new_tokens: int | None = None,
         max_cycles: int | None = None,
         reward_mode: str = "outcome",
         payer: str = "judge",
@@ -120,25 +156,50 @@ class TokenDuelEnv(ParallelEnv):
             )
         if payer not in PAYERS:
             raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
+        self.world = get_world(world)
+        if max_new_tokens is None:
+            max_new_tokens = self.world.max_new_tokens
+        if beta is None:
+            beta = self.world.beta
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+            raise ValueError(f"beta must be a positive number, got {beta!r}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if max_cycles is not None:
             if max_cycles < 1:
                 raise ValueError(f"max_cycles must be at least 1, got {max_cycles}")
             max_new_tokens = min(max_new_tokens, max_cycles)
-        self.judge = judge if judge is not None else _default_judge()
-        self.truth = ground_truth()
+        from nlhf_envs.text.models import default_judge_version
+
+        if judge_version is None:
+            judge_version = default_judge_version(self.world)
+        self.judge_version = judge_version
+        self.judge = judge if judge is not None else default_judge(self.world, judge_version)
+        if self.judge.tokenizer.vocab != self.world.tokenizer.vocab:
+            raise ValueError(
+                f"the judge's vocabulary ({self.judge.tokenizer.vocab_size} tokens) is not that of "
+                f"world {self.world.name!r} ({self.world.vocab_size} tokens)"
+            )
+        self.beta = float(beta)
+        self.env_id = env_id_of(self.world.name, judge_version)
+        self.metadata = {
+            **type(self).metadata,
+            "name": self.env_id or f"nlhf/TokenDuel[{self.world.name}]",
+        }
+        self.truth = ground_truth(self.world)
         self.tokenizer = self.judge.tokenizer
         self.reward_mode = check_reward_mode(reward_mode)
         self.payer = payer
         self.max_new_tokens = int(max_new_tokens)
         self.max_cycles = max_cycles
-        self.prompt_pool = world.PROMPTS.indices(prompt_split)
+        self.prompt_split = prompt_split
+        self.prompt_pool = self.world.prompts.indices(prompt_split)
         self.render_mode = render_mode
         self.possible_agents = list(AGENTS)
         self.agents: list[str] = []
         v = self.tokenizer.vocab_size
-        length = world.PROMPT_LEN + self.max_new_tokens
+        self.prompt_len = self.world.prompt_len
+        length = self.prompt_len + self.max_new_tokens
         self._action_spaces = {a: spaces.Discrete(v) for a in AGENTS}
         high = np.ones((2, length), dtype=np.int64)
         high[0] = v - 1
@@ -147,8 +208,8 @@ class TokenDuelEnv(ParallelEnv):
         }
         self.np_random, self.np_random_seed = seeding.np_random(None)
         self._prompt = ""
-        self._prompt_ids = torch.zeros(1, world.PROMPT_LEN, dtype=torch.long)
-        self._prompt_mask = torch.zeros(1, world.PROMPT_LEN, dtype=torch.bool)
+        self._prompt_ids = torch.zeros(1, self.prompt_len, dtype=torch.long)
+        self._prompt_mask = torch.zeros(1, self.prompt_len, dtype=torch.bool)
         self._answers: dict[str, AnswerState] = {}
         self._result: dict[str, Any] | None = None
 
@@ -176,9 +237,9 @@ class TokenDuelEnv(ParallelEnv):
         if "prompt" in options:
             self._prompt = str(options["prompt"])
         else:
-            self._prompt = world.PROMPTS.texts[int(self.np_random.choice(self.prompt_pool))]
+            self._prompt = self.world.prompts.texts[int(self.np_random.choice(self.prompt_pool))]
         self._prompt_ids, self._prompt_mask = self.tokenizer.encode_prompts(
-            [self._prompt], world.PROMPT_LEN
+            [self._prompt], self.prompt_len
         )
         self._answers = {a: new_answers(1, self.max_new_tokens) for a in AGENTS}
         self._result = None

@@ -26,13 +26,47 @@ from nlhf_envs.atomic import atomic_open
 from nlhf_envs.text import world
 from nlhf_envs.text.judging import PairBatch, PairwiseJudge
 from nlhf_envs.text.tokenizer import Tokenizer
+from nlhf_envs.text.world import World, get_world
 
 #: Key/value cache of :class:`TinyCausalLM`: one ``(keys, values)`` pair per layer, ``[B, H, T, Dh]``.
 KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-JUDGE_PATH = ASSETS / "judge.pt"
-REFERENCE_PATH = ASSETS / "reference.pt"
+#: The judge of ``nlhf/TokenDuel-v0`` (trained on the first, narrower pair distribution).
+JUDGE_PATH = ASSETS / "default" / "judge_v0.pt"
+#: The reference policy of the default language.
+REFERENCE_PATH = ASSETS / "default" / "reference.pt"
+#: Judge versions: ``"latest"`` (``assets/<world>/judge.pt``) and, for the default world, ``"v0"``.
+JUDGE_VERSIONS: tuple[str, ...] = ("latest", "v0")
+
+
+def reference_path(world: str | World | None = None) -> Path:
+    """Where the reference policy of ``world``'s language is shipped."""
+    return ASSETS / get_world(world).language.name / "reference.pt"
+
+
+def default_judge_version(world: str | World | None = None) -> str:
+    """The judge version used when none is named: ``"v0"`` for the default world (the judge of
+    ``nlhf/TokenDuel-v0``, so existing code keeps its numbers), ``"latest"`` for the others."""
+    return "v0" if get_world(world).name == "default" else "latest"
+
+
+def judge_path(world: str | World | None = None, version: str | None = None) -> Path:
+    """Where the judge of ``world`` (``version`` ``"latest"`` or ``"v0"``) is shipped.
+
+    Raises:
+        ValueError: for an unknown version, or ``"v0"`` of a world other than ``"default"``.
+    """
+    w = get_world(world)
+    version = default_judge_version(w) if version is None else version
+    if version == "latest":
+        return ASSETS / w.name / "judge.pt"
+    if version == "v0" and w.name == "default":
+        return JUDGE_PATH
+    raise ValueError(
+        f"unknown judge version {version!r} of world {w.name!r}; expected 'latest'"
+        + (" or 'v0'" if w.name == "default" else "")
+    )
 
 
 # ------------------------------------------------------------------------------------ language model
@@ -48,6 +82,14 @@ class LMConfig:
     n_heads: int = 4
     d_ff: int = 256
     max_len: int = 64
+    #: token ids the model never emits (their logits are set to -1e4; see ``World.suppressed_token_ids``)
+    suppress_tokens: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens))
+        bad = [t for t in self.suppress_tokens if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"suppress_tokens {bad} outside the vocabulary [0, {self.vocab_size})")
 
 
 class _Block(nn.Module):
@@ -99,6 +141,10 @@ class TinyCausalLM(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
+        suppress = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+        suppress[list(cfg.suppress_tokens)] = True
+        self.register_buffer("suppress_mask", suppress, persistent=False)
+        self._suppress = bool(cfg.suppress_tokens)
 
     def forward(
         self,
@@ -145,6 +191,8 @@ class TinyCausalLM(nn.Module):
             x, kv = block(x, allowed, None if past_key_values is None else past_key_values[i])
             cache.append(kv)
         logits = self.ln_f(x) @ self.tok_emb.weight.T
+        if self._suppress:
+            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
         return logits, tuple(cache)
 
 
@@ -274,13 +322,20 @@ def vocab_digest(tokenizer: Tokenizer) -> str:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, kind: str, model: nn.Module, metadata: dict[str, Any] | None = None
+    path: str | os.PathLike,
+    kind: str,
+    model: nn.Module,
+    metadata: dict[str, Any] | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> None:
-    """Write ``model`` (its config and weights) atomically (:func:`nlhf_envs.atomic.atomic_open`)."""
+    """Write ``model`` (its config and weights) atomically (:func:`nlhf_envs.atomic.atomic_open`).
+
+    ``tokenizer`` (default: the default world's) is recorded as a vocabulary digest.
+    """
     payload = {
         "kind": kind,
         "config": dataclasses.asdict(model.config),
-        "vocab_digest": vocab_digest(world.default_tokenizer()),
+        "vocab_digest": vocab_digest(tokenizer or world.default_tokenizer()),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
@@ -288,37 +343,60 @@ def save_checkpoint(
         torch.save(payload, f)
 
 
-def _load(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+def _load(path: str | os.PathLike, kind: str, w: World) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no {kind} checkpoint at {path}; rebuild it with `python -m nlhf_envs.text.train`"
+            f"no {kind} checkpoint at {path}; rebuild it with "
+            f"`python -m nlhf_envs.text.train --world {w.name}`"
         )
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("kind") != kind:
         raise ValueError(f"{path} holds a {payload.get('kind')!r} checkpoint, not {kind!r}")
-    digest = vocab_digest(world.default_tokenizer())
+    digest = vocab_digest(w.tokenizer)
     if payload.get("vocab_digest") != digest:
         raise ValueError(
             f"{path} was trained with another vocabulary (digest {payload.get('vocab_digest')}, "
-            f"the world's is {digest})"
+            f"world {w.name!r} has {digest})"
         )
     return payload
 
 
-def load_judge(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> Judge:
-    """The shipped learned judge (or the one at ``path``), in eval mode on ``device``."""
-    payload = _load(path or JUDGE_PATH, "judge")
+def load_judge(
+    path: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    world: str | World | None = None,
+    version: str | None = None,
+) -> Judge:
+    """A shipped learned judge (or the one at ``path``), in eval mode on ``device``.
+
+    Args:
+        path: a judge checkpoint; default the shipped judge of ``world`` and ``version``.
+        device: where the judge runs.
+        world: the world (default ``"default"``); checkpoints are checked against its vocabulary.
+        version: ``"latest"`` or ``"v0"`` (see :func:`judge_path`); default
+            :func:`default_judge_version`.
+    """
+    w = get_world(world)
+    if path is None:
+        path = judge_path(w, version)
+    payload = _load(path, "judge", w)
     net = PreferenceNet(JudgeConfig(**payload["config"]))
     net.load_state_dict(payload["state_dict"])
-    return Judge(net).to(device)
+    return Judge(net, w.tokenizer).to(device)
 
 
 def load_reference_policy(
-    path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+    path: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    world: str | World | None = None,
 ) -> TinyCausalLM:
-    """The shipped reference policy ``pi_ref`` (or the one at ``path``), in eval mode on ``device``."""
-    payload = _load(path or REFERENCE_PATH, "reference_lm")
+    """The shipped reference policy ``pi_ref`` of ``world`` (default ``"default"``; or the one at
+    ``path``), in eval mode on ``device``."""
+    w = get_world(world)
+    payload = _load(path or reference_path(w), "reference_lm", w)
     model = TinyCausalLM(LMConfig(**payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval().to(device)

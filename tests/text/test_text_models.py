@@ -117,9 +117,19 @@ def test_judge_is_antisymmetric_for_any_weights(judge):
 
 
 def test_shipped_judge_agrees_with_the_population_on_heldout_prompts(judge, ref):
-    pairs = sample_pairs(3000, np.random.default_rng(123), ref, "heldout", seed=123)
-    m = evaluate_judge(judge, pairs)
-    # Shipped figure (20k pairs): see nlhf_envs/text/assets/metrics.json and the README.
+    # The v0 judge on the pair distribution it was trained on (demonstrations, pi_ref, perturbed).
+    on_distribution = [
+        ("demonstrator", "reference"),
+        ("reference", "reference"),
+        ("perturbed", "demonstrator"),
+        ("reference", "perturbed"),
+    ]
+    w = world.DEFAULT_WORLD
+    pairs = sample_pairs(
+        3000, np.random.default_rng(123), w, ref, [], "heldout", 123, source_pairs=on_distribution
+    )
+    m = evaluate_judge(judge, pairs, w)
+    # Shipped figure (20k pairs): see nlhf_envs/text/assets/default/metrics_v0.json and the README.
     assert m["judge/agreement_confident"] >= 0.85
     assert m["judge/ece"] < 0.05
     assert m["judge/brier"] < m["judge/brier_floor"] + 0.05

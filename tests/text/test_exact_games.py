@@ -1,0 +1,256 @@
+"""Token games whose Nash equilibrium is known: worlds as configs, the exact tiny game, Nash metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pettingzoo
+import pytest
+import torch
+from scipy import stats
+
+import agents
+import nlhf_envs  # noqa: F401  (registers the ids)
+from nlhf_envs.intransitivity import cyclic_share
+from nlhf_envs.solvers import exploitability, kl_to_nash, regularized_nash
+from nlhf_envs.text import exact
+from nlhf_envs.text.engine import generate
+from nlhf_envs.text.env import TokenDuelEnv
+from nlhf_envs.text.estimate import estimate_nash_metrics
+from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
+from nlhf_envs.text.tokenizer import EOS
+from nlhf_envs.text.train import drifted_policies
+from nlhf_envs.text.world import WORLD_NAMES, get_world
+
+torch.set_num_threads(1)
+TINY = "nlhf/TinyTokenDuel-v0"
+TINY_CYCLIC = "nlhf/TinyTokenDuel-Cyclic-v0"
+
+
+@pytest.fixture(scope="module")
+def tiny_env():
+    return pettingzoo.make("parallel", TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_ref():
+    return load_reference_policy(world="tiny")
+
+
+# ------------------------------------------------------------------------------------------ worlds
+
+
+def test_every_world_builds_from_its_config_and_has_a_distinct_fingerprint():
+    worlds = [get_world(n) for n in WORLD_NAMES]
+    assert len({w.fingerprint for w in worlds}) == len(worlds)
+    tiny = get_world("tiny")
+    assert len(tiny.prompts) == 32 and len(tiny.prompts.heldout_indices) == 8
+    assert len(set(tiny.prompts.train_indices) & set(tiny.prompts.heldout_indices)) == 0
+    assert tiny.answer_token_ids[0] == EOS and len(tiny.answer_token_ids) == 7
+    # Worlds with the same language share vocabulary and prompts, not annotators.
+    cyc = get_world("default-cyclic")
+    assert cyc.tokenizer.vocab == get_world("default").tokenizer.vocab
+    assert cyc.num_annotators == 12 and get_world("default").num_annotators == 20
+    with pytest.raises(ValueError, match="unknown world 'huge'; registered worlds: default"):
+        get_world("huge")
+
+
+def test_tiny_demonstrations_use_only_answer_words():
+    w = get_world("tiny")
+    rng = np.random.default_rng(0)
+    allowed = set(w.language.answer_words)
+    for prompt in w.prompts.texts:
+        for _ in range(5):
+            words = w.demonstrate(prompt, rng).split()
+            assert set(words) <= allowed and len(words) <= w.max_new_tokens - 1
+
+
+# ------------------------------------------------------------------------------------------ exact game
+
+
+def test_enumerated_answers_follow_the_rules(tiny_env):
+    answers = exact.enumerate_answers(tiny_env)
+    assert len(answers) == 1 + 6 + 36 + 216 == 259
+    assert len(set(answers)) == 259
+    assert answers[0] == (EOS,)
+    ended = [a for a in answers if a[-1] == EOS]
+    assert len(ended) == 1 + 6 + 36 and all(len(a) <= 3 for a in ended)
+    cut = [a for a in answers if a[-1] != EOS]  # truncated at max_new_tokens, no <eos> factor
+    assert len(cut) == 216 and all(len(a) == 3 for a in cut)
+    with pytest.raises(ValueError, match="exact games take at most 5000"):
+        exact.enumerate_answers("nlhf/TokenDuel-v0")
+
+
+def test_sequence_probabilities_sum_to_one_and_refuse_a_policy_off_the_alphabet(tiny_env, tiny_ref):
+    pi = exact.sequence_policy(tiny_ref, tiny_env, "all")
+    assert pi.shape == (32, 259)
+    w = tiny_env.world
+    torch.manual_seed(0)
+    random_lm = TinyCausalLM(
+        LMConfig(
+            vocab_size=w.vocab_size, d_model=16, d_ff=32, suppress_tokens=w.suppressed_token_ids
+        )
+    )
+    lp = exact.sequence_log_probs_exact(
+        random_lm,
+        *w.tokenizer.encode_prompts(list(w.prompts.texts[:4]), w.prompt_len),
+        exact.enumerate_answers(tiny_env),
+    )
+    assert np.abs(np.exp(lp).sum(axis=1) - 1.0).max() < 1e-9
+    unsuppressed = TinyCausalLM(LMConfig(vocab_size=w.vocab_size, d_model=16, d_ff=32))
+    with pytest.raises(ValueError, match="outside the 259 answers of world 'tiny'"):
+        exact.sequence_policy(unsuppressed, tiny_env)
+
+
+def test_sampling_agrees_with_the_exact_sequence_probabilities(tiny_env, tiny_ref):
+    w = tiny_env.world
+    answers = exact.enumerate_answers(tiny_env)
+    prompt = w.prompts.texts[int(w.prompts.heldout_indices[0])]
+    pi = exact.sequence_policy(tiny_ref, tiny_env, "heldout")[0]
+    n = 20_000
+    ids, mask = w.tokenizer.encode_prompts([prompt] * n, w.prompt_len)
+    g = generate(tiny_ref, ids, mask, 3, generator=torch.Generator().manual_seed(0))
+    index = {a: i for i, a in enumerate(answers)}
+    counts = np.zeros(len(answers))
+    for row, m in zip(g.tokens.tolist(), g.mask.tolist(), strict=True):
+        counts[index[tuple(t for t, k in zip(row, m, strict=True) if k)]] += 1
+    expected = n * pi
+    big = expected >= 5  # pool the rare answers into one cell
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+
+
+def test_exact_game_is_solved_by_the_matrix_solver(tiny_env, tiny_ref):
+    game = exact.exact_game(tiny_env, "heldout")
+    assert game.P.shape == (8, 259, 259)
+    np.testing.assert_allclose(game.P + np.swapaxes(game.P, 1, 2), 1.0, atol=1e-12)
+    np.testing.assert_allclose(game.pi_ref, exact.sequence_policy(tiny_ref, tiny_env), atol=1e-12)
+    star = regularized_nash(game)
+    assert exploitability(game, star) < 1e-9
+    assert exploitability(game, game.pi_ref) > 0.01  # pi_ref is not the equilibrium
+    truth = exact.exact_game(tiny_env, "heldout", payer="ground_truth")
+    assert exploitability(truth, regularized_nash(truth)) < 1e-9
+    assert exact.exact_game(tiny_env, "heldout", beta=0.05).beta == 0.05
+
+
+def test_bulk_preferences_equal_the_judges_pairwise_answers(tiny_env):
+    w = tiny_env.world
+    answers = exact.enumerate_answers(tiny_env)
+    ids, mask = exact.answer_tensors(answers, 3)
+    p_ids, p_mask = w.tokenizer.encode_prompts([w.prompts.texts[3]], w.prompt_len)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(259, size=64), rng.integers(259, size=64)
+    kw = {"prompt_mask": p_mask.expand(64, -1), "mask_a": mask[a], "mask_b": mask[b]}
+    for judge in (tiny_env.judge, tiny_env.truth):
+        bulk = exact.preference_matrix(judge, w, p_ids, p_mask, (ids, mask))
+        pair = judge.prob(p_ids.expand(64, -1), ids[a], ids[b], **kw).double().numpy()
+        np.testing.assert_allclose(bulk[a, b], pair, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ cycles
+
+
+@pytest.mark.parametrize("env_id", [TINY, TINY_CYCLIC])
+def test_cyclic_share_of_the_tiny_games(env_id):
+    env = pettingzoo.make("parallel", env_id)
+    shares = {
+        payer: float(np.mean(cyclic_share(exact.exact_game(env, "heldout", payer=payer).P)))
+        for payer in ("judge", "ground_truth")
+    }
+    # README "Token games" table: tiny 0.12 / 0.12, tiny-cyclic 0.49 / 0.49 (judge / ground truth).
+    if env_id == TINY_CYCLIC:
+        assert min(shares.values()) >= 0.4
+    else:
+        assert max(shares.values()) < 0.3
+    assert abs(shares["judge"] - shares["ground_truth"]) < 0.05
+
+
+def test_cyclic_share_closed_forms():
+    rps = np.array([[0.5, 1.0, 0.0], [0.0, 0.5, 1.0], [1.0, 0.0, 0.5]])
+    assert cyclic_share(rps) == pytest.approx(1.0)
+    s = np.random.default_rng(0).normal(size=8)
+    assert cyclic_share(0.5 + 0.05 * (s[:, None] - s[None, :])) < 1e-20
+    with pytest.raises(ValueError, match="P must have shape"):
+        cyclic_share(np.ones((2, 3)))
+
+
+# ------------------------------------------------------------------------------------------ estimator
+
+
+@pytest.mark.parametrize("drift", [0.0, 1.0])
+def test_estimated_metrics_cover_the_exact_values(tiny_env, tiny_ref, drift):
+    policy = (
+        tiny_ref
+        if drift == 0.0
+        else drifted_policies(tiny_ref, tiny_env.world, 1, 5, (drift, drift))[0]
+    )
+    game = exact.exact_game(tiny_env, "all")
+    pi = exact.sequence_policy(policy, tiny_env, "all")
+    star = regularized_nash(game)
+    est = estimate_nash_metrics(policy, tiny_env, split="all", num_prompts=16, n=64, m=128, seed=0)
+    lo, hi = est.exploitability_ci
+    assert lo <= exploitability(game, pi) <= hi
+    lo, hi = est.kl_to_nash_ci
+    assert lo <= kl_to_nash(game, pi, star) <= hi
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        estimate_nash_metrics(policy, tiny_env, n=0)
+
+
+# ------------------------------------------------------------------------------------------ beta, agents
+
+
+def test_beta_belongs_to_the_game_and_agents_read_it():
+    env = TokenDuelEnv(world="tiny", beta=0.05)
+    assert env.beta == 0.05 and TokenDuelEnv(world="tiny").beta == 0.1
+    assert agents.make("online_ipo", env, seed=0).beta == 0.05
+    assert agents.make("online_ipo", env, seed=0, beta=0.2).beta == 0.2
+    for bad in (0.0, -1.0, "0.1", True):
+        with pytest.raises(ValueError, match="beta must be a positive number"):
+            TokenDuelEnv(world="tiny", beta=bad)
+
+
+def test_text_agents_log_exact_nash_metrics_on_the_tiny_game(tiny_env):
+    agent = agents.make("online_ipo", TINY, seed=0, batch_size=16, eval_every=1, eval_prompts=8)
+    agent.learn(num_iterations=2)
+    row = agent.history[-1]
+    game, star = agent.exact_game()
+    pi = exact.sequence_policy(agent.policy, agent.env)
+    assert row["eval/exploitability"] == pytest.approx(exploitability(game, pi), abs=1e-12)
+    assert row["eval/kl_to_nash"] == pytest.approx(kl_to_nash(game, pi, star), abs=1e-12)
+    assert row["eval/exploitability"] > 0.0
+
+
+def test_text_agents_estimate_nash_metrics_on_the_full_world():
+    agent = agents.make(
+        "online_ipo",
+        "nlhf/TokenDuel-v0",
+        seed=0,
+        batch_size=8,
+        eval_every=1,
+        eval_prompts=8,
+        nash_eval_prompts=4,
+        nash_eval_samples=8,
+    )
+    agent.learn(num_iterations=1)
+    row = agent.history[-1]
+    assert (
+        row["eval/exploitability_low"]
+        <= row["eval/exploitability"]
+        <= row["eval/exploitability_high"]
+    )
+    assert np.isfinite(row["eval/kl_to_nash"])
+
+
+def test_forced_log_probs_equal_teacher_forcing(tiny_ref):
+    from nlhf_envs.text.engine import sequence_log_probs
+    from nlhf_envs.text.estimate import forced_log_probs
+
+    w = get_world("default")
+    ref = load_reference_policy()
+    ids, mask = w.tokenizer.encode_prompts(list(w.prompts.texts[:16]), w.prompt_len)
+    g = generate(ref, ids, mask, 24, generator=torch.Generator().manual_seed(0))
+    forced = forced_log_probs(ref, ids, mask, g.tokens, g.mask)
+    with torch.no_grad():
+        teacher = sequence_log_probs(ref, ids, mask, g.tokens, g.mask).double()
+    assert torch.allclose(forced, teacher, atol=1e-4)
+    assert torch.allclose(forced, g.log_probs.double().sum(-1), atol=1e-4)
