@@ -10,7 +10,8 @@
    the shipped metrics of every latest judge (``assets/<world>/metrics.json``) and the same evaluation
    of the v0 judge of ``nlhf/TokenDuel-v0``, run here.
 3. **Over-optimisation**: judge win rate and ground-truth win rate against ``pi_ref`` of a policy trained
-   against each judge, as its KL to ``pi_ref`` grows (shipped curves; the v0 judge's is run here).
+   against each judge by REINFORCE without a KL penalty (``--curve-lr``, ``--curve-steps``), as its KL to
+   ``pi_ref`` grows (:func:`nlhf_envs.text.train.overoptimisation_curve`, run here for every judge).
 4. **Estimator error**: :func:`nlhf_envs.text.estimate.estimate_nash_metrics` against the exact values of
    :func:`nlhf_envs.text.exact.exact_game` on the tiny worlds, for ``pi_ref`` and two drifted policies,
    ``n`` in ``--ns`` (``m = 2 n``), 16 prompts, 3 seeds: mean absolute error (the exact value taken on the
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-pairs", type=int, default=4000)
     parser.add_argument("--ns", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--curve-steps", type=int, default=200)
+    parser.add_argument("--curve-lr", type=float, default=3.0e-4)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -144,16 +147,22 @@ def main(argv: list[str] | None = None) -> int:
         env = TokenDuelEnv(**kwargs)
         results["shares"][env_id] = share_of(env, args.share_samples, args.share_prompts, 0)
         print(env_id, results["shares"][env_id], flush=True)
+    v0 = TokenDuelEnv(world="default", judge_version="v0")
+    results["judges"]["default (v0)"] = evaluate_sources(
+        v0.judge, v0.world, load_reference_policy(world="default"), args.eval_pairs, seed=9
+    )
     for world in ("default", "default-cyclic", "tiny", "tiny-cyclic"):
         shipped = json.loads((ASSETS / world / "metrics.json").read_text())
         results["judges"][world] = shipped["metrics"]
-        results["curves"][world] = shipped["overoptimisation"]
-    v0 = TokenDuelEnv(world="default", judge_version="v0")
-    ref = load_reference_policy(world="default")
-    results["judges"]["default (v0)"] = evaluate_sources(
-        v0.judge, v0.world, ref, args.eval_pairs, seed=9
-    )
-    results["curves"]["default (v0)"] = overoptimisation_curve(v0.judge, ref, v0.world, 240, 8, 10)
+    for name, env in (("default (v0)", v0),) + tuple(
+        (w, TokenDuelEnv(world=w, judge_version="latest"))
+        for w in ("default", "default-cyclic", "tiny", "tiny-cyclic")
+    ):
+        ref = load_reference_policy(world=env.world)
+        results["curves"][name] = overoptimisation_curve(
+            env.judge, ref, env.world, args.curve_steps, 8, 10, lr=args.curve_lr
+        )
+        print("curve", name, results["curves"][name][-1], flush=True)
     print("judges done", flush=True)
     results["estimator"] = estimator_study(args.ns, args.seeds)
     results["seconds"] = time.perf_counter() - t0

@@ -28,6 +28,8 @@ MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
 #: Token-level text duel ids: id -> default keyword arguments of the text env factories.
 TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
     "nlhf/TokenDuel-v0": {"world": "default", "judge_version": "v0"},
+    "nlhf/TokenDuel-v1": {"world": "default", "judge_version": "latest"},
+    "nlhf/TokenDuel-Cyclic-v0": {"world": "default-cyclic", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-Cyclic-v0": {"world": "tiny-cyclic", "judge_version": "latest"},
 }

@@ -561,7 +561,13 @@ def evaluate_sources(
 
 
 def overoptimisation_curve(
-    judge: Judge, reference: TinyCausalLM, world: World, steps: int, points: int, seed: int
+    judge: Judge,
+    reference: TinyCausalLM,
+    world: World,
+    steps: int,
+    points: int,
+    seed: int,
+    lr: float = 2.0e-3,
 ) -> list[dict[str, float]]:
     """Train a policy against ``judge`` (:func:`optimise_against`) and record, at ``points + 1``
     evenly spaced steps, its sequence KL to ``pi_ref`` and its win rates against ``pi_ref`` under the
@@ -594,7 +600,7 @@ def overoptimisation_curve(
             }
         )
 
-    optimise_against(judge, reference, world, steps, seed, snapshots=0, callback=record)
+    optimise_against(judge, reference, world, steps, seed, lr=lr, snapshots=0, callback=record)
     return rows
 
 

@@ -254,3 +254,73 @@ def test_forced_log_probs_equal_teacher_forcing(tiny_ref):
         teacher = sequence_log_probs(ref, ids, mask, g.tokens, g.mask).double()
     assert torch.allclose(forced, teacher, atol=1e-4)
     assert torch.allclose(forced, g.log_probs.double().sum(-1), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ judges
+
+
+def _judge_quality(world_name: str, pairs: int) -> dict[str, float]:
+    from nlhf_envs.text.env import default_judge
+    from nlhf_envs.text.train import evaluate_sources
+
+    w = get_world(world_name)
+    judge = default_judge(w, "latest")
+    return evaluate_sources(judge, w, load_reference_policy(world=w), pairs, seed=101)
+
+
+@pytest.mark.parametrize("world_name", ["tiny", "tiny-cyclic"])
+def test_tiny_judges_hold_in_every_pair_source(world_name):
+    m = _judge_quality(world_name, 600)
+    for source in ("ref_vs_ref", "random_vs_random", "ref_vs_random", "drifted"):
+        assert m[f"judge/{source}/agreement_confident"] >= 0.85, (source, m)
+        assert m[f"judge/{source}/ece"] < 0.1, (source, m)
+    assert m["judge/drifted/min_kl"] >= 2.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world_name", ["default", "default-cyclic"])
+def test_full_size_judges_hold_in_every_pair_source(world_name):
+    m = _judge_quality(world_name, 1500)
+    for source in ("ref_vs_ref", "random_vs_random", "ref_vs_random", "drifted"):
+        assert m[f"judge/{source}/agreement_confident"] >= 0.82, (source, m)  # shipped: >= 0.85
+    assert m["judge/drifted/min_kl"] >= 2.0
+
+
+@pytest.mark.parametrize(
+    ("env_id", "cyclic"), [("nlhf/TokenDuel-v1", False), ("nlhf/TokenDuel-Cyclic-v0", True)]
+)
+def test_cyclic_share_of_the_full_size_games_on_pi_ref_samples(env_id, cyclic):
+    env = pettingzoo.make("parallel", env_id)
+    w = env.world
+    ref = load_reference_policy(world=w)
+    gen = torch.Generator().manual_seed(0)
+    shares: dict[str, list[float]] = {"judge": [], "truth": []}
+    for i in w.prompts.heldout_indices[:12]:
+        p_ids, p_mask = w.tokenizer.encode_prompts([w.prompts.texts[i]], w.prompt_len)
+        g = generate(ref, p_ids.expand(32, -1), p_mask.expand(32, -1), 24, generator=gen)
+        for name, judge in (("judge", env.judge), ("truth", env.truth)):
+            P = exact.preference_matrix(judge, w, p_ids, p_mask, (g.tokens, g.mask))
+            shares[name].append(cyclic_share(P))
+    judge_share, truth_share = np.mean(shares["judge"]), np.mean(shares["truth"])
+    # README "Token games" table (48 answers x 32 prompts): see benchmarks/results/token_games.md
+    if cyclic:
+        assert judge_share >= 0.4 and truth_share >= 0.4
+    else:
+        assert judge_share < 0.3 and truth_share < 0.3
+
+
+def test_cli_eval_prints_exact_nash_metrics_of_a_token_agent(tmp_path, capsys):
+    from agents.cli import main
+
+    logs = str(tmp_path / "logs")
+    args = ["--agent", "online_ipo", "--env", TINY, "--num-queries", "64", "--log-folder", logs]
+    assert main(["train", *args, "--params", "batch_size:32", "--no-progress"]) == 0
+    run = tmp_path / "logs" / "online_ipo" / "TinyTokenDuel-v0_1"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--n-duels", "64", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"vs pi_ref on {TINY}" in out
+    assert "exact Nash metrics (beta = 0.1): exploitability" in out
+    agent = agents.load(run / "final.npz")
+    expected = agent.nash_metrics()["eval/exploitability"]
+    assert f"exploitability {expected:.6g}" in out
