@@ -25,6 +25,7 @@ import numpy as np
 
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.atomic import atomic_open
+from nlhf_envs.errors import CheckpointError
 from nlhf_envs.game import PreferenceGame
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["save_agent", "load_agent", "CheckpointError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, truncated or of an unknown format (path named)."""
 
 
 def _resolve_path(path: str | os.PathLike[str]) -> str:

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nlhf_envs.errors import GameError
+
 __all__ = ["PreferenceGame", "GameValidationError"]
 
 ArrayLike = np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
 
-class GameValidationError(ValueError):
+class GameValidationError(GameError):
     """A preference game's data violates a property of the game (named in the message)."""
 
 
