@@ -301,6 +301,23 @@ class PreferenceGame:
         return rng.choice(self.num_contexts, size=n, p=self.rho)
 
     # ------------------------------------------------------------------ misc
+    def fingerprint(self) -> str:
+        """A short content hash of the game (shape, ``P``, ``pi_ref``, ``rho``, ``beta``).
+
+        Two games with equal fingerprints play identically; the name is not part of it.
+        """
+        import hashlib
+
+        h = hashlib.sha256(repr((self.shape, float(self.beta))).encode())
+        for arr in (self.P, self.pi_ref, self.rho):
+            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> str:
+        """``name (K=.., C=.., beta=.., fingerprint ..)`` for error messages."""
+        C, K = self.shape
+        return f"{self.name} (K={K}, contexts={C}, beta={self.beta:g}, fingerprint {self.fingerprint()})"
+
     def with_beta(self, beta: float) -> PreferenceGame:
         """A copy of this game with another regularisation strength."""
         return PreferenceGame(self.P, self.pi_ref, beta, self.rho, name=self.name)
