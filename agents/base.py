@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.config import AgentConfig
+from agents.config import AgentConfig, ConfigError
 from agents.estimators import estimate_win_rates
 from agents.logger import make_logger
 from agents.updates import log_normalize, softmax
@@ -79,10 +79,12 @@ def check_learn_args(
         TypeError: if ``callback`` is not callable.
     """
     if num_queries is None and num_iterations is None:
-        raise ValueError("learn() needs num_queries or num_iterations (or both)")
+        raise ConfigError("learn() needs num_queries or num_iterations (or both)")
     for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
-        if val is not None and (isinstance(val, bool) or int(val) != val or val < 0):
-            raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
+        if val is not None and (
+            isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0
+        ):
+            raise ConfigError(f"{key} must be a non-negative integer; got {val!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
 
@@ -160,7 +162,7 @@ class Agent:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+            raise ConfigError(f"seed must be a non-negative int or None; got {seed!r}")
         self.game = game
         self.config = config
         self.seed = int(seed)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from nlhf_envs.atomic import atomic_open, atomic_write_text
-from nlhf_envs.errors import EnvironmentSetupError
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "game_identity",
     "check_same_game",
     "repair_match_log",
+    "validate",
 ]
 
 
@@ -118,7 +119,7 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
     """Normalise a participant spec (see the module docstring).
 
     Raises:
-        ValueError: for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a saved agent, a
+        ConfigError: (a ``ValueError``) for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a saved agent, a
             fixed policy of the wrong shape, or an object that cannot act.
     """
     if isinstance(spec, Participant):
@@ -126,7 +127,7 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
     if isinstance(spec, str):
         if spec in ("pi_ref", "uniform"):
             if game is None:
-                raise ValueError(
+                raise ConfigError(
                     f"participant {name!r}: {spec!r} needs a matrix game (for other games pass an "
                     "agent or a callable)"
                 )
@@ -137,23 +138,23 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
             import agents
 
             return Participant(name, _detached(agents.load(spec)))
-        raise ValueError(
+        raise ConfigError(
             f"participant {name!r}: {spec!r} is not 'pi_ref', 'uniform' or an existing checkpoint"
         )
     if isinstance(spec, (np.ndarray, list, tuple)):
         if game is None:
-            raise ValueError(f"participant {name!r}: a probability vector needs a matrix game")
+            raise ConfigError(f"participant {name!r}: a probability vector needs a matrix game")
         pi = np.asarray(spec, dtype=np.float64)
         try:
             pi = np.array(game.as_policy(pi))
         except ValueError as exc:
-            raise ValueError(f"participant {name!r}: {exc}") from None
+            raise ConfigError(f"participant {name!r}: {exc}") from None
         if pi.min() < 0 or np.abs(pi.sum(axis=1) - 1).max() > 1e-6:
-            raise ValueError(f"participant {name!r}: the policy must be a probability vector")
+            raise ConfigError(f"participant {name!r}: the policy must be a probability vector")
         return Participant(name, None, pi)
     if hasattr(spec, "act") or hasattr(spec, "predict") or callable(spec):
         return Participant(name, _detached(spec))
-    raise ValueError(
+    raise ConfigError(
         f"participant {name!r}: cannot play a {type(spec).__name__} (expected an agent, a saved "
         "agent's path, 'pi_ref', 'uniform', a probability vector, an SB3 model or a callable)"
     )
@@ -713,6 +714,57 @@ def _fingerprint(
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _prepare(
+    participants: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    env: str,
+    env_kwargs: Mapping[str, Any] | None,
+    num_duels: int,
+) -> tuple[list[tuple[str, Any]], list[Participant], Any, PreferenceGame | None, dict[str, Any]]:
+    """Validate a tournament's arguments and build its participants and a probe environment."""
+    import pettingzoo
+
+    import nlhf_envs
+
+    items = list(participants.items()) if isinstance(participants, Mapping) else list(participants)
+    names = [str(n) for n, _ in items]
+    if len(items) < 2:
+        raise ConfigError(f"a tournament needs at least two participants; got {len(items)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"participant names must be unique; got {names}")
+    if isinstance(num_duels, bool) or not isinstance(num_duels, (int, np.integer)) or num_duels < 1:
+        raise ConfigError(f"num_duels must be a positive integer; got {num_duels!r}")
+    if env not in nlhf_envs.registered_ids():
+        raise EnvironmentSetupError(
+            f"unknown environment id {env!r}; registered: {', '.join(nlhf_envs.registered_ids())}"
+        )
+    env_kwargs = dict(env_kwargs or {})
+    try:
+        probe = pettingzoo.make("parallel", env, **env_kwargs)
+    except TypeError as exc:
+        if "keyword argument" not in str(exc):
+            raise
+        raise ConfigError(f"env_kwargs of {env}: {exc}") from None
+    game = _matrix_game_of(probe)
+    players = [as_participant(name, spec, game) for name, spec in items]
+    check_same_game(players, probe, env)
+    return items, players, probe, game, env_kwargs
+
+
+def validate(
+    participants: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    env: str = "nlhf/RPS-v0",
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    num_duels: int = 200,
+) -> None:
+    """Check a tournament's arguments as :func:`run` does, without playing or writing anything.
+
+    Raises:
+        ConfigError, EnvironmentSetupError, GameValidationError: as :func:`run`.
+    """
+    _prepare(participants, env, env_kwargs, num_duels)
+
+
 def run(
     participants: Mapping[str, Any] | Sequence[tuple[str, Any]],
     env: str = "nlhf/RPS-v0",
@@ -753,23 +805,8 @@ def run(
         ValueError: fewer than two participants, duplicate names, ``num_duels < 1`` or a bad spec.
         EnvironmentSetupError: a participant was trained on another game than ``env`` plays.
     """
-    import pettingzoo
-
-    import nlhf_envs  # noqa: F401
-
-    items = list(participants.items()) if isinstance(participants, Mapping) else list(participants)
+    items, players, probe, game, env_kwargs = _prepare(participants, env, env_kwargs, num_duels)
     names = [str(n) for n, _ in items]
-    if len(items) < 2:
-        raise ValueError(f"a tournament needs at least two participants; got {len(items)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"participant names must be unique; got {names}")
-    if isinstance(num_duels, bool) or int(num_duels) != num_duels or num_duels < 1:
-        raise ValueError(f"num_duels must be a positive integer; got {num_duels!r}")
-    env_kwargs = dict(env_kwargs or {})
-    probe = pettingzoo.make("parallel", env, **env_kwargs)
-    game = _matrix_game_of(probe)
-    players = [as_participant(name, spec, game) for name, spec in items]
-    check_same_game(players, probe, env)
     n = len(players)
 
     fingerprint = _fingerprint(env, env_kwargs, names, int(num_duels), int(seed))

@@ -20,13 +20,29 @@ import numpy as np
 
 from nlhf_envs.errors import GameError
 
-__all__ = ["PreferenceGame", "GameValidationError"]
+__all__ = ["PreferenceGame", "GameValidationError", "check_int"]
 
 ArrayLike = np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
 
 class GameValidationError(GameError):
     """A preference game's data violates a property of the game (named in the message)."""
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or numpy, not bool) ``>= minimum``.
+
+    Raises:
+        GameValidationError: naming ``name`` for a float (even ``3.0``), a string, a bool or a value
+            below ``minimum`` (nothing is truncated or coerced).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise GameValidationError(
+            f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})"
+        )
+    if value < minimum:
+        raise GameValidationError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
 
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
@@ -116,6 +132,12 @@ class PreferenceGame:
             )
         if not np.isscalar(beta) and np.ndim(beta) != 0:
             raise GameValidationError(f"beta must be a positive scalar; got {beta!r}")
+        if isinstance(beta, (str, bytes, bool, np.bool_)) or not np.issubdtype(
+            np.asarray(beta).dtype, np.number
+        ):
+            raise GameValidationError(
+                f"beta must be a real number, not {type(beta).__name__}; got {beta!r}"
+            )
         beta_f = float(beta)
         if not np.isfinite(beta_f) or beta_f <= 0.0:
             raise GameValidationError(f"beta must be a finite number > 0; got {beta!r}")

@@ -83,6 +83,11 @@ AGENTS: tuple[str, str] = ("player_0", "player_1")
 _DEFAULT_JUDGE: PairwiseJudge | None = None
 
 
+def _is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool or a float."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _default_judge() -> PairwiseJudge:
     global _DEFAULT_JUDGE
     if _DEFAULT_JUDGE is None:
@@ -120,10 +125,12 @@ class TokenDuelEnv(ParallelEnv):
             )
         if payer not in PAYERS:
             raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not _is_int(max_new_tokens) or max_new_tokens < 1:
+            raise ValueError(
+                f"max_new_tokens must be an integer at least 1, got {max_new_tokens!r}"
+            )
         if max_cycles is not None:
-            if max_cycles < 1:
+            if not _is_int(max_cycles) or max_cycles < 1:
                 raise ValueError(f"max_cycles must be at least 1, got {max_cycles}")
             max_new_tokens = min(max_new_tokens, max_cycles)
         self.judge = judge if judge is not None else _default_judge()
@@ -188,8 +195,11 @@ class TokenDuelEnv(ParallelEnv):
         return observations, infos
 
     def _token(self, agent: str, action: Any) -> int:
+        arr = np.asarray(action)
+        if arr.shape not in ((), (1,)) or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"action {action!r} of {agent} must be an integer token id")
         try:
-            token = int(action)
+            token = int(arr.reshape(()))
         except (TypeError, ValueError):
             raise ValueError(f"action of {agent} must be a token id, got {action!r}") from None
         if token != action or not 0 <= token < self.tokenizer.vocab_size:
