@@ -131,7 +131,7 @@ class TokenDuelEnv(ParallelEnv):
             )
         if max_cycles is not None:
             if not _is_int(max_cycles) or max_cycles < 1:
-                raise ValueError(f"max_cycles must be at least 1, got {max_cycles}")
+                raise ValueError(f"max_cycles must be an integer at least 1, got {max_cycles!r}")
             max_new_tokens = min(max_new_tokens, max_cycles)
         self.judge = judge if judge is not None else _default_judge()
         self.truth = ground_truth()
