@@ -51,7 +51,7 @@ from agents.updates import log_normalize, softmax
 from nlhf_envs import solvers
 from nlhf_envs.game import PreferenceGame
 
-__all__ = ["Agent", "METRIC_NAMES", "Callback"]
+__all__ = ["Agent", "METRIC_NAMES", "Callback", "LearningInterrupted"]
 
 #: Every metric name an agent records in ``history`` (agents may add ``loss/...`` names).
 METRIC_NAMES: tuple[str, ...] = (
@@ -101,15 +101,39 @@ def iterations_within_budget(
     than ``num_queries`` queries (``agent.queries_used``) and fewer than ``num_iterations``
     iterations (``agent.num_iterations``, which the loop body increments); after each iteration it
     stops if ``callback(agent)`` returns ``False``.
+
+    Ctrl-C (SIGINT, main thread) during an iteration is deferred: the iteration and its callback
+    finish, then :class:`LearningInterrupted` (a ``KeyboardInterrupt``) is raised at the boundary,
+    so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once.
     """
     check_learn_args(num_queries, num_iterations, callback)
+    from agents.runs import DeferredInterrupt
+
     q0, i0 = agent.queries_used, agent.num_iterations
-    while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
-        num_queries is None or agent.queries_used - q0 < num_queries
-    ):
-        yield
-        if callback is not None and callback(agent) is False:
-            return
+    with DeferredInterrupt() as interrupt:
+        while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
+            num_queries is None or agent.queries_used - q0 < num_queries
+        ):
+            yield
+            if callback is not None and callback(agent) is False:
+                return
+            if interrupt.requested:
+                raise LearningInterrupted(agent)
+
+
+class LearningInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``learn`` at an iteration boundary: the agent's state is consistent.
+
+    Saving the agent now and learning the rest of the budget later gives exactly the result of the
+    uninterrupted call.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(
+            f"learning interrupted after iteration {agent.num_iterations} "
+            f"({agent.queries_used} queries), at an iteration boundary"
+        )
+        self.agent = agent
 
 
 class Agent:

@@ -221,6 +221,18 @@ def train_run(
     (:class:`TrainingInterrupted` is raised after saving).
 
     Args:
+        agent_name: a registered agent.
+        env_id: an environment id (or game family).
+        params: ``--params`` overrides of the zoo entry.
+        seed: the agent's seed (``>= 0``).
+        device: torch device of neural agents (checked to be available here).
+        log_folder: root of the run folders.
+        tensorboard_log: TensorBoard folder (default ``<run>/tb``).
+        num_queries: override of the entry's query budget (``>= 0``).
+        save_freq: checkpoint every ``save_freq >= 1`` iterations (``None``: no checkpoints).
+        config_dir: folder of the zoo YAML files.
+        progress: show a progress bar on stderr.
+        args_record: what ``args.yml`` records (default: the arguments above).
         resume: a run folder to continue from its most advanced state (``final.npz`` or a
             checkpoint) to the budget in its ``config.yml``; ``agent_name``/``env_id`` may be
             ``None`` then (taken from ``args.yml``), the other arguments are ignored except
@@ -231,6 +243,7 @@ def train_run(
             written, for a bad argument, config, environment or device.
     """
     from agents import zoo
+    from agents.base import LearningInterrupted
     from agents.checkpoint import save_agent
     from agents.runs import DeferredInterrupt, MetricsCSV, make_run_dir
 
@@ -294,30 +307,29 @@ def train_run(
     bar = _progress(left_q if left_q is not None else left_i, f"train {agent_name}", progress)
     last = [agent.queries_used if budget_q is not None else agent.num_iterations]
 
-    with DeferredInterrupt() as interrupt:
+    def callback(a: Any) -> bool:
+        done = a.queries_used if budget_q is not None else a.num_iterations
+        bar.update(done - last[0])
+        last[0] = done
+        metrics.update(a.history)
+        if save_freq and a.num_iterations % save_freq == 0:
+            ckpt_dir.mkdir(exist_ok=True)
+            save_agent(
+                a, ckpt_dir / f"{agent_name}_{a.queries_used}_queries.npz", include_history=False
+            )
+        return True
 
-        def callback(a: Any) -> bool:
-            done = a.queries_used if budget_q is not None else a.num_iterations
-            bar.update(done - last[0])
-            last[0] = done
-            metrics.update(a.history)
-            if save_freq and a.num_iterations % save_freq == 0:
-                ckpt_dir.mkdir(exist_ok=True)
-                save_agent(
-                    a,
-                    ckpt_dir / f"{agent_name}_{a.queries_used}_queries.npz",
-                    include_history=False,
-                )
-            return not interrupt.requested
-
-        try:
-            agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
-        finally:
-            bar.close()
-        # learn returned at an iteration boundary (budget spent or Ctrl-C): a consistent state
+    interrupted = False
+    try:
+        agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
+    except LearningInterrupted:
+        interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
+    finally:
+        bar.close()
+    with DeferredInterrupt() as late:  # the final files are written whole even if Ctrl-C comes now
         agent.save(run_dir / "final.npz")
         metrics.update(agent.history)
-    if interrupt.requested:
+    if interrupted or late.requested:
         raise TrainingInterrupted(run_dir, agent)
     return agent, run_dir
 

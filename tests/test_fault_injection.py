@@ -25,8 +25,18 @@ def _cli(*args):
     return [sys.executable, "-m", "nlhf_zoo_cli", *args]  # the console script's entry point
 
 
-def _interrupted(cmd, delay, sig):
+def _lines(path):
+    try:
+        return path.read_text().count("\n")
+    except OSError:
+        return 0
+
+
+def _interrupted(cmd, sig, delay=0.0, wait_for=None, lines=0):
+    """Start ``cmd``, wait until ``wait_for`` has ``lines`` lines (if given) plus ``delay`` s, signal."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while wait_for is not None and _lines(wait_for) < lines and proc.poll() is None:
+        time.sleep(0.01)
     time.sleep(delay)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
@@ -40,14 +50,22 @@ def test_killed_and_interrupted_training_resumes_bit_for_bit(tmp_path):
     ref_csv = (ref_logs / "nash_mp" / "BiasedRPS-v0_1" / "metrics.csv").read_text()
     rng = np.random.default_rng(13)
     resumed = 0
-    for trial in range(8):
+    for trial in range(10):
         logs = tmp_path / f"t{trial}"
-        sig = signal.SIGINT if trial % 2 else signal.SIGKILL
-        code, err = _interrupted(_cli(*TRAIN, "--log-folder", str(logs)), rng.uniform(0.5, 6), sig)
-        assert "Traceback" not in err, err
         run = logs / "nash_mp" / "BiasedRPS-v0_1"
-        if sig == signal.SIGINT:
-            assert code in (0, 130), err
+        sig = signal.SIGINT if trial % 2 else signal.SIGKILL
+        cmd = _cli(*TRAIN, "--log-folder", str(logs))
+        if trial < 2:  # during start-up
+            code, err = _interrupted(cmd, sig, delay=rng.uniform(0.1, 1.5))
+        else:  # during training: after a random number of logged iterations, at a random moment
+            rows = int(rng.integers(1, 400))
+            code, err = _interrupted(
+                cmd, sig, rng.uniform(0, 0.05), wait_for=run / "metrics.csv", lines=rows
+            )
+        assert "Traceback" not in err, err
+        if sig == signal.SIGINT:  # 130, or the interpreter's own SIGINT exit during start-up
+            assert code in (0, 130, -signal.SIGINT), err
+            assert err == "" or err.startswith("nlhf-zoo: interrupted"), err
         if not run.exists():
             continue  # killed before anything was validated and written: nothing to resume
         proc = subprocess.run(
@@ -63,7 +81,7 @@ def test_killed_and_interrupted_training_resumes_bit_for_bit(tmp_path):
         assert (run / "metrics.csv").read_text() == ref_csv
         assert not list(run.rglob(".tmp-*"))
         resumed += 1
-    assert resumed >= 3
+    assert resumed >= 6
 
 
 def test_killed_tournaments_resume_to_the_same_result(tmp_path):
@@ -76,14 +94,27 @@ def test_killed_tournaments_resume_to_the_same_result(tmp_path):
         )  # fmt: skip
     runs = [str(logs / agent / "BiasedRPS-v0_1") for agent in ("nash_mp", "nash_md")]
     parts = [*runs, "pi_ref", "uniform"]
-    base = ["tournament", *parts, "--n-duels", "200000", "--no-progress", "--log-folder", str(logs)]
+    base = [
+        "tournament",
+        *parts,
+        "--n-duels",
+        "2000000",
+        "--no-progress",
+        "--log-folder",
+        str(logs),
+    ]
     subprocess.run(_cli(*base, "--output-dir", str(tmp_path / "ref")), check=True)
     ref = json.loads((tmp_path / "ref" / "tournament.json").read_text())
     rng = np.random.default_rng(7)
-    for trial in range(4):
+    for trial in range(5):
         out = tmp_path / f"t{trial}"
         sig = signal.SIGINT if trial % 2 else signal.SIGKILL
-        _, err = _interrupted(_cli(*base, "--output-dir", str(out)), rng.uniform(0.2, 5.0), sig)
+        cmd = _cli(*base, "--output-dir", str(out))
+        if trial == 0:
+            _, err = _interrupted(cmd, sig, delay=rng.uniform(0.1, 1.5))
+        else:
+            log = out / "matches.jsonl"
+            _, err = _interrupted(cmd, sig, rng.uniform(0, 0.2), wait_for=log, lines=trial)
         assert "Traceback" not in err, err
         subprocess.run(_cli(*base, "--output-dir", str(out)), check=True)
         got = json.loads((out / "tournament.json").read_text())

@@ -49,6 +49,24 @@ def _interrupt_at(monkeypatch, iteration):
     monkeypatch.setattr(NashMP, "_iteration", iteration_with_ctrl_c)
 
 
+def test_ctrl_c_in_learn_leaves_a_consistent_agent(monkeypatch):
+    from agents.base import LearningInterrupted
+    from nlhf_envs import make_game
+
+    def make():
+        return agents.make("nash_mp", make_game("biased_rps"), seed=1, batch_size=8)
+
+    full = make().learn(num_queries=400)
+    _interrupt_at(monkeypatch, 9)
+    agent = make()
+    with pytest.raises(LearningInterrupted, match="after iteration 9"):
+        agent.learn(num_queries=400)
+    assert agent.num_iterations == 9 and len(agent.history) == 9
+    monkeypatch.undo()
+    agent.learn(num_queries=400 - agent.queries_used)
+    _same_agent(agent, full)
+
+
 KW = {"params": {"mode": "sampled", "batch_size": 8}, "num_queries": 200, "progress": False}
 
 
@@ -247,3 +265,22 @@ def _parser_with(fn):
         return parser
 
     return build
+
+
+def test_eval_refuses_participants_of_different_games(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    _train(logs, "--num-queries", "0")
+    argv = ["train", "--agent", "nash_mp", "--env", "nlhf/UniformGame-v0", "--num-queries", "0"]
+    assert main([*argv, "--log-folder", str(logs), "--no-progress"]) == 0
+    rps, uniform = logs / "nash_mp" / "BiasedRPS-v0_1", logs / "nash_mp" / "UniformGame-v0_1"
+    capsys.readouterr()
+    assert main(["eval", str(rps), "--opponent", str(uniform), "--n-duels", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "nlhf-zoo: error: participants were trained on different games: 'agent' on biased_rps "
+        "(K=3, contexts=1, beta=0.1, fingerprint "
+    )
+    assert "'opponent' on uniform10 (K=10" in err and err.count("\n") == 1
+    # the agent's own game is played and recorded by default
+    assert main(["eval", str(rps), "--n-duels", "100"]) == 0
+    assert "vs pi_ref on nlhf/BiasedRPS-v0: " in capsys.readouterr().out
