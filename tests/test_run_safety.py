@@ -243,6 +243,15 @@ def test_library_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, cap
         + ", ".join(__import__("nlhf_envs").registered_ids())
         + "\n"
     )
+    for env, kwarg, message in [
+        ("nlhf/RPS-v0", "num_rounds:2.7", "num_rounds must be an integer >= 1; got 2.7"),
+        ("nlhf/TokenDuel-v0", "max_new_tokens:0", "max_new_tokens must be an integer at least 1"),
+    ]:
+        argv = ["tournament", "pi_ref", "uniform", "--env", env, "--env-kwargs", kwarg]
+        assert main([*argv, "--log-folder", str(tmp_path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
     with pytest.raises(ConfigError):  # --debug shows the library error's traceback
         main(["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "--seed", "-1", "--debug"])
 
