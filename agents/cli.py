@@ -6,6 +6,7 @@ Subcommands:
 * ``train --agent A --env ID [--params k:v ...] [--seed] [--device] [--log-folder] [--tensorboard-log]``:
   trains from ``zoo_configs/<agent>.yml`` into ``<log-folder>/<agent>/<EnvName>_<n>/`` (resolved
   ``config.yml``, ``args.yml``, ``checkpoints/``, ``final.npz``, ``metrics.csv``, TensorBoard events);
+  ``train --resume RUN_DIR`` continues a run to its budget, bit for bit;
 * ``eval``: a saved agent against ``pi_ref`` (or another saved agent): win rate with a 95% interval,
   exact exploitability on matrix games;
 * ``tournament``: round robin among participants (saved agents, train runs, ``pi_ref``, ``uniform``,
@@ -15,8 +16,10 @@ Subcommands:
 * ``demo``: the README's main job: solve the built-in games, train the main agents on a default
   game, run a tournament, print the tables and write the plots.
 
-A user's mistake (unknown agent or id, a config typo, a missing file) prints one line
-``nlhf-zoo: error: ...`` on stderr and exits with status 2; nothing is left half-written.
+A user's mistake (unknown agent or id, a config typo, a missing file: any
+:class:`nlhf_envs.errors.NlhfError`) prints one line ``nlhf-zoo: error: ...`` on stderr and exits
+with status 2 (``--debug`` shows the traceback); nothing is written before the arguments are
+validated. Any other exception is a bug and keeps its traceback. Ctrl-C exits with status 130.
 """
 
 from __future__ import annotations

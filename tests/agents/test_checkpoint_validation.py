@@ -126,3 +126,17 @@ def test_stale_temporary_files_of_a_killed_save_are_removed(tmp_path):
     atomic_write_text(tmp_path / "b.txt", "ok")
     assert not other.exists()
     assert agents.load(tmp_path / "a.npz").num_iterations == agent.num_iterations
+
+
+def test_version_1_checkpoints_with_json_history_still_load(tmp_path):
+    agent, arrays = _saved(tmp_path)
+    meta = _meta(arrays)
+    meta.update(version=1, history=agent.history)
+    del meta["history_len"], meta["history_keys"]
+    old = {k: v for k, v in arrays.items() if not k.startswith("history/")}
+    back = agents.load(_write(tmp_path / "v1.npz", old, meta))
+    assert back.history == agent.history
+    np.testing.assert_array_equal(back.log_pi, agent.log_pi)
+    meta["history"] = [{"game/queries": "2"}]
+    with pytest.raises(CheckpointError, match="field 'history': must be a list of"):
+        agents.load(_write(tmp_path / "v1bad.npz", old, meta))
