@@ -306,6 +306,48 @@ def _set_rng(path: str, field: str, rng: np.random.Generator, state: Any) -> Non
         raise _fail(path, field, f"not a valid generator state: {err}") from None
 
 
+def _check_text_fields(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Field checks of a token-level checkpoint before its state dicts are built."""
+    env = meta.get("env")
+    if not isinstance(env, dict) or not isinstance(env.get("id"), str):
+        raise _fail(path, "env", f"must be a mapping with an 'id'; got {env!r}")
+    if not _is_int(env.get("max_new_tokens")) or env["max_new_tokens"] < 1:
+        raise _fail(
+            path,
+            "env.max_new_tokens",
+            f"must be an integer >= 1; got {env.get('max_new_tokens')!r}",
+        )
+    for key in ("lm_config", "optim_scalars"):
+        if not isinstance(meta.get(key), dict):
+            raise _fail(path, key, f"must be a mapping; got {type(meta.get(key)).__name__}")
+    if not isinstance(meta.get("optim_param_groups"), list):
+        raise _fail(path, "optim_param_groups", "must be a list")
+    rows = meta.get("history")
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and all(isinstance(v, (int, float)) for v in r.values()) for r in rows
+    ):
+        raise _fail(path, "history", "must be a list of {metric: number} rows")
+    for key in ("rng", "act_rng"):
+        arr = arrays.get(key)
+        if arr is None or arr.dtype != np.uint8 or arr.ndim != 1:
+            raise _fail(path, key, "must be a torch generator state (1-D uint8)")
+    for key, arr in arrays.items():
+        prefix, _, name = key.partition("/")
+        if prefix not in ("policy", "reference", "optim"):
+            continue
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise _fail(path, key, "must be finite; found NaN or inf")
+        if prefix == "policy":
+            ref = arrays.get(f"reference/{name}")
+            if ref is not None and (ref.shape != arr.shape or ref.dtype != arr.dtype):
+                raise _fail(
+                    path,
+                    key,
+                    f"must match reference/{name} ({ref.dtype} {ref.shape}); got "
+                    f"{arr.dtype} {arr.shape}",
+                )
+
+
 def load_agent(
     path: str | os.PathLike[str],
     *,
@@ -338,6 +380,7 @@ def load_agent(
     if meta.get("kind") == "text":
         from agents.text.common import load_text_agent
 
+        _check_text_fields(p, meta, arrays)
         return load_text_agent(p, meta, arrays, tensorboard_log=tensorboard_log)
     try:
         cls = get_agent_class(meta["name"], meta["kind"])

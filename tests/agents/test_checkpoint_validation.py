@@ -140,3 +140,25 @@ def test_version_1_checkpoints_with_json_history_still_load(tmp_path):
     meta["history"] = [{"game/queries": "2"}]
     with pytest.raises(CheckpointError, match="field 'history': must be a list of"):
         agents.load(_write(tmp_path / "v1bad.npz", old, meta))
+
+
+def test_text_checkpoint_fields_are_validated(tmp_path):
+    agent = agents.make("online_ipo", "nlhf/TokenDuel-v0", seed=0, batch_size=4, eval_every=0)
+    path = agent.save(tmp_path / "t.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = _meta(arrays)
+    key = next(k for k in arrays if k.startswith("policy/") and arrays[k].ndim == 2)
+    cases = [
+        ({key: arrays[key][:1]}, None, f"field '{key}': must match reference/"),
+        ({key: np.full_like(arrays[key], np.nan)}, None, f"field '{key}': must be finite"),
+        ({"rng": arrays["rng"].astype(np.int64)}, None, "field 'rng': must be a torch generator"),
+        ({}, {**meta, "seed": 1.5}, "field 'seed': must be a non-negative integer"),
+        ({}, {**meta, "env": {"id": "nlhf/TokenDuel-v0", "max_new_tokens": 2.5}}, "max_new_tokens"),
+        ({}, {**meta, "history": [{"a": "b"}]}, "field 'history': must be a list"),
+    ]
+    for i, (change, new_meta, message) in enumerate(cases):
+        bad = _write(tmp_path / f"bad{i}.npz", {**arrays, **change}, new_meta)
+        with pytest.raises(CheckpointError, match=message):
+            agents.load(bad)
+    assert agents.load(path).num_iterations == 0
