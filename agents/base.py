@@ -44,14 +44,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.config import AgentConfig
+from agents.config import AgentConfig, ConfigError
 from agents.estimators import estimate_win_rates
 from agents.logger import make_logger
 from agents.updates import log_normalize, softmax
 from nlhf_envs import solvers
 from nlhf_envs.game import PreferenceGame
 
-__all__ = ["Agent", "METRIC_NAMES", "Callback"]
+__all__ = ["Agent", "METRIC_NAMES", "Callback", "LearningInterrupted"]
 
 #: Every metric name an agent records in ``history`` (agents may add ``loss/...`` names).
 METRIC_NAMES: tuple[str, ...] = (
@@ -79,10 +79,12 @@ def check_learn_args(
         TypeError: if ``callback`` is not callable.
     """
     if num_queries is None and num_iterations is None:
-        raise ValueError("learn() needs num_queries or num_iterations (or both)")
+        raise ConfigError("learn() needs num_queries or num_iterations (or both)")
     for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
-        if val is not None and (isinstance(val, bool) or int(val) != val or val < 0):
-            raise ValueError(f"{key} must be a non-negative integer; got {val!r}")
+        if val is not None and (
+            isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0
+        ):
+            raise ConfigError(f"{key} must be a non-negative integer; got {val!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
 
@@ -99,15 +101,39 @@ def iterations_within_budget(
     than ``num_queries`` queries (``agent.queries_used``) and fewer than ``num_iterations``
     iterations (``agent.num_iterations``, which the loop body increments); after each iteration it
     stops if ``callback(agent)`` returns ``False``.
+
+    Ctrl-C (SIGINT, main thread) during an iteration is deferred: the iteration and its callback
+    finish, then :class:`LearningInterrupted` (a ``KeyboardInterrupt``) is raised at the boundary,
+    so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once.
     """
     check_learn_args(num_queries, num_iterations, callback)
+    from agents.runs import DeferredInterrupt
+
     q0, i0 = agent.queries_used, agent.num_iterations
-    while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
-        num_queries is None or agent.queries_used - q0 < num_queries
-    ):
-        yield
-        if callback is not None and callback(agent) is False:
-            return
+    with DeferredInterrupt() as interrupt:
+        while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
+            num_queries is None or agent.queries_used - q0 < num_queries
+        ):
+            yield
+            if callback is not None and callback(agent) is False:
+                return
+            if interrupt.requested:
+                raise LearningInterrupted(agent)
+
+
+class LearningInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``learn`` at an iteration boundary: the agent's state is consistent.
+
+    Saving the agent now and learning the rest of the budget later gives exactly the result of the
+    uninterrupted call.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(
+            f"learning interrupted after iteration {agent.num_iterations} "
+            f"({agent.queries_used} queries), at an iteration boundary"
+        )
+        self.agent = agent
 
 
 class Agent:
@@ -160,7 +186,7 @@ class Agent:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+            raise ConfigError(f"seed must be a non-negative int or None; got {seed!r}")
         self.game = game
         self.config = config
         self.seed = int(seed)

@@ -4,9 +4,15 @@ A checkpoint is one ``.npz`` archive (read with ``allow_pickle=False``) holding
 
 * ``meta``: UTF-8 JSON with the format version, agent name and kind, resolved config, seed, counters
   (``queries_used``, ``num_iterations``, the game's query counter), both generator states, the
-  history and the game's ``beta`` and ``name``;
+  number of history rows and their column names, and the game's ``beta`` and ``name``;
 * ``game/P``, ``game/pi_ref``, ``game/rho``: the game's arrays;
-* ``state/<attr>``: the agent's learning state (``log_pi`` and algorithm-specific arrays).
+* ``state/<attr>``: the agent's learning state (``log_pi`` and algorithm-specific arrays);
+* ``history/values`` and ``history/present``: the metric history as a float64 table and a mask of
+  the logged cells (omitted in a run's periodic checkpoints, whose rows are in ``metrics.csv``).
+
+Version 2 stores the history as arrays; version 1 files (history as JSON in ``meta``) still load.
+Loading validates every unpacked field (:func:`load_agent`) and raises one :class:`CheckpointError`
+naming the file and the field.
 
 The file is written to a temporary file in the destination folder, flushed, fsync'ed and moved into
 place with :func:`os.replace`, so a crash never leaves a half-written checkpoint under the final
@@ -25,18 +31,18 @@ import numpy as np
 
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.atomic import atomic_open
+from nlhf_envs.errors import CheckpointError
 from nlhf_envs.game import PreferenceGame
 
 if TYPE_CHECKING:
     from agents.base import Agent
 
-__all__ = ["save_agent", "load_agent", "CheckpointError", "FORMAT_VERSION"]
+__all__ = ["save_agent", "load_agent", "read_meta", "CheckpointError", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, truncated or of an unknown format (path named)."""
+#: versions this library reads.
+READABLE_VERSIONS = (1, 2)
 
 
 def _resolve_path(path: str | os.PathLike[str]) -> str:
@@ -60,8 +66,31 @@ def checkpoint_header(agent: Any) -> dict[str, Any]:
     }
 
 
-def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
-    """Write ``agent`` to ``path`` atomically (see the module docstring); return the path."""
+def _history_arrays(history: list[dict[str, float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(keys, values, present)``: the history as a float64 table and a mask of logged cells."""
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    values = np.zeros((len(history), len(keys)))
+    present = np.zeros((len(history), len(keys)), dtype=bool)
+    col = {k: i for i, k in enumerate(keys)}
+    for r, row in enumerate(history):
+        for k, v in row.items():
+            values[r, col[k]] = v
+            present[r, col[k]] = True
+    return keys, values, present
+
+
+def save_agent(agent: Agent, path: str | os.PathLike[str], *, include_history: bool = True) -> str:
+    """Write ``agent`` to ``path`` atomically (see the module docstring); return the path.
+
+    Args:
+        agent: the agent.
+        path: the target (``.npz`` appended when it has no suffix).
+        include_history: store the metric history (as a float64 table). Periodic checkpoints of a
+            run pass ``False``: they record only the number of history rows, which the run's
+            ``metrics.csv`` holds, so a long run does not rewrite its whole history every time.
+    """
     target = _resolve_path(path)
     if agent.kind == "text":  # token-level agents: torch state dicts (agents.text.common)
         from agents.text.common import save_text_agent
@@ -75,6 +104,11 @@ def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
             state[f"state/{attr}"] = value
         else:
             scalars[attr] = value
+    history: dict[str, np.ndarray] = {}
+    keys: list[str] = []
+    if include_history:
+        keys, values, present = _history_arrays(agent.history)
+        history = {"history/values": values, "history/present": present}
     meta = {
         **checkpoint_header(agent),
         "game_queries": agent.game.queries,
@@ -83,7 +117,8 @@ def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
         "rng": agent.rng.bit_generator.state,
         "act_rng": agent.act_rng.bit_generator.state,
         "scalars": scalars,
-        "history": agent.history,
+        "history_len": len(agent.history),
+        "history_keys": keys if include_history else None,
     }
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     arrays = {
@@ -92,6 +127,7 @@ def save_agent(agent: Agent, path: str | os.PathLike[str]) -> str:
         "game/pi_ref": np.asarray(agent.game.pi_ref),
         "game/rho": np.asarray(agent.game.rho),
         **state,
+        **history,
     }
     return write_npz_atomic(target, arrays)
 
@@ -103,13 +139,227 @@ def write_npz_atomic(target: str, arrays: dict[str, np.ndarray]) -> str:
     return target
 
 
+# ---------------------------------------------------------------------------------- reading
+def _fail(path: str, field: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path!r}: field {field!r}: {problem}")
+
+
+def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of the archive's arrays, read from their headers without allocating.
+
+    Every member must be stored uncompressed (as :func:`numpy.savez` writes) or, if compressed,
+    declare no more data than it holds uncompressed; declared sizes must fit the member and the
+    member the file, so a small file cannot make the loader allocate a huge array.
+    """
+    size = os.path.getsize(path)
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+                raise _fail(path, name, "stored size and declared size differ")
+            if info.compress_size > size:
+                raise _fail(
+                    path, name, f"declares {info.compress_size} bytes in a {size}-byte file"
+                )
+            with zf.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                except ValueError as err:
+                    raise _fail(path, name, f"not a numpy array: {err}") from None
+            if dtype.hasobject:
+                raise _fail(path, name, "object arrays are refused (no pickle)")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise _fail(
+                    path,
+                    name,
+                    f"declares shape {shape} ({nbytes} bytes) but holds {info.file_size} bytes",
+                )
+            out[name] = (tuple(shape), dtype)
+    return out
+
+
+def _read_arrays(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(meta, arrays)`` of a checkpoint after the size checks of :func:`_headers`."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no agent checkpoint at {path!r}")
+    try:
+        _headers(path)
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta_arr = arrays["meta"]
+        if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
+            raise _fail(path, "meta", f"must be uint8 bytes; got {meta_arr.dtype} {meta_arr.shape}")
+        meta = json.loads(meta_arr.tobytes().decode("utf-8"))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path!r} is not a readable agent checkpoint: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "nlhf-zoo-agent":
+        raise CheckpointError(f"{path!r} is not an nlhf-zoo agent checkpoint")
+    if meta.get("version") not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path!r} has checkpoint format version {meta.get('version')!r}; this library reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    _check_header_fields(path, meta)
+    return meta, arrays
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_header_fields(path: str, meta: dict[str, Any]) -> None:
+    """Types of the fields every checkpoint has (:func:`checkpoint_header`)."""
+    for key in ("name", "kind"):
+        if not isinstance(meta.get(key), str):
+            raise _fail(path, key, f"must be a string; got {meta.get(key)!r}")
+    if not isinstance(meta.get("config"), dict):
+        raise _fail(path, "config", f"must be a mapping; got {type(meta.get('config')).__name__}")
+    for key in ("seed", "queries_used", "num_iterations"):
+        value = meta.get(key)
+        if not _is_int(value) or value < 0:
+            raise _fail(path, key, f"must be a non-negative integer; got {value!r}")
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated ``meta`` header of a checkpoint, reading only that member.
+
+    Raises:
+        CheckpointError: naming the file (and field) when it is missing, corrupt or foreign.
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise CheckpointError(f"no agent checkpoint at {p!r}")
+    try:
+        headers = _headers(p)
+        if "meta" not in headers:
+            raise _fail(p, "meta", "missing")
+        with np.load(p, allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode("utf-8"))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{p!r} is not a readable agent checkpoint: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "nlhf-zoo-agent":
+        raise CheckpointError(f"{p!r} is not an nlhf-zoo agent checkpoint")
+    _check_header_fields(p, meta)
+    return meta
+
+
+def _check_array(
+    path: str, field: str, arr: np.ndarray, shape: tuple[int, ...] | None, dtype: Any
+) -> np.ndarray:
+    if arr.dtype != np.dtype(dtype):
+        raise _fail(path, field, f"must have dtype {np.dtype(dtype)}; got {arr.dtype}")
+    if shape is not None and arr.shape != shape:
+        raise _fail(path, field, f"must have shape {shape} for this game; got {arr.shape}")
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        raise _fail(path, field, "must be finite; found NaN or inf")
+    return np.array(arr)
+
+
+def _history(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict]:
+    if "history_len" not in meta:  # version 1: the rows as JSON
+        rows = meta.get("history")
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict)
+            and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in r.items())
+            for r in rows
+        ):
+            raise _fail(path, "history", "must be a list of {metric: number} rows")
+        return [{k: float(v) for k, v in r.items()} for r in rows]
+    n = meta.get("history_len")
+    if not _is_int(n) or n < 0:
+        raise _fail(path, "history_len", f"must be a non-negative integer; got {n!r}")
+    keys = meta.get("history_keys")
+    if keys is None:
+        return []  # a periodic checkpoint of a run: the rows are in the run's metrics.csv
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _fail(path, "history_keys", f"must be a list of strings; got {keys!r}")
+    values = arrays.get("history/values")
+    present = arrays.get("history/present")
+    if values is None or present is None:
+        raise _fail(path, "history/values", "missing")
+    _check_array(path, "history/values", values, (n, len(keys)), np.float64)
+    _check_array(path, "history/present", present, (n, len(keys)), np.bool_)
+    return [{k: float(values[r, c]) for c, k in enumerate(keys) if present[r, c]} for r in range(n)]
+
+
+def _set_rng(path: str, field: str, rng: np.random.Generator, state: Any) -> None:
+    expected = rng.bit_generator.state
+    if (
+        not isinstance(state, dict)
+        or state.get("bit_generator") != expected["bit_generator"]
+        or not isinstance(state.get("state"), dict)
+    ):
+        raise _fail(path, field, f"must be a {expected['bit_generator']} generator state")
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise _fail(path, field, f"not a valid generator state: {err}") from None
+
+
+def _check_text_fields(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Field checks of a token-level checkpoint before its state dicts are built."""
+    env = meta.get("env")
+    if not isinstance(env, dict) or not isinstance(env.get("id"), str):
+        raise _fail(path, "env", f"must be a mapping with an 'id'; got {env!r}")
+    if not _is_int(env.get("max_new_tokens")) or env["max_new_tokens"] < 1:
+        raise _fail(
+            path,
+            "env.max_new_tokens",
+            f"must be an integer >= 1; got {env.get('max_new_tokens')!r}",
+        )
+    for key in ("lm_config", "optim_scalars"):
+        if not isinstance(meta.get(key), dict):
+            raise _fail(path, key, f"must be a mapping; got {type(meta.get(key)).__name__}")
+    if not isinstance(meta.get("optim_param_groups"), list):
+        raise _fail(path, "optim_param_groups", "must be a list")
+    rows = meta.get("history")
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and all(isinstance(v, (int, float)) for v in r.values()) for r in rows
+    ):
+        raise _fail(path, "history", "must be a list of {metric: number} rows")
+    for key in ("rng", "act_rng"):
+        arr = arrays.get(key)
+        if arr is None or arr.dtype != np.uint8 or arr.ndim != 1:
+            raise _fail(path, key, "must be a torch generator state (1-D uint8)")
+    for key, arr in arrays.items():
+        prefix, _, name = key.partition("/")
+        if prefix not in ("policy", "reference", "optim"):
+            continue
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise _fail(path, key, "must be finite; found NaN or inf")
+        if prefix == "policy":
+            ref = arrays.get(f"reference/{name}")
+            if ref is not None and (ref.shape != arr.shape or ref.dtype != arr.dtype):
+                raise _fail(
+                    path,
+                    key,
+                    f"must match reference/{name} ({ref.dtype} {ref.shape}); got "
+                    f"{arr.dtype} {arr.shape}",
+                )
+
+
 def load_agent(
     path: str | os.PathLike[str],
     *,
     game: PreferenceGame | None = None,
     tensorboard_log: str | os.PathLike[str] | None = None,
 ) -> Agent:
-    """Load a checkpoint written by :meth:`Agent.save`.
+    """Load a checkpoint written by :meth:`Agent.save`, validating everything it unpacks.
+
+    Checked before use: declared array sizes against the file (before allocating), the ``meta``
+    fields' types (``seed``, counters, generator states, history), the game arrays (a valid
+    :class:`PreferenceGame`), and every state array's dtype, shape (against the game and the
+    agent's own freshly built state) and finiteness.
 
     Args:
         path: the file (``.npz`` is appended when the path has no suffix and does not exist).
@@ -118,47 +368,52 @@ def load_agent(
         tensorboard_log: TensorBoard folder for the continued run.
 
     Raises:
-        CheckpointError: naming the path, for a missing, corrupt, truncated or foreign file.
+        CheckpointError: one error naming the path (and the field), for a missing, corrupt,
+            truncated, foreign or inconsistent file.
     """
     from agents.registry import get_agent_class
 
     p = os.fspath(path)
     if not os.path.exists(p) and os.path.exists(_resolve_path(p)):
         p = _resolve_path(p)
-    if not os.path.exists(p):
-        raise CheckpointError(f"no agent checkpoint at {p!r}")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{p!r} is not a readable agent checkpoint: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != "nlhf-zoo-agent":
-        raise CheckpointError(f"{p!r} is not an nlhf-zoo agent checkpoint")
-    if meta.get("version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p!r} has checkpoint format version {meta.get('version')!r}; this library reads "
-            f"version {FORMAT_VERSION}"
-        )
+    meta, arrays = _read_arrays(p)
     if meta.get("kind") == "text":
         from agents.text.common import load_text_agent
 
+        _check_text_fields(p, meta, arrays)
         return load_text_agent(p, meta, arrays, tensorboard_log=tensorboard_log)
     try:
         cls = get_agent_class(meta["name"], meta["kind"])
+    except (KeyError, ValueError) as err:
+        raise _fail(p, "name", str(err)) from None
+    try:
         config = build_config(cls.config_cls, meta["config"], source=p)
-        stored = PreferenceGame(
-            arrays["game/P"],
-            arrays["game/pi_ref"],
-            meta["game_beta"],
-            arrays["game/rho"],
-            name=meta["game_name"],
-        )
-    except (KeyError, ValueError, ConfigError) as err:
-        raise CheckpointError(f"{p!r}: cannot rebuild the agent: {err}") from None
+    except ConfigError as err:
+        raise _fail(p, "config", str(err)) from None
+    P = arrays.get("game/P")
+    if P is None or P.ndim != 3 or P.shape[1] != P.shape[2]:
+        raise _fail(p, "game/P", f"must be a (C, K, K) array; got {getattr(P, 'shape', None)}")
+    C, K = P.shape[0], P.shape[1]
+    P = _check_array(p, "game/P", P, None, np.float64)
+    pi_ref = _check_array(
+        p, "game/pi_ref", arrays.get("game/pi_ref", np.empty(0)), (C, K), np.float64
+    )
+    rho = _check_array(p, "game/rho", arrays.get("game/rho", np.empty(0)), (C,), np.float64)
+    beta = meta.get("game_beta")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise _fail(p, "game_beta", f"must be a number; got {beta!r}")
+    if not isinstance(meta.get("game_name"), str):
+        raise _fail(p, "game_name", f"must be a string; got {meta.get('game_name')!r}")
+    game_queries = meta.get("game_queries")
+    if not _is_int(game_queries) or game_queries < 0:
+        raise _fail(p, "game_queries", f"must be a non-negative integer; got {game_queries!r}")
+    try:
+        stored = PreferenceGame(P, pi_ref, beta, rho, name=meta["game_name"])
+    except ValueError as err:
+        raise _fail(p, "game", str(err)) from None
     if game is None:
         game = stored
-        game.queries = int(meta["game_queries"])
+        game.queries = game_queries
     elif not (
         np.array_equal(game.P, stored.P)
         and np.array_equal(game.pi_ref, stored.pi_ref)
@@ -168,18 +423,41 @@ def load_agent(
         raise CheckpointError(
             f"{p!r}: the given game differs from the game stored in the checkpoint"
         )
+    history = _history(p, meta, arrays)
+    scalars = meta.get("scalars")
+    if not isinstance(scalars, dict):
+        raise _fail(p, "scalars", f"must be a mapping; got {scalars!r}")
     agent = cls(game, config, seed=int(meta["seed"]), tensorboard_log=tensorboard_log)
     agent.queries_used = int(meta["queries_used"])
     agent.num_iterations = int(meta["num_iterations"])
-    agent.history = [dict(row) for row in meta["history"]]
-    agent.rng.bit_generator.state = meta["rng"]
-    agent.act_rng.bit_generator.state = meta["act_rng"]
+    agent.history = history
+    _set_rng(p, "rng", agent.rng, meta.get("rng"))
+    _set_rng(p, "act_rng", agent.act_rng, meta.get("act_rng"))
     for attr in cls.state_attrs:
         key = f"state/{attr}"
+        fresh = getattr(agent, attr)
         if key in arrays:
-            setattr(agent, attr, np.array(arrays[key]))
-        elif attr in meta["scalars"]:
-            setattr(agent, attr, meta["scalars"][attr])
+            arr = arrays[key]
+            if attr == "log_pi":
+                value = _check_array(p, key, arr, game.shape, np.float64)
+            elif isinstance(fresh, np.ndarray):
+                # same dtype and rank as the fresh state; a leading length may vary (a pool of
+                # snapshots, an optimiser state that is empty before the first update)
+                same = arr.ndim == fresh.ndim and arr.shape[1:] == fresh.shape[1:]
+                value = _check_array(p, key, arr, arr.shape if same else fresh.shape, fresh.dtype)
+            else:  # created lazily (e.g. OMWU's previous win rates): one value per (x, y)
+                value = _check_array(p, key, arr, game.shape, np.float64)
+            try:
+                setattr(agent, attr, value)
+            except ValueError as err:
+                raise _fail(p, key, str(err)) from None
+        elif attr in scalars:
+            value = scalars[attr]
+            if isinstance(fresh, np.ndarray) or not (
+                value is None or isinstance(value, (int, float, str))
+            ):
+                raise _fail(p, key, f"must be an array like the agent's {attr}; got {value!r}")
+            setattr(agent, attr, value)
         else:
             raise CheckpointError(f"{p!r}: missing state {attr!r} of agent {meta['name']!r}")
     return agent

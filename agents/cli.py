@@ -6,6 +6,7 @@ Subcommands:
 * ``train --agent A --env ID [--params k:v ...] [--seed] [--device] [--log-folder] [--tensorboard-log]``:
   trains from ``zoo_configs/<agent>.yml`` into ``<log-folder>/<agent>/<EnvName>_<n>/`` (resolved
   ``config.yml``, ``args.yml``, ``checkpoints/``, ``final.npz``, ``metrics.csv``, TensorBoard events);
+  ``train --resume RUN_DIR`` continues a run to its budget, bit for bit;
 * ``eval``: a saved agent against ``pi_ref`` (or another saved agent): win rate with a 95% interval,
   exact exploitability on matrix games;
 * ``tournament``: round robin among participants (saved agents, train runs, ``pi_ref``, ``uniform``,
@@ -15,8 +16,10 @@ Subcommands:
 * ``demo``: the README's main job: solve the built-in games, train the main agents on a default
   game, run a tournament, print the tables and write the plots.
 
-A user's mistake (unknown agent or id, a config typo, a missing file) prints one line
-``nlhf-zoo: error: ...`` on stderr and exits with status 2; nothing is left half-written.
+A user's mistake (unknown agent or id, a config typo, a missing file: any
+:class:`nlhf_envs.errors.NlhfError`) prints one line ``nlhf-zoo: error: ...`` on stderr and exits
+with status 2 (``--debug`` shows the traceback); nothing is written before the arguments are
+validated. Any other exception is a bug and keeps its traceback. Ctrl-C exits with status 130.
 """
 
 from __future__ import annotations
@@ -36,14 +39,15 @@ from typing import Any
 import yaml
 
 from nlhf_envs.atomic import atomic_open, atomic_write_text
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 
-__all__ = ["main", "build_parser", "UserError", "train_run"]
+__all__ = ["main", "build_parser", "UserError", "TrainingInterrupted", "train_run", "check_device"]
 
 DEMO_ENV = "nlhf/UniformGame-v0"
 DEMO_AGENTS = ("nash_mp", "online_ipo", "nash_md", "mmd", "sppo")
 
 
-class UserError(Exception):
+class UserError(NlhfError, ValueError):
     """A mistake in the command line: reported as one line, without a traceback."""
 
 
@@ -95,9 +99,103 @@ def _progress(total: int | None, desc: str, enabled: bool = True):
 
 
 # ---------------------------------------------------------------------------------- train
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run at an iteration boundary; its ``final.npz`` is resumable."""
+
+    def __init__(self, run_dir: Path, agent: Any) -> None:
+        super().__init__(
+            f"interrupted after iteration {agent.num_iterations} ({agent.queries_used} queries); "
+            f"{run_dir / 'final.npz'} resumes exactly: nlhf-zoo train --resume {run_dir}"
+        )
+        self.run_dir = run_dir
+        self.agent = agent
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`EnvironmentSetupError` unless ``device`` names a torch device usable here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise EnvironmentSetupError(f"--device {device!r} is not a torch device: {exc}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise EnvironmentSetupError(
+                f"--device {device!r} is not available on this machine ({count} CUDA device(s))"
+            )
+        return
+    try:
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EnvironmentSetupError(
+            f"--device {device!r} is not available on this machine: {first}"
+        ) from None
+
+
+def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
+    """The agent of a zoo entry, without TensorBoard (attached once the run folder exists).
+
+    The game or environment is built first, so that a bad ``env_kwargs`` value is reported as the
+    user's mistake (one line) rather than as a failure inside the agent.
+    """
+    import agents
+    from agents.registry import resolve_target
+
+    kwargs = entry.env_kwargs or None
+    try:
+        _, target = resolve_target(env_id, kwargs)
+    except NlhfError:
+        raise
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError(f"env_kwargs of {env_id}: {exc}") from None
+    except ValueError as exc:  # the environment's own check of a user-given argument
+        raise ConfigError(f"env_kwargs {kwargs} of {env_id}: {exc}") from None
+    return agents.make(agent_name, target, seed=seed, **_config_kwargs(entry.config))
+
+
+def _attach_logger(agent: Any, tb: str | os.PathLike[str]) -> None:
+    from agents.logger import make_logger
+
+    agent.logger = make_logger(tb, agent.name or type(agent).__name__)
+
+
+def _resume_state(run_dir: Path, agent_name: str | None, env_id: str | None) -> dict[str, Any]:
+    """The recorded ``args.yml``/``config.yml`` of a run folder, checked against the command."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yml").is_file() or not (run_dir / "args.yml").is_file():
+        raise UserError(f"--resume {run_dir}: not a train run folder (no config.yml / args.yml)")
+    try:
+        config = yaml.safe_load((run_dir / "config.yml").read_text())
+        recorded = yaml.safe_load((run_dir / "args.yml").read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"--resume {run_dir}: unreadable config.yml or args.yml: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(recorded, dict):
+        raise UserError(f"--resume {run_dir}: config.yml and args.yml must be mappings")
+    for key, given in (("agent", agent_name), ("env", env_id)):
+        if given is not None and given != recorded.get(key):
+            raise UserError(
+                f"--resume {run_dir}: the run trained --{key} {recorded.get(key)}, not {given}"
+            )
+    return {"config": config, "args": recorded}
+
+
 def train_run(
-    agent_name: str,
-    env_id: str,
+    agent_name: str | None,
+    env_id: str | None,
     *,
     params: dict[str, Any] | None = None,
     seed: int = 0,
@@ -105,84 +203,165 @@ def train_run(
     log_folder: str | os.PathLike[str] = "logs",
     tensorboard_log: str | os.PathLike[str] | None = None,
     num_queries: int | None = None,
-    save_freq: int = 0,
+    save_freq: int | None = None,
     config_dir: str | None = None,
     progress: bool = True,
     args_record: dict[str, Any] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, Path]:
     """Train ``agent_name`` on ``env_id`` from the zoo config; returns ``(agent, run_dir)``.
 
-    The run folder ``<log_folder>/<agent>/<EnvName>_<n>/`` receives ``config.yml`` (the resolved
-    entry), ``args.yml``, ``checkpoints/<agent>_<queries>_queries.npz`` every ``save_freq``
-    iterations, ``final.npz`` at the end (also on Ctrl-C), ``metrics.csv`` and TensorBoard events
-    (``tb/``, unless ``tensorboard_log`` points elsewhere).
-    """
-    import agents
-    from agents import zoo
+    Everything is validated and the agent is built before anything is written; only then is the
+    run folder ``<log_folder>/<agent>/<EnvName>_<n>/`` reserved (an exclusive ``mkdir``: concurrent
+    runs never share one). It receives ``config.yml`` (the resolved entry), ``args.yml``,
+    ``checkpoints/<agent>_<queries>_queries.npz`` every ``save_freq`` iterations, ``metrics.csv``
+    (appended as rows are logged), ``final.npz`` at the end and TensorBoard events (``tb/``, unless
+    ``tensorboard_log`` points elsewhere).
 
-    params = dict(params or {})
-    if device is not None:
-        kind = "text" if env_id in _text_ids() else "matrix"
-        fields = {f.name for f in dataclasses.fields(agents.config_class(agent_name, kind))}
-        if "device" in fields:
-            params.setdefault("device", device)
-        elif device != "cpu":
-            raise UserError(f"{agent_name} on {env_id} is a numpy agent: it runs on the CPU only")
-    entry = zoo.resolve(agent_name, env_id, config_dir=config_dir, params=params)
-    budget_q = num_queries if num_queries is not None else entry.num_queries
-    budget_i = entry.num_iterations
-    if budget_q is None and budget_i is None:
-        raise UserError(
-            f"no training budget for {agent_name} on {env_id}: set num_queries in "
-            f"zoo_configs/{agent_name}.yml or pass --num-queries"
+    Ctrl-C stops at the next iteration boundary (a second Ctrl-C stops at once, without
+    ``final.npz``): ``final.npz`` then holds a state the uninterrupted run passes through, and
+    ``resume=run_dir`` continues it to the configured budget bit for bit
+    (:class:`TrainingInterrupted` is raised after saving).
+
+    Args:
+        agent_name: a registered agent.
+        env_id: an environment id (or game family).
+        params: ``--params`` overrides of the zoo entry.
+        seed: the agent's seed (``>= 0``).
+        device: torch device of neural agents (checked to be available here).
+        log_folder: root of the run folders.
+        tensorboard_log: TensorBoard folder (default ``<run>/tb``).
+        num_queries: override of the entry's query budget (``>= 0``).
+        save_freq: checkpoint every ``save_freq >= 1`` iterations (``None``: no checkpoints).
+        config_dir: folder of the zoo YAML files.
+        progress: show a progress bar on stderr.
+        args_record: what ``args.yml`` records (default: the arguments above).
+        resume: a run folder to continue from its most advanced state (``final.npz`` or a
+            checkpoint) to the budget in its ``config.yml``; ``agent_name``/``env_id`` may be
+            ``None`` then (taken from ``args.yml``), the other arguments are ignored except
+            ``save_freq`` and ``progress``.
+
+    Raises:
+        ConfigError, EnvironmentSetupError, GameValidationError, UserError: before anything is
+            written, for a bad argument, config, environment or device.
+    """
+    from agents import zoo
+    from agents.base import LearningInterrupted
+    from agents.checkpoint import save_agent
+    from agents.runs import DeferredInterrupt, MetricsCSV, make_run_dir
+
+    _check_count("--save-freq", save_freq, 1)
+    if resume is not None:
+        agent, run_dir, budget_q, budget_i, agent_name = _resumed_agent(
+            Path(resume), agent_name, env_id
         )
-    run_dir = next_run_dir(Path(log_folder) / agent_name, env_folder_name(env_id))
-    run_dir.mkdir(parents=True)
-    tb = tensorboard_log if tensorboard_log is not None else run_dir / "tb"
-    atomic_write_text(run_dir / "config.yml", yaml.safe_dump(entry.to_dict(), sort_keys=False))
-    atomic_write_text(
-        run_dir / "args.yml",
-        yaml.safe_dump(
-            args_record
-            or {
-                "agent": agent_name,
-                "env": env_id,
-                "seed": seed,
-                "params": params,
-                "device": device,
-            },
-            sort_keys=False,
-        ),
-    )
-    target: Any = env_id
-    agent = agents.make(
-        agent_name,
-        target,
-        seed=seed,
-        tensorboard_log=os.fspath(tb),
-        env_kwargs=entry.env_kwargs or None,
-        **_config_kwargs(entry.config),
-    )
+        metrics = MetricsCSV(run_dir / "metrics.csv", agent.history)
+        _attach_logger(agent, run_dir / "tb")
+    else:
+        if agent_name is None or env_id is None:
+            raise UserError("train needs --agent and --env (or --resume RUN_DIR)")
+        _check_count("--seed", seed, 0)
+        _check_count("--num-queries", num_queries, 0)
+        params = dict(params or {})
+        if device is not None:
+            import agents
+
+            kind = "text" if env_id in _text_ids() else "matrix"
+            fields = {f.name for f in dataclasses.fields(agents.config_class(agent_name, kind))}
+            if "device" in fields:
+                check_device(device)
+                params.setdefault("device", device)
+            elif device != "cpu":
+                raise UserError(
+                    f"{agent_name} on {env_id} is a numpy agent: it runs on the CPU only"
+                )
+        entry = zoo.resolve(agent_name, env_id, config_dir=config_dir, params=params)
+        budget_q = num_queries if num_queries is not None else entry.num_queries
+        budget_i = entry.num_iterations
+        if budget_q is None and budget_i is None:
+            raise UserError(
+                f"no training budget for {agent_name} on {env_id}: set num_queries in "
+                f"zoo_configs/{agent_name}.yml or pass --num-queries"
+            )
+        agent = _build_agent(agent_name, env_id, entry, seed)
+        # everything is valid: now (and only now) the run folder is created
+        run_dir = make_run_dir(Path(log_folder) / agent_name, env_folder_name(env_id))
+        recorded = {**entry.to_dict(), "num_queries": budget_q}
+        atomic_write_text(run_dir / "config.yml", yaml.safe_dump(recorded, sort_keys=False))
+        atomic_write_text(
+            run_dir / "args.yml",
+            yaml.safe_dump(
+                args_record
+                or {
+                    "agent": agent_name,
+                    "env": env_id,
+                    "seed": seed,
+                    "params": params,
+                    "device": device,
+                },
+                sort_keys=False,
+            ),
+        )
+        metrics = MetricsCSV(run_dir / "metrics.csv")
+        _attach_logger(agent, tensorboard_log if tensorboard_log is not None else run_dir / "tb")
     ckpt_dir = run_dir / "checkpoints"
-    bar = _progress(budget_q or budget_i, f"train {agent_name}", progress)
-    last = [0]
+    left_q = None if budget_q is None else max(0, budget_q - agent.queries_used)
+    left_i = None if budget_i is None else max(0, budget_i - agent.num_iterations)
+    bar = _progress(left_q if left_q is not None else left_i, f"train {agent_name}", progress)
+    last = [agent.queries_used if budget_q is not None else agent.num_iterations]
 
     def callback(a: Any) -> bool:
         done = a.queries_used if budget_q is not None else a.num_iterations
         bar.update(done - last[0])
         last[0] = done
+        metrics.update(a.history)
         if save_freq and a.num_iterations % save_freq == 0:
             ckpt_dir.mkdir(exist_ok=True)
-            a.save(ckpt_dir / f"{agent_name}_{a.queries_used}_queries.npz")
+            save_agent(
+                a, ckpt_dir / f"{agent_name}_{a.queries_used}_queries.npz", include_history=False
+            )
         return True
 
+    interrupted = False
     try:
-        agent.learn(num_queries=budget_q, num_iterations=budget_i, callback=callback)
+        agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
+    except LearningInterrupted:
+        interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
     finally:
         bar.close()
+    with DeferredInterrupt() as late:  # the final files are written whole even if Ctrl-C comes now
         agent.save(run_dir / "final.npz")
-        write_metrics_csv(run_dir / "metrics.csv", agent.history)
+        metrics.update(agent.history)
+    if interrupted or late.requested:
+        raise TrainingInterrupted(run_dir, agent)
     return agent, run_dir
+
+
+def _resumed_agent(
+    run_dir: Path, agent_name: str | None, env_id: str | None
+) -> tuple[Any, Path, int | None, int | None, str]:
+    """Load the most advanced state of ``run_dir`` and its configured budget."""
+    import agents
+    from agents.checkpoint import read_meta
+    from agents.runs import history_from_csv, latest_state
+
+    rec = _resume_state(run_dir, agent_name, env_id)
+    config, recorded = rec["config"], rec["args"]
+    path = latest_state(run_dir)
+    if path is None:
+        raise UserError(f"--resume {run_dir}: no readable final.npz or checkpoint to resume from")
+    agent = agents.load(path)
+    meta = read_meta(path)
+    if meta.get("history_keys", []) is None:  # a periodic checkpoint: rows are in metrics.csv
+        rows = meta.get("history_len", 0)
+        try:
+            agent.history = history_from_csv(run_dir / "metrics.csv", rows)
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"--resume {run_dir}: cannot restore the metric history: {exc}"
+            ) from None
+    budget_q, budget_i = config.get("num_queries"), config.get("num_iterations")
+    return agent, run_dir, budget_q, budget_i, str(recorded.get("agent") or agent.name)
 
 
 def _text_ids() -> list[str]:
@@ -213,10 +392,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         save_freq=args.save_freq,
         config_dir=args.conf_dir,
         progress=not args.no_progress,
-        args_record=vars(args) | {"func": None},
+        args_record={k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")},
+        resume=args.resume,
     )
     last = agent.history[-1] if agent.history else {}
-    print(f"trained {args.agent} on {args.env}: {agent.queries_used} queries -> {run_dir}")
+    verb = "resumed" if args.resume else "trained"
+    print(f"{verb} {agent.name} ({agent.queries_used} queries) -> {run_dir}")
     for key in ("game/exploitability", "game/kl_to_nash", "policy/entropy"):
         if key in last:
             print(f"  {key} = {last[key]:.6g}")
@@ -224,24 +405,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- eval / tournament
-def _resolve_participant(spec: str, env_id: str, args: argparse.Namespace) -> tuple[str, Any]:
-    """``name=spec`` or ``spec`` -> ``(name, object)`` for the tournament runner."""
+def _recorded_env(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """``(env_id, env_kwargs)`` from the ``config.yml`` of the train run holding ``path``."""
+    for folder in (path.parent, path.parent.parent):  # run/final.npz, run/checkpoints/x.npz
+        cfg = folder / "config.yml"
+        if cfg.is_file():
+            try:
+                data = yaml.safe_load(cfg.read_text())
+            except yaml.YAMLError:
+                return None
+            if isinstance(data, dict) and isinstance(data.get("env_id"), str):
+                return data["env_id"], dict(data.get("env_kwargs") or {})
+    return None
+
+
+def _resolve_participant(
+    spec: str, env_id: str | None, args: argparse.Namespace
+) -> tuple[str, Any, tuple[str, dict[str, Any]] | None]:
+    """``name=spec`` or ``spec`` -> ``(name, object, recorded env)`` for the tournament runner."""
     name, sep, value = spec.partition("=")
     if not sep:
         name, value = "", spec
     if value in ("pi_ref", "uniform"):
-        return name or value, value
+        return name or value, value, None
     if value.startswith("zoo:"):
         agent_name = value[4:]
-        agent, _ = train_run(
+        train_env = env_id or "nlhf/RPS-v0"
+        agent, run_dir = train_run(
             agent_name,
-            env_id,
+            train_env,
             seed=args.seed,
             log_folder=args.log_folder,
             num_queries=getattr(args, "train_queries", None),
             progress=not args.no_progress,
         )
-        return name or agent_name, agent
+        return name or agent_name, agent, _recorded_env(run_dir / "final.npz")
     path = Path(value)
     if path.is_dir() and (path / "final.npz").exists():
         path = path / "final.npz"
@@ -252,11 +450,8 @@ def _resolve_participant(spec: str, env_id: str, args: argparse.Namespace) -> tu
         )
     import agents
 
-    try:
-        loaded = agents.load(path)
-    except (ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
-    return name or getattr(loaded, "name", "") or path.stem, loaded
+    loaded = agents.load(path)
+    return name or getattr(loaded, "name", "") or path.stem, loaded, _recorded_env(path)
 
 
 def _unique_names(parts: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -269,29 +464,61 @@ def _unique_names(parts: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return out
 
 
-def _env_kwargs_for(participants: list[tuple[str, Any]], env_id: str, extra: dict) -> dict:
-    """Use a loaded agent's own game (so the tournament plays the game it was trained on)."""
-    from nlhf_envs.registration import MATRIX_ENV_IDS
+def _match_env(
+    parts: list[tuple[str, Any]],
+    recorded: list[tuple[str, dict[str, Any]] | None],
+    env_arg: str | None,
+    env_kwargs: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """The environment a set of participants plays (see ``tournament --help``).
 
-    if extra or env_id not in MATRIX_ENV_IDS:
-        return extra
-    for _, obj in participants:
-        game = getattr(obj, "game", None)
-        if game is not None:
-            return {"game": game}
-    return extra
+    Participants trained on different games are refused. Without ``--env`` the game they were
+    trained on is played: the env id and arguments their run recorded, or ``nlhf/MatrixGame-v0``
+    with their game. With ``--env`` that env is played (with the recorded arguments when the id is
+    the recorded one and no ``--env-kwargs`` are given); :func:`agents.tournament.run` then refuses
+    it unless it is the participants' game.
+    """
+    from nlhf_envs.game import PreferenceGame
+
+    games = [(n, o.game) for n, o in parts if isinstance(getattr(o, "game", None), PreferenceGame)]
+    for name, game in games[1:]:
+        if game.fingerprint() != games[0][1].fingerprint():
+            raise EnvironmentSetupError(
+                f"participants were trained on different games: {games[0][0]!r} on "
+                f"{games[0][1].describe()}, {name!r} on {game.describe()}"
+            )
+    envs = {(r[0], yaml.safe_dump(r[1], sort_keys=True)): r for r in recorded if r is not None}
+    only = next(iter(envs.values())) if len(envs) == 1 else None
+    if env_arg is not None:
+        if not env_kwargs and only is not None and only[0] == env_arg:
+            return env_arg, dict(only[1])
+        return env_arg, env_kwargs
+    if only is not None and not env_kwargs:
+        return only[0], dict(only[1])
+    if games:
+        if env_kwargs:
+            raise UserError("--env-kwargs needs --env")
+        return "nlhf/MatrixGame-v0", {"game": games[0][1]}
+    if any(getattr(o, "kind", None) == "text" for _, o in parts):
+        return "nlhf/TokenDuel-v0", env_kwargs
+    return "nlhf/RPS-v0", env_kwargs
 
 
 def _cmd_tournament(args: argparse.Namespace) -> int:
     from agents import tournament, zoo
+    from agents.runs import make_run_dir
 
     env_kwargs = zoo.parse_params(args.env_kwargs)
-    parts = _unique_names([_resolve_participant(s, args.env, args) for s in args.participants])
-    env_kwargs = _env_kwargs_for(parts, args.env, env_kwargs)
+    _check_count("--n-duels", args.n_duels, 1)
+    resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
+    parts = _unique_names([(n, o) for n, o, _ in resolved])
+    env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)
+    tournament.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
+    # everything is valid: now (and only now) the output folder is created
     out = (
         Path(args.output_dir)
         if args.output_dir
-        else next_run_dir(Path(args.log_folder) / "tournaments", env_folder_name(args.env))
+        else make_run_dir(Path(args.log_folder) / "tournaments", env_folder_name(env_id))
     )
     n = len(parts)
     bar = _progress(n * (n - 1) // 2, "tournament", not args.no_progress)
@@ -299,7 +526,7 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", tournament.IntransitivityWarning)
         result = tournament.run(
             parts,
-            args.env,
+            env_id,
             env_kwargs=env_kwargs,
             num_duels=args.n_duels,
             seed=args.seed,
@@ -310,6 +537,7 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
             on_match=lambda r: bar.update(1),
         )
     bar.close()
+    print(f"tournament on {env_id}:\n")
     print(result.to_markdown())
     for w in caught:
         if issubclass(w.category, tournament.IntransitivityWarning):
@@ -321,16 +549,17 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from agents import tournament
 
-    me = _resolve_participant(f"agent={args.agent_path}", args.env or "", args)
+    _check_count("--n-duels", args.n_duels, 1)
+    me = _resolve_participant(f"agent={args.agent_path}", args.env, args)
     if getattr(me[1], "kind", "") == "text":
         _print_text_eval(me[1], args)
         if args.opponent == "pi_ref":
             return 0
-    env_id = args.env or _env_id_of(me[1])
-    opp = _resolve_participant(f"opponent={args.opponent}", env_id, args)
-    env_kwargs = _env_kwargs_for([me, opp], env_id, {})
+    opp = _resolve_participant(f"opponent={args.opponent}", args.env, args)
+    parts = [(me[0], me[1]), (opp[0], opp[1])]
+    env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, {})
     result = tournament.run(
-        [me, opp], env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed
+        parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed
     )
     lo, hi = result.ci_low[0, 1], result.ci_high[0, 1]
     print(
@@ -345,7 +574,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
     """Win rates against pi_ref (judge and ground truth) and the Nash metrics of a token agent."""
     m = agent.evaluate(num_prompts=args.n_duels)
-    env_id = _env_id_of(agent)
+    env_id = getattr(agent.env, "env_id", None) or "nlhf/TokenDuel-v0"
     exact = agent.enumerable() and agent.config.nash_eval in ("auto", "exact")
     print(
         f"{args.agent_path} vs pi_ref on {env_id} ({args.n_duels} held-out prompts): win rate "
@@ -363,12 +592,6 @@ def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
             f"{how} Nash metrics (beta = {agent.beta:g}): exploitability "
             f"{m['eval/exploitability']:.6g}{ci}, KL(pi* || pi) = {m['eval/kl_to_nash']:.6g}"
         )
-
-
-def _env_id_of(agent: Any) -> str:
-    if getattr(agent, "kind", "matrix") == "text":
-        return getattr(agent.env, "env_id", None) or "nlhf/TokenDuel-v0"
-    return "nlhf/MatrixGame-v0"
 
 
 # ---------------------------------------------------------------------------------- plot
@@ -576,14 +799,25 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str, fn: Callable[[argparse.Namespace], int]):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
+        p.add_argument(
+            "--debug", action="store_true", help="show the traceback of nlhf-zoo's own errors too"
+        )
         return p
 
     p = add("list", "list environment ids, game families, agents and zoo configs", _cmd_list)
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
 
     p = add("train", "train an agent from its zoo config", _cmd_train)
-    p.add_argument("--agent", required=True, help="agent name (see `nlhf-zoo list`)")
-    p.add_argument("--env", required=True, help="environment id, e.g. nlhf/RPS-v0")
+    p.add_argument("--agent", default=None, help="agent name (see `nlhf-zoo list`); required")
+    p.add_argument("--env", default=None, help="environment id, e.g. nlhf/RPS-v0; required")
+    p.add_argument(
+        "--resume",
+        "--trained-agent",
+        dest="resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a train run folder from its latest checkpoint or final.npz to its budget",
+    )
     p.add_argument("--params", nargs="*", default=[], metavar="KEY:VALUE", help="config overrides")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device for neural agents (cpu, cuda)")
@@ -591,7 +825,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard-log", default=None, help="TensorBoard folder (default: <run>/tb)")
     p.add_argument("--num-queries", type=int, default=None, help="override the query budget")
     p.add_argument(
-        "--save-freq", type=int, default=0, help="checkpoint every N iterations (0: off)"
+        "--save-freq",
+        type=int,
+        default=None,
+        help="checkpoint every N >= 1 iterations (default: off)",
     )
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -614,7 +851,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[NAME=]SPEC",
         help="pi_ref, uniform, zoo:AGENT (trained now), a checkpoint file or a train run folder",
     )
-    p.add_argument("--env", default="nlhf/RPS-v0", help="environment id")
+    p.add_argument(
+        "--env",
+        default=None,
+        help="environment id (default: the game the participants were trained on, else nlhf/RPS-v0)",
+    )
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE")
     p.add_argument("--n-duels", type=int, default=500, help="duels per pair")
     p.add_argument("--seed", type=int, default=0)
@@ -665,18 +906,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from agents.checkpoint import CheckpointError
-    from agents.config import ConfigError
-    from nlhf_envs.game import GameValidationError
-
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, CheckpointError, GameValidationError) as exc:
+    except NlhfError as exc:  # a user's mistake, named by the library: one line
+        if getattr(args, "debug", False):
+            raise
         print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # unknown agent / env id and other bad values from the library
-        print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
-        return 2
+    except TrainingInterrupted as exc:
+        print(f"nlhf-zoo: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("nlhf-zoo: interrupted", file=sys.stderr)
         return 130

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
+from nlhf_envs.errors import ConfigError
+
 __all__ = [
     "AgentConfig",
     "PGConfig",
@@ -36,10 +38,6 @@ __all__ = [
     "build_config",
     "config_to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """An agent configuration is invalid; the message names the key and the source."""
 
 
 C = TypeVar("C", bound="AgentConfig")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from agents.config import build_config
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
 
 __all__ = [
@@ -86,11 +87,11 @@ def get_agent_class(name: str, kind: str = "matrix") -> type:
     if (name, kind) in _REGISTRY:
         return _REGISTRY[(name, kind)]
     if kind == "text" and any(n == name for (n, _) in _REGISTRY):
-        raise ValueError(
+        raise ConfigError(
             f"agent {name!r} has no text-game implementation yet "
             f"(text agents: {', '.join(available('text')) or 'none'})"
         )
-    raise ValueError(
+    raise ConfigError(
         f"unknown agent {name!r} for kind {kind!r}; "
         f"available: {', '.join(available(kind)) or 'none'}"
     )
@@ -150,7 +151,7 @@ def resolve_target(
             if game is None:
                 raise ValueError(f"env {name!r} exposes no PreferenceGame as .game")
             return "matrix", game
-        raise ValueError(
+        raise EnvironmentSetupError(
             f"unknown game or env {name!r}; expected a family ({', '.join(FAMILIES)}) or an env "
             f"id ({', '.join(list(MATRIX_ENV_IDS) + list(TEXT_ENV_IDS))})"
         )
@@ -196,7 +197,7 @@ def make(
         ValueError: for an unknown agent, game or env, or a text env without a text implementation.
     """
     if name not in available():
-        raise ValueError(f"unknown agent {name!r}; available: {', '.join(available())}")
+        raise ConfigError(f"unknown agent {name!r}; available: {', '.join(available())}")
     kind, target = resolve_target(game_or_env, env_kwargs, build_text=False)
     cls = get_agent_class(name, kind)  # fails early for text agents that do not exist
     cfg = build_config(cls.config_cls, config, source=f"agents.make({name!r})")

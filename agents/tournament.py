@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from nlhf_envs.atomic import atomic_open, atomic_write_text
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 from nlhf_envs.game import PreferenceGame
 
 __all__ = [
@@ -55,6 +56,11 @@ __all__ = [
     "bradley_terry_ratings",
     "wilson_interval",
     "has_cycle",
+    "participant_fingerprint",
+    "game_identity",
+    "check_same_game",
+    "repair_match_log",
+    "validate",
 ]
 
 
@@ -113,7 +119,7 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
     """Normalise a participant spec (see the module docstring).
 
     Raises:
-        ValueError: for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a saved agent, a
+        ConfigError: (a ``ValueError``) for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a saved agent, a
             fixed policy of the wrong shape, or an object that cannot act.
     """
     if isinstance(spec, Participant):
@@ -121,7 +127,7 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
     if isinstance(spec, str):
         if spec in ("pi_ref", "uniform"):
             if game is None:
-                raise ValueError(
+                raise ConfigError(
                     f"participant {name!r}: {spec!r} needs a matrix game (for other games pass an "
                     "agent or a callable)"
                 )
@@ -132,23 +138,23 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
             import agents
 
             return Participant(name, _detached(agents.load(spec)))
-        raise ValueError(
+        raise ConfigError(
             f"participant {name!r}: {spec!r} is not 'pi_ref', 'uniform' or an existing checkpoint"
         )
     if isinstance(spec, (np.ndarray, list, tuple)):
         if game is None:
-            raise ValueError(f"participant {name!r}: a probability vector needs a matrix game")
+            raise ConfigError(f"participant {name!r}: a probability vector needs a matrix game")
         pi = np.asarray(spec, dtype=np.float64)
         try:
             pi = np.array(game.as_policy(pi))
         except ValueError as exc:
-            raise ValueError(f"participant {name!r}: {exc}") from None
+            raise ConfigError(f"participant {name!r}: {exc}") from None
         if pi.min() < 0 or np.abs(pi.sum(axis=1) - 1).max() > 1e-6:
-            raise ValueError(f"participant {name!r}: the policy must be a probability vector")
+            raise ConfigError(f"participant {name!r}: the policy must be a probability vector")
         return Participant(name, None, pi)
     if hasattr(spec, "act") or hasattr(spec, "predict") or callable(spec):
         return Participant(name, _detached(spec))
-    raise ValueError(
+    raise ConfigError(
         f"participant {name!r}: cannot play a {type(spec).__name__} (expected an agent, a saved "
         "agent's path, 'pi_ref', 'uniform', a probability vector, an SB3 model or a callable)"
     )
@@ -160,6 +166,119 @@ def _detached(obj: Any) -> Any:
         obj = copy.copy(obj)
         obj.logger = None
     return obj
+
+
+def _update_hash(h: Any, value: Any) -> bool:
+    """Feed one attribute value into ``h``; ``False`` when its content cannot be hashed."""
+    if isinstance(value, np.ndarray):
+        h.update(repr((value.dtype.str, value.shape)).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+        return True
+    if isinstance(value, (bool, int, float, str, type(None))):
+        h.update(repr(value).encode())
+        return True
+    if isinstance(value, np.random.Generator):
+        h.update(json.dumps(value.bit_generator.state, sort_keys=True, default=str).encode())
+        return True
+    if isinstance(value, PreferenceGame):
+        h.update(value.fingerprint().encode())
+        return True
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        h.update(json.dumps(asdict(value), sort_keys=True, default=repr).encode())
+        return True
+    torch = __import__("sys").modules.get("torch")
+    if torch is not None:
+        if isinstance(value, torch.nn.Module):
+            for key, tensor in value.state_dict().items():
+                h.update(key.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            return True
+        if isinstance(value, torch.Generator):
+            h.update(value.get_state().numpy().tobytes())
+            return True
+    return False
+
+
+def participant_fingerprint(participant: Participant) -> str | None:
+    """A content hash of what a participant plays, or ``None`` when it cannot be known.
+
+    Fixed policies hash their probabilities; agents and models hash every array, number, string,
+    config dataclass, generator state and torch module they hold (the learned policy, the acting
+    generator, the counters); a plain function hashes its code and constants. A tournament reuses
+    a logged match only when both participants' fingerprints are unchanged, so a participant that
+    was retrained (or replaced by another run under the same name) is replayed. ``None`` (an object
+    with no hashable content) means its matches are always replayed.
+    """
+    h = hashlib.sha256()
+    if participant.fixed_policy is not None:
+        h.update(b"fixed-policy")
+        _update_hash(h, np.asarray(participant.fixed_policy, dtype=np.float64))
+        return h.hexdigest()[:16]
+    obj = participant.obj
+    h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+    code = getattr(obj, "__code__", None)
+    if code is not None:  # a plain function or lambda
+        h.update(code.co_code)
+        h.update(repr(code.co_consts).encode())
+        h.update(repr(getattr(obj, "__defaults__", None)).encode())
+        return h.hexdigest()[:16]
+    found = False
+    for key, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if key in ("logger", "history"):
+            continue  # not what the participant plays
+        h.update(key.encode())
+        found = _update_hash(h, value) or found
+    return h.hexdigest()[:16] if found else None
+
+
+def game_identity(obj: Any) -> tuple[str, str] | None:
+    """``(fingerprint, description)`` of the game an agent or environment plays, if known.
+
+    A matrix game is identified by :meth:`PreferenceGame.fingerprint` (shape, ``P``, ``pi_ref``,
+    ``rho``, ``beta``); a text environment by its class, vocabulary, answer length and, when it
+    provides one, its own ``fingerprint()``.
+    """
+    game = getattr(obj, "game", None)
+    if game is None:
+        game = _matrix_game_of(obj) if hasattr(obj, "possible_agents") else None
+    if isinstance(game, PreferenceGame):
+        return game.fingerprint(), game.describe()
+    env = obj if hasattr(obj, "possible_agents") else getattr(obj, "env", None)
+    env = getattr(env, "unwrapped", env)
+    if env is None or not hasattr(env, "possible_agents"):
+        return None
+    own = getattr(env, "fingerprint", None)
+    space = env.action_space(env.possible_agents[0])
+    parts = (
+        type(env).__qualname__,
+        int(getattr(space, "n", 0)),
+        getattr(env, "max_new_tokens", None),
+        own() if callable(own) else None,
+    )
+    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+    return (
+        digest,
+        f"{parts[0]} (vocabulary {parts[1]}, max_new_tokens={parts[2]}, fingerprint {digest})",
+    )
+
+
+def check_same_game(players: Sequence[Participant], env: Any, env_id: str) -> None:
+    """Refuse participants trained on another game than the one ``env`` plays.
+
+    Raises:
+        EnvironmentSetupError: naming the participant, the game it was trained on and the game of
+            ``env_id``.
+    """
+    played = game_identity(env)
+    for p in players:
+        own = game_identity(p.obj) if p.obj is not None else None
+        if own is None or played is None:
+            continue
+        if own[0] != played[0]:
+            raise EnvironmentSetupError(
+                f"participant {p.name!r} was trained on {own[1]}, but {env_id} plays {played[1]}; "
+                "every participant must share the tournament's game"
+            )
 
 
 # ---------------------------------------------------------------------------------- matches
@@ -586,13 +705,68 @@ def _fingerprint(
 ) -> str:
     def default(o: Any) -> Any:
         if isinstance(o, PreferenceGame):
-            return hashlib.sha256(o.P.tobytes() + o.pi_ref.tobytes() + o.rho.tobytes()).hexdigest()
+            return o.fingerprint()
         return repr(o)
 
     blob = json.dumps(
         [env_id, dict(env_kwargs), list(names), n, seed], default=default, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _prepare(
+    participants: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    env: str,
+    env_kwargs: Mapping[str, Any] | None,
+    num_duels: int,
+) -> tuple[list[tuple[str, Any]], list[Participant], Any, PreferenceGame | None, dict[str, Any]]:
+    """Validate a tournament's arguments and build its participants and a probe environment."""
+    import pettingzoo
+
+    import nlhf_envs
+
+    items = list(participants.items()) if isinstance(participants, Mapping) else list(participants)
+    names = [str(n) for n, _ in items]
+    if len(items) < 2:
+        raise ConfigError(f"a tournament needs at least two participants; got {len(items)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"participant names must be unique; got {names}")
+    if isinstance(num_duels, bool) or not isinstance(num_duels, (int, np.integer)) or num_duels < 1:
+        raise ConfigError(f"num_duels must be a positive integer; got {num_duels!r}")
+    if env not in nlhf_envs.registered_ids():
+        raise EnvironmentSetupError(
+            f"unknown environment id {env!r}; registered: {', '.join(nlhf_envs.registered_ids())}"
+        )
+    env_kwargs = dict(env_kwargs or {})
+    try:
+        probe = pettingzoo.make("parallel", env, **env_kwargs)
+    except NlhfError:
+        raise
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError(f"env_kwargs of {env}: {exc}") from None
+    except ValueError as exc:  # the environment's own check of a user-given argument
+        raise ConfigError(f"env_kwargs {env_kwargs} of {env}: {exc}") from None
+    game = _matrix_game_of(probe)
+    players = [as_participant(name, spec, game) for name, spec in items]
+    check_same_game(players, probe, env)
+    return items, players, probe, game, env_kwargs
+
+
+def validate(
+    participants: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    env: str = "nlhf/RPS-v0",
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    num_duels: int = 200,
+) -> None:
+    """Check a tournament's arguments as :func:`run` does, without playing or writing anything.
+
+    Raises:
+        ConfigError, EnvironmentSetupError, GameValidationError: as :func:`run`.
+    """
+    _prepare(participants, env, env_kwargs, num_duels)
 
 
 def run(
@@ -620,7 +794,9 @@ def run(
             (an interrupted tournament resumes from there without replaying them) and the
             markdown, CSV, JSON and heatmap outputs are written at the end.
         resume: reuse finished matches found in ``out_dir`` (only those of the same tournament:
-            same env, kwargs, participants, duels and seed).
+            same env, kwargs, names, duels and seed, and only when both participants' content
+            (:func:`participant_fingerprint`) is unchanged; a partial last line of the log is
+            dropped first, see :func:`repair_match_log`).
         use_ray: distribute the matches over a Ray cluster (:func:`agents.distributed.ray_map`).
         ray_address: the cluster address (``None``: start or reuse a local cluster).
         on_match: called with each :class:`MatchResult` as it finishes (progress bars).
@@ -631,33 +807,22 @@ def run(
 
     Raises:
         ValueError: fewer than two participants, duplicate names, ``num_duels < 1`` or a bad spec.
+        EnvironmentSetupError: a participant was trained on another game than ``env`` plays.
     """
-    import pettingzoo
-
-    import nlhf_envs  # noqa: F401
-
-    items = list(participants.items()) if isinstance(participants, Mapping) else list(participants)
+    items, players, probe, game, env_kwargs = _prepare(participants, env, env_kwargs, num_duels)
     names = [str(n) for n, _ in items]
-    if len(items) < 2:
-        raise ValueError(f"a tournament needs at least two participants; got {len(items)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"participant names must be unique; got {names}")
-    if isinstance(num_duels, bool) or int(num_duels) != num_duels or num_duels < 1:
-        raise ValueError(f"num_duels must be a positive integer; got {num_duels!r}")
-    env_kwargs = dict(env_kwargs or {})
-    probe = pettingzoo.make("parallel", env, **env_kwargs)
-    game = _matrix_game_of(probe)
-    players = [as_participant(name, spec, game) for name, spec in items]
     n = len(players)
 
     fingerprint = _fingerprint(env, env_kwargs, names, int(num_duels), int(seed))
+    contents = [participant_fingerprint(p) for p in players]
     done: dict[tuple[int, int], MatchResult] = {}
     log_path = None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         log_path = os.path.join(os.fspath(out_dir), "matches.jsonl")
         if resume and os.path.exists(log_path):
-            done = _read_match_log(log_path, fingerprint)
+            repair_match_log(log_path)
+            done = _read_match_log(log_path, fingerprint, contents)
         elif os.path.exists(log_path):
             os.remove(log_path)
 
@@ -674,7 +839,12 @@ def run(
         done[(result.i, result.j)] = result
         if log_path is not None:
             with open(log_path, "a") as f:
-                f.write(json.dumps({"fingerprint": fingerprint, **asdict(result)}) + "\n")
+                row = {
+                    "fingerprint": fingerprint,
+                    "participants": [contents[result.i], contents[result.j]],
+                    **asdict(result),
+                }
+                f.write(json.dumps(row) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         if on_match is not None:
@@ -702,17 +872,57 @@ def run(
     return result
 
 
-def _read_match_log(path: str, fingerprint: str) -> dict[tuple[int, int], MatchResult]:
+def repair_match_log(path: str | os.PathLike[str]) -> int:
+    """Drop the lines of a match log that are not complete JSON records; returns how many.
+
+    An interrupted write can leave a partial last line (no newline); appending to it would glue
+    the next record onto it. The log is rewritten atomically when something is dropped.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    keep: list[bytes] = []
+    dropped = 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+            ok = isinstance(row, dict)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped or (raw and not raw.endswith(b"\n")):
+        with atomic_open(path, "wb") as f:
+            f.write(b"".join(line + b"\n" for line in keep))
+    return dropped
+
+
+def _read_match_log(
+    path: str, fingerprint: str, contents: Sequence[str | None]
+) -> dict[tuple[int, int], MatchResult]:
+    """Finished matches of this tournament whose two participants are unchanged."""
     done = {}
     with open(path) as f:
         for line in f:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by an interruption: that match is replayed
-            if row.pop("fingerprint", None) != fingerprint:
+                continue  # cannot happen after repair_match_log; replay to be safe
+            if not isinstance(row, dict) or row.pop("fingerprint", None) != fingerprint:
                 continue
-            res = MatchResult(**row)
+            used = row.pop("participants", None)
+            try:
+                res = MatchResult(**row)
+            except TypeError:
+                continue
+            if not (0 <= res.i < res.j < len(contents)):
+                continue
+            now = [contents[res.i], contents[res.j]]
+            if None in now or used != now:
+                continue  # a participant changed (or cannot be fingerprinted): replay
             done[(res.i, res.j)] = res
     return done
 

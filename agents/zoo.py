@@ -170,7 +170,7 @@ def resolve(
         ValueError: unknown agent or environment.
     """
     if agent not in available():
-        raise ValueError(f"unknown agent {agent!r}; available: {', '.join(available())}")
+        raise ConfigError(f"unknown agent {agent!r}; available: {', '.join(available())}")
     kind, _ = resolve_target(env_id, None, build_text=False) if "/" in env_id else ("matrix", None)
     cls = config_class(agent, kind)
     folder = Path(config_dir) if config_dir is not None else default_config_dir()

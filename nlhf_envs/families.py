@@ -29,7 +29,26 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from nlhf_envs.game import PreferenceGame
+from nlhf_envs.game import GameValidationError, PreferenceGame, check_int
+
+#: the largest preference tensor (C * K * K float64 values, in bytes) a family builds: 2 GiB.
+MAX_GAME_BYTES = 2**31
+
+
+def check_game_size(num_actions: int, num_contexts: int) -> None:
+    """Refuse a game whose ``(C, K, K)`` tensor would exceed :data:`MAX_GAME_BYTES`.
+
+    Raises:
+        GameValidationError: naming K, C and the size, before anything is allocated.
+    """
+    nbytes = 8 * int(num_contexts) * int(num_actions) ** 2
+    if nbytes > MAX_GAME_BYTES:
+        raise GameValidationError(
+            f"num_actions={num_actions} with {num_contexts} context(s) needs a "
+            f"{nbytes / 2**30:.1f} GiB preference tensor; the limit is "
+            f"{MAX_GAME_BYTES / 2**30:.0f} GiB (nlhf_envs.families.MAX_GAME_BYTES)"
+        )
+
 
 __all__ = [
     "FAMILIES",
@@ -70,9 +89,10 @@ def cyclic(
     circulant, so the uniform policy has win rate 1/2 against everything: it is the Nash equilibrium
     (and the regularised one when ``pi_ref`` is uniform).
     """
-    n = int(num_actions)
+    n = check_int("num_actions", num_actions, 0)
     if n < 2:
-        raise ValueError(f"cyclic needs num_actions >= 2; got {n}")
+        raise GameValidationError(f"cyclic needs num_actions >= 2; got {n}")
+    check_game_size(n, 1)
     P = np.full((n, n), 0.5)
     for i in range(n):
         for d in range(1, n):
@@ -94,20 +114,20 @@ def biased_rps(*, beta: float = 0.1, pi_ref: Any = None) -> PreferenceGame:
 
 
 def _stack(
-    make_one: Callable[[np.random.Generator], np.ndarray], num_contexts: int, seed: int | None
+    make_one: Callable[[np.random.Generator], np.ndarray],
+    num_contexts: int,
+    seed: int | None,
+    K: int,
 ) -> np.ndarray:
-    if int(num_contexts) < 1:
-        raise ValueError(f"num_contexts must be >= 1; got {num_contexts}")
+    num_contexts = check_int("num_contexts", num_contexts, 1)
+    check_game_size(K, num_contexts)
     rng = np.random.default_rng(seed)
     mats = np.stack([make_one(rng) for _ in range(int(num_contexts))])
     return mats if num_contexts > 1 else mats[0]
 
 
 def _check_k(num_actions: int, minimum: int = 2) -> int:
-    k = int(num_actions)
-    if k < minimum:
-        raise ValueError(f"num_actions must be >= {minimum}; got {num_actions}")
-    return k
+    return check_int("num_actions", num_actions, minimum)
 
 
 def uniform_game(
@@ -131,7 +151,7 @@ def uniform_game(
         np.fill_diagonal(P, 0.5)
         return P
 
-    return PreferenceGame(_stack(one, num_contexts, seed), pi_ref, beta, name=f"uniform{K}")
+    return PreferenceGame(_stack(one, num_contexts, seed, K), pi_ref, beta, name=f"uniform{K}")
 
 
 def skew_gaussian(
@@ -155,7 +175,9 @@ def skew_gaussian(
         S = scale * (G - G.T) / np.sqrt(2.0)
         return _antisymmetric_to_preference(expit(S) - 0.5)
 
-    return PreferenceGame(_stack(one, num_contexts, seed), pi_ref, beta, name=f"skew_gaussian{K}")
+    return PreferenceGame(
+        _stack(one, num_contexts, seed, K), pi_ref, beta, name=f"skew_gaussian{K}"
+    )
 
 
 def bradley_terry(
@@ -178,7 +200,9 @@ def bradley_terry(
         s = scale * rng.standard_normal(K)
         return _antisymmetric_to_preference(expit(s[:, None] - s[None, :]) - 0.5)
 
-    return PreferenceGame(_stack(one, num_contexts, seed), pi_ref, beta, name=f"bradley_terry{K}")
+    return PreferenceGame(
+        _stack(one, num_contexts, seed, K), pi_ref, beta, name=f"bradley_terry{K}"
+    )
 
 
 def condorcet(
@@ -198,15 +222,14 @@ def condorcet(
     majority generically is not (Condorcet's paradox), which is why NLHF targets a Nash equilibrium.
     """
     K = _check_k(num_actions)
-    if int(num_annotators) < 1:
-        raise ValueError(f"num_annotators must be >= 1; got {num_annotators}")
+    num_annotators = check_int("num_annotators", num_annotators, 1)
 
     def one(rng: np.random.Generator) -> np.ndarray:
         s = rng.standard_normal((int(num_annotators), K))
         d = sharpness * (s[:, :, None] - s[:, None, :])
         return _antisymmetric_to_preference(expit(d).mean(axis=0) - 0.5)
 
-    return PreferenceGame(_stack(one, num_contexts, seed), pi_ref, beta, name=f"condorcet{K}")
+    return PreferenceGame(_stack(one, num_contexts, seed, K), pi_ref, beta, name=f"condorcet{K}")
 
 
 def disc_game(
@@ -233,7 +256,7 @@ def disc_game(
         # phi[i, j] = u_i^T [[0, -1], [1, 0]] u_j = -u_i0 u_j1 + u_i1 u_j0
         return _antisymmetric_to_preference(-0.5 * phi)
 
-    return PreferenceGame(_stack(one, num_contexts, seed), pi_ref, beta, name=f"disc{K}")
+    return PreferenceGame(_stack(one, num_contexts, seed, K), pi_ref, beta, name=f"disc{K}")
 
 
 FAMILIES: dict[str, Callable[..., PreferenceGame]] = {
@@ -252,15 +275,18 @@ def make_game(name: str, **kwargs: Any) -> PreferenceGame:
     """Build a game of the family ``name`` (a key of :data:`FAMILIES`) with the factory's kwargs.
 
     Raises:
-        ValueError: for an unknown family name or an argument the family does not take.
+        GameValidationError: (a ``ValueError``) for an unknown family name, an argument the family
+            does not take, a non-integer size or a game too large to allocate.
     """
     if name not in FAMILIES:
-        raise ValueError(f"unknown game family {name!r}; expected one of {', '.join(FAMILIES)}")
+        raise GameValidationError(
+            f"unknown game family {name!r}; expected one of {', '.join(FAMILIES)}"
+        )
     factory = FAMILIES[name]
     params = inspect.signature(factory).parameters
     unknown = [k for k in kwargs if k not in params]
     if unknown:
-        raise ValueError(
+        raise GameValidationError(
             f"game family {name!r} takes no argument(s) {', '.join(map(repr, unknown))}; "
             f"it takes {', '.join(params)}"
         )

@@ -18,13 +18,31 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PreferenceGame", "GameValidationError"]
+from nlhf_envs.errors import GameError
+
+__all__ = ["PreferenceGame", "GameValidationError", "check_int"]
 
 ArrayLike = np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 
 
-class GameValidationError(ValueError):
+class GameValidationError(GameError):
     """A preference game's data violates a property of the game (named in the message)."""
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an ``int`` if it is an integer (Python or numpy, not bool) ``>= minimum``.
+
+    Raises:
+        GameValidationError: naming ``name`` for a float (even ``3.0``), a string, a bool or a value
+            below ``minimum`` (nothing is truncated or coerced).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise GameValidationError(
+            f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})"
+        )
+    if value < minimum:
+        raise GameValidationError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
 
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
@@ -114,6 +132,12 @@ class PreferenceGame:
             )
         if not np.isscalar(beta) and np.ndim(beta) != 0:
             raise GameValidationError(f"beta must be a positive scalar; got {beta!r}")
+        if isinstance(beta, (str, bytes, bool, np.bool_)) or not np.issubdtype(
+            np.asarray(beta).dtype, np.number
+        ):
+            raise GameValidationError(
+                f"beta must be a real number, not {type(beta).__name__}; got {beta!r}"
+            )
         beta_f = float(beta)
         if not np.isfinite(beta_f) or beta_f <= 0.0:
             raise GameValidationError(f"beta must be a finite number > 0; got {beta!r}")
@@ -299,6 +323,23 @@ class PreferenceGame:
         return rng.choice(self.num_contexts, size=n, p=self.rho)
 
     # ------------------------------------------------------------------ misc
+    def fingerprint(self) -> str:
+        """A short content hash of the game (shape, ``P``, ``pi_ref``, ``rho``, ``beta``).
+
+        Two games with equal fingerprints play identically; the name is not part of it.
+        """
+        import hashlib
+
+        h = hashlib.sha256(repr((self.shape, float(self.beta))).encode())
+        for arr in (self.P, self.pi_ref, self.rho):
+            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> str:
+        """``name (K=.., C=.., beta=.., fingerprint ..)`` for error messages."""
+        C, K = self.shape
+        return f"{self.name} (K={K}, contexts={C}, beta={self.beta:g}, fingerprint {self.fingerprint()})"
+
     def with_beta(self, beta: float) -> PreferenceGame:
         """A copy of this game with another regularisation strength."""
         return PreferenceGame(self.P, self.pi_ref, beta, self.rho, name=self.name)

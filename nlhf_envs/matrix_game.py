@@ -60,7 +60,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from nlhf_envs.families import make_game
-from nlhf_envs.game import PreferenceGame
+from nlhf_envs.game import GameValidationError, PreferenceGame, check_int
 from nlhf_envs.rewards import check_reward_mode, duel_rewards
 
 __all__ = ["PreferenceGameEnv", "parallel_env", "raw_env", "env", "check_actions"]
@@ -122,19 +122,20 @@ class PreferenceGameEnv(ParallelEnv):
             game = make_game(game, **game_kwargs)
         elif isinstance(game, PreferenceGame):
             if game_kwargs:
-                raise ValueError(
+                raise GameValidationError(
                     f"game family arguments {sorted(game_kwargs)} given with a PreferenceGame instance"
                 )
         else:
-            raise ValueError(
+            raise GameValidationError(
                 f"game must be a PreferenceGame or a family name; got {type(game).__name__}"
             )
         if max_cycles is not None:
-            num_rounds = max_cycles
-        if int(num_rounds) < 1:
-            raise ValueError(f"num_rounds must be >= 1; got {num_rounds}")
+            num_rounds = check_int("max_cycles", max_cycles, 1)
+        check_int("num_rounds", num_rounds, 1)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None, 'ansi' or 'human'; got {render_mode!r}")
+            raise GameValidationError(
+                f"render_mode must be None, 'ansi' or 'human'; got {render_mode!r}"
+            )
         self.game: PreferenceGame = game
         self.num_rounds = int(num_rounds)
         self.reward_mode = check_reward_mode(reward_mode)

@@ -145,3 +145,25 @@ def test_metric_input_errors():
         S.exploitability(g, [0.5, 0.5, 0.5])
     with pytest.raises(ValueError, match=r"pi must have shape \(3,\) or \(1, 3\)"):
         S.exploitability(g, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("family, K", [("uniform", 10), ("skew_gaussian", 100)])
+@pytest.mark.parametrize("beta", [1e-4, 1e-6])
+def test_regularized_nash_converges_for_small_beta(family, K, beta):
+    g = make_game(family, num_actions=K, beta=beta, seed=0)
+    pi = S.regularized_nash(g, use_cache=False)
+    assert S.exploitability(g, pi) < 1e-9
+    assert abs(pi.sum() - 1) < 1e-12 and pi.min() >= 0
+    # the fixed point pi = softmax(log pi_ref + g_pi / beta), evaluated in a stable way
+    logits = np.log(g.pi_ref[0]) + (g.P[0] @ pi - 0.5) / beta
+    target = np.exp(logits - logits.max())
+    np.testing.assert_allclose(pi, target / target.sum(), atol=1e-9)
+
+
+def test_regularized_nash_refuses_an_unverified_answer():
+    from nlhf_envs.errors import SolverError
+
+    g = make_game("uniform", num_actions=10, beta=1e-6, seed=0)
+    with pytest.raises(SolverError, match=r"did not converge for beta=1e-06"):
+        S.regularized_nash(g, max_iter=1, use_cache=False)
+    assert "nash" not in g._cache

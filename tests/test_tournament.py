@@ -127,3 +127,57 @@ def test_participant_errors():
         T.run({"a": "pi_ref", "b": [0.5, 0.5]}, "nlhf/RPS-v0")
     with pytest.raises(ValueError, match="num_duels must be a positive integer"):
         T.run({"a": "pi_ref", "b": "uniform"}, "nlhf/RPS-v0", num_duels=0)
+
+
+def test_resume_replays_a_participant_whose_content_changed(tmp_path):
+    game = make_game("biased_rps")
+    first = agents.make("nash_mp", game, seed=0, mode="exact").learn(num_iterations=1)
+    second = agents.make("nash_mp", game, seed=0, mode="exact").learn(num_queries=300)
+    kw = {"env_kwargs": {"game": game}, "num_duels": 400, "seed": 3, "out_dir": tmp_path / "t"}
+    env_id = "nlhf/MatrixGame-v0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        T.run([("nash_mp", first), ("pi_ref", "pi_ref"), ("uniform", "uniform")], env_id, **kw)
+        played = []
+        parts = [("nash_mp", second), ("pi_ref", "pi_ref"), ("uniform", "uniform")]
+        resumed = T.run(parts, env_id, on_match=played.append, **kw)
+        fresh = T.run(parts, env_id, **{**kw, "out_dir": None})
+    # the two matches of the changed participant are replayed, pi_ref vs uniform is reused
+    assert sorted((r.i, r.j) for r in played) == [(0, 1), (0, 2)]
+    np.testing.assert_array_equal(resumed.win_rate, fresh.win_rate)
+    assert T.participant_fingerprint(T.as_participant("a", first)) != T.participant_fingerprint(
+        T.as_participant("a", second)
+    )
+
+
+def test_truncated_match_log_is_repaired_before_appending(tmp_path):
+    parts = [("a", "pi_ref"), ("b", "uniform"), ("c", [0.8, 0.1, 0.1])]
+    kw = {"num_duels": 200, "seed": 1, "out_dir": tmp_path / "t"}
+    T.run(parts, "nlhf/BiasedRPS-v0", **kw)
+    log = tmp_path / "t" / "matches.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text(lines[0] + "\n" + lines[1][:25])  # killed in the middle of the second record
+    played = []
+    T.run(parts, "nlhf/BiasedRPS-v0", on_match=played.append, **kw)
+    assert len(played) == 2
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == 3 and sorted((r["i"], r["j"]) for r in rows) == [(0, 1), (0, 2), (1, 2)]
+    again = []
+    T.run(parts, "nlhf/BiasedRPS-v0", on_match=again.append, **kw)
+    assert again == []
+
+
+def test_participants_must_share_the_tournament_game():
+    from nlhf_envs.errors import EnvironmentSetupError
+
+    agent = agents.make("nash_mp", make_game("biased_rps"), seed=0, mode="exact")
+    agent.learn(num_iterations=1)
+    with pytest.raises(
+        EnvironmentSetupError,
+        match=r"participant 'mp' was trained on biased_rps \(K=3, contexts=1, beta=0.1, "
+        r"fingerprint [0-9a-f]{16}\), but nlhf/RPS-v0 plays rps",
+    ):
+        T.run({"mp": agent, "ref": "pi_ref"}, "nlhf/RPS-v0", num_duels=10)
+    uniform = agents.make("nash_mp", make_game("uniform", num_actions=10, seed=0), seed=0)
+    with pytest.raises(EnvironmentSetupError, match=r"K=10"):
+        T.run({"u": uniform, "ref": "pi_ref"}, "nlhf/BiasedRPS-v0", num_duels=10)

@@ -90,6 +90,9 @@ TEXT_METRIC_NAMES: tuple[str, ...] = (
 
 ENV_ID = "nlhf/TokenDuel-v0"
 
+#: prompts per batch of :meth:`TextAgent.evaluate` (larger evaluations run in chunks of this size).
+EVAL_CHUNK = 1024
+
 
 @dataclass
 class TextAgentConfig:
@@ -401,7 +404,8 @@ class TextAgent:
         never changes what ``learn`` does next; no queries are counted.
 
         Args:
-            num_prompts: prompts (one answer pair each); default ``config.eval_prompts``.
+            num_prompts: prompts (one answer pair each); default ``config.eval_prompts``. They are
+                evaluated in chunks of :data:`EVAL_CHUNK`, so memory does not grow with it.
             split: prompt split, ``"heldout"`` (default), ``"train"`` or ``"all"``.
 
         Returns:
@@ -412,18 +416,26 @@ class TextAgent:
         gen = torch.Generator(self.device).manual_seed(
             int(np.random.SeedSequence([self.seed, 7, self.num_iterations]).generate_state(1)[0])
         )
-        _, ids, mask = self.engine.sample_prompts(n, gen, split=split)
-        y = self.engine.generate(self.policy, ids, mask, gen)
-        y_ref = self.engine.generate(self.reference, ids, mask, gen)
-        kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
-        p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
-        p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
-        lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
-        kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
+        parts = []  # (prompts, judge, truth, kl) per chunk: memory stays bounded for any n
+        for start in range(0, n, EVAL_CHUNK):
+            m = min(EVAL_CHUNK, n - start)
+            _, ids, mask = self.engine.sample_prompts(m, gen, split=split)
+            y = self.engine.generate(self.policy, ids, mask, gen)
+            y_ref = self.engine.generate(self.reference, ids, mask, gen)
+            kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
+            p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
+            p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+            lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
+            kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
+            parts.append(
+                (m, float(p_judge.float().mean()), float(p_true.float().mean()), float(kl))
+            )
+        if len(parts) > 1:
+            parts = [(n, *(sum(p[0] * p[k] for p in parts) / n for k in (1, 2, 3)))]
         out = {
-            "eval/win_rate_ref_judge": float(p_judge.float().mean()),
-            "eval/win_rate_ref_true": float(p_true.float().mean()),
-            "eval/kl_ref": float(kl),
+            "eval/win_rate_ref_judge": parts[0][1],
+            "eval/win_rate_ref_true": parts[0][2],
+            "eval/kl_ref": parts[0][3],
         }
         if self.config.nash_eval != "off":
             out.update(self.nash_metrics())

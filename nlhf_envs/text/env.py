@@ -101,6 +101,11 @@ AGENTS: tuple[str, str] = ("player_0", "player_1")
 _DEFAULT_JUDGES: dict[tuple[str, str], PairwiseJudge] = {}
 
 
+def _is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool or a float."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def default_judge(world: str | World | None = None, version: str | None = None) -> PairwiseJudge:
     """The shipped judge of ``world`` and ``version`` (default
     :func:`~nlhf_envs.text.models.default_judge_version`), loaded once and shared (judges are
@@ -163,11 +168,13 @@ class TokenDuelEnv(ParallelEnv):
             beta = self.world.beta
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
             raise ValueError(f"beta must be a positive number, got {beta!r}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not _is_int(max_new_tokens) or max_new_tokens < 1:
+            raise ValueError(
+                f"max_new_tokens must be an integer at least 1, got {max_new_tokens!r}"
+            )
         if max_cycles is not None:
-            if max_cycles < 1:
-                raise ValueError(f"max_cycles must be at least 1, got {max_cycles}")
+            if not _is_int(max_cycles) or max_cycles < 1:
+                raise ValueError(f"max_cycles must be an integer at least 1, got {max_cycles!r}")
             max_new_tokens = min(max_new_tokens, max_cycles)
         from nlhf_envs.text.models import default_judge_version
 
@@ -181,6 +188,7 @@ class TokenDuelEnv(ParallelEnv):
                 f"world {self.world.name!r} ({self.world.vocab_size} tokens)"
             )
         self.beta = float(beta)
+        self._fingerprint: str | None = None
         self.env_id = env_id_of(self.world.name, judge_version)
         self.metadata = {
             **type(self).metadata,
@@ -212,6 +220,20 @@ class TokenDuelEnv(ParallelEnv):
         self._prompt_mask = torch.zeros(1, self.prompt_len, dtype=torch.bool)
         self._answers: dict[str, AnswerState] = {}
         self._result: dict[str, Any] | None = None
+
+    def fingerprint(self) -> str:
+        """A short hash of the game this env plays: the world's config, the judge's weights (or its
+        class for a judge without a content hash), ``beta`` and ``max_new_tokens``. Two envs with the
+        same fingerprint pay the same duels; tournaments refuse participants whose envs differ."""
+        if self._fingerprint is None:
+            import hashlib
+
+            from nlhf_envs.text.exact import judge_digest
+
+            judge = judge_digest(self.judge) or f"custom:{type(self.judge).__qualname__}"
+            text = f"{self.world.fingerprint}|{judge}|{self.beta!r}|{self.max_new_tokens}"
+            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._fingerprint
 
     def observation_space(self, agent: str) -> spaces.Space:
         """The observation space of ``agent`` (the same object on every call)."""
@@ -249,8 +271,11 @@ class TokenDuelEnv(ParallelEnv):
         return observations, infos
 
     def _token(self, agent: str, action: Any) -> int:
+        arr = np.asarray(action)
+        if arr.shape not in ((), (1,)) or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"action {action!r} of {agent} must be an integer token id")
         try:
-            token = int(action)
+            token = int(arr.reshape(()))
         except (TypeError, ValueError):
             raise ValueError(f"action of {agent} must be a token id, got {action!r}") from None
         if token != action or not 0 <= token < self.tokenizer.vocab_size:
