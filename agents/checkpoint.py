@@ -95,7 +95,7 @@ def save_agent(agent: Agent, path: str | os.PathLike[str], *, include_history: b
     if agent.kind == "text":  # token-level agents: torch state dicts (agents.text.common)
         from agents.text.common import save_text_agent
 
-        return save_text_agent(agent, target)
+        return save_text_agent(agent, target, include_history=include_history)
     state: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
     for attr in agent.state_attrs:
@@ -322,11 +322,7 @@ def _check_text_fields(path: str, meta: dict[str, Any], arrays: dict[str, np.nda
             raise _fail(path, key, f"must be a mapping; got {type(meta.get(key)).__name__}")
     if not isinstance(meta.get("optim_param_groups"), list):
         raise _fail(path, "optim_param_groups", "must be a list")
-    rows = meta.get("history")
-    if not isinstance(rows, list) or not all(
-        isinstance(r, dict) and all(isinstance(v, (int, float)) for v in r.values()) for r in rows
-    ):
-        raise _fail(path, "history", "must be a list of {metric: number} rows")
+    _history(path, meta, arrays)  # version 2: a float64 table; version 1: JSON rows
     for key in ("rng", "act_rng"):
         arr = arrays.get(key)
         if arr is None or arr.dtype != np.uint8 or arr.ndim != 1:

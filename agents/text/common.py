@@ -573,8 +573,12 @@ def _tensor_arrays(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, np.
     return {f"{prefix}/{k}": v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
-    """The arrays of a text-agent checkpoint (``meta`` JSON + model, optimiser and RNG states)."""
+def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of a text-agent checkpoint (``meta`` JSON + model, optimiser and RNG states, and
+    the history as a float64 table unless ``include_history`` is false: periodic checkpoints of a
+    run record only the number of rows, which the run's ``metrics.csv`` holds)."""
+    from agents.checkpoint import _history_arrays
+
     opt = agent.optimizer.state_dict()
     opt_arrays: dict[str, np.ndarray] = {}
     opt_scalars: dict[str, dict[str, Any]] = {}
@@ -596,8 +600,14 @@ def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
         "lm_config": config_to_dict(agent.reference.config),
         "optim_param_groups": opt["param_groups"],
         "optim_scalars": opt_scalars,
-        "history": agent.history,
+        "history_len": len(agent.history),
+        "history_keys": None,
     }
+    history: dict[str, np.ndarray] = {}
+    if include_history:
+        keys, values, present = _history_arrays(agent.history)
+        meta["history_keys"] = keys
+        history = {"history/values": values, "history/present": present}
     return {
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
         "rng": agent.rng.get_state().numpy(),
@@ -605,17 +615,18 @@ def checkpoint_payload(agent: TextAgent) -> dict[str, np.ndarray]:
         **_tensor_arrays("policy", agent.policy.state_dict()),
         **_tensor_arrays("reference", agent.reference.state_dict()),
         **opt_arrays,
+        **history,
     }
 
 
-def save_text_agent(agent: TextAgent, target: str) -> str:
+def save_text_agent(agent: TextAgent, target: str, include_history: bool = True) -> str:
     """Write ``agent`` to ``target`` atomically (one pickle-free ``.npz``); returns ``target``.
 
     The archive holds ``meta`` (JSON: format, name, kind, config, seed, counters, env arguments,
     optimiser hyper-parameters, history), ``policy/*`` and ``reference/*`` (state dicts),
     ``optim/<i>/<key>`` (Adam moments and step counts) and both torch generator states.
     """
-    return write_npz_atomic(target, checkpoint_payload(agent))
+    return write_npz_atomic(target, checkpoint_payload(agent, include_history))
 
 
 def _state(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
@@ -643,7 +654,7 @@ def load_text_agent(
     Raises:
         agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
     """
-    from agents.checkpoint import CheckpointError
+    from agents.checkpoint import CheckpointError, _history
     from agents.registry import get_agent_class
 
     try:
@@ -675,7 +686,7 @@ def load_text_agent(
         agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
         agent.queries_used = int(meta["queries_used"])
         agent.num_iterations = int(meta["num_iterations"])
-        agent.history = [dict(row) for row in meta["history"]]
+        agent.history = _history(path, meta, arrays)
     except (KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path!r}: cannot rebuild the text agent: {err}") from None
     return agent

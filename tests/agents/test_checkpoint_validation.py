@@ -155,7 +155,13 @@ def test_text_checkpoint_fields_are_validated(tmp_path):
         ({"rng": arrays["rng"].astype(np.int64)}, None, "field 'rng': must be a torch generator"),
         ({}, {**meta, "seed": 1.5}, "field 'seed': must be a non-negative integer"),
         ({}, {**meta, "env": {"id": "nlhf/TokenDuel-v0", "max_new_tokens": 2.5}}, "max_new_tokens"),
-        ({}, {**meta, "history": [{"a": "b"}]}, "field 'history': must be a list"),
+        ({}, {**meta, "history_len": -1}, "field 'history_len': must be a non-negative"),
+        ({}, {**meta, "history_len": 3}, "field 'history/values'"),
+        (
+            {},
+            {**{k: v for k, v in meta.items() if k != "history_len"}, "history": [{"a": "b"}]},
+            "field 'history': must be a list",
+        ),  # a version-1 text checkpoint: JSON rows
     ]
     for i, (change, new_meta, message) in enumerate(cases):
         bad = _write(tmp_path / f"bad{i}.npz", {**arrays, **change}, new_meta)

@@ -324,3 +324,26 @@ def test_cli_eval_prints_exact_nash_metrics_of_a_token_agent(tmp_path, capsys):
     agent = agents.load(run / "final.npz")
     expected = agent.nash_metrics()["eval/exploitability"]
     assert f"exploitability {expected:.6g}" in out
+
+
+def test_periodic_text_checkpoints_do_not_repeat_the_history(tmp_path):
+    import zipfile
+
+    from agents.checkpoint import read_meta
+    from agents.cli import main
+
+    logs = str(tmp_path / "logs")
+    args = ["--agent", "online_ipo", "--env", TINY, "--num-queries", "96", "--log-folder", logs]
+    params = ["--params", "batch_size:16", "eval_every:0"]
+    assert main(["train", *args, *params, "--save-freq", "1", "--no-progress"]) == 0
+    run = tmp_path / "logs" / "online_ipo" / "TinyTokenDuel-v0_1"
+    ckpts = sorted((run / "checkpoints").iterdir())
+    assert len(ckpts) == 6
+    for path in ckpts:
+        meta = read_meta(path)
+        assert meta["history_keys"] is None and "history" not in meta
+        assert not any(n.startswith("history/") for n in zipfile.ZipFile(path).namelist())
+    final = agents.load(run / "final.npz")
+    assert len(final.history) == 6 and final.history[-1]["game/queries"] == 96.0
+    # a periodic checkpoint loads with an empty history; resume restores it from metrics.csv
+    assert agents.load(ckpts[-1]).num_iterations == 6
