@@ -129,6 +129,24 @@ def estimator_study(ns: list[int], seeds: int) -> list[dict[str, float | str | i
     return rows
 
 
+def timing(repeats: int = 3) -> str:
+    """Wall time of building (uncached) and solving the exact tiny game, median of ``repeats``."""
+    env = TokenDuelEnv(**TEXT_ENV_IDS["nlhf/TinyTokenDuel-v0"])
+    build, solve = [], []
+    for _ in range(repeats):
+        exact._GAME_CACHE.clear()
+        t0 = time.perf_counter()
+        game = exact.exact_game(env, "heldout")
+        t1 = time.perf_counter()
+        regularized_nash(game, use_cache=False)
+        build.append(t1 - t0)
+        solve.append(time.perf_counter() - t1)
+    return (
+        "| exact tiny game (8 prompts x 259 answers) | build (uncached) "
+        f"{np.median(build):.2f} s | solve {np.median(solve):.3f} s |\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--share-samples", type=int, default=48)
@@ -139,8 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve-steps", type=int, default=200)
     parser.add_argument("--curve-lr", type=float, default=3.0e-4)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only time the exact game (token_games_timing.md)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.timing_only:
+        text = "| what | build | solve |\n| --- | --- | --- |\n" + timing()
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out / "token_games_timing.md", text)
+        print(text)
+        return 0
     t0 = time.perf_counter()
     results: dict[str, object] = {"shares": {}, "judges": {}, "curves": {}}
     for env_id, kwargs in TEXT_ENV_IDS.items():
@@ -178,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(r: dict) -> str:
     lines = ["# Token games: intransitivity, judges, estimator", ""]
     lines += [
-        "Made by `python benchmarks/token_games.py` (idle 2-core Intel Xeon, one torch thread, "
+        "Made by `python benchmarks/token_games.py` (2-core x86-64 Intel Xeon, one torch thread, "
         f"{r['seconds'] / 60:.0f} min).",
         "",
         "## Cyclic share of P - 1/2 on held-out prompts",

@@ -137,7 +137,7 @@ class TextAgentConfig:
     log_every: int = 1
     nash_eval: str = "auto"
     nash_eval_prompts: int = 16
-    nash_eval_samples: int = 16
+    nash_eval_samples: int = 32
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
