@@ -347,3 +347,21 @@ def test_periodic_text_checkpoints_do_not_repeat_the_history(tmp_path):
     assert len(final.history) == 6 and final.history[-1]["game/queries"] == 96.0
     # a periodic checkpoint loads with an empty history; resume restores it from metrics.csv
     assert agents.load(ckpts[-1]).num_iterations == 6
+
+
+def test_the_default_world_is_unchanged_by_the_world_config():
+    import hashlib
+
+    w = get_world("default")
+    h = hashlib.sha256()
+    h.update("\n".join(w.words).encode())
+    h.update("\n".join(w.prompts.texts).encode())
+    h.update(w.prompts.heldout_indices.tobytes())
+    h.update(w.annotator_weights.tobytes())
+    h.update(w.annotator_temperatures.tobytes())
+    # The digest of the module-constant world before worlds became configs (commit eea99a8).
+    assert h.hexdigest()[:16] == "a42bc455e1b0e056"
+    rng = np.random.default_rng(3)
+    assert w.demonstrate(w.prompts.texts[0], rng) == (
+        "sure cats hunt nice paws pack tail farm cats wild claws has ."
+    )
