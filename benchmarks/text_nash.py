@@ -259,6 +259,100 @@ def cmd_h2h(args: argparse.Namespace) -> None:
         print(f"{name}: q={c['queries']} expl={c['expl']:.4f} {c['expl_ci']} kl={c['kl']:.4f}")
 
 
+def _fmt(x: float, ci: Any) -> str:
+    return f"{x:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Markdown tables (and a plot per world) from the JSON results of ``tune`` and ``h2h``."""
+    lines = ["# Token-level agents on exact Nash metrics (tiny worlds)", "",
+             "Written by `python benchmarks/text_nash.py report` from the JSON files next to it.", ""]  # fmt: skip
+    for world in WORLDS:
+        tpath = RESULTS / f"text_nash_tune_{world}.json"
+        hpath = RESULTS / f"text_nash_{world}.json"
+        if tpath.exists():
+            t = json.loads(tpath.read_text())
+            lines += [f"## {world}: tuning ({WORLDS[world]})", "",
+                      f"Budget {t['budget']} queries, {t['seeds']} seeds (0..{t['seeds'] - 1}), "
+                      f"learning rates {t['lrs']}, Nash-MP eta/beta in {t.get('etas_over_beta')}, "
+                      f"Nash-MD mixtures {t.get('mixtures')}; score: mean exploitability on the "
+                      "24 train (validation) prompts.", "",
+                      "| agent | setting | validation exploitability |", "|---|---|---|"]  # fmt: skip
+            for r in t["results"]:
+                best = " (chosen)" if t["best"][r["agent"]]["config"] == r["config"] else ""
+                lines.append(f"| {r['agent']} | `{r['config']}`{best} | {r['val_expl']:.4f} |")
+            lines.append("")
+        if not hpath.exists():
+            continue
+        h = json.loads(hpath.read_text())
+        lines += [f"## {world}: head-to-head on the 8 held-out (test) prompts", "",
+                  f"beta = {h['beta']}, {h['seeds']} seeds (100..{99 + h['seeds']}), budget "
+                  f"{h['budget']} queries; 95% intervals: bootstrap over (seed, prompt) cells. "
+                  f"pi_ref: exploitability {h['pi_ref']['expl']:.4f}, KL(pi*||pi_ref) "
+                  f"{h['pi_ref']['kl']:.4f}.", "",
+                  "| agent | queries | exploitability (last iterate) | KL(pi* \\|\\| pi) |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for name, s in h["agents"].items():
+            for c in s["curve"]:
+                lines.append(
+                    f"| {name} | {c['queries']} | {_fmt(c['expl'], c['expl_ci'])} | "
+                    f"{_fmt(c['kl'], c['kl_ci'])} |"
+                )
+        lines += ["", "Average iterate (uniform mixture of the evaluated iterates of the second "
+                  "half of the budget):", "", "| agent | exploitability | KL(pi* \\|\\| pi) |",
+                  "|---|---|---|"]  # fmt: skip
+        for name, s in h["agents"].items():
+            lines.append(
+                f"| {name} | {_fmt(s['average_expl'], s['average_expl_ci'])} | "
+                f"{_fmt(s['average_kl'], s['average_kl_ci'])} |"
+            )
+        lines += ["", "Paired difference of final exploitability (Nash-MP minus other; "
+                  "negative: Nash-MP less exploitable):", ""]  # fmt: skip
+        for k, ci in h["paired_final_expl_diff"].items():
+            lines.append(f"- {k}: 95% interval [{ci[0]:.4f}, {ci[1]:.4f}]")
+        ce = h["ceiling"]
+        lines += ["", f"Ceiling: tabular exact Nash-MP (eta = {ce['eta']:.3g}) on the test game, "
+                  f"iteration k placed at k x {ce['queries_per_iteration']} queries (one neural "
+                  "Nash-MP iteration):", "", "| iteration | queries | exploitability | KL |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for c in ce["curve"]:
+            lines.append(
+                f"| {c['iteration']} | {c['iteration'] * ce['queries_per_iteration']} | "
+                f"{c['test_expl']:.5f} | {c['test_kl']:.5f} |"
+            )
+        lines.append("")
+        _plot(h, world)
+        lines += [f"![{world}](text_nash_{world}.png)", ""]
+    (RESULTS / "text_nash.md").write_text("\n".join(lines))
+
+
+def _plot(h: dict[str, Any], world: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("expl", "kl"), strict=True):
+        for name, s in h["agents"].items():
+            q = [c["queries"] for c in s["curve"]]
+            ax.plot(q, [c[key] for c in s["curve"]], marker="o", label=name)
+            lo = [c[f"{key}_ci"][0] for c in s["curve"]]
+            hi = [c[f"{key}_ci"][1] for c in s["curve"]]
+            ax.fill_between(q, lo, hi, alpha=0.2)
+        ce = h["ceiling"]
+        ax.plot([c["iteration"] * ce["queries_per_iteration"] for c in ce["curve"]],
+                [c[f"test_{key}"] for c in ce["curve"]], "k--", label="tabular nash_mp (ceiling)")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("preference queries")
+        ax.set_ylabel({"expl": "exploitability (test)", "kl": "KL(pi* || pi) (test)"}[key])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{WORLDS[world]}, last iterate")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"text_nash_{world}.png", dpi=90)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -274,8 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--etas", default="1,2,4", help="Nash-MP eta / beta values")
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
     h.add_argument("--points", default="4096,8192,16384,24576,32768,49152")
+    sub.add_parser("report")
     args = parser.parse_args(argv)
-    {"tune": cmd_tune, "h2h": cmd_h2h}[args.cmd](args)
+    {"tune": cmd_tune, "h2h": cmd_h2h, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":
