@@ -19,6 +19,10 @@ Sub-commands:
   of the tabular agent is plotted at the queries of ``k`` neural Nash-MP iterations), and 95% intervals
   by a paired bootstrap over (prompt, seed) cells.
 
+* ``full``: the full-size worlds (``--env nlhf/TokenDuel-v0``), estimated Nash metrics at the
+  budgets of ``--points``; ``--device cuda`` for the larger budgets on a GPU machine;
+* ``report``: ``benchmarks/results/text_nash.md`` and the curves from the JSON results.
+
 Results go to ``benchmarks/results/text_nash*.json``/``.md``. Example (small CPU run)::
 
     OMP_NUM_THREADS=1 python benchmarks/text_nash.py tune --world plain --budget 24576 \\
@@ -259,6 +263,29 @@ def cmd_h2h(args: argparse.Namespace) -> None:
         print(f"{name}: q={c['queries']} expl={c['expl']:.4f} {c['expl_ci']} kl={c['kl']:.4f}")
 
 
+def cmd_full(args: argparse.Namespace) -> None:
+    """Full-size worlds: estimated Nash metrics (``algorithms.md`` §7, :meth:`TextAgent.nash_metrics`
+    with ``exact=False``) at the query budgets of ``--points``; ``--device cuda`` on a GPU machine."""
+    points = [int(p) for p in args.points.split(",")]
+    rows = []
+    for name in args.agents.split(","):
+        for seed in range(args.seeds):
+            agent = agents.make(
+                name, args.env, seed=100 + seed, device=args.device, nash_eval="estimate",
+                nash_eval_prompts=args.prompts, nash_eval_samples=args.samples,
+                **{**COMMON, **json.loads(args.config)},
+            )  # fmt: skip
+            start = time.perf_counter()
+            for q in points:
+                agent.learn(num_queries=max(q - agent.queries_used, 1))
+                m = agent.nash_metrics(exact=False)
+                rows.append({"agent": name, "seed": 100 + seed, "queries": agent.queries_used,
+                             "seconds": time.perf_counter() - start, **m})  # fmt: skip
+                print(rows[-1], flush=True)
+    out = {"env": args.env, "device": args.device, "points": points, "rows": rows}
+    (RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json").write_text(json.dumps(out))
+
+
 def _fmt(x: float, ci: Any) -> str:
     return f"{x:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
 
@@ -368,9 +395,18 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--etas", default="1,2,4", help="Nash-MP eta / beta values")
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
     h.add_argument("--points", default="4096,8192,16384,24576,32768,49152")
+    f = sub.add_parser("full")
+    f.add_argument("--env", default="nlhf/TokenDuel-v0")
+    f.add_argument("--agents", default="nash_mp,online_ipo,nash_md")
+    f.add_argument("--seeds", type=int, default=2)
+    f.add_argument("--points", default="12288,49152")
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--prompts", type=int, default=16, help="held-out prompts of the estimate")
+    f.add_argument("--samples", type=int, default=16, help="pi_ref samples per prompt (n)")
+    f.add_argument("--config", default="{}", help="JSON of extra agent config values")
     sub.add_parser("report")
     args = parser.parse_args(argv)
-    {"tune": cmd_tune, "h2h": cmd_h2h, "report": cmd_report}[args.cmd](args)
+    {"tune": cmd_tune, "h2h": cmd_h2h, "full": cmd_full, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":
