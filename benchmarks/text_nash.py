@@ -293,7 +293,10 @@ def _fmt(x: float, ci: Any) -> str:
 def cmd_report(args: argparse.Namespace) -> None:
     """Markdown tables (and a plot per world) from the JSON results of ``tune`` and ``h2h``."""
     lines = ["# Token-level agents on exact Nash metrics (tiny worlds)", "",
-             "Written by `python benchmarks/text_nash.py report` from the JSON files next to it.", ""]  # fmt: skip
+             "Written by `python benchmarks/text_nash.py report` from the JSON files next to it. "
+             "The commands that produced them, and what of the issue's grid was not run, are in "
+             "the README's section \"Head to head on Nash metrics\". Test metrics: the 8 held-out "
+             "prompts; validation: the 24 train prompts (disjoint).", ""]  # fmt: skip
     for world in WORLDS:
         tpath = RESULTS / f"text_nash_tune_{world}.json"
         hpath = RESULTS / f"text_nash_{world}.json"
