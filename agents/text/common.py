@@ -103,7 +103,12 @@ class TextAgentConfig:
             outcome ``o ~ Bernoulli(P(y > y'|x))``; ``"probability"`` the paying judge's probability
             ``P(y > y'|x)`` itself (lower variance; still one query per pair).
         batch_size: answer pairs (= preference queries) per gradient step.
-        lr: Adam learning rate.
+        lr: Adam learning rate (the initial one under a decay schedule).
+        lr_schedule: learning-rate schedule over training queries ``q``: ``"constant"`` (default),
+            ``"inverse"`` (``lr / (1 + q / lr_decay_queries)``, the harmonic decay) or
+            ``"inverse_sqrt"`` (``lr / sqrt(1 + q / lr_decay_queries)``). A decaying step lowers
+            the noise floor of constant-step stochastic methods (``algorithms.md`` §3-4).
+        lr_decay_queries: the schedule's time scale in queries.
         beta: KL regularisation ``beta`` towards ``pi_ref`` (``None``: the env's ``beta``, which
             belongs to the game).
         grad_clip: clip the gradient's global norm at this value (``None``: no clipping).
@@ -122,11 +127,14 @@ class TextAgentConfig:
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
+    LR_SCHEDULES: ClassVar[tuple[str, ...]] = ("constant", "inverse", "inverse_sqrt")
     NASH_EVALS: ClassVar[tuple[str, ...]] = ("auto", "exact", "estimate", "off")
 
     mode: str = "sampled"
     batch_size: int = 64
     lr: float = 1.0e-3
+    lr_schedule: str = "constant"
+    lr_decay_queries: int = 10000
     beta: float | None = None
     grad_clip: float | None = 1.0
     max_new_tokens: int | None = None
@@ -160,6 +168,13 @@ class TextAgentConfig:
                 raise ConfigError(f"{key}: must be >= 0; got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"lr: must be > 0; got {self.lr}")
+        if self.lr_schedule not in self.LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule: expected one of {', '.join(map(repr, self.LR_SCHEDULES))}; "
+                f"got {self.lr_schedule!r}"
+            )
+        if self.lr_decay_queries < 1:
+            raise ConfigError(f"lr_decay_queries: must be >= 1; got {self.lr_decay_queries}")
         if self.beta is not None and not self.beta > 0:
             raise ConfigError(f"beta: must be > 0 or None (the env's); got {self.beta}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -322,8 +337,22 @@ class TextAgent:
         ans = duel.y2 if second else duel.y
         return token_log_probs(model, duel.prompt_ids, duel.prompt_mask, ans.tokens, ans.mask)
 
+    def current_lr(self) -> float:
+        """The learning rate of the schedule at ``queries_used`` (see ``TextAgentConfig``)."""
+        cfg = self.config
+        t = self.queries_used / cfg.lr_decay_queries
+        if cfg.lr_schedule == "inverse":
+            return cfg.lr / (1.0 + t)
+        if cfg.lr_schedule == "inverse_sqrt":
+            return cfg.lr / float(np.sqrt(1.0 + t))
+        return cfg.lr
+
     def optimise(self, loss: torch.Tensor) -> None:
-        """One Adam step on ``loss`` (gradient norm clipped at ``grad_clip``)."""
+        """One Adam step on ``loss`` (gradient norm clipped at ``grad_clip``; learning rate from
+        :meth:`current_lr`)."""
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:

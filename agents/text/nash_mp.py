@@ -8,14 +8,21 @@ Each iteration takes two proximal half-steps, both centred on ``pi_k``:
 
 Design (A), target networks (default, ``variant="target"``):
 
-1. freeze ``pi_k`` (a copy of ``theta_k``) and back up ``theta_k`` and the Adam state;
-2. phase 1: ``M = inner_steps`` policy-gradient steps on :func:`~agents.text.losses.nash_mp_pg_loss`
-   with ``y ~ pi_theta``, ``y' ~ pi_k``, anchor ``pi_k``; freeze the result as ``pi_{k+1/2}``;
-3. restore ``theta_k`` and the Adam state; phase 2: ``M`` steps with ``y' ~ pi_{k+1/2}``, anchor
-   ``pi_k``; the result is ``pi_{k+1}``.
+1. freeze ``pi_k`` (a copy of ``theta_k``) and back up ``theta_k``;
+2. phase 1: a fresh Adam, then ``M = inner_steps`` policy-gradient steps on
+   :func:`~agents.text.losses.nash_mp_pg_loss` with ``y ~ pi_theta``, ``y' ~ pi_k``, anchor ``pi_k``;
+   freeze the result as ``pi_{k+1/2}``;
+3. restore ``theta_k``; phase 2: a fresh Adam, ``M`` steps with ``y' ~ pi_{k+1/2}``, anchor ``pi_k``;
+   the result is ``pi_{k+1}``.
+
+Each half-step solves its own entropy-regularised bandit, so its optimiser starts afresh
+(``optimizer_state="reset"``, default): carrying Adam's moments from the previous phase
+(``optimizer_state="carry"``, the behaviour before issue 11: restore the Adam state of ``theta_k``)
+makes the half-step follow the previous phase's gradient noise instead of the prox step
+(``algorithms.md`` §7, "prox fidelity"; :func:`prox_fidelity` measures it on an enumerable world).
 
 One iteration costs ``2 M batch_size`` preference queries. The paper does not publish its inner-loop
-budget; ``M = 4`` is this library's default (the zoo entry for the token duel says what it uses).
+budget; ``M = 8`` is this library's default (the zoo entries say what they use).
 
 Design (B), extragradient (``variant="extragradient"``, requires ``M = 1``): one "extrapolate" step
 from ``theta_k`` against ``pi_k`` gives ``pi_{k+1/2}``; ``theta_k`` and the Adam state are restored and
@@ -30,13 +37,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
 
 from agents.config import ConfigError
 from agents.registry import register_agent
 from agents.text.common import TextAgent, TextAgentConfig, frozen_copy
 from agents.text.losses import nash_mp_pg_loss
 
-__all__ = ["TextNashMPConfig", "TextNashMP"]
+__all__ = ["TextNashMPConfig", "TextNashMP", "ProxFidelity", "exact_prox_step", "prox_fidelity"]
 
 
 @dataclass
@@ -47,11 +58,15 @@ class TextNashMPConfig(TextAgentConfig):
         eta: prox step ``eta`` (``None``: ``2 beta``, the step of the paper's theorem).
         inner_steps: ``M``, policy-gradient steps per half-step (``batch_size`` queries each).
         variant: ``"target"`` (design (A), default) or ``"extragradient"`` (design (B), ``M = 1``).
+        optimizer_state: ``"reset"`` (default): a fresh Adam per half-step, so the inner loop
+            computes the prox step; ``"carry"``: restore ``theta_k``'s Adam state before each phase
+            (the behaviour before issue 11).
     """
 
     eta: float | None = None
-    inner_steps: int = 4
+    inner_steps: int = 8
     variant: str = "target"
+    optimizer_state: str = "reset"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +77,10 @@ class TextNashMPConfig(TextAgentConfig):
         if self.variant not in ("target", "extragradient"):
             raise ConfigError(
                 f"variant: expected 'target' or 'extragradient'; got {self.variant!r}"
+            )
+        if self.optimizer_state not in ("reset", "carry"):
+            raise ConfigError(
+                f"optimizer_state: expected 'reset' or 'carry'; got {self.optimizer_state!r}"
             )
         if self.variant == "extragradient" and self.inner_steps != 1:
             raise ConfigError(
@@ -83,9 +102,14 @@ class TextNashMP(TextAgent):
         cfg = self.config
         return 2.0 * self.beta if cfg.eta is None else cfg.eta
 
-    def _half_step(self, opponent, anchor) -> None:
+    def _fresh_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.current_lr())
+
+    def _half_step(self, opponent: Any, anchor: Any) -> None:
         """``M`` policy-gradient steps on the half-step's objective against ``opponent``."""
         cfg = self.config
+        if cfg.optimizer_state == "reset":
+            self._fresh_optimizer()
         for _ in range(cfg.inner_steps):
             duel = self.duel(opponent)
             log_pi = self.log_probs(self.policy, duel)
@@ -101,15 +125,124 @@ class TextNashMP(TextAgent):
             self.note_policy(duel, log_pi, log_ref)
 
     def _iteration(self) -> None:
-        # 1. targets: pi_k is theta_k, frozen; back up theta_k and the optimiser state
+        # 1. targets: pi_k is theta_k, frozen; back up theta_k (and the optimiser state: "carry")
         pi_k = frozen_copy(self.policy)
         theta_k = copy.deepcopy(self.policy.state_dict())
-        opt_k = copy.deepcopy(self.optimizer.state_dict())
+        carry = self.config.optimizer_state == "carry"
+        opt_k = copy.deepcopy(self.optimizer.state_dict()) if carry else None
         anchor = pi_k if self.config.variant == "target" else None
         # 2. phase 1: pi_{k+1/2} from M steps against pi_k
         self._half_step(opponent=pi_k, anchor=anchor)
         pi_half = frozen_copy(self.policy)
-        # 3. phase 2: restore theta_k (parameters and Adam state), M steps against pi_{k+1/2}
+        # 3. phase 2: restore theta_k (and, "carry", the Adam state), M steps against pi_{k+1/2}
         self.policy.load_state_dict(theta_k)
-        self.optimizer.load_state_dict(opt_k)
+        if opt_k is not None:
+            self.optimizer.load_state_dict(opt_k)
         self._half_step(opponent=pi_half, anchor=anchor)
+
+
+# ---------------------------------------------------------------------------------- prox fidelity
+
+
+def exact_prox_step(
+    log_pi_k: np.ndarray, log_ref: np.ndarray, payoff: np.ndarray, *, beta: float, eta: float
+) -> np.ndarray:
+    """The exact Nash-MP half-step on log-probabilities (``algorithms.md`` §3, closed form).
+
+    ``l_half = (l_k + eta l_ref + (eta/beta) g) / (1 + eta)``, normalised per context, with
+    ``g[c, i] = sum_j P[c, i, j] pi_k[c, j]`` (Tiapkin et al. 2025, the prox step of Nash-MP).
+
+    Args:
+        log_pi_k: ``(C, N)`` log-probabilities of ``pi_k`` over the enumerated answers.
+        log_ref: ``(C, N)`` log-probabilities of ``pi_ref``.
+        payoff: ``(C, N, N)`` preference matrices ``P[c, y, y']``.
+        beta: regularisation ``beta``.
+        eta: prox step ``eta``.
+
+    Returns:
+        ``(C, N)`` normalised log-probabilities of ``pi_{k+1/2}``.
+    """
+    g = np.einsum("cij,cj->ci", payoff, np.exp(log_pi_k))
+    raw = (log_pi_k + eta * log_ref + (eta / beta) * g) / (1.0 + eta)
+    m = raw.max(-1, keepdims=True)
+    return raw - (m + np.log(np.exp(raw - m).sum(-1, keepdims=True)))
+
+
+@dataclass
+class ProxFidelity:
+    """How well one neural half-step matches the exact prox step (``algorithms.md`` §7).
+
+    Attributes:
+        correlation: correlation over ``(x, y)``, weighted by ``pi_k(y|x)``, between the neural
+            change ``log pi_half - log pi_k`` and the exact one (centred per prompt).
+        kl_neural_to_exact: ``E_x KL(pi_half^exact || pi_half^neural)`` (nats).
+        kl_step_exact: ``E_x KL(pi_half^exact || pi_k)``: the size of the exact step, for scale.
+        kl_step_neural: ``E_x KL(pi_half^neural || pi_k)``.
+    """
+
+    correlation: float
+    kl_neural_to_exact: float
+    kl_step_exact: float
+    kl_step_neural: float
+
+
+def _kl(log_p: np.ndarray, log_q: np.ndarray) -> float:
+    return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
+
+
+def prox_fidelity(agent: TextNashMP, split: str = "heldout") -> ProxFidelity:
+    """Run one neural half-step of ``agent`` from its current ``pi_k`` and compare it with the exact
+    prox step on the prompts of ``split`` (an enumerable world; ``algorithms.md`` §7).
+
+    The half-step is the agent's own phase 1 (its ``inner_steps``, ``batch_size``, ``mode`` and
+    optimiser handling; it trains on the train prompts and counts its queries). Afterwards the
+    agent's parameters and optimiser are restored, so the agent is unchanged except for
+    ``queries_used`` and its generator.
+
+    Args:
+        agent: a token-level Nash-MP agent on an enumerable world.
+        split: the prompts compared (``"heldout"`` default, ``"train"``, ``"all"``).
+
+    Returns:
+        The :class:`ProxFidelity` figures.
+    """
+    from nlhf_envs.text.exact import exact_game, sequence_policy
+
+    game = exact_game(
+        agent.env, split, payer=agent.config.payer, beta=agent.beta, reference=agent.reference
+    )
+    payoff = np.asarray(game.P, dtype=np.float64)
+    log_ref = np.log(np.asarray(game.pi_ref, dtype=np.float64))
+    theta_k = copy.deepcopy(agent.policy.state_dict())
+    opt_k = agent.optimizer
+    opt_state = copy.deepcopy(agent.optimizer.state_dict())
+    agent.policy.eval()
+    with torch.no_grad():
+        log_k = np.log(np.asarray(sequence_policy(agent.policy, agent.env, split), np.float64))
+    agent.policy.train()
+    pi_k = frozen_copy(agent.policy)
+    try:
+        agent._half_step(opponent=pi_k, anchor=pi_k)
+        agent.policy.eval()
+        with torch.no_grad():
+            log_half = np.log(
+                np.asarray(sequence_policy(agent.policy, agent.env, split), np.float64)
+            )
+    finally:
+        agent.policy.load_state_dict(theta_k)
+        agent.optimizer = opt_k
+        agent.optimizer.load_state_dict(opt_state)
+        agent.policy.train()
+    exact = exact_prox_step(log_k, log_ref, payoff, beta=agent.beta, eta=agent.eta)
+    w = np.exp(log_k)
+    d_n, d_e = log_half - log_k, exact - log_k
+    d_n = d_n - (w * d_n).sum(-1, keepdims=True)
+    d_e = d_e - (w * d_e).sum(-1, keepdims=True)
+    cov = (w * d_n * d_e).sum()
+    corr = cov / np.sqrt((w * d_n**2).sum() * (w * d_e**2).sum())
+    return ProxFidelity(
+        correlation=float(corr),
+        kl_neural_to_exact=_kl(exact, log_half),
+        kl_step_exact=_kl(exact, log_k),
+        kl_step_neural=_kl(log_half, log_k),
+    )

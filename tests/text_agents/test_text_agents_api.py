@@ -62,12 +62,22 @@ def test_queries_history_and_metric_names(name):
 
 
 def test_nash_mp_restores_theta_k_and_adam_state_between_phases():
-    agent = make("nash_mp", inner_steps=3)
+    agent = make("nash_mp", inner_steps=3, optimizer_state="carry")
     agent.learn(num_iterations=2)
-    # design (A): phase 2 restarts from theta_k's Adam state, so each iteration adds M steps, not 2M
+    # "carry": phase 2 restarts from theta_k's Adam state, so each iteration adds M steps, not 2M
     steps = {float(s["step"]) for s in agent.optimizer.state.values()}
     assert steps == {6.0}
     assert agent.queries_used == 2 * 2 * 3 * 8
+
+
+def test_nash_mp_resets_adam_per_half_step_by_default():
+    agent = make("nash_mp", inner_steps=3)
+    assert agent.config.optimizer_state == "reset"
+    agent.learn(num_iterations=2)
+    # a fresh Adam per half-step: after any number of iterations it has taken exactly M steps
+    assert {float(s["step"]) for s in agent.optimizer.state.values()} == {3.0}
+    with pytest.raises(ConfigError, match="optimizer_state: expected 'reset' or 'carry'"):
+        make("nash_mp", optimizer_state="keep")
 
 
 def test_nash_mp_extragradient_variant_and_its_config_check():
