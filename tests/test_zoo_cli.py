@@ -215,6 +215,7 @@ def test_demo_small_budget(tmp_path, capsys):
     assert float(rows[-1]["game/kl_to_nash"]) < 1e-6
 
 
+@pytest.mark.slow  # about 75 s on 2 idle cores
 def test_convergence_subcommand_quick(tmp_path, capsys):
     out = tmp_path / "conv"
     assert main(["convergence", "--quick", "--no-plots", "--no-stochastic", "--out", str(out)]) == 0
