@@ -152,18 +152,11 @@ def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
     """
     import agents
     from agents.registry import resolve_target
+    from agents.runs import user_env_kwargs
 
     kwargs = entry.env_kwargs or None
-    try:
+    with user_env_kwargs(env_id, kwargs):
         _, target = resolve_target(env_id, kwargs)
-    except NlhfError:
-        raise
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise ConfigError(f"env_kwargs of {env_id}: {exc}") from None
-    except ValueError as exc:  # the environment's own check of a user-given argument
-        raise ConfigError(f"env_kwargs {kwargs} of {env_id}: {exc}") from None
     return agents.make(agent_name, target, seed=seed, **_config_kwargs(entry.config))
 
 

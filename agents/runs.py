@@ -15,16 +15,18 @@ These are the pieces of ``nlhf-zoo train`` that make an interrupted or killed ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from nlhf_envs.atomic import atomic_open
+from nlhf_envs.errors import ConfigError, NlhfError
 
 __all__ = [
     "make_run_dir",
@@ -45,6 +47,23 @@ def next_run_number(root: Path, prefix: str) -> int:
             if sep and head == prefix and tail.isdigit() and tail == str(int(tail)):
                 largest = max(largest, int(tail))
     return largest + 1
+
+
+@contextlib.contextmanager
+def user_env_kwargs(env_id: str, kwargs: Any) -> Iterator[None]:
+    """Report a bad ``env_kwargs`` value met while building ``env_id`` as the user's mistake: a
+    ``TypeError`` about an argument or the environment's own ``ValueError`` becomes one
+    :class:`~nlhf_envs.errors.ConfigError`; library errors and other exceptions pass unchanged."""
+    try:
+        yield
+    except NlhfError:
+        raise
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError(f"env_kwargs of {env_id}: {exc}") from None
+    except ValueError as exc:  # the environment's own check of a user-given argument
+        raise ConfigError(f"env_kwargs {kwargs} of {env_id}: {exc}") from None
 
 
 def make_run_dir(root: str | os.PathLike[str], prefix: str, attempts: int = 1000) -> Path:

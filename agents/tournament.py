@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from nlhf_envs.atomic import atomic_open, atomic_write_text
-from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
 
 __all__ = [
@@ -738,16 +738,10 @@ def _prepare(
             f"unknown environment id {env!r}; registered: {', '.join(nlhf_envs.registered_ids())}"
         )
     env_kwargs = dict(env_kwargs or {})
-    try:
+    from agents.runs import user_env_kwargs
+
+    with user_env_kwargs(env, env_kwargs):
         probe = pettingzoo.make("parallel", env, **env_kwargs)
-    except NlhfError:
-        raise
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise ConfigError(f"env_kwargs of {env}: {exc}") from None
-    except ValueError as exc:  # the environment's own check of a user-given argument
-        raise ConfigError(f"env_kwargs {env_kwargs} of {env}: {exc}") from None
     game = _matrix_game_of(probe)
     players = [as_participant(name, spec, game) for name, spec in items]
     check_same_game(players, probe, env)
