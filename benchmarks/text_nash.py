@@ -383,6 +383,35 @@ def _plot(h: dict[str, Any], world: str) -> None:
     plt.close(fig)
 
 
+def cmd_prox(args: argparse.Namespace) -> None:
+    """Prox fidelity of Nash-MP's neural half-step at the zoo entry of the tiny world, per seed and
+    split (``agents.text.nash_mp.prox_fidelity``); writes ``results/text_nash_prox.md``."""
+    import dataclasses
+
+    from agents import zoo
+    from agents.text.nash_mp import prox_fidelity
+
+    env_id = "nlhf/TinyTokenDuel-v0"
+    entry = zoo.resolve("nash_mp", env_id)
+    cfg = {**dataclasses.asdict(entry.config), "eval_every": 0, **json.loads(args.config)}
+    lines = [
+        f"# Nash-MP prox fidelity on {env_id} (zoo entry; overrides {args.config})",
+        "",
+        "| seed | split | correlation | KL(exact half-step \\|\\| neural) | exact step size | neural step size |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for seed in range(args.seeds):
+        for split in ("heldout", "train"):
+            f = prox_fidelity(agents.make("nash_mp", env_id, seed=seed, **cfg), split)
+            lines.append(
+                f"| {seed} | {split} | {f.correlation:.3f} | {f.kl_neural_to_exact:.4f} | "
+                f"{f.kl_step_exact:.4f} | {f.kl_step_neural:.4f} |"
+            )
+            print(lines[-1], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "text_nash_prox.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -408,8 +437,13 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--samples", type=int, default=16, help="pi_ref samples per prompt (n)")
     f.add_argument("--config", default="{}", help="JSON of extra agent config values")
     sub.add_parser("report")
+    x = sub.add_parser("prox", help="prox fidelity of Nash-MP's half-step (tiny world)")
+    x.add_argument("--seeds", type=int, default=3)
+    x.add_argument("--config", default="{}", help="JSON of agent config overrides")
     args = parser.parse_args(argv)
-    {"tune": cmd_tune, "h2h": cmd_h2h, "full": cmd_full, "report": cmd_report}[args.cmd](args)
+    commands = {"tune": cmd_tune, "h2h": cmd_h2h, "full": cmd_full, "report": cmd_report}
+    commands["prox"] = cmd_prox
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
