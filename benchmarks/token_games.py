@@ -71,7 +71,7 @@ def share_of(env: TokenDuelEnv, samples: int, prompts: int, seed: int) -> dict[s
         )
         for payer, judge in (("judge", env.judge), ("ground_truth", env.truth)):
             P = exact.preference_matrix(judge, w, p_ids, p_mask, (g.tokens, g.mask))
-            out[payer].append(float(cyclic_share(0.5 * (P + 1.0 - P.T))))
+            out[payer].append(float(cyclic_share(P)))
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 

@@ -33,7 +33,12 @@ from scipy import stats
 from nlhf_envs.game import PreferenceGame
 from nlhf_envs.solvers import regularized_nash
 from nlhf_envs.text.engine import generate
-from nlhf_envs.text.exact import _reference, preference_matrix, resolve_setting
+from nlhf_envs.text.exact import (
+    _antisymmetrise,
+    _reference,
+    preference_matrix,
+    resolve_setting,
+)
 from nlhf_envs.text.ground_truth import ground_truth
 
 __all__ = ["NashEstimate", "estimate_nash_metrics", "forced_log_probs"]
@@ -171,9 +176,7 @@ def estimate_nash_metrics(
             (fr_ids[fl].cpu(), fr_mask[fl].cpu()),
             (fp_ids[fl].cpu(), fp_mask[fl].cpu()),
         ).mean(axis=1)
-    P_sup = 0.5 * (P_sup + 1.0 - np.swapaxes(P_sup, 1, 2))
-    idx = np.arange(n)
-    P_sup[:, idx, idx] = 0.5
+    P_sup = _antisymmetrise(P_sup, f"the {payer} of world {world.name!r}")
     q = regularized_nash(PreferenceGame(P_sup, np.full((C, n), 1.0 / n), beta))
     q = q.reshape(C, n)
     log_star = sup_ref.cpu().numpy() + np.log(n * q)

@@ -511,20 +511,29 @@ DEFAULT_POPULATION = PopulationConfig(
     name="default", seed=WORLD_SEED + 1, types=ANNOTATOR_TYPES, per_type=ANNOTATORS_PER_TYPE
 )
 
-#: The cyclic population of the default language: three types at 120 degrees in the plane of
-#: (length, politeness) cancel to first order, so majorities cycle; a small shared relevance term.
-CYCLIC_POPULATION = PopulationConfig(
-    name="cyclic",
-    seed=WORLD_SEED + 11,
-    types={
-        "thorough": {"length": 3.0, "relevance": 0.3, "empty": -5.0},
-        "polite_brief": {"length": -1.5, "politeness": 2.6, "relevance": 0.3, "empty": -5.0},
-        "terse": {"length": -1.5, "politeness": -2.6, "relevance": 0.3, "empty": -5.0},
-    },
-    per_type=4,
-    weight_jitter=0.1,
-    temperature_range=(8.0, 12.0),
-)
+
+def cyclic_population(name: str, seed: int, length_weight: float) -> PopulationConfig:
+    """Three annotator types at 120 degrees in the plane of (length, politeness): thorough
+    (``+2a`` length), polite-and-brief and terse (``-a`` length, politeness ``+-2.6``); the linear parts
+    cancel to first order, so majorities cycle. A small shared relevance term. ``a`` is
+    ``length_weight``, scaled to the language's answer lengths."""
+    a = float(length_weight)
+    return PopulationConfig(
+        name=name,
+        seed=seed,
+        types={
+            "thorough": {"length": 2.0 * a, "relevance": 0.3, "empty": -5.0},
+            "polite_brief": {"length": -a, "politeness": 2.6, "relevance": 0.3, "empty": -5.0},
+            "terse": {"length": -a, "politeness": -2.6, "relevance": 0.3, "empty": -5.0},
+        },
+        per_type=4,
+        weight_jitter=0.1,
+        temperature_range=(8.0, 12.0),
+    )
+
+
+#: The cyclic population of the default language (answers of up to 23 words).
+CYCLIC_POPULATION = cyclic_population("cyclic", WORLD_SEED + 11, 1.5)
 
 TINY_LANGUAGE = LanguageConfig(
     name="tiny",
@@ -568,18 +577,8 @@ TINY_POPULATION = PopulationConfig(
     },
 )
 
-TINY_CYCLIC_POPULATION = PopulationConfig(
-    name="tiny-cyclic",
-    seed=WORLD_SEED + 111,
-    types={
-        "thorough": {"length": 10.0, "relevance": 0.3, "empty": -5.0},
-        "polite_brief": {"length": -5.0, "politeness": 2.6, "relevance": 0.3, "empty": -5.0},
-        "terse": {"length": -5.0, "politeness": -2.6, "relevance": 0.3, "empty": -5.0},
-    },
-    per_type=4,
-    weight_jitter=0.1,
-    temperature_range=(8.0, 12.0),
-)
+#: The cyclic population of the tiny language (answers of up to 3 words).
+TINY_CYCLIC_POPULATION = cyclic_population("tiny-cyclic", WORLD_SEED + 111, 5.0)
 
 #: The registered worlds by name.
 WORLD_CONFIGS: dict[str, WorldConfig] = {
