@@ -2,7 +2,7 @@
 
     >>> import agents
     >>> agent = agents.make("nash_mp", "rps", seed=0)          # or a PreferenceGame / env id / env
-    >>> agent.learn(num_queries=200).policy().round(3)
+    >>> agent.learn(num_queries=200).policy_table().round(3)
     array([0.333, 0.333, 0.333])
 
 * :func:`make` ``(name, game_or_env, *, seed=None, tensorboard_log=None, env_kwargs=None,
@@ -15,6 +15,7 @@
 Metric names are documented in :mod:`agents.base`.
 """
 
+from agents.api import AgentBase, ZooAgent
 from agents.base import METRIC_NAMES, Agent
 from agents.checkpoint import CheckpointError
 from agents.checkpoint import load_agent as load
@@ -32,8 +33,20 @@ from agents.online_ipo import OnlineIPO, OnlineIPOConfig  # noqa: E402  isort: s
 from agents.sppo import SPPO, SPPOConfig  # noqa: E402  isort: skip
 from agents.sb3 import SB3PPOConfig, SB3PPOSelfPlay  # noqa: E402,F401  isort: skip
 
+# who can play a seat: zoo agents, checkpoints and SB3 models become nlhf_envs Players
+from agents.players import adapt as _adapt_player  # noqa: E402  isort: skip
+from nlhf_envs.players import register_adapter as _register_adapter  # noqa: E402  isort: skip
+
+_register_adapter(_adapt_player)
+# the token agents import torch: the registry loads these modules on first use of kind "text"
+from agents.registry import register_lazy_kind as _register_lazy_kind  # noqa: E402  isort: skip
+
+_register_lazy_kind("text", ("agents.text", "agents.sb3_text"))
+
 __all__ = [
     "Agent",
+    "AgentBase",
+    "ZooAgent",
     "AgentConfig",
     "CheckpointError",
     "ConfigError",

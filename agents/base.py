@@ -38,17 +38,27 @@ queries.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.config import AgentConfig, ConfigError
+from agents.api import AgentBase, Callback, LearningInterrupted
+from agents.checkpoint import (
+    check_array,
+    checkpoint_header,
+    fail,
+    history_arrays,
+    is_int,
+    read_history,
+    set_rng,
+)
+from agents.config import AgentConfig, ConfigError, build_config
 from agents.estimators import estimate_win_rates
-from agents.logger import make_logger
 from agents.updates import log_normalize, softmax
 from nlhf_envs import solvers
+from nlhf_envs.errors import CheckpointError
 from nlhf_envs.game import PreferenceGame
 
 __all__ = ["Agent", "METRIC_NAMES", "Callback", "LearningInterrupted"]
@@ -65,79 +75,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "time/iterations",
 )
 
-#: ``callback(agent)`` is called after every iteration; returning ``False`` stops ``learn``.
-Callback = Callable[["Agent"], "bool | None"]
 
-
-def check_learn_args(
-    num_queries: int | None, num_iterations: int | None, callback: Callable | None
-) -> None:
-    """Validate the budgets and callback of ``learn`` (shared by every agent kind).
-
-    Raises:
-        ValueError: if neither budget is given or a budget is not a non-negative integer.
-        TypeError: if ``callback`` is not callable.
-    """
-    if num_queries is None and num_iterations is None:
-        raise ConfigError("learn() needs num_queries or num_iterations (or both)")
-    for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
-        if val is not None and (
-            isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0
-        ):
-            raise ConfigError(f"{key} must be a non-negative integer; got {val!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
-
-
-def iterations_within_budget(
-    agent: Any,
-    num_queries: int | None,
-    num_iterations: int | None,
-    callback: Callable | None,
-) -> Iterator[None]:
-    """The budget loop of every agent's ``learn``: yields once per iteration to run.
-
-    Validates the arguments (:func:`check_learn_args`), then yields while this call has used fewer
-    than ``num_queries`` queries (``agent.queries_used``) and fewer than ``num_iterations``
-    iterations (``agent.num_iterations``, which the loop body increments); after each iteration it
-    stops if ``callback(agent)`` returns ``False``.
-
-    Ctrl-C (SIGINT, main thread) during an iteration is deferred: the iteration and its callback
-    finish, then :class:`LearningInterrupted` (a ``KeyboardInterrupt``) is raised at the boundary,
-    so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once.
-    """
-    check_learn_args(num_queries, num_iterations, callback)
-    from agents.runs import DeferredInterrupt
-
-    q0, i0 = agent.queries_used, agent.num_iterations
-    with DeferredInterrupt() as interrupt:
-        while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
-            num_queries is None or agent.queries_used - q0 < num_queries
-        ):
-            yield
-            if callback is not None and callback(agent) is False:
-                return
-            if interrupt.requested:
-                raise LearningInterrupted(agent)
-
-
-class LearningInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped ``learn`` at an iteration boundary: the agent's state is consistent.
-
-    Saving the agent now and learning the rest of the budget later gives exactly the result of the
-    uninterrupted call.
-    """
-
-    def __init__(self, agent: Any) -> None:
-        super().__init__(
-            f"learning interrupted after iteration {agent.num_iterations} "
-            f"({agent.queries_used} queries), at an iteration boundary"
-        )
-        self.agent = agent
-
-
-class Agent:
-    """Base class of the tabular agents (see the module docstring for the API).
+class Agent(AgentBase):
+    """Base class of the tabular agents (see the module docstring and :mod:`agents.api`).
 
     Args:
         game: the preference game to learn on.
@@ -177,27 +117,10 @@ class Agent:
     ) -> None:
         if not isinstance(game, PreferenceGame):
             raise TypeError(f"game must be a PreferenceGame; got {type(game).__name__}")
-        if config is None:
-            config = self.config_cls()
-        if not isinstance(config, self.config_cls):
-            raise TypeError(
-                f"config must be a {self.config_cls.__name__}; got {type(config).__name__}"
-            )
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative int or None; got {seed!r}")
+        self._init_common(config, seed, tensorboard_log)
         self.game = game
-        self.config = config
-        self.seed = int(seed)
         self.rng = np.random.default_rng([self.seed, 0])
         self.act_rng = np.random.default_rng([self.seed, 1])
-        self.queries_used = 0
-        self.num_iterations = 0
-        self.history: list[dict[str, float]] = []
-        self.logger: Any = None
-        if tensorboard_log is not None:
-            self.logger = make_logger(tensorboard_log, self.name or type(self).__name__)
         self.l_ref = np.log(np.asarray(game.pi_ref, dtype=np.float64))
         self.log_pi = self._initial_log_policy()
         self._setup()
@@ -237,35 +160,11 @@ class Agent:
             self.game, pi_opp, self.config.batch_size, self.rng, stratified=self.config.stratified
         )
 
-    def learn(
-        self,
-        num_queries: int | None = None,
-        num_iterations: int | None = None,
-        callback: Callback | None = None,
-    ) -> Agent:
-        """Run iterations until a budget of this call is spent or the callback says stop.
-
-        Args:
-            num_queries: stop at the first iteration boundary where at least this many queries have
-                been used by this call.
-            num_iterations: stop after this many iterations of this call.
-            callback: ``callback(agent)`` after every iteration; returning ``False`` stops.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            ValueError: if neither budget is given or a budget is negative.
-        """
-        for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
-            before = self.game.queries
-            extra = self._iteration()
-            self.queries_used += self.game.queries - before
-            self.num_iterations += 1
-            every = self.config.log_every
-            if every and self.num_iterations % every == 0:
-                self._record(extra)
-        return self
+    def _run_iteration(self) -> dict[str, float]:
+        before = self.game.queries
+        extra = self._iteration()
+        self.queries_used += self.game.queries - before
+        return extra
 
     def metrics(self) -> dict[str, float]:
         """The game and policy metrics of the current policy (no queries counted)."""
@@ -284,17 +183,17 @@ class Agent:
             "time/iterations": float(self.num_iterations),
         }
 
-    def _record(self, extra: dict[str, float]) -> None:
+    def _log_row(self, extra: dict[str, float]) -> dict[str, float]:
         row = self.metrics()
         row.update({k: float(v) for k, v in extra.items()})
-        self.history.append(row)
-        if self.logger is not None:
-            for key, value in row.items():
-                self.logger.record(key, value)
-            self.logger.dump(step=self.queries_used)
+        return row
 
-    def policy(self, context: int | None = None) -> np.ndarray:
-        """The current policy's probabilities.
+    def evaluate(self) -> dict[str, float]:
+        """The exact game and policy metrics of the current policy (:meth:`metrics`)."""
+        return self.metrics()
+
+    def policy_table(self, context: int | None = None) -> np.ndarray:
+        """The current policy's probabilities (the tabular policy; token agents have ``model``).
 
         Args:
             context: a context index; ``None`` means all contexts.
@@ -347,24 +246,143 @@ class Agent:
             return int(np.argmax(row))
         return int(self.act_rng.choice(row.shape[0], p=softmax(row)))
 
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = False,
-    ) -> tuple[int, None]:
-        """SB3-style alias of :meth:`act`: returns ``(action, None)``."""
-        return self.act(observation, deterministic=deterministic), None
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_arrays(self, include_history: bool = True) -> dict[str, np.ndarray]:
+        """The arrays of this agent's checkpoint (:mod:`agents.checkpoint` writes them).
 
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Write a self-describing checkpoint atomically; returns the path written.
-
-        ``.npz`` is appended when the path has no suffix. See :mod:`agents.checkpoint`.
+        ``meta`` (JSON: header, game counters, generator states, scalar state, history keys), the
+        game's arrays, ``state/<attr>`` for every array in :attr:`state_attrs` and, unless
+        ``include_history`` is false, the history as a float64 table and a mask.
         """
-        from agents.checkpoint import save_agent
+        state: dict[str, Any] = {}
+        scalars: dict[str, Any] = {}
+        for attr in self.state_attrs:
+            value = getattr(self, attr)
+            if isinstance(value, np.ndarray):
+                state[f"state/{attr}"] = value
+            else:
+                scalars[attr] = value
+        history: dict[str, np.ndarray] = {}
+        keys: list[str] = []
+        if include_history:
+            keys, values, present = history_arrays(self.history)
+            history = {"history/values": values, "history/present": present}
+        meta = {
+            **checkpoint_header(self),
+            "game_queries": self.game.queries,
+            "game_beta": self.game.beta,
+            "game_name": self.game.name,
+            "rng": self.rng.bit_generator.state,
+            "act_rng": self.act_rng.bit_generator.state,
+            "scalars": scalars,
+            "history_len": len(self.history),
+            "history_keys": keys if include_history else None,
+        }
+        return {
+            "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+            "game/P": np.asarray(self.game.P),
+            "game/pi_ref": np.asarray(self.game.pi_ref),
+            "game/rho": np.asarray(self.game.rho),
+            **state,
+            **history,
+        }
 
-        return save_agent(self, path)
+    @classmethod
+    def from_checkpoint(
+        cls,
+        p: str,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        game: PreferenceGame | None = None,
+        tensorboard_log: str | os.PathLike[str] | None = None,
+    ) -> Agent:
+        """Rebuild an agent from a checkpoint's validated header and arrays (:func:`agents.load`).
+
+        Every unpacked field is checked (the game arrays make a valid :class:`PreferenceGame`; state
+        arrays match the game and the agent's freshly built state in dtype and shape and are
+        finite).
+
+        Raises:
+            CheckpointError: naming ``p`` and the field.
+        """
+        try:
+            config = build_config(cls.config_cls, meta["config"], source=p)
+        except ConfigError as err:
+            raise fail(p, "config", str(err)) from None
+        P = arrays.get("game/P")
+        if P is None or P.ndim != 3 or P.shape[1] != P.shape[2]:
+            raise fail(p, "game/P", f"must be a (C, K, K) array; got {getattr(P, 'shape', None)}")
+        C, K = P.shape[0], P.shape[1]
+        P = check_array(p, "game/P", P, None, np.float64)
+        pi_ref = check_array(
+            p, "game/pi_ref", arrays.get("game/pi_ref", np.empty(0)), (C, K), np.float64
+        )
+        rho = check_array(p, "game/rho", arrays.get("game/rho", np.empty(0)), (C,), np.float64)
+        beta = meta.get("game_beta")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+            raise fail(p, "game_beta", f"must be a number; got {beta!r}")
+        if not isinstance(meta.get("game_name"), str):
+            raise fail(p, "game_name", f"must be a string; got {meta.get('game_name')!r}")
+        game_queries = meta.get("game_queries")
+        if not is_int(game_queries) or game_queries < 0:
+            raise fail(p, "game_queries", f"must be a non-negative integer; got {game_queries!r}")
+        try:
+            stored = PreferenceGame(P, pi_ref, beta, rho, name=meta["game_name"])
+        except ValueError as err:
+            raise fail(p, "game", str(err)) from None
+        if game is None:
+            game = stored
+            game.queries = game_queries
+        elif not (
+            np.array_equal(game.P, stored.P)
+            and np.array_equal(game.pi_ref, stored.pi_ref)
+            and np.array_equal(game.rho, stored.rho)
+            and game.beta == stored.beta
+        ):
+            raise CheckpointError(
+                f"{p!r}: the given game differs from the game stored in the checkpoint"
+            )
+        history = read_history(p, meta, arrays)
+        scalars = meta.get("scalars")
+        if not isinstance(scalars, dict):
+            raise fail(p, "scalars", f"must be a mapping; got {scalars!r}")
+        agent = cls(game, config, seed=int(meta["seed"]), tensorboard_log=tensorboard_log)
+        agent.queries_used = int(meta["queries_used"])
+        agent.num_iterations = int(meta["num_iterations"])
+        agent.history = history
+        set_rng(p, "rng", agent.rng, meta.get("rng"))
+        set_rng(p, "act_rng", agent.act_rng, meta.get("act_rng"))
+        for attr in cls.state_attrs:
+            key = f"state/{attr}"
+            fresh = getattr(agent, attr)
+            if key in arrays:
+                arr = arrays[key]
+                if attr == "log_pi":
+                    value = check_array(p, key, arr, game.shape, np.float64)
+                elif isinstance(fresh, np.ndarray):
+                    # same dtype and rank as the fresh state; a leading length may vary (a pool of
+                    # snapshots, an optimiser state that is empty before the first update)
+                    same = arr.ndim == fresh.ndim and arr.shape[1:] == fresh.shape[1:]
+                    value = check_array(
+                        p, key, arr, arr.shape if same else fresh.shape, fresh.dtype
+                    )
+                else:  # created lazily (e.g. OMWU's previous win rates): one value per (x, y)
+                    value = check_array(p, key, arr, game.shape, np.float64)
+                try:
+                    setattr(agent, attr, value)
+                except ValueError as err:
+                    raise fail(p, key, str(err)) from None
+            elif attr in scalars:
+                value = scalars[attr]
+                if isinstance(fresh, np.ndarray) or not (
+                    value is None or isinstance(value, (int, float, str))
+                ):
+                    raise fail(p, key, f"must be an array like the agent's {attr}; got {value!r}")
+                setattr(agent, attr, value)
+            else:
+                raise CheckpointError(f"{p!r}: missing state {attr!r} of agent {meta['name']!r}")
+        return agent
 
     def __repr__(self) -> str:
         return (

@@ -25,19 +25,31 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from agents.config import ConfigError, build_config, config_to_dict
+from agents.config import config_to_dict
+from agents.registry import get_agent_class
 from nlhf_envs.atomic import atomic_open
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.game import PreferenceGame
 
-if TYPE_CHECKING:
-    from agents.base import Agent
-
-__all__ = ["save_agent", "load_agent", "read_meta", "CheckpointError", "FORMAT_VERSION"]
+__all__ = [
+    "save_agent",
+    "load_agent",
+    "read_meta",
+    "CheckpointError",
+    "FORMAT_VERSION",
+    "checkpoint_header",
+    "write_npz_atomic",
+    "history_arrays",
+    "read_history",
+    "check_array",
+    "set_rng",
+    "fail",
+    "is_int",
+]
 
 FORMAT_VERSION = 2
 
@@ -66,7 +78,7 @@ def checkpoint_header(agent: Any) -> dict[str, Any]:
     }
 
 
-def _history_arrays(history: list[dict[str, float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def history_arrays(history: list[dict[str, float]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(keys, values, present)``: the history as a float64 table and a mask of logged cells."""
     keys: list[str] = []
     for row in history:
@@ -81,7 +93,7 @@ def _history_arrays(history: list[dict[str, float]]) -> tuple[list[str], np.ndar
     return keys, values, present
 
 
-def save_agent(agent: Agent, path: str | os.PathLike[str], *, include_history: bool = True) -> str:
+def save_agent(agent: Any, path: str | os.PathLike[str], *, include_history: bool = True) -> str:
     """Write ``agent`` to ``path`` atomically (see the module docstring); return the path.
 
     Args:
@@ -91,45 +103,9 @@ def save_agent(agent: Agent, path: str | os.PathLike[str], *, include_history: b
             run pass ``False``: they record only the number of history rows, which the run's
             ``metrics.csv`` holds, so a long run does not rewrite its whole history every time.
     """
-    target = _resolve_path(path)
-    if agent.kind == "text":  # token-level agents: torch state dicts (agents.text.common)
-        from agents.text.common import save_text_agent
-
-        return save_text_agent(agent, target, include_history=include_history)
-    state: dict[str, Any] = {}
-    scalars: dict[str, Any] = {}
-    for attr in agent.state_attrs:
-        value = getattr(agent, attr)
-        if isinstance(value, np.ndarray):
-            state[f"state/{attr}"] = value
-        else:
-            scalars[attr] = value
-    history: dict[str, np.ndarray] = {}
-    keys: list[str] = []
-    if include_history:
-        keys, values, present = _history_arrays(agent.history)
-        history = {"history/values": values, "history/present": present}
-    meta = {
-        **checkpoint_header(agent),
-        "game_queries": agent.game.queries,
-        "game_beta": agent.game.beta,
-        "game_name": agent.game.name,
-        "rng": agent.rng.bit_generator.state,
-        "act_rng": agent.act_rng.bit_generator.state,
-        "scalars": scalars,
-        "history_len": len(agent.history),
-        "history_keys": keys if include_history else None,
-    }
-    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    arrays = {
-        "meta": meta_bytes,
-        "game/P": np.asarray(agent.game.P),
-        "game/pi_ref": np.asarray(agent.game.pi_ref),
-        "game/rho": np.asarray(agent.game.rho),
-        **state,
-        **history,
-    }
-    return write_npz_atomic(target, arrays)
+    return write_npz_atomic(
+        _resolve_path(path), agent.checkpoint_arrays(include_history=include_history)
+    )
 
 
 def write_npz_atomic(target: str, arrays: dict[str, np.ndarray]) -> str:
@@ -140,7 +116,7 @@ def write_npz_atomic(target: str, arrays: dict[str, np.ndarray]) -> str:
 
 
 # ---------------------------------------------------------------------------------- reading
-def _fail(path: str, field: str, problem: str) -> CheckpointError:
+def fail(path: str, field: str, problem: str) -> CheckpointError:
     return CheckpointError(f"{path!r}: field {field!r}: {problem}")
 
 
@@ -157,11 +133,9 @@ def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         for info in zf.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
-                raise _fail(path, name, "stored size and declared size differ")
+                raise fail(path, name, "stored size and declared size differ")
             if info.compress_size > size:
-                raise _fail(
-                    path, name, f"declares {info.compress_size} bytes in a {size}-byte file"
-                )
+                raise fail(path, name, f"declares {info.compress_size} bytes in a {size}-byte file")
             with zf.open(info) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)
@@ -170,12 +144,12 @@ def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     else:
                         shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
                 except ValueError as err:
-                    raise _fail(path, name, f"not a numpy array: {err}") from None
+                    raise fail(path, name, f"not a numpy array: {err}") from None
             if dtype.hasobject:
-                raise _fail(path, name, "object arrays are refused (no pickle)")
+                raise fail(path, name, "object arrays are refused (no pickle)")
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if nbytes > info.file_size:
-                raise _fail(
+                raise fail(
                     path,
                     name,
                     f"declares shape {shape} ({nbytes} bytes) but holds {info.file_size} bytes",
@@ -194,7 +168,7 @@ def _read_arrays(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             arrays = {k: data[k] for k in data.files}
         meta_arr = arrays["meta"]
         if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
-            raise _fail(path, "meta", f"must be uint8 bytes; got {meta_arr.dtype} {meta_arr.shape}")
+            raise fail(path, "meta", f"must be uint8 bytes; got {meta_arr.dtype} {meta_arr.shape}")
         meta = json.loads(meta_arr.tobytes().decode("utf-8"))
     except CheckpointError:
         raise
@@ -211,7 +185,7 @@ def _read_arrays(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -219,13 +193,13 @@ def _check_header_fields(path: str, meta: dict[str, Any]) -> None:
     """Types of the fields every checkpoint has (:func:`checkpoint_header`)."""
     for key in ("name", "kind"):
         if not isinstance(meta.get(key), str):
-            raise _fail(path, key, f"must be a string; got {meta.get(key)!r}")
+            raise fail(path, key, f"must be a string; got {meta.get(key)!r}")
     if not isinstance(meta.get("config"), dict):
-        raise _fail(path, "config", f"must be a mapping; got {type(meta.get('config')).__name__}")
+        raise fail(path, "config", f"must be a mapping; got {type(meta.get('config')).__name__}")
     for key in ("seed", "queries_used", "num_iterations"):
         value = meta.get(key)
-        if not _is_int(value) or value < 0:
-            raise _fail(path, key, f"must be a non-negative integer; got {value!r}")
+        if not is_int(value) or value < 0:
+            raise fail(path, key, f"must be a non-negative integer; got {value!r}")
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -240,7 +214,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         headers = _headers(p)
         if "meta" not in headers:
-            raise _fail(p, "meta", "missing")
+            raise fail(p, "meta", "missing")
         with np.load(p, allow_pickle=False) as data:
             meta = json.loads(data["meta"].tobytes().decode("utf-8"))
     except CheckpointError:
@@ -253,19 +227,19 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def _check_array(
+def check_array(
     path: str, field: str, arr: np.ndarray, shape: tuple[int, ...] | None, dtype: Any
 ) -> np.ndarray:
     if arr.dtype != np.dtype(dtype):
-        raise _fail(path, field, f"must have dtype {np.dtype(dtype)}; got {arr.dtype}")
+        raise fail(path, field, f"must have dtype {np.dtype(dtype)}; got {arr.dtype}")
     if shape is not None and arr.shape != shape:
-        raise _fail(path, field, f"must have shape {shape} for this game; got {arr.shape}")
+        raise fail(path, field, f"must have shape {shape} for this game; got {arr.shape}")
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        raise _fail(path, field, "must be finite; found NaN or inf")
+        raise fail(path, field, "must be finite; found NaN or inf")
     return np.array(arr)
 
 
-def _history(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict]:
+def read_history(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict]:
     if "history_len" not in meta:  # version 1: the rows as JSON
         rows = meta.get("history")
         if not isinstance(rows, list) or not all(
@@ -273,70 +247,70 @@ def _history(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
             and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in r.items())
             for r in rows
         ):
-            raise _fail(path, "history", "must be a list of {metric: number} rows")
+            raise fail(path, "history", "must be a list of {metric: number} rows")
         return [{k: float(v) for k, v in r.items()} for r in rows]
     n = meta.get("history_len")
-    if not _is_int(n) or n < 0:
-        raise _fail(path, "history_len", f"must be a non-negative integer; got {n!r}")
+    if not is_int(n) or n < 0:
+        raise fail(path, "history_len", f"must be a non-negative integer; got {n!r}")
     keys = meta.get("history_keys")
     if keys is None:
         return []  # a periodic checkpoint of a run: the rows are in the run's metrics.csv
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise _fail(path, "history_keys", f"must be a list of strings; got {keys!r}")
+        raise fail(path, "history_keys", f"must be a list of strings; got {keys!r}")
     values = arrays.get("history/values")
     present = arrays.get("history/present")
     if values is None or present is None:
-        raise _fail(path, "history/values", "missing")
-    _check_array(path, "history/values", values, (n, len(keys)), np.float64)
-    _check_array(path, "history/present", present, (n, len(keys)), np.bool_)
+        raise fail(path, "history/values", "missing")
+    check_array(path, "history/values", values, (n, len(keys)), np.float64)
+    check_array(path, "history/present", present, (n, len(keys)), np.bool_)
     return [{k: float(values[r, c]) for c, k in enumerate(keys) if present[r, c]} for r in range(n)]
 
 
-def _set_rng(path: str, field: str, rng: np.random.Generator, state: Any) -> None:
+def set_rng(path: str, field: str, rng: np.random.Generator, state: Any) -> None:
     expected = rng.bit_generator.state
     if (
         not isinstance(state, dict)
         or state.get("bit_generator") != expected["bit_generator"]
         or not isinstance(state.get("state"), dict)
     ):
-        raise _fail(path, field, f"must be a {expected['bit_generator']} generator state")
+        raise fail(path, field, f"must be a {expected['bit_generator']} generator state")
     try:
         rng.bit_generator.state = state
     except (TypeError, ValueError, KeyError, OverflowError) as err:
-        raise _fail(path, field, f"not a valid generator state: {err}") from None
+        raise fail(path, field, f"not a valid generator state: {err}") from None
 
 
-def _check_text_fields(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def check_text_fields(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Field checks of a token-level checkpoint before its state dicts are built."""
     env = meta.get("env")
     if not isinstance(env, dict) or not isinstance(env.get("id"), str):
-        raise _fail(path, "env", f"must be a mapping with an 'id'; got {env!r}")
-    if not _is_int(env.get("max_new_tokens")) or env["max_new_tokens"] < 1:
-        raise _fail(
+        raise fail(path, "env", f"must be a mapping with an 'id'; got {env!r}")
+    if not is_int(env.get("max_new_tokens")) or env["max_new_tokens"] < 1:
+        raise fail(
             path,
             "env.max_new_tokens",
             f"must be an integer >= 1; got {env.get('max_new_tokens')!r}",
         )
     for key in ("lm_config", "optim_scalars"):
         if not isinstance(meta.get(key), dict):
-            raise _fail(path, key, f"must be a mapping; got {type(meta.get(key)).__name__}")
+            raise fail(path, key, f"must be a mapping; got {type(meta.get(key)).__name__}")
     if not isinstance(meta.get("optim_param_groups"), list):
-        raise _fail(path, "optim_param_groups", "must be a list")
-    _history(path, meta, arrays)  # version 2: a float64 table; version 1: JSON rows
+        raise fail(path, "optim_param_groups", "must be a list")
+    read_history(path, meta, arrays)  # version 2: a float64 table; version 1: JSON rows
     for key in ("rng", "act_rng"):
         arr = arrays.get(key)
         if arr is None or arr.dtype != np.uint8 or arr.ndim != 1:
-            raise _fail(path, key, "must be a torch generator state (1-D uint8)")
+            raise fail(path, key, "must be a torch generator state (1-D uint8)")
     for key, arr in arrays.items():
         prefix, _, name = key.partition("/")
         if prefix not in ("policy", "reference", "optim"):
             continue
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise _fail(path, key, "must be finite; found NaN or inf")
+            raise fail(path, key, "must be finite; found NaN or inf")
         if prefix == "policy":
             ref = arrays.get(f"reference/{name}")
             if ref is not None and (ref.shape != arr.shape or ref.dtype != arr.dtype):
-                raise _fail(
+                raise fail(
                     path,
                     key,
                     f"must match reference/{name} ({ref.dtype} {ref.shape}); got "
@@ -349,7 +323,7 @@ def load_agent(
     *,
     game: PreferenceGame | None = None,
     tensorboard_log: str | os.PathLike[str] | None = None,
-) -> Agent:
+) -> Any:
     """Load a checkpoint written by :meth:`Agent.save`, validating everything it unpacks.
 
     Checked before use: declared array sizes against the file (before allocating), the ``meta``
@@ -367,93 +341,14 @@ def load_agent(
         CheckpointError: one error naming the path (and the field), for a missing, corrupt,
             truncated, foreign or inconsistent file.
     """
-    from agents.registry import get_agent_class
-
     p = os.fspath(path)
     if not os.path.exists(p) and os.path.exists(_resolve_path(p)):
         p = _resolve_path(p)
     meta, arrays = _read_arrays(p)
     if meta.get("kind") == "text":
-        from agents.text.common import load_text_agent
-
-        _check_text_fields(p, meta, arrays)
-        return load_text_agent(p, meta, arrays, tensorboard_log=tensorboard_log)
+        check_text_fields(p, meta, arrays)
     try:
         cls = get_agent_class(meta["name"], meta["kind"])
     except (KeyError, ValueError) as err:
-        raise _fail(p, "name", str(err)) from None
-    try:
-        config = build_config(cls.config_cls, meta["config"], source=p)
-    except ConfigError as err:
-        raise _fail(p, "config", str(err)) from None
-    P = arrays.get("game/P")
-    if P is None or P.ndim != 3 or P.shape[1] != P.shape[2]:
-        raise _fail(p, "game/P", f"must be a (C, K, K) array; got {getattr(P, 'shape', None)}")
-    C, K = P.shape[0], P.shape[1]
-    P = _check_array(p, "game/P", P, None, np.float64)
-    pi_ref = _check_array(
-        p, "game/pi_ref", arrays.get("game/pi_ref", np.empty(0)), (C, K), np.float64
-    )
-    rho = _check_array(p, "game/rho", arrays.get("game/rho", np.empty(0)), (C,), np.float64)
-    beta = meta.get("game_beta")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise _fail(p, "game_beta", f"must be a number; got {beta!r}")
-    if not isinstance(meta.get("game_name"), str):
-        raise _fail(p, "game_name", f"must be a string; got {meta.get('game_name')!r}")
-    game_queries = meta.get("game_queries")
-    if not _is_int(game_queries) or game_queries < 0:
-        raise _fail(p, "game_queries", f"must be a non-negative integer; got {game_queries!r}")
-    try:
-        stored = PreferenceGame(P, pi_ref, beta, rho, name=meta["game_name"])
-    except ValueError as err:
-        raise _fail(p, "game", str(err)) from None
-    if game is None:
-        game = stored
-        game.queries = game_queries
-    elif not (
-        np.array_equal(game.P, stored.P)
-        and np.array_equal(game.pi_ref, stored.pi_ref)
-        and np.array_equal(game.rho, stored.rho)
-        and game.beta == stored.beta
-    ):
-        raise CheckpointError(
-            f"{p!r}: the given game differs from the game stored in the checkpoint"
-        )
-    history = _history(p, meta, arrays)
-    scalars = meta.get("scalars")
-    if not isinstance(scalars, dict):
-        raise _fail(p, "scalars", f"must be a mapping; got {scalars!r}")
-    agent = cls(game, config, seed=int(meta["seed"]), tensorboard_log=tensorboard_log)
-    agent.queries_used = int(meta["queries_used"])
-    agent.num_iterations = int(meta["num_iterations"])
-    agent.history = history
-    _set_rng(p, "rng", agent.rng, meta.get("rng"))
-    _set_rng(p, "act_rng", agent.act_rng, meta.get("act_rng"))
-    for attr in cls.state_attrs:
-        key = f"state/{attr}"
-        fresh = getattr(agent, attr)
-        if key in arrays:
-            arr = arrays[key]
-            if attr == "log_pi":
-                value = _check_array(p, key, arr, game.shape, np.float64)
-            elif isinstance(fresh, np.ndarray):
-                # same dtype and rank as the fresh state; a leading length may vary (a pool of
-                # snapshots, an optimiser state that is empty before the first update)
-                same = arr.ndim == fresh.ndim and arr.shape[1:] == fresh.shape[1:]
-                value = _check_array(p, key, arr, arr.shape if same else fresh.shape, fresh.dtype)
-            else:  # created lazily (e.g. OMWU's previous win rates): one value per (x, y)
-                value = _check_array(p, key, arr, game.shape, np.float64)
-            try:
-                setattr(agent, attr, value)
-            except ValueError as err:
-                raise _fail(p, key, str(err)) from None
-        elif attr in scalars:
-            value = scalars[attr]
-            if isinstance(fresh, np.ndarray) or not (
-                value is None or isinstance(value, (int, float, str))
-            ):
-                raise _fail(p, key, f"must be an array like the agent's {attr}; got {value!r}")
-            setattr(agent, attr, value)
-        else:
-            raise CheckpointError(f"{p!r}: missing state {attr!r} of agent {meta['name']!r}")
-    return agent
+        raise fail(p, "name", str(err)) from None
+    return cls.from_checkpoint(p, meta, arrays, game=game, tensorboard_log=tensorboard_log)

@@ -12,6 +12,7 @@ is the PettingZoo parallel env built from the id (or passed in).
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -67,10 +68,28 @@ def available(kind: str | None = None) -> list[str]:
     return sorted({n for (n, k) in _REGISTRY if kind is None or k == kind})
 
 
+#: kind -> modules whose import registers that kind's agents (imported on first use)
+_LAZY_KINDS: dict[str, tuple[str, ...]] = {}
+
+
+def register_lazy_kind(kind: str, modules: tuple[str, ...]) -> None:
+    """Import ``modules`` (which register the agents of ``kind``) the first time ``kind`` is used.
+
+    :mod:`agents` declares the token agents this way, so ``import agents`` stays free of torch.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    _LAZY_KINDS[kind] = tuple(modules)
+
+
+def _load_kind(kind: str) -> None:
+    for module in _LAZY_KINDS.get(kind, ()):
+        importlib.import_module(module)
+    _LAZY_KINDS.pop(kind, None)
+
+
 def _load_text_agents() -> None:
-    """Import :mod:`agents.text` (and torch) on first use; importing it registers the text agents."""
-    import agents.sb3_text  # noqa: F401  (SB3 PPO on the token duel)
-    import agents.text  # noqa: F401
+    _load_kind("text")
 
 
 def get_agent_class(name: str, kind: str = "matrix") -> type:

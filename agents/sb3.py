@@ -255,7 +255,7 @@ class SB3PPOSelfPlay(Agent):
 
         self.vec_env = DummyVecEnv([make_env for _ in range(cfg.n_envs)])
         with _sb3_globals(self._stream_seed(0)):
-            self.model = PPO(
+            self.ppo = PPO(
                 "MlpPolicy",
                 self.vec_env,
                 **ppo_kwargs(cfg, self.ent_coef),
@@ -282,7 +282,7 @@ class SB3PPOSelfPlay(Agent):
         else:
             bias = self.rng.standard_normal(K)
         with torch.no_grad():
-            self.model.policy.action_net.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            self.ppo.policy.action_net.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
     def _sync_log_pi(self) -> None:
         """``log_pi`` <- the PPO's log-probabilities on each one-hot context."""
@@ -291,7 +291,7 @@ class SB3PPOSelfPlay(Agent):
         C = self.game.num_contexts
         obs = torch.eye(C, dtype=torch.float32)
         with _sb3_globals(), torch.no_grad():
-            dist = self.model.policy.get_distribution(obs)
+            dist = self.ppo.policy.get_distribution(obs)
             logits = dist.distribution.logits.cpu().numpy().astype(np.float64)
         self.log_pi = log_normalize(logits)
 
@@ -301,11 +301,11 @@ class SB3PPOSelfPlay(Agent):
         seed = self._stream_seed(1 + self.num_iterations)
         self.vec_env.seed(seed % 2**31)
         with _sb3_globals(seed):
-            self.model.learn(total_timesteps=cfg.batch_size, reset_num_timesteps=True)
+            self.ppo.learn(total_timesteps=cfg.batch_size, reset_num_timesteps=True)
         self.game.queries += cfg.batch_size  # one Bernoulli outcome per env step
         self._sync_log_pi()
         self.pool.add(softmax(self.log_pi))
-        logged = self.model.logger.name_to_value
+        logged = self.ppo.logger.name_to_value
         names = {
             "train/policy_gradient_loss": "loss/ppo_policy_gradient",
             "train/value_loss": "loss/ppo_value",
@@ -319,7 +319,7 @@ class SB3PPOSelfPlay(Agent):
     @property
     def ppo_parameters(self) -> np.ndarray:
         """All policy and value network parameters, flattened (float32)."""
-        params = [p.detach().cpu().numpy().ravel() for p in self.model.policy.parameters()]
+        params = [p.detach().cpu().numpy().ravel() for p in self.ppo.policy.parameters()]
         return np.concatenate(params).astype(np.float32)
 
     @ppo_parameters.setter
@@ -327,7 +327,7 @@ class SB3PPOSelfPlay(Agent):
         import torch
 
         flat = np.asarray(flat, dtype=np.float32)
-        params = list(self.model.policy.parameters())
+        params = list(self.ppo.policy.parameters())
         total = sum(p.numel() for p in params)
         if flat.shape != (total,):
             raise ValueError(
@@ -346,8 +346,8 @@ class SB3PPOSelfPlay(Agent):
     def ppo_optimizer(self) -> np.ndarray:
         """Adam's state flattened as ``[steps, exp_avg, exp_avg_sq]`` (float64); empty before the
         first update."""
-        opt = self.model.policy.optimizer
-        params = list(self.model.policy.parameters())
+        opt = self.ppo.policy.optimizer
+        params = list(self.ppo.policy.parameters())
         if not all(p in opt.state and opt.state[p] for p in params):
             return np.zeros(0)
         steps = [float(opt.state[p]["step"]) for p in params]
@@ -360,8 +360,8 @@ class SB3PPOSelfPlay(Agent):
         import torch
 
         flat = np.asarray(flat, dtype=np.float64)
-        opt = self.model.policy.optimizer
-        params = list(self.model.policy.parameters())
+        opt = self.ppo.policy.optimizer
+        params = list(self.ppo.policy.parameters())
         opt.state.clear()
         if flat.size == 0:
             return

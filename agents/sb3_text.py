@@ -33,7 +33,7 @@ outcome of the iteration's judged duels for the learner against its opponent),
 ``loss/ppo_policy_gradient``, ``loss/ppo_value``, ``loss/ppo_entropy``, ``policy/ppo_approx_kl``,
 ``policy/ppo_clip_fraction``.
 
-Checkpoints and reproducibility. ``agent.policy`` is a torch module wrapping the SB3 policy network
+Checkpoints and reproducibility. ``agent.model`` is a torch module wrapping the SB3 policy network
 (its parameters) and the snapshot pool (buffers); ``agent.optimizer`` is SB3's Adam. The text-agent
 checkpoint (:func:`agents.text.common.save_text_agent`, one pickle-free ``.npz``) therefore stores
 everything an iteration depends on. Every iteration reseeds torch's, NumPy's and Python's global
@@ -56,6 +56,7 @@ from agents.config import ConfigError
 from agents.registry import register_agent
 from agents.sb3 import _sb3_globals, ppo_kwargs
 from agents.text.common import TextAgent, TextAgentConfig
+from nlhf_envs.players import BasePlayer
 from nlhf_envs.text import world
 from nlhf_envs.text.engine import EOS, PAD
 
@@ -196,7 +197,7 @@ def token_features_class() -> type:
 
 
 class PPOLanguageModel(nn.Module):
-    """The PPO's policy as a causal-LM-like module (``agent.policy``).
+    """The PPO's policy as a causal-LM-like module (``agent.model``).
 
     Calling it with ``(ids [B, T], attention_mask=[B, T], past_key_values=...)`` returns
     ``(logits [B, 1, V], cache)`` for the next token, the interface of
@@ -293,21 +294,19 @@ class _Snapshot:
         return action, None
 
 
-class _RefOpponent:
-    """``pi_ref`` as an opponent: samples its next token with its own (reseeded) generator."""
+class _RefOpponent(BasePlayer):
+    """``pi_ref`` as a player: samples its next token with its own (reseeded) generator."""
 
     def __init__(self, reference: nn.Module) -> None:
         self.reference = reference
         self.generator = torch.Generator("cpu").manual_seed(0)
 
     @torch.no_grad()
-    def act(self, observation: Any, deterministic: bool = False) -> int:
+    def act(self, observation: Any, rng: np.random.Generator) -> int:
         obs = np.asarray(observation)
         ids = torch.as_tensor(obs[0][obs[1].astype(bool)], dtype=torch.long)
         logits, _ = self.reference(ids[None])
         probs = torch.softmax(logits[0, -1].float().cpu(), -1)
-        if deterministic:
-            return int(probs.argmax())
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
@@ -346,9 +345,9 @@ class SB3PPOSelfPlayText(TextAgent):
     """SB3 PPO on the token duel through the single-seat view (see the module docstring).
 
     Attributes:
-        model: the ``stable_baselines3.PPO`` learner.
-        policy: :class:`PPOLanguageModel` over ``model.policy`` (parameters and snapshot pool).
-        optimizer: SB3's Adam (``model.policy.optimizer``).
+        ppo: the ``stable_baselines3.PPO`` learner.
+        model: :class:`PPOLanguageModel` over ``ppo.policy`` (parameters and snapshot pool).
+        optimizer: SB3's Adam (``ppo.policy.optimizer``).
         pool: the :class:`~nlhf_envs.gym_views.SelfPlayPool` of the opponent seat (self-play).
     """
 
@@ -404,7 +403,7 @@ class SB3PPOSelfPlayText(TextAgent):
 
         self.vec_env = DummyVecEnv([make_env for _ in range(cfg.n_envs)])
         with _sb3_globals(self._stream_seed(0)):
-            self.model = PPO(
+            self.ppo = PPO(
                 "MlpPolicy",
                 self.vec_env,
                 **ppo_kwargs(cfg, self.ent_coef),
@@ -419,12 +418,12 @@ class SB3PPOSelfPlayText(TextAgent):
                 },
             )
         obs_len = self.engine.prompt_len + max_new
-        self.policy = PPOLanguageModel(
-            self.model.policy, obs_len, cfg.pool_size, alphabet, world.vocab_size
+        self.model = PPOLanguageModel(
+            self.ppo.policy, obs_len, cfg.pool_size, alphabet, world.vocab_size
         )
-        self.optimizer = self.model.policy.optimizer
-        self.policy.push_snapshot()
-        self._snapshots = [_Snapshot(self.model.policy, alphabet) for _ in range(cfg.pool_size)]
+        self.optimizer = self.ppo.policy.optimizer
+        self.model.push_snapshot()
+        self._snapshots = [_Snapshot(self.ppo.policy, alphabet) for _ in range(cfg.pool_size)]
 
     def _stream_seed(self, stream: int) -> int:
         """A 63-bit seed of the agent's ``stream``-th random stream (0: init, 1 + i: iteration i)."""
@@ -436,8 +435,8 @@ class SB3PPOSelfPlayText(TextAgent):
         if self.pool is None:
             return
         self.pool.clear()
-        for i in range(int(self.policy.pool_count)):
-            self.pool.add(self._snapshots[i].load(self.policy.pool[i]))
+        for i in range(int(self.model.pool_count)):
+            self.pool.add(self._snapshots[i].load(self.model.pool[i]))
 
     def _iteration(self) -> None:
         cfg = self.config
@@ -448,16 +447,16 @@ class SB3PPOSelfPlayText(TextAgent):
         self.vec_env.seed(seed % 2**31)
         self._duels["outcome"].clear()
         self._duels["length"].clear()
-        self.policy.train()
+        self.model.train()
         with _sb3_globals(seed):
-            self.model.learn(total_timesteps=cfg.batch_size, reset_num_timesteps=True)
+            self.ppo.learn(total_timesteps=cfg.batch_size, reset_num_timesteps=True)
         # SB3 keeps the last training distribution (attached to the graph): drop it so the agent can
         # be deep-copied (tournaments copy their participants)
-        self.model.policy.action_dist.distribution = None
+        self.ppo.policy.action_dist.distribution = None
         n = len(self._duels["outcome"])
         self.queries_used += n
         self._tokens += 2 * cfg.batch_size  # both seats emit (at most) one token per env step
-        self.policy.push_snapshot()
+        self.model.push_snapshot()
         if n:
             self.note(
                 {
@@ -465,7 +464,7 @@ class SB3PPOSelfPlayText(TextAgent):
                     "policy/answer_length": float(np.mean(self._duels["length"])),
                 }
             )
-        logged = self.model.logger.name_to_value
+        logged = self.ppo.logger.name_to_value
         self.note({new: logged[old] for old, new in _PPO_METRICS.items() if old in logged})
 
     # ------------------------------------------------------------------ evaluation and acting
@@ -477,11 +476,11 @@ class SB3PPOSelfPlayText(TextAgent):
         streams untouched); answers are generated with :class:`PPOLanguageModel`.
         """
         with _sb3_globals():  # SB3's network must not touch the caller's global generators
-            self.policy.eval()
+            self.model.eval()
             try:
                 return super().evaluate(num_prompts, split)
             finally:
-                self.policy.train()
+                self.model.train()
 
     @torch.no_grad()
     def act(self, observation: Any, deterministic: bool = False) -> int:
@@ -499,13 +498,13 @@ class SB3PPOSelfPlayText(TextAgent):
             ValueError: for an observation of another shape.
         """
         obs = np.asarray(observation)
-        if obs.shape != (2, self.policy.obs_len):
+        if obs.shape != (2, self.model.obs_len):
             raise ValueError(
-                f"observation must be the TokenDuel array of shape (2, {self.policy.obs_len}); "
+                f"observation must be the TokenDuel array of shape (2, {self.model.obs_len}); "
                 f"got shape {obs.shape}"
             )
         with _sb3_globals():
-            logits = self.policy.logits(torch.as_tensor(obs[None], dtype=torch.float32))[0]
+            logits = self.model.logits(torch.as_tensor(obs[None], dtype=torch.float32))[0]
         if deterministic:
             return int(logits.argmax())
         probs = torch.softmax(logits.double(), -1).float()

@@ -39,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from agents.checkpoint import load_agent
 from nlhf_envs.atomic import atomic_open, atomic_write_text
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
+from nlhf_envs.players import TablePlayer, as_player
 
 __all__ = [
     "MatchSpec",
@@ -71,56 +73,51 @@ class IntransitivityWarning(UserWarning):
 # ---------------------------------------------------------------------------------- participants
 @dataclass
 class Participant:
-    """A tournament entrant, normalised from whatever the user passed.
+    """A tournament entrant: a name and the :class:`~nlhf_envs.players.Player` that plays for it.
 
     Attributes:
         name: the label in tables.
-        obj: the underlying object (agent, model, callable), or ``None`` for a fixed policy.
-        fixed_policy: ``(C, K)`` probabilities when the policy is a fixed, known distribution.
+        player: who plays the seat (made by :func:`as_participant` from whatever the user passed).
+        source: the object the player was made from (agent, model, callable), or ``None`` for a fixed
+            policy; its content identifies the participant (:func:`participant_fingerprint`) and the
+            game it was trained on (:func:`check_same_game`).
     """
 
     name: str
-    obj: Any = None
-    fixed_policy: np.ndarray | None = None
+    player: Any
+    source: Any = None
+
+    @property
+    def fixed_policy(self) -> np.ndarray | None:
+        """The ``(C, K)`` table of a fixed policy (``pi_ref``, ``uniform``, a vector), else ``None``."""
+        return self.player.policy_table() if isinstance(self.player, TablePlayer) else None
 
     def exact_policy(self, game: PreferenceGame | None) -> np.ndarray | None:
         """The ``(C, K)`` policy if it is known exactly (fixed policies, tabular agents)."""
         if game is None:
             return None
-        if self.fixed_policy is not None:
-            return game.as_policy(self.fixed_policy)
-        policy = getattr(self.obj, "policy", None)
-        if callable(policy):
-            try:
-                pi = np.asarray(policy(None), dtype=np.float64)
-            except Exception:  # not a tabular policy (e.g. a neural text agent)
-                return None
-            if pi.shape in ((game.num_actions,), game.shape):
-                return np.array(game.as_policy(pi))
+        table = getattr(self.player, "policy_table", None)
+        pi = table() if callable(table) else None
+        if pi is None:
+            return None
+        pi = np.asarray(pi, dtype=np.float64)
+        if pi.shape in ((game.num_actions,), (1, game.num_actions), game.shape):
+            return np.array(game.as_policy(pi.reshape(game.shape)))
         return None
 
     def act(self, observation: Any, rng: np.random.Generator) -> Any:
-        """One action for ``observation`` (the match's generator drives fixed policies)."""
-        if self.fixed_policy is not None:
-            pi = self.fixed_policy
-            ctx = int(np.argmax(observation)) if pi.ndim == 2 else 0
-            row = pi[ctx] if pi.ndim == 2 else pi
-            return int(rng.choice(row.shape[0], p=row))
-        obj = self.obj
-        if hasattr(obj, "act"):
-            return obj.act(observation, deterministic=False)
-        if hasattr(obj, "predict"):
-            action, _ = obj.predict(observation, deterministic=False)
-            return np.asarray(action).reshape(()).item() if np.ndim(action) else action
-        return obj(observation)
+        """One action for ``observation``; the match's generator drives every random choice."""
+        return self.player.act(observation, rng)
 
 
 def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> Participant:
-    """Normalise a participant spec (see the module docstring).
+    """Normalise a participant spec (see the module docstring) through
+    :func:`nlhf_envs.players.as_player`; ``"pi_ref"`` and ``"uniform"`` are the matrix game's fixed
+    policies.
 
     Raises:
-        ConfigError: (a ``ValueError``) for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a saved agent, a
-            fixed policy of the wrong shape, or an object that cannot act.
+        ConfigError: (a ``ValueError``) for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a
+            saved agent, a fixed policy of the wrong shape, or an object that cannot act.
     """
     if isinstance(spec, Participant):
         return spec
@@ -133,11 +130,10 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
                 )
             C, K = game.shape
             pi = np.array(game.pi_ref) if spec == "pi_ref" else np.full((C, K), 1.0 / K)
-            return Participant(name, None, pi)
+            return Participant(name, TablePlayer(pi))
         if os.path.exists(spec):
-            import agents
-
-            return Participant(name, _detached(agents.load(spec)))
+            source = _detached(load_agent(spec))
+            return Participant(name, as_player(source), source)
         raise ConfigError(
             f"participant {name!r}: {spec!r} is not 'pi_ref', 'uniform' or an existing checkpoint"
         )
@@ -151,9 +147,14 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
             raise ConfigError(f"participant {name!r}: {exc}") from None
         if pi.min() < 0 or np.abs(pi.sum(axis=1) - 1).max() > 1e-6:
             raise ConfigError(f"participant {name!r}: the policy must be a probability vector")
-        return Participant(name, None, pi)
+        return Participant(name, TablePlayer(pi))
     if hasattr(spec, "act") or hasattr(spec, "predict") or callable(spec):
-        return Participant(name, _detached(spec))
+        source = _detached(spec)
+        try:
+            player = as_player(source)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"participant {name!r}: {exc}") from None
+        return Participant(name, player, source)
     raise ConfigError(
         f"participant {name!r}: cannot play a {type(spec).__name__} (expected an agent, a saved "
         "agent's path, 'pi_ref', 'uniform', a probability vector, an SB3 model or a callable)"
@@ -214,7 +215,7 @@ def participant_fingerprint(participant: Participant) -> str | None:
         h.update(b"fixed-policy")
         _update_hash(h, np.asarray(participant.fixed_policy, dtype=np.float64))
         return h.hexdigest()[:16]
-    obj = participant.obj
+    obj = participant.source
     h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
     code = getattr(obj, "__code__", None)
     if code is not None:  # a plain function or lambda
@@ -271,7 +272,7 @@ def check_same_game(players: Sequence[Participant], env: Any, env_id: str) -> No
     """
     played = game_identity(env)
     for p in players:
-        own = game_identity(p.obj) if p.obj is not None else None
+        own = game_identity(p.source) if p.source is not None else None
         if own is None or played is None:
             continue
         if own[0] != played[0]:
@@ -356,6 +357,10 @@ def play_match(spec: MatchSpec) -> MatchResult:
     env = pettingzoo.make("parallel", spec.env_id, **spec.env_kwargs)
     game = _matrix_game_of(env)
     n = spec.num_duels
+    for seat in (first, second):
+        bind = getattr(seat.player, "bind", None)
+        if bind is not None:
+            bind(env.action_space(env.possible_agents[0]))
     pa, pb = first.exact_policy(game), second.exact_policy(game)
     if (
         game is not None

@@ -98,7 +98,7 @@ def head_to_head(
     ref = load_reference_policy(device=device)
     per_seed = {"judge": [], "ground_truth": []}
     for seed in seeds:
-        policies = {n: agents.load(checkpoints[n][seed]).policy.eval() for n in checkpoints}
+        policies = {n: agents.load(checkpoints[n][seed]).model.eval() for n in checkpoints}
         policies["pi_ref"] = ref
         gen = torch.Generator(device).manual_seed(10_000 + seed)
         _, ids, mask = engine.sample_prompts(num_prompts, gen, split="heldout")

@@ -99,7 +99,7 @@ def run(
     todo = list(points)
 
     def evaluate() -> None:
-        pis = {w: judge.policy(agent.policy, w) for w in ("val", "test")}
+        pis = {w: judge.policy(agent.model, w) for w in ("val", "test")}
         row: dict[str, Any] = {"queries": agent.queries_used}
         for w, pi in pis.items():
             e, k = judge.metrics(pi, w)
@@ -120,7 +120,7 @@ def run(
     agent.learn(num_queries=learn_budget, callback=callback)
     if rows[-1]["queries"] != agent.queries_used:
         evaluate()
-    avg = np.mean(tail, axis=0) if tail else judge.policy(agent.policy, "test")
+    avg = np.mean(tail, axis=0) if tail else judge.policy(agent.model, "test")
     e, k = judge.metrics(avg, "test")
     return {
         "agent": name,
@@ -180,7 +180,7 @@ def ceiling(judge: Judge, iterations: int, eta: float) -> list[dict[str, float]]
     agent = agents.make("nash_mp", game, mode="exact", seed=0, eta=eta)
     out = []
     for k in range(iterations + 1):
-        e, kl = per_prompt(game, np.atleast_2d(agent.policy()), star)
+        e, kl = per_prompt(game, np.atleast_2d(agent.policy_table()), star)
         out.append({"iteration": k, "test_expl": float(e.mean()), "test_kl": float(kl.mean())})
         agent.learn(num_iterations=1)
     return out

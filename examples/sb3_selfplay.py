@@ -20,7 +20,7 @@ ppo = agents.make("sb3_ppo_selfplay", "nlhf/BiasedRPS-v0", seed=0).learn(num_que
 game = nlhf_envs.make_game("biased_rps")
 print(
     "self-play policy",
-    ppo.policy().round(3),
+    ppo.policy_table().round(3),
     "exploitability",
-    solvers.exploitability(game, ppo.policy()),
+    solvers.exploitability(game, ppo.policy_table()),
 )

@@ -23,5 +23,5 @@ agent = agents.make("online_ipo", env, seed=0, batch_size=32, eval_every=5)
 agent.learn(num_queries=320)  # history rows carry eval/exploitability and eval/kl_to_nash (exact)
 print({k: round(v, 4) for k, v in agent.history[-1].items() if k.startswith("eval/")})
 
-est = estimate_nash_metrics(agent.policy, env, split="heldout", n=64, m=128, seed=0)
+est = estimate_nash_metrics(agent.model, env, split="heldout", n=64, m=128, seed=0)
 print(f"estimated exploitability {est.exploitability:.4f}, 95% CI {est.exploitability_ci}")

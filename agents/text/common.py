@@ -50,16 +50,21 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from agents.base import iterations_within_budget
-from agents.checkpoint import checkpoint_header, write_npz_atomic
+from agents.api import AgentBase
+from agents.checkpoint import (
+    checkpoint_header,
+    history_arrays,
+    read_history,
+    write_npz_atomic,
+)
 from agents.config import ConfigError, build_config, config_to_dict
+from nlhf_envs.errors import CheckpointError
 from nlhf_envs.text.engine import DuelEngine, Generation, token_log_probs
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
 
@@ -206,10 +211,6 @@ class Duel:
     outcome: torch.Tensor
 
 
-#: ``callback(agent)`` after every iteration; returning ``False`` stops ``learn``.
-Callback = Callable[["TextAgent"], "bool | None"]
-
-
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A detached copy of ``model`` (eval mode, no gradients): a target network."""
     twin = copy.deepcopy(model).eval()
@@ -218,7 +219,7 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
-class TextAgent:
+class TextAgent(AgentBase):
     """Base class of the token-level agents (see the module docstring).
 
     Args:
@@ -230,9 +231,9 @@ class TextAgent:
         reference: ``pi_ref`` (default: the shipped reference policy); ``pi_theta`` starts as a copy.
 
     Attributes:
-        policy: ``pi_theta`` (trainable :class:`TinyCausalLM`).
+        model: ``pi_theta`` (trainable :class:`TinyCausalLM`), the token agent's policy.
         reference: ``pi_ref`` (frozen).
-        optimizer: Adam over ``policy``'s parameters.
+        optimizer: Adam over ``model``'s parameters.
         engine: the :class:`DuelEngine` that generates and judges training duels.
         rng: the learning generator (prompts, answers, outcomes); ``act_rng`` is used by :meth:`act`.
     """
@@ -250,16 +251,7 @@ class TextAgent:
         tensorboard_log: str | os.PathLike[str] | None = None,
         reference: TinyCausalLM | None = None,
     ) -> None:
-        if config is None:
-            config = self.config_cls()
-        if not isinstance(config, self.config_cls):
-            raise TypeError(
-                f"config must be a {self.config_cls.__name__}; got {type(config).__name__}"
-            )
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        config = self._init_common(config, seed, tensorboard_log)
         judge = getattr(env, "judge", None)
         if judge is None or not hasattr(env, "max_new_tokens"):
             raise TypeError(
@@ -267,8 +259,6 @@ class TextAgent:
                 f"got {type(env).__name__}"
             )
         self.env = env
-        self.config = config
-        self.seed = int(seed)
         #: the KL strength in use: the config's, else the env's (the game's)
         self.beta = float(config.beta if config.beta is not None else getattr(env, "beta", 0.1))
         self.world = getattr(env, "world", None)
@@ -290,20 +280,12 @@ class TextAgent:
             self.truth = ground_truth(self.world)
         ref = reference if reference is not None else load_reference_policy(world=self.world)
         self.reference = frozen_copy(ref).to(self.device)
-        self.policy = copy.deepcopy(ref).to(self.device).train()
-        for p in self.policy.parameters():
+        self.model = copy.deepcopy(ref).to(self.device).train()
+        for p in self.model.parameters():
             p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
-        self.queries_used = 0
-        self.num_iterations = 0
-        self.history: list[dict[str, float]] = []
-        self.logger: Any = None
-        if tensorboard_log is not None:
-            from agents.logger import make_logger
-
-            self.logger = make_logger(tensorboard_log, self.name or type(self).__name__)
         self._tokens = 0
         self._stats: dict[str, list[float]] = {}
         self._exact: tuple[Any, Any] | None = None
@@ -322,7 +304,7 @@ class TextAgent:
         """Sample ``batch_size`` prompts, answers of ``policy`` (default ``pi_theta``) and of
         ``opponent``, and judge them: ``batch_size`` preference queries, counted."""
         cfg = self.config
-        policy = self.policy if policy is None else policy
+        policy = self.model if policy is None else policy
         _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng)
         y = self.engine.generate(policy, ids, mask, self.rng)
         y2 = self.engine.generate(opponent, ids, mask, self.rng)
@@ -356,7 +338,7 @@ class TextAgent:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
 
     def note(self, values: dict[str, Any]) -> None:
@@ -376,41 +358,17 @@ class TextAgent:
         )
 
     # ------------------------------------------------------------------ learning loop
-    def learn(
-        self,
-        num_queries: int | None = None,
-        num_iterations: int | None = None,
-        callback: Callback | None = None,
-    ) -> TextAgent:
-        """Run iterations until a budget of this call is spent or the callback says stop.
+    def _run_iteration(self) -> dict[str, float]:
+        self._stats, self._tokens = {}, 0
+        q_before, start = self.queries_used, time.perf_counter()
+        self._iteration()
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        row = {k: float(np.mean(v)) for k, v in self._stats.items()}
+        row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
+        row["time/tokens_per_s"] = self._tokens / elapsed
+        return row
 
-        Args:
-            num_queries: stop at the first iteration boundary where at least this many queries have
-                been used by this call.
-            num_iterations: stop after this many iterations of this call.
-            callback: ``callback(agent)`` after every iteration; returning ``False`` stops.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            ValueError: if neither budget is given or a budget is negative.
-        """
-        for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
-            self._stats, self._tokens = {}, 0
-            q_before, start = self.queries_used, time.perf_counter()
-            self._iteration()
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            self.num_iterations += 1
-            every = self.config.log_every
-            if every and self.num_iterations % every == 0:
-                row = {k: float(np.mean(v)) for k, v in self._stats.items()}
-                row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
-                row["time/tokens_per_s"] = self._tokens / elapsed
-                self._record(row)
-        return self
-
-    def _record(self, extra: dict[str, float]) -> None:
+    def _log_row(self, extra: dict[str, float]) -> dict[str, float]:
         row = {
             "game/queries": float(self.queries_used),
             "time/iterations": float(self.num_iterations),
@@ -419,11 +377,7 @@ class TextAgent:
         if ev and self.num_iterations % ev == 0:
             row.update(self.evaluate())
         row.update(extra)
-        self.history.append(row)
-        if self.logger is not None:
-            for key, value in row.items():
-                self.logger.record(key, value)
-            self.logger.dump(step=self.queries_used)
+        return row
 
     @torch.no_grad()
     def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
@@ -449,7 +403,7 @@ class TextAgent:
         for start in range(0, n, EVAL_CHUNK):
             m = min(EVAL_CHUNK, n - start)
             _, ids, mask = self.engine.sample_prompts(m, gen, split=split)
-            y = self.engine.generate(self.policy, ids, mask, gen)
+            y = self.engine.generate(self.model, ids, mask, gen)
             y_ref = self.engine.generate(self.reference, ids, mask, gen)
             kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
             p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
@@ -509,13 +463,13 @@ class TextAgent:
         mode = self.config.nash_eval
         if exact is None:
             exact = mode == "exact" or (mode in ("auto", "off") and self.enumerable())
-        self.policy.eval()
+        self.model.eval()
         try:
             if exact:
                 from nlhf_envs.text.exact import exact_metrics
 
                 game, star = self.exact_game()
-                m = exact_metrics(self.policy, game, self.env, "heldout", nash=star)
+                m = exact_metrics(self.model, game, self.env, "heldout", nash=star)
                 return {
                     "eval/exploitability": m["exploitability"],
                     "eval/kl_to_nash": m["kl_to_nash"],
@@ -524,7 +478,7 @@ class TextAgent:
 
             n = self.config.nash_eval_samples
             est = estimate_nash_metrics(
-                self.policy,
+                self.model,
                 self.env,
                 split="heldout",
                 num_prompts=self.config.nash_eval_prompts,
@@ -541,7 +495,7 @@ class TextAgent:
             out.pop("eval/kl_ref")
             return out
         finally:
-            self.policy.train()
+            self.model.train()
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -564,29 +518,29 @@ class TextAgent:
         ids = torch.as_tensor(obs[0][obs[1].astype(bool)], dtype=torch.long, device=self.device)
         if ids.numel() == 0:
             raise ValueError("observation holds no tokens (its mask row is all zero)")
-        logits, _ = self.policy(ids[None])
+        logits, _ = self.model(ids[None])
         logits = logits[0, -1].float().cpu()
         if deterministic:
             return int(logits.argmax())
         probs = torch.softmax(logits, -1)
         return int(torch.multinomial(probs, 1, generator=self.act_rng))
 
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = False,
-    ) -> tuple[int, None]:
-        """SB3-style alias of :meth:`act`: returns ``(action, None)``."""
-        return self.act(observation, deterministic=deterministic), None
+    def checkpoint_arrays(self, include_history: bool = True) -> dict[str, np.ndarray]:
+        """The arrays of this agent's checkpoint (see :func:`checkpoint_payload`)."""
+        return checkpoint_payload(self, include_history)
 
-    # ------------------------------------------------------------------ checkpoints
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Write a checkpoint atomically (see :func:`save_text_agent`); returns the path written."""
-        from agents.checkpoint import save_agent
-
-        return save_agent(self, path)
+    @classmethod
+    def from_checkpoint(
+        cls,
+        p: str,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        game: Any = None,
+        tensorboard_log: str | os.PathLike[str] | None = None,
+    ) -> TextAgent:
+        """Rebuild an agent from a checkpoint (see :func:`load_text_agent`); ``game`` is unused."""
+        return load_text_agent(cls, p, meta, arrays, tensorboard_log=tensorboard_log)
 
     def __repr__(self) -> str:
         return (
@@ -606,8 +560,6 @@ def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[s
     """The arrays of a text-agent checkpoint (``meta`` JSON + model, optimiser and RNG states, and
     the history as a float64 table unless ``include_history`` is false: periodic checkpoints of a
     run record only the number of rows, which the run's ``metrics.csv`` holds)."""
-    from agents.checkpoint import _history_arrays
-
     opt = agent.optimizer.state_dict()
     opt_arrays: dict[str, np.ndarray] = {}
     opt_scalars: dict[str, dict[str, Any]] = {}
@@ -634,14 +586,14 @@ def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[s
     }
     history: dict[str, np.ndarray] = {}
     if include_history:
-        keys, values, present = _history_arrays(agent.history)
+        keys, values, present = history_arrays(agent.history)
         meta["history_keys"] = keys
         history = {"history/values": values, "history/present": present}
     return {
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
         "rng": agent.rng.get_state().numpy(),
         "act_rng": agent.act_rng.get_state().numpy(),
-        **_tensor_arrays("policy", agent.policy.state_dict()),
+        **_tensor_arrays("policy", agent.model.state_dict()),
         **_tensor_arrays("reference", agent.reference.state_dict()),
         **opt_arrays,
         **history,
@@ -668,6 +620,7 @@ def _state(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor
 
 
 def load_text_agent(
+    agent_cls: type[TextAgent],
     path: str,
     meta: dict[str, Any],
     arrays: dict[str, np.ndarray],
@@ -683,11 +636,8 @@ def load_text_agent(
     Raises:
         agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
     """
-    from agents.checkpoint import CheckpointError, _history
-    from agents.registry import get_agent_class
-
     try:
-        cls = get_agent_class(meta["name"], "text")
+        cls = agent_cls
         config = build_config(cls.config_cls, meta["config"], source=path)
         if env is None:
             env = _rebuild_env(meta["env"])
@@ -700,7 +650,7 @@ def load_text_agent(
             tensorboard_log=tensorboard_log,
             reference=reference,
         )
-        agent.policy.load_state_dict(_state(arrays, "policy"))
+        agent.model.load_state_dict(_state(arrays, "policy"))
         opt_state: dict[int, dict[str, Any]] = {}
         for key, val in arrays.items():
             if key.startswith("optim/"):
@@ -715,7 +665,7 @@ def load_text_agent(
         agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
         agent.queries_used = int(meta["queries_used"])
         agent.num_iterations = int(meta["num_iterations"])
-        agent.history = _history(path, meta, arrays)
+        agent.history = read_history(path, meta, arrays)
     except (KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path!r}: cannot rebuild the text agent: {err}") from None
     return agent

@@ -79,8 +79,8 @@ class TextNashMD(TextAgent):
     def _iteration(self) -> None:
         c = self.mixture_coef(self.num_iterations)
         # y ~ pi_theta, y' ~ the per-token geometric mixture (KV caches of both models)
-        duel = self.duel(opponent=GeometricMixture(self.policy, self.reference, c))
-        log_pi = self.log_probs(self.policy, duel)
+        duel = self.duel(opponent=GeometricMixture(self.model, self.reference, c))
+        log_pi = self.log_probs(self.model, duel)
         log_ref = self.log_probs(self.reference, duel).detach()
         out = nash_md_pg_loss(log_pi, log_ref, duel.y.mask, duel.outcome, beta=self.beta)
         self.optimise(out.loss)

@@ -103,7 +103,7 @@ class TextNashMP(TextAgent):
         return 2.0 * self.beta if cfg.eta is None else cfg.eta
 
     def _fresh_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.current_lr())
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.current_lr())
 
     def _half_step(self, opponent: Any, anchor: Any) -> None:
         """``M`` policy-gradient steps on the half-step's objective against ``opponent``."""
@@ -112,7 +112,7 @@ class TextNashMP(TextAgent):
             self._fresh_optimizer()
         for _ in range(cfg.inner_steps):
             duel = self.duel(opponent)
-            log_pi = self.log_probs(self.policy, duel)
+            log_pi = self.log_probs(self.model, duel)
             log_ref = self.log_probs(self.reference, duel).detach()
             # at theta = theta_k (the extragradient variant) log(pi_theta / pi_k) is exactly zero
             log_anchor = log_pi.detach() if anchor is None else self.log_probs(anchor, duel)
@@ -126,16 +126,16 @@ class TextNashMP(TextAgent):
 
     def _iteration(self) -> None:
         # 1. targets: pi_k is theta_k, frozen; back up theta_k (and the optimiser state: "carry")
-        pi_k = frozen_copy(self.policy)
-        theta_k = copy.deepcopy(self.policy.state_dict())
+        pi_k = frozen_copy(self.model)
+        theta_k = copy.deepcopy(self.model.state_dict())
         carry = self.config.optimizer_state == "carry"
         opt_k = copy.deepcopy(self.optimizer.state_dict()) if carry else None
         anchor = pi_k if self.config.variant == "target" else None
         # 2. phase 1: pi_{k+1/2} from M steps against pi_k
         self._half_step(opponent=pi_k, anchor=anchor)
-        pi_half = frozen_copy(self.policy)
+        pi_half = frozen_copy(self.model)
         # 3. phase 2: restore theta_k (and, "carry", the Adam state), M steps against pi_{k+1/2}
-        self.policy.load_state_dict(theta_k)
+        self.model.load_state_dict(theta_k)
         if opt_k is not None:
             self.optimizer.load_state_dict(opt_k)
         self._half_step(opponent=pi_half, anchor=anchor)
@@ -213,26 +213,26 @@ def prox_fidelity(agent: TextNashMP, split: str = "heldout") -> ProxFidelity:
     )
     payoff = np.asarray(game.P, dtype=np.float64)
     log_ref = np.log(np.asarray(game.pi_ref, dtype=np.float64))
-    theta_k = copy.deepcopy(agent.policy.state_dict())
+    theta_k = copy.deepcopy(agent.model.state_dict())
     opt_k = agent.optimizer
     opt_state = copy.deepcopy(agent.optimizer.state_dict())
-    agent.policy.eval()
+    agent.model.eval()
     with torch.no_grad():
-        log_k = np.log(np.asarray(sequence_policy(agent.policy, agent.env, split), np.float64))
-    agent.policy.train()
-    pi_k = frozen_copy(agent.policy)
+        log_k = np.log(np.asarray(sequence_policy(agent.model, agent.env, split), np.float64))
+    agent.model.train()
+    pi_k = frozen_copy(agent.model)
     try:
         agent._half_step(opponent=pi_k, anchor=pi_k)
-        agent.policy.eval()
+        agent.model.eval()
         with torch.no_grad():
             log_half = np.log(
-                np.asarray(sequence_policy(agent.policy, agent.env, split), np.float64)
+                np.asarray(sequence_policy(agent.model, agent.env, split), np.float64)
             )
     finally:
-        agent.policy.load_state_dict(theta_k)
+        agent.model.load_state_dict(theta_k)
         agent.optimizer = opt_k
         agent.optimizer.load_state_dict(opt_state)
-        agent.policy.train()
+        agent.model.train()
     exact = exact_prox_step(log_k, log_ref, payoff, beta=agent.beta, eta=agent.eta)
     w = np.exp(log_k)
     d_n, d_e = log_half - log_k, exact - log_k

@@ -58,9 +58,9 @@ class TextOnlineIPO(TextAgent):
     def _iteration(self) -> None:
         cfg = self.config
         # self-play pairs y, y' ~ sg(pi_theta), judged once
-        duel = self.duel(opponent=self.policy)
-        log_pi_y = self.log_probs(self.policy, duel)
-        log_pi_y2 = self.log_probs(self.policy, duel, second=True)
+        duel = self.duel(opponent=self.model)
+        log_pi_y = self.log_probs(self.model, duel)
+        log_pi_y2 = self.log_probs(self.model, duel, second=True)
         log_ref_y = self.log_probs(self.reference, duel).detach()
         log_ref_y2 = self.log_probs(self.reference, duel, second=True).detach()
         out = ipo_loss(

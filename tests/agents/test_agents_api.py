@@ -78,12 +78,12 @@ def test_every_agent_runs_on_every_matrix_env_id(env_id):
         agent.learn(num_iterations=3)
         assert agent.num_iterations == 3
         assert agent.queries_used == agent.history[-1]["game/queries"] > 0
-        pi = agent.policy()
+        pi = agent.policy_table()
         assert pi.shape == ((K,) if C == 1 else (C, K))
         np.testing.assert_allclose(pi.sum(axis=-1), 1.0)
         obs = np.eye(C, dtype=np.float32)[C - 1]
         assert 0 <= agent.act(obs) < K
-        assert agent.act(obs, deterministic=True) == int(np.argmax(agent.policy(C - 1)))
+        assert agent.act(obs, deterministic=True) == int(np.argmax(agent.policy_table(C - 1)))
         assert np.isfinite(before)
 
 
@@ -113,9 +113,9 @@ def test_act_rejects_bad_observations():
     with pytest.raises(ValueError, match="one-hot"):
         agent.act(np.array([0.5, 0.5, 0.0]))
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        agent.policy(3)
-    assert agent.policy().shape == (3, 4)
-    assert agent.policy(1).shape == (4,)
+        agent.policy_table(3)
+    assert agent.policy_table().shape == (3, 4)
+    assert agent.policy_table(1).shape == (4,)
 
 
 def test_learn_budgets_and_callback():
@@ -141,8 +141,8 @@ def test_seeded_runs_are_reproducible_and_seeds_differ():
             num_iterations=10
         )
 
-    np.testing.assert_array_equal(run(3).policy(), run(3).policy())
-    assert not np.array_equal(run(3).policy(), run(4).policy())
+    np.testing.assert_array_equal(run(3).policy_table(), run(3).policy_table())
+    assert not np.array_equal(run(3).policy_table(), run(4).policy_table())
 
 
 @pytest.mark.parametrize("mode", ["exact", "sampled", "pg"])
@@ -160,11 +160,11 @@ def test_save_load_round_trip_and_continuation(tmp_path, mode):
     assert path.endswith(".npz") and os.path.exists(path)
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")] == []
     loaded = agents.load(tmp_path / "ckpt")
-    np.testing.assert_array_equal(loaded.policy(), part.policy())
+    np.testing.assert_array_equal(loaded.policy_table(), part.policy_table())
     assert loaded.config == part.config and loaded.seed == 11
     assert loaded.queries_used == part.queries_used and loaded.history == part.history
     loaded.learn(num_iterations=6)
-    np.testing.assert_array_equal(loaded.policy(), full.policy())
+    np.testing.assert_array_equal(loaded.policy_table(), full.policy_table())
     assert loaded.history == full.history
 
 
@@ -219,7 +219,7 @@ def test_every_agent_round_trips_through_a_checkpoint(tmp_path, name):
     part = agents.make(name, game2, seed=2, mode="sampled", batch_size=16).learn(num_iterations=4)
     loaded = agents.load(part.save(tmp_path / name))
     assert type(loaded) is type(part)
-    np.testing.assert_array_equal(loaded.policy(), part.policy())
+    np.testing.assert_array_equal(loaded.policy_table(), part.policy_table())
     loaded.learn(num_iterations=5)
-    np.testing.assert_array_equal(loaded.policy(), full.policy())
+    np.testing.assert_array_equal(loaded.policy_table(), full.policy_table())
     assert loaded.history == full.history

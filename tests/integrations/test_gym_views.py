@@ -118,10 +118,10 @@ def test_zoo_agent_and_checkpoint_opponents(tmp_path):
             acts.append(env.step(0)[-1]["opponent_action"])
             env.reset()
         freq = np.bincount(acts, minlength=3) / len(acts)
-        np.testing.assert_allclose(freq, agent.policy(), atol=0.035)
+        np.testing.assert_allclose(freq, agent.policy_table(), atol=0.035)
     det = SingleSeatEnv("nlhf/BiasedRPS-v0", opponent=agent, opponent_deterministic=True)
     det.reset(seed=0)
-    assert det.step(0)[-1]["opponent_action"] == int(np.argmax(agent.policy()))
+    assert det.step(0)[-1]["opponent_action"] == int(np.argmax(agent.policy_table()))
 
 
 def test_sb3_model_opponent_is_seeded_by_the_view():
@@ -218,7 +218,7 @@ def test_bad_input_is_named():
         SingleSeatEnv("nlhf/Nope-v0")
     with pytest.raises(ValueError, match="neither 'uniform' nor the path of a saved agent"):
         SingleSeatEnv("nlhf/RPS-v0", opponent="no/such/file.npz")
-    with pytest.raises(TypeError, match="opponent must be None/'uniform'.*got int"):
+    with pytest.raises(TypeError, match="a player must be None/'uniform'.*got int"):
         SingleSeatEnv("nlhf/RPS-v0", opponent=3)
     with pytest.raises(ValueError, match="row 0 sums to 0.9"):
         SingleSeatEnv("nlhf/RPS-v0", opponent=np.array([0.5, 0.2, 0.2]))

@@ -35,10 +35,10 @@ def test_sb3_snippet_runs_and_learns(one_torch_thread, capsys):
     ns = runpy.run_path(str(ROOT / "examples" / "sb3_selfplay.py"), run_name="__main__")
     game = ns["game"]
     # part 1: PPO finds the best answer to the fixed Nash-MP opponent
-    g = game.win_rates_all(ns["nash_mp"].policy()[None]).reshape(-1)
+    g = game.win_rates_all(ns["nash_mp"].policy_table()[None]).reshape(-1)
     assert int(ns["action"]) == int(np.argmax(g))
     # part 2: regularised self-play zoo agent
-    assert solvers.exploitability(game, ns["ppo"].policy()) < 0.015
+    assert solvers.exploitability(game, ns["ppo"].policy_table()) < 0.015
     assert "exploitability" in capsys.readouterr().out
 
 

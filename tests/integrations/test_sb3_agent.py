@@ -26,13 +26,15 @@ from nlhf_envs.registration import MATRIX_ENV_IDS
 def test_registered_and_built_by_make():
     assert "sb3_ppo_selfplay" in agents.available("matrix")
     agent = agents.make("sb3_ppo_selfplay", "nlhf/BiasedRPS-v0", seed=0, batch_size=64)
-    np.testing.assert_allclose(agent.policy(), 1 / 3, atol=0.01)  # init="ref": pi_ref = uniform
+    np.testing.assert_allclose(
+        agent.policy_table(), 1 / 3, atol=0.01
+    )  # init="ref": pi_ref = uniform
     agent.learn(num_queries=100)
     assert agent.queries_used == 128 and agent.num_iterations == 2  # two rollouts of 64 steps
     assert agent.history[-1]["game/queries"] == 128
     assert {"loss/ppo_policy_gradient", "policy/ppo_approx_kl"} <= set(agent.history[-1])
     obs = np.ones(1, dtype=np.float32)
-    assert agent.act(obs, deterministic=True) == int(np.argmax(agent.policy()))
+    assert agent.act(obs, deterministic=True) == int(np.argmax(agent.policy_table()))
     assert agent.predict(obs)[0] in (0, 1, 2)
 
 
@@ -42,9 +44,9 @@ def test_policy_is_the_networks_distribution():
     agent = agents.make("sb3_ppo_selfplay", "nlhf/ContextualUniform-v0", seed=1, batch_size=64)
     agent.learn(num_iterations=2)
     with torch.no_grad():
-        probs = agent.model.policy.get_distribution(torch.eye(8)).distribution.probs.numpy()
-    np.testing.assert_allclose(agent.policy(), probs, atol=1e-6)
-    np.testing.assert_allclose(agent.policy(3), probs[3], atol=1e-6)
+        probs = agent.ppo.policy.get_distribution(torch.eye(8)).distribution.probs.numpy()
+    np.testing.assert_allclose(agent.policy_table(), probs, atol=1e-6)
+    np.testing.assert_allclose(agent.policy_table(3), probs[3], atol=1e-6)
 
 
 def test_seeded_runs_reproduce_and_leave_global_rngs_alone():
@@ -59,9 +61,9 @@ def test_seeded_runs_reproduce_and_leave_global_rngs_alone():
     assert np.random.rand() == expect_np and torch.rand(1) == expect_torch  # noqa: NPY002
     b = agents.make("sb3_ppo_selfplay", "biased_rps", seed=4, batch_size=64).learn(num_iterations=3)
     c = agents.make("sb3_ppo_selfplay", "biased_rps", seed=5, batch_size=64).learn(num_iterations=3)
-    np.testing.assert_array_equal(a.policy(), b.policy())
+    np.testing.assert_array_equal(a.policy_table(), b.policy_table())
     assert a.history == b.history
-    assert not np.array_equal(a.policy(), c.policy())
+    assert not np.array_equal(a.policy_table(), c.policy_table())
 
 
 def test_checkpoint_round_trip_continues_bit_for_bit(tmp_path):
@@ -74,11 +76,11 @@ def test_checkpoint_round_trip_continues_bit_for_bit(tmp_path):
     ).learn(num_iterations=3)
     loaded = agents.load(part.save(tmp_path / "ppo"))
     assert type(loaded) is agents.SB3PPOSelfPlay and len(loaded.pool) == 3
-    np.testing.assert_array_equal(loaded.policy(), part.policy())
+    np.testing.assert_array_equal(loaded.policy_table(), part.policy_table())
     np.testing.assert_array_equal(loaded.ppo_parameters, part.ppo_parameters)
     np.testing.assert_array_equal(loaded.ppo_optimizer, part.ppo_optimizer)
     loaded.learn(num_iterations=3)
-    np.testing.assert_array_equal(loaded.policy(), full.policy())
+    np.testing.assert_array_equal(loaded.policy_table(), full.policy_table())
     assert loaded.history == full.history
 
 
@@ -109,7 +111,7 @@ def test_regularised_self_play_on_biased_rps_reaches_low_exploitability():
     agent = agents.make("sb3_ppo_selfplay", game, seed=0).learn(num_queries=25 * 256)
     last = [row["game/exploitability"] for row in agent.history[-5:]]
     assert max(last) < 0.015, last
-    assert solvers.kl_to_nash(game, agent.policy()) < 0.05
+    assert solvers.kl_to_nash(game, agent.policy_table()) < 0.05
 
 
 def test_unregularised_self_play_drifts_to_the_boundary_instead_of_nash():
@@ -120,7 +122,7 @@ def test_unregularised_self_play_drifts_to_the_boundary_instead_of_nash():
     unreg, maxprob = [], []
     for _ in range(40):
         agent.learn(num_iterations=1)
-        unreg.append(solvers.unregularized_exploitability(game, agent.policy()))
-        maxprob.append(agent.policy().max())
+        unreg.append(solvers.unregularized_exploitability(game, agent.policy_table()))
+        maxprob.append(agent.policy_table().max())
     assert unreg[0] > 0.0 and min(unreg[20:]) >= 0.03, np.round(unreg, 3)
     assert min(maxprob[20:]) > 0.85, np.round(maxprob, 3)  # Nash's largest probability: 0.625

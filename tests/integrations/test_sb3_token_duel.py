@@ -89,7 +89,7 @@ def test_seeded_runs_are_identical_and_seeds_differ(one_torch_thread):
     a = make(seed=3).learn(num_iterations=2)
     b = make(seed=3).learn(num_iterations=2)
     c = make(seed=4).learn(num_iterations=2)
-    pa, pb, pc = (x.policy.flat_parameters().numpy() for x in (a, b, c))
+    pa, pb, pc = (x.model.flat_parameters().numpy() for x in (a, b, c))
     assert np.array_equal(pa, pb)
     assert not np.array_equal(pa, pc)
 
@@ -110,7 +110,7 @@ def test_save_load_round_trip_acts_and_continues_identically(tmp_path, one_torch
     agent.learn(num_iterations=2)
     loaded.learn(num_iterations=2)
     assert np.array_equal(
-        agent.policy.flat_parameters().numpy(), loaded.policy.flat_parameters().numpy()
+        agent.model.flat_parameters().numpy(), loaded.model.flat_parameters().numpy()
     )
     drop = ("time/queries_per_s", "time/tokens_per_s")
     strip = [{k: v for k, v in row.items() if k not in drop} for row in agent.history]

@@ -214,7 +214,7 @@ def test_text_agents_log_exact_nash_metrics_on_the_tiny_game(tiny_env):
     agent.learn(num_iterations=2)
     row = agent.history[-1]
     game, star = agent.exact_game()
-    pi = exact.sequence_policy(agent.policy, agent.env)
+    pi = exact.sequence_policy(agent.model, agent.env)
     assert row["eval/exploitability"] == pytest.approx(exploitability(game, pi), abs=1e-12)
     assert row["eval/kl_to_nash"] == pytest.approx(kl_to_nash(game, pi, star), abs=1e-12)
     assert row["eval/exploitability"] > 0.0

@@ -62,11 +62,11 @@ def test_nash_mp_half_step_follows_the_exact_prox_step_at_the_zoo_defaults():
 
 def test_prox_fidelity_leaves_the_agent_unchanged():
     agent = agents.make("nash_mp", TINY, seed=0, batch_size=16, inner_steps=2, eval_every=0)
-    before = [p.detach().clone() for p in agent.policy.parameters()]
+    before = [p.detach().clone() for p in agent.model.parameters()]
     f = prox_fidelity(agent)
     assert -1.0 <= f.correlation <= 1.0 and f.kl_step_exact > 0.0
     assert agent.queries_used == 32
-    for a, b in zip(before, agent.policy.parameters(), strict=True):
+    for a, b in zip(before, agent.model.parameters(), strict=True):
         assert (a == b).all()
 
 

@@ -23,7 +23,7 @@ def make(name: str, seed: int = 0, **kw):
 
 
 def _params(agent) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in agent.policy.parameters()]
+    return [p.detach().clone() for p in agent.model.parameters()]
 
 
 def _strip_time(history):

@@ -38,5 +38,5 @@ def test_ctrl_c_during_text_learning_resumes_to_the_same_policy(tmp_path, monkey
     resumed = agents.load(agent.save(tmp_path / "final.npz"))
     resumed.learn(num_iterations=4 - resumed.num_iterations)
     assert resumed.queries_used == straight.queries_used
-    for a, b in zip(resumed.policy.parameters(), straight.policy.parameters(), strict=True):
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(a, b)

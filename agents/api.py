@@ -1,0 +1,313 @@
+"""The one agent API of nlhf-zoo, shared by the tabular (matrix-game) and the token-level agents.
+
+Every agent, whatever it learns on, offers (the :class:`ZooAgent` protocol):
+
+* ``learn(num_queries=None, num_iterations=None, callback=None) -> self``: iterations until a budget
+  of this call is spent (checked between iterations) or ``callback(agent)`` returns ``False``;
+* ``act(observation, deterministic=False)`` and the Stable-Baselines3-style ``predict``;
+* ``evaluate()``: a dict of evaluation metrics (exact game metrics for tabular agents, win rates and
+  Nash metrics for token agents);
+* ``save(path)`` (read back with :func:`agents.load`);
+* ``queries_used``, ``num_iterations``, ``history`` (one metrics dict per logged iteration),
+  ``config`` (the resolved config dataclass), ``seed``, ``name`` and ``kind`` (``"matrix"`` or
+  ``"text"``).
+
+What differs is explicit: a tabular agent's policy is a table, :meth:`agents.base.Agent.policy_table`;
+a token agent's policy is a network, ``agent.model`` (a :class:`~nlhf_envs.text.models.TinyCausalLM`).
+
+:class:`AgentBase` holds the plumbing both kinds share (argument checks, the budget loop with Ctrl-C
+deferred to an iteration boundary, recording to ``history`` and TensorBoard, ``predict``, ``save``),
+so an algorithm writes only its iteration (``_iteration``) and its kind writes how one iteration is
+accounted (``_run_iteration``) and which metrics a logged row holds (``_log_row``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from agents.checkpoint import save_agent
+from agents.config import ConfigError
+from agents.logger import make_logger
+
+__all__ = [
+    "ZooAgent",
+    "AgentBase",
+    "Callback",
+    "LearningInterrupted",
+    "DeferredInterrupt",
+    "check_learn_args",
+    "iterations_within_budget",
+]
+
+#: ``callback(agent)`` is called after every iteration; returning ``False`` stops ``learn``.
+Callback = Callable[[Any], "bool | None"]
+
+
+@runtime_checkable
+class ZooAgent(Protocol):
+    """What every nlhf-zoo agent offers (see the module docstring)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    config: Any
+    seed: int
+    queries_used: int
+    num_iterations: int
+    history: list[dict[str, float]]
+
+    def learn(
+        self,
+        num_queries: int | None = None,
+        num_iterations: int | None = None,
+        callback: Callback | None = None,
+    ) -> Any: ...
+
+    def act(self, observation: Any, deterministic: bool = False) -> Any: ...
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[Any, None]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+    def save(self, path: str | os.PathLike[str]) -> str: ...
+
+
+def check_learn_args(
+    num_queries: int | None, num_iterations: int | None, callback: Callable | None
+) -> None:
+    """Validate the budgets and callback of ``learn`` (shared by every agent kind).
+
+    Raises:
+        ConfigError: if neither budget is given or a budget is not a non-negative integer.
+        TypeError: if ``callback`` is not callable.
+    """
+    if num_queries is None and num_iterations is None:
+        raise ConfigError("learn() needs num_queries or num_iterations (or both)")
+    for key, val in (("num_queries", num_queries), ("num_iterations", num_iterations)):
+        if val is not None and (
+            isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0
+        ):
+            raise ConfigError(f"{key} must be a non-negative integer; got {val!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(agent) -> bool | None; got {callback!r}")
+
+
+class DeferredInterrupt:
+    """Context manager: the first SIGINT sets :attr:`requested` instead of raising.
+
+    The training loop checks :attr:`requested` at every iteration boundary and stops there; a
+    second SIGINT raises :class:`KeyboardInterrupt` at once. Outside the main thread (where signal
+    handlers cannot be installed) it does nothing and SIGINT behaves as usual.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._old)
+            self._installed = False
+
+
+class LearningInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``learn`` at an iteration boundary: the agent's state is consistent.
+
+    Saving the agent now and learning the rest of the budget later gives exactly the result of the
+    uninterrupted call.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(
+            f"learning interrupted after iteration {agent.num_iterations} "
+            f"({agent.queries_used} queries), at an iteration boundary"
+        )
+        self.agent = agent
+
+
+def iterations_within_budget(
+    agent: Any,
+    num_queries: int | None,
+    num_iterations: int | None,
+    callback: Callable | None,
+) -> Iterator[None]:
+    """The budget loop of every agent's ``learn``: yields once per iteration to run.
+
+    Validates the arguments (:func:`check_learn_args`), then yields while this call has used fewer
+    than ``num_queries`` queries (``agent.queries_used``) and fewer than ``num_iterations``
+    iterations (``agent.num_iterations``, which the loop body increments); after each iteration it
+    stops if ``callback(agent)`` returns ``False``.
+
+    Ctrl-C (SIGINT, main thread) during an iteration is deferred: the iteration and its callback
+    finish, then :class:`LearningInterrupted` (a ``KeyboardInterrupt``) is raised at the boundary,
+    so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once.
+    """
+    check_learn_args(num_queries, num_iterations, callback)
+    q0, i0 = agent.queries_used, agent.num_iterations
+    with DeferredInterrupt() as interrupt:
+        while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
+            num_queries is None or agent.queries_used - q0 < num_queries
+        ):
+            yield
+            if callback is not None and callback(agent) is False:
+                return
+            if interrupt.requested:
+                raise LearningInterrupted(agent)
+
+
+class AgentBase:
+    """The plumbing shared by every agent kind (see the module docstring).
+
+    Subclasses call :meth:`_init_common` first in ``__init__`` and write :meth:`_run_iteration`
+    (one iteration, counting its queries into ``queries_used``; returns extra metrics) and
+    :meth:`_log_row` (the metrics of a logged iteration).
+    """
+
+    #: registry name (set by :func:`agents.register_agent`).
+    name: ClassVar[str] = ""
+    #: ``"matrix"`` (tabular agents) or ``"text"`` (token agents).
+    kind: ClassVar[str] = ""
+    #: the config dataclass of the agent.
+    config_cls: ClassVar[type] = object
+
+    config: Any
+    seed: int
+    queries_used: int
+    num_iterations: int
+    history: list[dict[str, float]]
+    logger: Any
+
+    def _init_common(
+        self,
+        config: Any,
+        seed: int | None,
+        tensorboard_log: str | os.PathLike[str] | None,
+    ) -> Any:
+        """Check and store the config and seed; start the counters, history and logger.
+
+        Returns:
+            The config (the class's defaults when ``config`` is ``None``).
+
+        Raises:
+            TypeError: for a config of another class.
+            ConfigError: for a seed that is not a non-negative integer.
+        """
+        if config is None:
+            config = self.config_cls()
+        if not isinstance(config, self.config_cls):
+            raise TypeError(
+                f"config must be a {self.config_cls.__name__}; got {type(config).__name__}"
+            )
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative int or None; got {seed!r}")
+        self.config = config
+        self.seed = int(seed)
+        self.queries_used = 0
+        self.num_iterations = 0
+        self.history = []
+        self.logger = None
+        if tensorboard_log is not None:
+            self.logger = make_logger(tensorboard_log, self.name or type(self).__name__)
+        return config
+
+    # ------------------------------------------------------------------ to override
+    def _iteration(self) -> Any:
+        """One iteration of the algorithm (the only method an algorithm must write)."""
+        raise NotImplementedError
+
+    def _run_iteration(self) -> dict[str, float]:
+        """Run :meth:`_iteration`, count its queries into ``queries_used``; return extra metrics."""
+        raise NotImplementedError
+
+    def _log_row(self, extra: dict[str, float]) -> dict[str, float]:
+        """The metrics of a logged iteration (``extra`` included)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluation metrics of the current policy (no training queries counted)."""
+        raise NotImplementedError
+
+    def act(self, observation: Any, deterministic: bool = False) -> Any:
+        """An action for ``observation`` (sampled with the agent's acting generator)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def learn(
+        self,
+        num_queries: int | None = None,
+        num_iterations: int | None = None,
+        callback: Callback | None = None,
+    ) -> Any:
+        """Run iterations until a budget of this call is spent or the callback says stop.
+
+        Args:
+            num_queries: stop at the first iteration boundary where at least this many queries have
+                been used by this call.
+            num_iterations: stop after this many iterations of this call.
+            callback: ``callback(agent)`` after every iteration; returning ``False`` stops.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ConfigError: (a ``ValueError``) if neither budget is given or a budget is negative.
+            LearningInterrupted: Ctrl-C, raised at the next iteration boundary.
+        """
+        for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
+            extra = self._run_iteration()
+            self.num_iterations += 1
+            every = self.config.log_every
+            if every and self.num_iterations % every == 0:
+                self._record(extra)
+        return self
+
+    def _record(self, extra: dict[str, float]) -> None:
+        row = self._log_row(extra)
+        self.history.append(row)
+        if self.logger is not None:
+            for key, value in row.items():
+                self.logger.record(key, value)
+            self.logger.dump(step=self.queries_used)
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+    ) -> tuple[Any, None]:
+        """SB3-style alias of :meth:`act`: returns ``(action, None)``."""
+        return self.act(observation, deterministic=deterministic), None
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write a self-describing checkpoint atomically; returns the path written.
+
+        ``.npz`` is appended when the path has no suffix. See :mod:`agents.checkpoint`.
+        """
+        return save_agent(self, path)

@@ -1,0 +1,39 @@
+"""Every nlhf-zoo environment id and its default keyword arguments (plain data, imports nothing).
+
+:mod:`nlhf_envs.registration` registers these ids with PettingZoo and Gymnasium; everything else
+that needs the list of ids (single-seat views, the exact tiny games, the CLI) reads it here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MATRIX_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
+
+#: Matrix-game ids: id -> default keyword arguments of :func:`nlhf_envs.matrix_game.parallel_env`.
+MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
+    "nlhf/MatrixGame-v0": {},
+    "nlhf/RPS-v0": {"game": "rps"},
+    "nlhf/BiasedRPS-v0": {"game": "biased_rps"},
+    "nlhf/Cyclic-v0": {"game": "cyclic"},
+    "nlhf/UniformGame-v0": {"game": "uniform"},
+    "nlhf/SkewGaussian-v0": {"game": "skew_gaussian"},
+    "nlhf/BradleyTerry-v0": {"game": "bradley_terry"},
+    "nlhf/Condorcet-v0": {"game": "condorcet"},
+    "nlhf/DiscGame-v0": {"game": "disc"},
+    "nlhf/ContextualUniform-v0": {"game": "uniform", "num_contexts": 8},
+}
+
+#: Token-level text duel ids: id -> default keyword arguments of the text env factories.
+TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
+    "nlhf/TokenDuel-v0": {"world": "default", "judge_version": "v0"},
+    "nlhf/TokenDuel-v1": {"world": "default", "judge_version": "latest"},
+    "nlhf/TokenDuel-Cyclic-v0": {"world": "default-cyclic", "judge_version": "latest"},
+    "nlhf/TinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest"},
+    "nlhf/TinyTokenDuel-Cyclic-v0": {"world": "tiny-cyclic", "judge_version": "latest"},
+}
+
+
+def registered_ids() -> list[str]:
+    """All nlhf-zoo environment ids, matrix games first."""
+    return list(MATRIX_ENV_IDS) + list(TEXT_ENV_IDS)
