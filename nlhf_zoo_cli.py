@@ -2,7 +2,7 @@
 
 Importing :mod:`agents` (numpy, scipy, PettingZoo, ...) takes a moment; a Ctrl-C in that moment would
 otherwise print a traceback of the import machinery. This module imports nothing heavy itself and
-turns such an interrupt into the same one line as :func:`agents.cli.main` does (exit status 130).
+turns such an interrupt into the same one line as :func:`agents.zoo.cli.main` does (exit status 130).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run :func:`agents.cli.main`; a Ctrl-C before it takes over prints one line, status 130."""
+    """Run :func:`agents.zoo.cli.main`; a Ctrl-C before it takes over prints one line, status 130."""
     try:
-        from agents.cli import main as cli_main
+        from agents.zoo.cli import main as cli_main
 
         return cli_main(argv)
     except KeyboardInterrupt:

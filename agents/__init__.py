@@ -41,7 +41,7 @@ _register_adapter(_adapt_player)
 # the token agents import torch: the registry loads these modules on first use of kind "text"
 from agents.registry import register_lazy_kind as _register_lazy_kind  # noqa: E402  isort: skip
 
-_register_lazy_kind("text", ("agents.text", "agents.sb3_text"))
+_register_lazy_kind("text", ("agents.text", "agents.sb3.text"))
 
 __all__ = [
     "Agent",

@@ -126,6 +126,12 @@ class Agent(AgentBase):
         self._setup()
 
     # ------------------------------------------------------------------ to override
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the agent's theory/default step on ``game`` (the value its
+        config's ``None`` stands for); the convergence study and the docs read it from here."""
+        raise NotImplementedError(f"{cls.__name__} has no default step rule")
+
     def _setup(self) -> None:
         """Create algorithm-specific state (listed in ``state_attrs``). Default: nothing."""
 

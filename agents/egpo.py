@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
-from agents.mmd import payoff_lipschitz
 from agents.registry import register_agent
-from agents.updates import regularized_explicit_step, softmax
+from agents.updates import payoff_lipschitz, regularized_explicit_step, softmax
+from nlhf_envs.game import PreferenceGame
 
 __all__ = ["EGPOConfig", "EGPO"]
 
@@ -50,10 +50,16 @@ class EGPO(Agent):
     config_cls = EGPOConfig
     config: EGPOConfig
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``lam = 1 / (2 (beta + L))``, ``L = max |P - 1/2|``."""
+        return "lam", 1.0 / (2.0 * (game.beta + payoff_lipschitz(game.P)))
+
     @property
     def lam(self) -> float:
         """The step in use."""
-        return self.config.lam or 1.0 / (2.0 * (self.beta + payoff_lipschitz(self.game.P)))
+        return self.config.lam or self.default_step(self.game)[1]
 
     def _iteration(self) -> dict[str, float]:
         lam, beta, l_t = self.lam, self.beta, self.log_pi

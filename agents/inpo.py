@@ -32,9 +32,16 @@ import numpy as np
 from agents.base import Agent
 from agents.config import ConfigError, PGConfig
 from agents.estimators import sample_actions
-from agents.online_ipo import default_explicit_step
 from agents.registry import register_agent
-from agents.updates import inpo_loss_gradient, log_normalize, regularized_explicit_step, softmax
+from agents.updates import (
+    TailAverage,
+    default_explicit_step,
+    inpo_loss_gradient,
+    log_normalize,
+    regularized_explicit_step,
+    softmax,
+)
+from nlhf_envs.game import PreferenceGame
 
 __all__ = ["INPOConfig", "INPO"]
 
@@ -67,10 +74,16 @@ class INPO(Agent):
     config_cls = INPOConfig
     config: INPOConfig
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``eta = beta / (beta^2 + L^2)`` (:func:`~agents.updates.default_explicit_step`)."""
+        return "eta", default_explicit_step(game.P, game.beta)
+
     @property
     def eta(self) -> float:
         """The step in use."""
-        return self.config.eta or default_explicit_step(self.game.P, self.beta)
+        return self.config.eta or self.default_step(self.game)[1]
 
     def _setup(self) -> None:
         if self.eta * self.beta > 1.0:
@@ -91,8 +104,7 @@ class INPO(Agent):
         pi_t = softmax(l_t)
         lr = cfg.pg_lr or 1.0 / (8.0 * pi_t.max())
         theta = l_t.copy()
-        total, n_avg, loss = np.zeros_like(theta), 0, 0.0
-        start_avg = cfg.inner_steps - max(cfg.inner_steps // 2, 1)
+        tail, loss = TailAverage(cfg.inner_steps, theta), 0.0
         for m in range(cfg.inner_steps):
             x = game.sample_contexts(n, rng)
             y = sample_actions(pi_t, x, rng)
@@ -110,8 +122,7 @@ class INPO(Agent):
             np.add.at(grad, (x, yw), dh)
             np.add.at(grad, (x, yl), -dh)
             theta = log_normalize(theta - lr * grad / n)
-            if cfg.pg_average and m >= start_avg:
-                total += theta
-                n_avg += 1
-        self.log_pi = log_normalize(total / n_avg) if cfg.pg_average else theta
+            if cfg.pg_average:
+                tail.add(m, theta)
+        self.log_pi = tail.result() if cfg.pg_average else theta
         return {"loss/inpo": loss}

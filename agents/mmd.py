@@ -19,19 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
 from agents.registry import register_agent
-from agents.updates import mmd_step, softmax
+from agents.updates import mmd_step, payoff_lipschitz, softmax
+from nlhf_envs.game import PreferenceGame
 
-__all__ = ["MMDConfig", "MMD", "payoff_lipschitz"]
-
-
-def payoff_lipschitz(P: np.ndarray) -> float:
-    """``L = max |P - 1/2|``: the l1 -> l-inf Lipschitz constant of ``pi -> P pi`` (simplex)."""
-    return float(np.max(np.abs(np.asarray(P) - 0.5)))
+__all__ = ["MMDConfig", "MMD"]
 
 
 @dataclass
@@ -58,13 +52,19 @@ class MMD(Agent):
     config_cls = MMDConfig
     config: MMDConfig
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``lr = beta / L^2``, ``L = max |P - 1/2|`` (``1 / beta`` for a game with ``L = 0``)."""
+        L = payoff_lipschitz(game.P)
+        return "lr", (game.beta / L**2 if L > 0 else 1.0 / game.beta)
+
     @property
     def lr(self) -> float:
         """The step in use."""
         if self.config.lr is not None:
             return self.config.lr
-        L = payoff_lipschitz(self.game.P)
-        return self.beta / L**2 if L > 0 else 1.0 / self.beta
+        return self.default_step(self.game)[1]
 
     def _iteration(self) -> dict[str, float]:
         g = self.win_rates(softmax(self.log_pi))

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
 from agents.registry import register_agent
-from agents.updates import nash_md_mixture, nash_md_step, softmax
+from agents.updates import harmonic_step, nash_md_mixture, nash_md_step, softmax
+from nlhf_envs.game import PreferenceGame
 
 __all__ = ["NashMDConfig", "NashMD"]
 
@@ -65,12 +66,18 @@ class NashMD(Agent):
                 f"must be >= 0); got eta_0 = {first:g} with beta = {self.beta:g}"
             )
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        the harmonic schedule's numerator ``eta = 2 / beta`` (``eta_t = eta / (t + 2)``)."""
+        return "eta", 2.0 / game.beta
+
     def step_size(self, t: int) -> float:
         """``eta_t`` of the configured schedule at iteration ``t`` (0-based)."""
         cfg = self.config
         if cfg.schedule == "harmonic":
-            scale = 2.0 / self.beta if cfg.eta is None else cfg.eta
-            return scale / (t + 2)
+            scale = self.default_step(self.game)[1] if cfg.eta is None else cfg.eta
+            return harmonic_step(t, scale)
         return 0.5 / self.beta if cfg.eta is None else cfg.eta
 
     def _iteration(self) -> dict[str, float]:

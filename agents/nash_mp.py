@@ -36,6 +36,7 @@ from agents.config import ConfigError, PGConfig
 from agents.pg import default_nash_mp_pg_lr, nash_mp_pg_half_step
 from agents.registry import register_agent
 from agents.updates import nash_mp_prox_step, softmax
+from nlhf_envs.game import PreferenceGame
 
 __all__ = ["NashMPConfig", "NashMP"]
 
@@ -70,10 +71,16 @@ class NashMP(Agent):
     config_cls = NashMPConfig
     config: NashMPConfig
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``eta = 2 beta``."""
+        return "eta", 2.0 * game.beta
+
     @property
     def eta(self) -> float:
         """The prox step in use (``2 beta`` unless configured)."""
-        return 2.0 * self.beta if self.config.eta is None else self.config.eta
+        return self.default_step(self.game)[1] if self.config.eta is None else self.config.eta
 
     def _iteration(self) -> dict[str, float]:
         if self.config.mode == "pg":

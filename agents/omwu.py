@@ -18,9 +18,9 @@ import numpy as np
 
 from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
-from agents.mmd import payoff_lipschitz
 from agents.registry import register_agent
-from agents.updates import omwu_step, softmax
+from agents.updates import omwu_step, payoff_lipschitz, softmax
+from nlhf_envs.game import PreferenceGame
 
 __all__ = ["OMWUConfig", "OMWU"]
 
@@ -53,10 +53,16 @@ class OMWU(Agent):
     def _setup(self) -> None:
         self.g_prev: np.ndarray | None = None
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``lam = 1 / (2 (beta + L))``, ``L = max |P - 1/2|``."""
+        return "lam", 1.0 / (2.0 * (game.beta + payoff_lipschitz(game.P)))
+
     @property
     def lam(self) -> float:
         """The step in use."""
-        return self.config.lam or 1.0 / (2.0 * (self.beta + payoff_lipschitz(self.game.P)))
+        return self.config.lam or self.default_step(self.game)[1]
 
     def _iteration(self) -> dict[str, float]:
         g = self.win_rates(softmax(self.log_pi))

@@ -38,17 +38,17 @@ import numpy as np
 from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
 from agents.estimators import sample_actions
-from agents.mmd import payoff_lipschitz
 from agents.registry import register_agent
-from agents.updates import ipo_loss_gradient, log_normalize, regularized_explicit_step, softmax
+from agents.updates import (
+    default_explicit_step,
+    ipo_loss_gradient,
+    log_normalize,
+    regularized_explicit_step,
+    softmax,
+)
+from nlhf_envs.game import PreferenceGame
 
-__all__ = ["OnlineIPOConfig", "OnlineIPO", "default_explicit_step"]
-
-
-def default_explicit_step(P: np.ndarray, beta: float) -> float:
-    """``beta / (beta^2 + L^2)`` with ``L = max |P - 1/2|`` (see the module docstring)."""
-    L = payoff_lipschitz(P)
-    return beta / (beta**2 + L**2)
+__all__ = ["OnlineIPOConfig", "OnlineIPO"]
 
 
 @dataclass
@@ -86,10 +86,16 @@ class OnlineIPO(Agent):
     config_cls = OnlineIPOConfig
     config: OnlineIPOConfig
 
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``lam = beta / (beta^2 + L^2)`` (:func:`~agents.updates.default_explicit_step`)."""
+        return "lam", default_explicit_step(game.P, game.beta)
+
     @property
     def lam(self) -> float:
         """The payoff step in use."""
-        return self.config.lam or default_explicit_step(self.game.P, self.beta)
+        return self.config.lam or self.default_step(self.game)[1]
 
     def _iteration(self) -> dict[str, float]:
         if self.config.mode == "pg":

@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from agents.estimators import sample_actions
-from agents.updates import log_normalize, nash_mp_pg_advantage, softmax, softmax_score_gradient
+from agents.updates import (
+    TailAverage,
+    log_normalize,
+    nash_mp_pg_advantage,
+    softmax,
+    softmax_score_gradient,
+)
 from nlhf_envs.game import PreferenceGame
 
 __all__ = ["nash_mp_pg_half_step", "default_nash_mp_pg_lr", "rloo"]
@@ -74,9 +80,7 @@ def nash_mp_pg_half_step(
     beta = game.beta
     contextual = game.num_contexts > 1
     theta = log_normalize(np.array(theta0, dtype=np.float64))
-    total = np.zeros_like(theta)
-    n_avg = 0
-    start_avg = steps - max(steps // 2, 1)
+    tail = TailAverage(steps, theta)
     for m in range(steps):
         pi = softmax(theta)
         x = game.sample_contexts(batch_size, rng)
@@ -86,7 +90,6 @@ def nash_mp_pg_half_step(
         log_pi_y = theta[x, y]
         adv = nash_mp_pg_advantage(o, log_pi_y - l_ref[x, y], log_pi_y - l_anchor[x, y], beta, eta)
         theta = log_normalize(theta + lr * softmax_score_gradient(rloo(adv), y, x, pi))
-        if average and m >= start_avg:
-            total += theta
-            n_avg += 1
-    return log_normalize(total / n_avg) if average else theta
+        if average:
+            tail.add(m, theta)
+    return tail.result() if average else theta

@@ -12,13 +12,14 @@ is the PettingZoo parallel env built from the id (or passed in).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from agents.config import build_config
-from nlhf_envs.errors import ConfigError, EnvironmentSetupError
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 from nlhf_envs.game import PreferenceGame
 
 __all__ = [
@@ -34,6 +35,23 @@ __all__ = [
 KINDS = ("matrix", "text")
 _REGISTRY: dict[tuple[str, str], type] = {}
 T = TypeVar("T", bound=type)
+
+
+@contextlib.contextmanager
+def user_env_kwargs(env_id: str, kwargs: Any) -> Iterator[None]:
+    """Report a bad ``env_kwargs`` value met while building ``env_id`` as the user's mistake: a
+    ``TypeError`` about an argument or the environment's own ``ValueError`` becomes one
+    :class:`~nlhf_envs.errors.ConfigError`; library errors and other exceptions pass unchanged."""
+    try:
+        yield
+    except NlhfError:
+        raise
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError(f"env_kwargs of {env_id}: {exc}") from None
+    except ValueError as exc:  # the environment's own check of a user-given argument
+        raise ConfigError(f"env_kwargs {kwargs} of {env_id}: {exc}") from None
 
 
 def register_agent(name: str, kind: str = "matrix") -> Callable[[T], T]:

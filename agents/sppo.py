@@ -24,6 +24,7 @@ from agents.base import Agent
 from agents.config import AgentConfig, ConfigError
 from agents.registry import register_agent
 from agents.updates import softmax, sppo_step
+from nlhf_envs.game import PreferenceGame
 
 __all__ = ["SPPOConfig", "SPPO"]
 
@@ -60,6 +61,12 @@ class SPPO(Agent):
         """The average ``bar pi`` of the iterates so far, ``(K,)`` or ``(C, K)``."""
         avg = self.avg_pi if self.num_iterations else softmax(self.log_pi)
         return self.game.squeeze(avg / avg.sum(axis=1, keepdims=True)).copy()
+
+    @classmethod
+    def default_step(cls, game: PreferenceGame) -> tuple[str, float]:
+        """``(config key, value)`` of the step this agent uses when the config leaves it unset:
+        ``eta = 1`` (the config's default)."""
+        return "eta", 1.0
 
     def _iteration(self) -> dict[str, float]:
         pi = softmax(self.log_pi)

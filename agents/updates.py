@@ -219,3 +219,51 @@ def inpo_loss_gradient(
     h = theta_diff - eta * beta * ref_diff - (1.0 - eta * beta) * anchor_diff
     resid = h - eta / 2.0
     return float(np.mean(resid**2)), 2.0 * resid
+
+
+def payoff_lipschitz(P: np.ndarray) -> float:
+    """``L = max |P - 1/2|``: the l1 -> l-inf Lipschitz constant of ``pi -> P pi`` (simplex).
+
+    The default steps of the explicit methods are set from it (MMD ``beta / L^2``, OMWU and EGPO
+    ``1 / (2 L)``-type steps, Online IPO :func:`default_explicit_step`).
+    """
+    return float(np.max(np.abs(np.asarray(P) - 0.5)))
+
+
+def default_explicit_step(P: np.ndarray, beta: float) -> float:
+    """``beta / (beta^2 + L^2)`` with ``L = max |P - 1/2|``: the step of the regularised explicit
+    update (Online IPO's ``lam`` and INPO's default), stable for the ``beta``-strongly monotone game."""
+    L = payoff_lipschitz(P)
+    return beta / (beta**2 + L**2)
+
+
+def harmonic_step(t: int, numerator: float) -> float:
+    """``numerator / (t + 2)`` at iteration ``t`` (0-based): Nash-MD's harmonic schedule.
+
+    Munos et al. (2024), Theorem 1: ``eta_t = 2 / (beta (t + 2))`` (``numerator = 2 / beta``); the
+    token-level agent's mixture coefficient ``c_t = eta_t beta`` uses ``numerator = eta beta``.
+    """
+    return numerator / (int(t) + 2)
+
+
+class TailAverage:
+    """Polyak average of the second half of an inner loop's ``steps`` iterates (log-policies).
+
+    The policy-gradient inner loops (Nash-MP's half-steps, INPO's) average the normalised iterates
+    of steps ``steps - max(steps // 2, 1)`` onwards and return their normalised mean.
+    """
+
+    def __init__(self, steps: int, like: np.ndarray) -> None:
+        self.start = steps - max(steps // 2, 1)
+        self.total = np.zeros_like(like)
+        self.count = 0
+
+    def add(self, step: int, theta: np.ndarray) -> None:
+        """Add iterate ``theta`` of inner step ``step`` (0-based) if it lies in the averaged tail."""
+        if step >= self.start:
+            self.total += theta
+            self.count += 1
+
+    def result(self) -> np.ndarray:
+        """The normalised mean of the averaged iterates."""
+        return log_normalize(self.total / self.count)

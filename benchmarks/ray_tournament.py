@@ -1,6 +1,6 @@
 """Benchmark: tournament matches/s in this process vs on a local Ray cluster with 2 workers.
 
-Runs the same round-robin tournament (``agents.tournament.run``) twice in one process, locally and
+Runs the same round-robin tournament (``agents.arena.run``) twice in one process, locally and
 with ``use_ray=True`` on ``ray.init(num_cpus=2)``, checks that both give identical win-rate matrices,
 and reports matches/s, duels/s, the ratio Ray / local and Ray's start-up time (excluded from the
 Ray rate, reported separately). Participants: trained Nash-MP, MMD and SPPO agents, ``uniform``,
@@ -54,15 +54,15 @@ def _stepped_participants() -> dict[str, object]:
     return out
 
 
-def _measure(tournament, participants, env, duels, seed):
+def _measure(arena, participants, env, duels, seed):
     n = len(participants)
     matches = n * (n - 1) // 2
     t0 = time.perf_counter()
-    local = tournament.run(participants, env, num_duels=duels, seed=seed)
+    local = arena.run(participants, env, num_duels=duels, seed=seed)
     t_local = time.perf_counter() - t0
-    tournament.run(participants, env, num_duels=10, seed=seed + 1, use_ray=True)  # warm up
+    arena.run(participants, env, num_duels=10, seed=seed + 1, use_ray=True)  # warm up
     t0 = time.perf_counter()
-    remote = tournament.run(participants, env, num_duels=duels, seed=seed, use_ray=True)
+    remote = arena.run(participants, env, num_duels=duels, seed=seed, use_ray=True)
     t_ray = time.perf_counter() - t0
     return matches, t_local, t_ray, bool(np.array_equal(local.win_rate, remote.win_rate))
 
@@ -77,7 +77,7 @@ def main() -> None:
 
     import ray
 
-    from agents import tournament
+    from agents import arena
 
     env = "nlhf/BiasedRPS-v0"
     t0 = time.perf_counter()
@@ -107,9 +107,7 @@ def main() -> None:
     record = {"ray_init_s": t_init, "machine": machine, "scenarios": {}}
     identical_all = True
     for label, (participants, duels) in scenarios.items():
-        matches, t_local, t_ray, identical = _measure(
-            tournament, participants, env, duels, args.seed
-        )
+        matches, t_local, t_ray, identical = _measure(arena, participants, env, duels, args.seed)
         identical_all &= identical
         local_rate, ray_rate = matches / t_local, matches / t_ray
         lines.append(

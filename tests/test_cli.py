@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from agents.cli import main
+from agents.zoo.cli import main
 
 
 def test_list_names_every_env_id(capsys):
@@ -17,7 +17,7 @@ def test_list_names_every_env_id(capsys):
         assert env_id in out
 
 
-def test_demo_solves_builtin_games(capsys):
+def test_catalog_solves_builtin_games():
     from nlhf_envs.catalog import solve_table
 
     rows = solve_table()
@@ -31,7 +31,7 @@ def test_demo_solves_builtin_games(capsys):
 
 def test_unknown_command_is_one_line_error():
     proc = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "nope"], capture_output=True, text=True
+        [sys.executable, "-m", "agents.zoo.cli", "nope"], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert "invalid choice: 'nope'" in proc.stderr

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 import agents
-from agents import cli, runs
-from agents.cli import main, train_run
 from agents.nash_mp import NashMP
+from agents.zoo import cli, runs
+from agents.zoo.cli import main, train_run
 from nlhf_envs.errors import ConfigError
 
 
 def _run_cli(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", *args],
+        [sys.executable, "-m", "agents.zoo.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -184,7 +184,7 @@ def test_run_folders_are_reserved_exclusively(tmp_path, monkeypatch):
 
 
 def test_concurrent_train_runs_get_distinct_folders(tmp_path):
-    cmd = [sys.executable, "-m", "agents.cli", "train", "--agent", "nash_mp", "--env",
+    cmd = [sys.executable, "-m", "agents.zoo.cli", "train", "--agent", "nash_mp", "--env",
            "nlhf/RPS-v0", "--num-queries", "16", "--log-folder", str(tmp_path), "--no-progress"]  # fmt: skip
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import agents
-from agents import tournament as T
+from agents import arena as T
 from nlhf_envs import make_game
 from nlhf_envs.solvers import exploitability
 

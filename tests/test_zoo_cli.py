@@ -9,8 +9,8 @@ import pytest
 
 import agents
 from agents import zoo
-from agents.cli import main
 from agents.config import ConfigError
+from agents.zoo.cli import main
 
 CONF = Path(zoo.default_config_dir())
 
@@ -80,7 +80,7 @@ def test_config_errors_name_key_and_file(tmp_path):
 
 def _run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "agents.zoo.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 

@@ -280,10 +280,7 @@ class TextAgent(AgentBase):
             self.truth = ground_truth(self.world)
         ref = reference if reference is not None else load_reference_policy(world=self.world)
         self.reference = frozen_copy(ref).to(self.device)
-        self.model = copy.deepcopy(ref).to(self.device).train()
-        for p in self.model.parameters():
-            p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.model, self.optimizer = self._build_model(ref)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
         self._tokens = 0
@@ -292,6 +289,16 @@ class TextAgent(AgentBase):
         self._setup()
 
     # ------------------------------------------------------------------ to override
+    def _build_model(self, reference: torch.nn.Module) -> tuple[Any, Any]:
+        """``(model, optimizer)``: ``pi_theta`` as a trainable copy of ``reference`` and Adam over it.
+
+        An agent whose network is built elsewhere (in :meth:`_setup`) returns ``(None, None)``.
+        """
+        model = copy.deepcopy(reference).to(self.device).train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, torch.optim.Adam(model.parameters(), lr=self.config.lr)
+
     def _setup(self) -> None:
         """Algorithm-specific state. Default: nothing."""
 

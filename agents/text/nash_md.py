@@ -30,6 +30,7 @@ from agents.config import ConfigError
 from agents.registry import register_agent
 from agents.text.common import TextAgent, TextAgentConfig
 from agents.text.losses import nash_md_pg_loss
+from agents.updates import harmonic_step
 from nlhf_envs.text.engine import GeometricMixture
 
 __all__ = ["TextNashMDConfig", "TextNashMD"]
@@ -74,7 +75,7 @@ class TextNashMD(TextAgent):
         if cfg.schedule == "constant":
             return cfg.mixture_coef
         eta = 2.0 / self.beta if cfg.eta is None else cfg.eta
-        return min(1.0, eta * self.beta / (int(t) + 2))
+        return min(1.0, harmonic_step(t, eta * self.beta))
 
     def _iteration(self) -> None:
         c = self.mixture_coef(self.num_iterations)

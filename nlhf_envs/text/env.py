@@ -228,7 +228,7 @@ class TokenDuelEnv(ParallelEnv):
         if self._fingerprint is None:
             import hashlib
 
-            from nlhf_envs.text.exact import judge_digest
+            from nlhf_envs.text.models import judge_digest
 
             judge = judge_digest(self.judge) or f"custom:{type(self.judge).__qualname__}"
             text = f"{self.world.fingerprint}|{judge}|{self.beta!r}|{self.max_new_tokens}"

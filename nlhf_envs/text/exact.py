@@ -21,7 +21,6 @@ contextual matrix game (Tiapkin et al. 2025 and Munos et al. 2024 state NLHF on 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,13 @@ import torch.nn.functional as F
 from nlhf_envs.game import PreferenceGame
 from nlhf_envs.text.ground_truth import GroundTruth, ground_truth
 from nlhf_envs.text.judging import PairwiseJudge, content_mask
-from nlhf_envs.text.models import Judge, TinyCausalLM, load_reference_policy
+from nlhf_envs.text.models import (
+    Judge,
+    TinyCausalLM,
+    judge_digest,
+    load_reference_policy,
+    module_digest,
+)
 from nlhf_envs.text.tokenizer import EOS
 from nlhf_envs.text.world import World, get_world
 
@@ -239,23 +244,6 @@ def sequence_policy(
     return pi / mass[:, None]
 
 
-def _digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def judge_digest(judge: PairwiseJudge) -> str | None:
-    """A content hash of a learned judge or a ground truth (``None`` for other judges)."""
-    if isinstance(judge, GroundTruth):
-        return "truth:" + judge.world.fingerprint
-    if isinstance(judge, Judge):
-        return "judge:" + _digest(judge.net)
-    return None
-
-
 @torch.no_grad()
 def preference_matrix(
     judge: PairwiseJudge,
@@ -395,7 +383,7 @@ def exact_game(
     ref = reference if reference is not None else _reference(s.world)
     jd = judge_digest(judge)
     key = (
-        (s.world.fingerprint, s.max_new_tokens, split, jd, _digest(ref))
+        (s.world.fingerprint, s.max_new_tokens, split, jd, module_digest(ref))
         if jd is not None and isinstance(ref, torch.nn.Module)
         else None
     )

@@ -24,6 +24,7 @@ from torch import nn
 
 from nlhf_envs.atomic import atomic_open
 from nlhf_envs.text import world
+from nlhf_envs.text.ground_truth import GroundTruth
 from nlhf_envs.text.judging import PairBatch, PairwiseJudge
 from nlhf_envs.text.tokenizer import Tokenizer
 from nlhf_envs.text.world import World, get_world
@@ -405,3 +406,21 @@ def load_reference_policy(
 def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata stored with a checkpoint (training settings, metrics)."""
     return dict(torch.load(path, map_location="cpu", weights_only=True)["metadata"])
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """A content hash (16 hex digits) of a torch module's state dict."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def judge_digest(judge: PairwiseJudge) -> str | None:
+    """A content hash of a learned judge or a ground truth (``None`` for other judges)."""
+    if isinstance(judge, GroundTruth):
+        return "truth:" + judge.world.fingerprint
+    if isinstance(judge, Judge):
+        return "judge:" + module_digest(judge.net)
+    return None

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import agents
-from agents.mmd import payoff_lipschitz
-from agents.online_ipo import default_explicit_step
 from agents.pg import default_nash_mp_pg_lr, nash_mp_pg_half_step
 from agents.updates import (
+    default_explicit_step,
     log_normalize,
     mmd_step,
     nash_md_mixture,
     nash_mp_prox_step,
+    payoff_lipschitz,
     regularized_explicit_step,
     softmax,
 )

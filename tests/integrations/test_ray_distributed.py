@@ -1,4 +1,4 @@
-"""``agents.distributed.ray_map`` and tournaments on a local Ray cluster (identical to the local run)."""
+"""``agents.arena.distributed.ray_map`` and tournaments on a local Ray cluster (identical to the local run)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from agents.distributed import ray_map
+from agents.arena.distributed import ray_map
 
 RAY_REASON = "needs the ray extra: pip install 'nlhf-zoo[ray]'"
 
@@ -56,7 +56,7 @@ def test_ray_map_reraises_the_task_error(ray_cluster):
 def test_tournament_on_ray_equals_the_local_run(ray_cluster):
     pytest.importorskip("ray", reason=RAY_REASON)
     import agents
-    from agents import tournament
+    from agents import arena
 
     nash_mp = agents.make("nash_mp", "biased_rps", seed=0).learn(num_iterations=20)
     ppo = agents.make("sb3_ppo_selfplay", "biased_rps", seed=0, batch_size=64).learn(
@@ -68,8 +68,8 @@ def test_tournament_on_ray_equals_the_local_run(ray_cluster):
         "uniform": "uniform",
         "rock": np.array([1.0, 0.0, 0.0]),
     }
-    local = tournament.run(participants, "nlhf/BiasedRPS-v0", num_duels=300, seed=3)
-    remote = tournament.run(participants, "nlhf/BiasedRPS-v0", num_duels=300, seed=3, use_ray=True)
+    local = arena.run(participants, "nlhf/BiasedRPS-v0", num_duels=300, seed=3)
+    remote = arena.run(participants, "nlhf/BiasedRPS-v0", num_duels=300, seed=3, use_ray=True)
     np.testing.assert_array_equal(remote.win_rate, local.win_rate)
     # a real tournament: rock loses to the learned policies (paper-heavy in biased RPS)
     i, j = remote.names.index("rock"), remote.names.index("nash_mp")

@@ -19,16 +19,14 @@ SMALL = {"batch_size": 64, "n_envs": 4, "num_minibatches": 2, "n_epochs": 2}
 
 
 def make(seed: int = 0, env_kwargs: dict | None = None, **config):
-    try:
-        return agents.make(
-            "sb3_ppo_selfplay",
-            ENV,
-            seed=seed,
-            env_kwargs=env_kwargs or SHORT,
-            **{**SMALL, **config},
-        )
-    except FileNotFoundError as err:  # the shipped judge or pi_ref is not built in this checkout
-        pytest.skip(f"token duel unavailable: {err}")
+    # the shipped judge and pi_ref are part of the package: a missing asset fails here
+    return agents.make(
+        "sb3_ppo_selfplay",
+        ENV,
+        seed=seed,
+        env_kwargs=env_kwargs or SHORT,
+        **{**SMALL, **config},
+    )
 
 
 def _observations(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -118,7 +116,7 @@ def test_save_load_round_trip_acts_and_continues_identically(tmp_path, one_torch
 
 
 def test_plays_in_a_tournament_against_pi_ref_participants(one_torch_thread):
-    from agents.tournament import run
+    from agents.arena import run
 
     ppo = make(seed=6).learn(num_iterations=1)
     pi_ref = agents.make("nash_mp", ENV, seed=0, env_kwargs=SHORT)  # untrained: pi_theta = pi_ref
@@ -140,6 +138,7 @@ def test_plays_in_a_tournament_against_pi_ref_participants(one_torch_thread):
     assert np.all((result.win_rate >= 0) & (result.win_rate <= 1))
 
 
+@pytest.mark.slow  # about 30 s on 2 cores
 def test_ppo_learns_to_beat_pi_ref(one_torch_thread):
     """Against ``pi_ref``, 1500 judged duels raise the judge's win rate vs pi_ref by > 0.2.
 

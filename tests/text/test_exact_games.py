@@ -310,7 +310,7 @@ def test_cyclic_share_of_the_full_size_games_on_pi_ref_samples(env_id, cyclic):
 
 
 def test_cli_eval_prints_exact_nash_metrics_of_a_token_agent(tmp_path, capsys):
-    from agents.cli import main
+    from agents.zoo.cli import main
 
     logs = str(tmp_path / "logs")
     args = ["--agent", "online_ipo", "--env", TINY, "--num-queries", "64", "--log-folder", logs]
@@ -330,7 +330,7 @@ def test_periodic_text_checkpoints_do_not_repeat_the_history(tmp_path):
     import zipfile
 
     from agents.checkpoint import read_meta
-    from agents.cli import main
+    from agents.zoo.cli import main
 
     logs = str(tmp_path / "logs")
     args = ["--agent", "online_ipo", "--env", TINY, "--num-queries", "96", "--log-folder", logs]

@@ -1,6 +1,6 @@
 """Distribute independent pure tasks over a Ray cluster (the ``ray`` extra).
 
-:func:`ray_map` is what ``agents.tournament.run(..., use_ray=True)`` and ``nlhf-zoo tournament --ray``
+:func:`ray_map` is what ``agents.arena.run(..., use_ray=True)`` and ``nlhf-zoo tournament --ray``
 use: every match of a tournament is a pure function of a picklable spec, so mapping it over a Ray
 cluster gives exactly the results of the local loop, in the same order.
 
@@ -11,7 +11,7 @@ Clusters:
 * ``address="auto"``: the cluster started on this machine with ``ray start --head``;
 * ``address="ray://<head>:10001"`` (Ray Client) or ``"<head>:6379"``: a multi-machine cluster. Every
   node must have ``nlhf-zoo`` installed (same version), since the workers import the task function
-  (``agents.tournament.play_match``) and unpickle the specs.
+  (``agents.arena.play_match``) and unpickle the specs.
 
 Ray is imported only when :func:`ray_map` runs.
 """

@@ -15,18 +15,13 @@ These are the pieces of ``nlhf-zoo train`` that make an interrupted or killed ru
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
-import signal
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
+from agents.api import DeferredInterrupt
 from nlhf_envs.atomic import atomic_open
-from nlhf_envs.errors import ConfigError, NlhfError
 
 __all__ = [
     "make_run_dir",
@@ -47,23 +42,6 @@ def next_run_number(root: Path, prefix: str) -> int:
             if sep and head == prefix and tail.isdigit() and tail == str(int(tail)):
                 largest = max(largest, int(tail))
     return largest + 1
-
-
-@contextlib.contextmanager
-def user_env_kwargs(env_id: str, kwargs: Any) -> Iterator[None]:
-    """Report a bad ``env_kwargs`` value met while building ``env_id`` as the user's mistake: a
-    ``TypeError`` about an argument or the environment's own ``ValueError`` becomes one
-    :class:`~nlhf_envs.errors.ConfigError`; library errors and other exceptions pass unchanged."""
-    try:
-        yield
-    except NlhfError:
-        raise
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise ConfigError(f"env_kwargs of {env_id}: {exc}") from None
-    except ValueError as exc:  # the environment's own check of a user-given argument
-        raise ConfigError(f"env_kwargs {kwargs} of {env_id}: {exc}") from None
 
 
 def make_run_dir(root: str | os.PathLike[str], prefix: str, attempts: int = 1000) -> Path:
@@ -149,36 +127,6 @@ def history_from_csv(path: str | os.PathLike[str], rows: int) -> list[dict[str, 
             f"{path} holds {len(out)} complete metric rows; the checkpoint needs {rows}"
         )
     return out
-
-
-class DeferredInterrupt:
-    """Context manager: the first SIGINT sets :attr:`requested` instead of raising.
-
-    The training loop checks :attr:`requested` at every iteration boundary and stops there; a
-    second SIGINT raises :class:`KeyboardInterrupt` at once. Outside the main thread (where signal
-    handlers cannot be installed) it does nothing and SIGINT behaves as usual.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: Any = None
-        self._installed = False
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._old)
-            self._installed = False
 
 
 def latest_state(run_dir: str | os.PathLike[str]) -> Path | None:

@@ -12,7 +12,8 @@ Subcommands:
 * ``tournament``: round robin among participants (saved agents, train runs, ``pi_ref``, ``uniform``,
   ``zoo:AGENT`` trained on the spot), optionally on Ray (``--ray [--address]``);
 * ``plot``: a metric against preference queries for the runs of a log folder;
-* ``convergence``: the convergence study of the tabular agents (:mod:`agents.convergence`);
+* ``convergence``: the convergence study of the tabular agents (``benchmarks/convergence.py`` of
+  the source tree; this command is a thin wrapper that runs it);
 * ``demo``: the README's main job: solve the built-in games, train the main agents on a default
   game, run a tournament, print the tables and write the plots.
 
@@ -152,7 +153,7 @@ def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
     """
     import agents
     from agents.registry import resolve_target
-    from agents.runs import user_env_kwargs
+    from agents.registry import user_env_kwargs
 
     kwargs = entry.env_kwargs or None
     with user_env_kwargs(env_id, kwargs):
@@ -238,10 +239,10 @@ def train_run(
         ConfigError, EnvironmentSetupError, GameValidationError, UserError: before anything is
             written, for a bad argument, config, environment or device.
     """
-    from agents import zoo
     from agents.base import LearningInterrupted
     from agents.checkpoint import save_agent
-    from agents.runs import DeferredInterrupt, MetricsCSV, make_run_dir
+    from agents.zoo import configs as zoo
+    from agents.zoo.runs import DeferredInterrupt, MetricsCSV, make_run_dir
 
     _check_count("--save-freq", save_freq, 1)
     if resume is not None:
@@ -336,7 +337,7 @@ def _resumed_agent(
     """Load the most advanced state of ``run_dir`` and its configured budget."""
     import agents
     from agents.checkpoint import read_meta
-    from agents.runs import history_from_csv, latest_state
+    from agents.zoo.runs import history_from_csv, latest_state
 
     rec = _resume_state(run_dir, agent_name, env_id)
     config, recorded = rec["config"], rec["args"]
@@ -370,7 +371,7 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from agents import zoo
+    from agents.zoo import configs as zoo
 
     params = zoo.parse_params(args.params)
     agent, run_dir = train_run(
@@ -468,7 +469,7 @@ def _match_env(
     Participants trained on different games are refused. Without ``--env`` the game they were
     trained on is played: the env id and arguments their run recorded, or ``nlhf/MatrixGame-v0``
     with their game. With ``--env`` that env is played (with the recorded arguments when the id is
-    the recorded one and no ``--env-kwargs`` are given); :func:`agents.tournament.run` then refuses
+    the recorded one and no ``--env-kwargs`` are given); :func:`agents.arena.run` then refuses
     it unless it is the participants' game.
     """
     from nlhf_envs.game import PreferenceGame
@@ -498,15 +499,16 @@ def _match_env(
 
 
 def _cmd_tournament(args: argparse.Namespace) -> int:
-    from agents import tournament, zoo
-    from agents.runs import make_run_dir
+    from agents import arena
+    from agents.zoo import configs as zoo
+    from agents.zoo.runs import make_run_dir
 
     env_kwargs = zoo.parse_params(args.env_kwargs)
     _check_count("--n-duels", args.n_duels, 1)
     resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
     parts = _unique_names([(n, o) for n, o, _ in resolved])
     env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)
-    tournament.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
+    arena.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
     # everything is valid: now (and only now) the output folder is created
     out = (
         Path(args.output_dir)
@@ -516,8 +518,8 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
     n = len(parts)
     bar = _progress(n * (n - 1) // 2, "tournament", not args.no_progress)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", tournament.IntransitivityWarning)
-        result = tournament.run(
+        warnings.simplefilter("always", arena.IntransitivityWarning)
+        result = arena.run(
             parts,
             env_id,
             env_kwargs=env_kwargs,
@@ -533,14 +535,14 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
     print(f"tournament on {env_id}:\n")
     print(result.to_markdown())
     for w in caught:
-        if issubclass(w.category, tournament.IntransitivityWarning):
+        if issubclass(w.category, arena.IntransitivityWarning):
             print(f"warning: {w.message}", file=sys.stderr)
     print(f"\nwritten to {out}/ (tournament.md, win_rates.csv, tournament.json, heatmap.png)")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from agents import tournament
+    from agents import arena
 
     _check_count("--n-duels", args.n_duels, 1)
     me = _resolve_participant(f"agent={args.agent_path}", args.env, args)
@@ -551,9 +553,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     opp = _resolve_participant(f"opponent={args.opponent}", args.env, args)
     parts = [(me[0], me[1]), (opp[0], opp[1])]
     env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, {})
-    result = tournament.run(
-        parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed
-    )
+    result = arena.run(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed)
     lo, hi = result.ci_low[0, 1], result.ci_high[0, 1]
     print(
         f"win rate of {args.agent_path} vs {args.opponent} on {env_id}: "
@@ -643,7 +643,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- list / demo
 def _cmd_list(args: argparse.Namespace) -> int:
     import nlhf_envs
-    from agents import zoo
+    from agents.zoo import configs as zoo
 
     print("Environment ids (pettingzoo.make('parallel' | 'aec', ID)):")
     for env_id in nlhf_envs.registered_ids():
@@ -697,7 +697,7 @@ def _train_table(
 def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from agents import tournament
+    from agents import arena
     from nlhf_envs.catalog import format_table, solve_table
 
     t0 = time.perf_counter()
@@ -747,8 +747,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     parts = [*trained, ("pi_ref", "pi_ref"), ("uniform", "uniform"), ("br_to_ref", _br(game))]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", tournament.IntransitivityWarning)
-        result = tournament.run(
+        warnings.simplefilter("ignore", arena.IntransitivityWarning)
+        result = arena.run(
             parts,
             DEMO_ENV,
             env_kwargs={"game": game},
@@ -775,9 +775,16 @@ def _br(game: Any) -> Any:
 
 
 def _cmd_convergence(args: argparse.Namespace) -> int:
-    from agents.convergence import main as study_main
+    import runpy
 
-    return study_main(args.study_args)
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "convergence.py"
+    if not script.is_file():
+        raise EnvironmentSetupError(
+            "the convergence study is a benchmark of the source tree (benchmarks/convergence.py); "
+            "run it from a checkout of nlhf-zoo"
+        )
+    study = runpy.run_path(str(script), run_name="nlhf_zoo_convergence")
+    return int(study["main"](args.study_args))
 
 
 # ---------------------------------------------------------------------------------- parser

@@ -6,7 +6,7 @@ prompt, the embedding of the last token and an embedding of the answer length) f
 ``net_depth`` hidden layers of ``net_width`` units. It plays ``player_0`` of
 :class:`~nlhf_envs.gym_views.SingleSeatEnv` over copies of the token duel; the other seat is played by
 
-* ``opponent="self_play"`` (default): a :class:`~nlhf_envs.gym_views.SelfPlayPool` of frozen
+* ``opponent="self_play"`` (default): a :class:`~nlhf_envs.players.SelfPlayPool` of frozen
   snapshots of the learner's own network (one added after every iteration, ``pool_size`` kept,
   ``opponent_sampling`` picks one per duel);
 * ``opponent="ref"``: the reference policy ``pi_ref`` (the shipped language model);
@@ -54,7 +54,7 @@ from torch import nn
 
 from agents.config import ConfigError
 from agents.registry import register_agent
-from agents.sb3 import _sb3_globals, ppo_kwargs
+from agents.sb3.matrix import _sb3_globals, ppo_kwargs
 from agents.text.common import TextAgent, TextAgentConfig
 from nlhf_envs.players import BasePlayer
 from nlhf_envs.text import world
@@ -348,7 +348,7 @@ class SB3PPOSelfPlayText(TextAgent):
         ppo: the ``stable_baselines3.PPO`` learner.
         model: :class:`PPOLanguageModel` over ``ppo.policy`` (parameters and snapshot pool).
         optimizer: SB3's Adam (``ppo.policy.optimizer``).
-        pool: the :class:`~nlhf_envs.gym_views.SelfPlayPool` of the opponent seat (self-play).
+        pool: the :class:`~nlhf_envs.players.SelfPlayPool` of the opponent seat (self-play).
     """
 
     config_cls: ClassVar[type[TextAgentConfig]] = SB3PPOTextConfig
@@ -360,11 +360,16 @@ class SB3PPOSelfPlayText(TextAgent):
         cfg = self.config
         return float(self.beta if cfg.ent_coef is None else cfg.ent_coef)
 
+    def _build_model(self, reference: nn.Module) -> tuple[Any, Any]:
+        """The network and optimiser are SB3's, built in :meth:`_setup`."""
+        return None, None
+
     def _setup(self) -> None:
         from stable_baselines3 import PPO
         from stable_baselines3.common.vec_env import DummyVecEnv
 
-        from nlhf_envs.gym_views import SelfPlayPool, SingleSeatEnv
+        from nlhf_envs.gym_views import SingleSeatEnv
+        from nlhf_envs.players import SelfPlayPool
         from nlhf_envs.text.env import TokenDuelEnv
 
         cfg = self.config

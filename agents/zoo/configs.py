@@ -54,7 +54,7 @@ def default_config_dir() -> Path:
     env = os.environ.get("NLHF_ZOO_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "zoo_configs"
+    return Path(__file__).resolve().parents[2] / "zoo_configs"
 
 
 @dataclass

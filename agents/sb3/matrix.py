@@ -2,7 +2,7 @@
 
 The learner is an SB3 ``PPO`` (``MlpPolicy``) playing ``player_0`` of
 :class:`~nlhf_envs.gym_views.SingleSeatEnv` over the agent's game; the other seat is a
-:class:`~nlhf_envs.gym_views.SelfPlayPool` of snapshots of the learner's own policy (probability
+:class:`~nlhf_envs.players.SelfPlayPool` of snapshots of the learner's own policy (probability
 tables, one per iteration). One iteration is one PPO rollout of ``batch_size`` environment steps
 (``n_envs`` copies of the view, ``batch_size / n_envs`` steps each) followed by PPO's update; every
 environment step is one preference query (one Bernoulli outcome of the judge), so
@@ -215,7 +215,7 @@ class SB3PPOSelfPlay(Agent):
 
     Attributes:
         model: the ``stable_baselines3.PPO`` learner.
-        pool: the :class:`~nlhf_envs.gym_views.SelfPlayPool` the opponent seat plays from.
+        pool: the :class:`~nlhf_envs.players.SelfPlayPool` the opponent seat plays from.
     """
 
     config_cls = SB3PPOConfig
@@ -237,8 +237,9 @@ class SB3PPOSelfPlay(Agent):
         from stable_baselines3 import PPO
         from stable_baselines3.common.vec_env import DummyVecEnv
 
-        from nlhf_envs.gym_views import SelfPlayPool, SingleSeatEnv
+        from nlhf_envs.gym_views import SingleSeatEnv
         from nlhf_envs.matrix_game import PreferenceGameEnv
+        from nlhf_envs.players import SelfPlayPool
 
         cfg = self.config
         self.pool = SelfPlayPool(max_size=cfg.pool_size, sampling=cfg.opponent_sampling)

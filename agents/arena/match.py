@@ -1,0 +1,144 @@
+"""One match between two participants: a pure function of a picklable :class:`MatchSpec`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agents.arena.participants import Participant, matrix_game_of
+
+
+# ---------------------------------------------------------------------------------- matches
+@dataclass
+class MatchSpec:
+    """Everything one match needs; picklable, so it can run in another process or on Ray.
+
+    Attributes:
+        i: index of the first participant.
+        j: index of the second participant.
+        first: the first participant (``player_0`` in even duels).
+        second: the second participant.
+        env_id: the PettingZoo id of the environment.
+        env_kwargs: its keyword arguments (a ``PreferenceGame`` may be passed as ``game``).
+        num_duels: number of duels (one episode each).
+        seed: the match's seed.
+    """
+
+    i: int
+    j: int
+    first: Participant
+    second: Participant
+    env_id: str
+    env_kwargs: dict[str, Any]
+    num_duels: int
+    seed: int
+
+
+@dataclass
+class MatchResult:
+    """The outcome of one match, from the first participant's point of view."""
+
+    i: int
+    j: int
+    wins: float
+    duels: int
+    mean_prob: float
+    seed: int
+
+    @property
+    def win_rate(self) -> float:
+        """Fraction of duels won by the first participant."""
+        return self.wins / self.duels
+
+
+def _sample_rows(pi: np.ndarray, contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per context from the rows of ``pi`` (inverse CDF, vectorised)."""
+    cdf = np.cumsum(pi, axis=1)
+    cdf[:, -1] = 1.0
+    u = rng.random(contexts.shape[0])
+    return (u[:, None] > cdf[contexts]).sum(axis=1)
+
+
+def play_match(spec: MatchSpec) -> MatchResult:
+    """Play ``spec.num_duels`` duels between two participants; seats alternate every duel.
+
+    When both participants have known policies on a one-round matrix game the duels are drawn in
+    one vectorised pass (contexts, actions and Bernoulli outcomes, exactly as the environment draws
+    them); otherwise every duel is one episode of the PettingZoo environment. Participants are
+    deep-copied first, so a match never changes the caller's objects and its result depends only on
+    the spec.
+    """
+    import pettingzoo
+
+    import nlhf_envs  # noqa: F401  (registers the ids)
+
+    rng = np.random.default_rng(spec.seed)
+    first, second = copy.deepcopy(spec.first), copy.deepcopy(spec.second)
+    _seed_torch(spec.seed)
+    env = pettingzoo.make("parallel", spec.env_id, **spec.env_kwargs)
+    game = matrix_game_of(env)
+    n = spec.num_duels
+    for seat in (first, second):
+        bind = getattr(seat.player, "bind", None)
+        if bind is not None:
+            bind(env.action_space(env.possible_agents[0]))
+    pa, pb = first.exact_policy(game), second.exact_policy(game)
+    if (
+        game is not None
+        and pa is not None
+        and pb is not None
+        and getattr(env, "num_rounds", 1) == 1
+    ):
+        x = game.sample_contexts(n, rng)
+        a = _sample_rows(pa, x, rng)
+        b = _sample_rows(pb, x, rng)
+        swap = np.arange(n) % 2 == 1  # odd duels: the first participant sits as player_1
+        y0, y1 = np.where(swap, b, a), np.where(swap, a, b)
+        o = game.sample(y0, y1, rng, contexts=x if game.num_contexts > 1 else None)
+        wins = np.where(swap, 1 - o.astype(np.int64), o).sum()
+        p = game.P[x, y0, y1]
+        prob = np.where(swap, 1 - p, p).mean()
+        return MatchResult(spec.i, spec.j, float(wins), n, float(prob), spec.seed)
+
+    wins = 0.0
+    prob_sum = 0.0
+    prob_count = 0
+    for d in range(n):
+        seats = (first, second) if d % 2 == 0 else (second, first)
+        me = "player_0" if d % 2 == 0 else "player_1"
+        obs, _ = env.reset(seed=int(rng.integers(2**31)))
+        score = 0.0
+        rounds = 0
+        last_prob = None
+        while env.agents:
+            actions = {
+                agent: seats[k].act(obs[agent], rng)
+                for k, agent in enumerate(("player_0", "player_1"))
+                if agent in env.agents
+            }
+            obs, rewards, _, _, infos = env.step(actions)
+            score += _win_value(float(rewards.get(me, 0.0)), getattr(env, "reward_mode", "outcome"))
+            rounds += 1
+            last_prob = infos.get(me, {}).get("prob", last_prob)
+        # a multi-round matrix episode scores the fraction of rounds won; a text duel pays once
+        wins += score / rounds if game is not None else score
+        if last_prob is not None:
+            prob_sum += float(last_prob)
+            prob_count += 1
+    mean_prob = prob_sum / prob_count if prob_count else float("nan")
+    return MatchResult(spec.i, spec.j, wins, n, mean_prob, spec.seed)
+
+
+def _win_value(reward: float, mode: str) -> float:
+    """Map a reward back to the outcome scale [0, 1] (wins)."""
+    return reward + 0.5 if mode == "centered" else reward
+
+
+def _seed_torch(seed: int) -> None:
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed % (2**63))

@@ -1,0 +1,236 @@
+"""Tournament participants: who plays, what identifies them, and which game they were trained on."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from agents.checkpoint import load_agent
+from nlhf_envs.errors import ConfigError, EnvironmentSetupError
+from nlhf_envs.game import PreferenceGame
+from nlhf_envs.players import TablePlayer, as_player
+
+
+def matrix_game_of(env: Any) -> PreferenceGame | None:
+    """The :class:`PreferenceGame` a (wrapped) matrix environment plays, else ``None``."""
+    game = getattr(getattr(env, "unwrapped", env), "game", None)
+    return game if isinstance(game, PreferenceGame) else None
+
+
+# ---------------------------------------------------------------------------------- participants
+@dataclass
+class Participant:
+    """A tournament entrant: a name and the :class:`~nlhf_envs.players.Player` that plays for it.
+
+    Attributes:
+        name: the label in tables.
+        player: who plays the seat (made by :func:`as_participant` from whatever the user passed).
+        source: the object the player was made from (agent, model, callable), or ``None`` for a fixed
+            policy; its content identifies the participant (:func:`participant_fingerprint`) and the
+            game it was trained on (:func:`check_same_game`).
+    """
+
+    name: str
+    player: Any
+    source: Any = None
+
+    @property
+    def fixed_policy(self) -> np.ndarray | None:
+        """The ``(C, K)`` table of a fixed policy (``pi_ref``, ``uniform``, a vector), else ``None``."""
+        return self.player.policy_table() if isinstance(self.player, TablePlayer) else None
+
+    def exact_policy(self, game: PreferenceGame | None) -> np.ndarray | None:
+        """The ``(C, K)`` policy if it is known exactly (fixed policies, tabular agents)."""
+        if game is None:
+            return None
+        table = getattr(self.player, "policy_table", None)
+        pi = table() if callable(table) else None
+        if pi is None:
+            return None
+        pi = np.asarray(pi, dtype=np.float64)
+        if pi.shape in ((game.num_actions,), (1, game.num_actions), game.shape):
+            return np.array(game.as_policy(pi.reshape(game.shape)))
+        return None
+
+    def act(self, observation: Any, rng: np.random.Generator) -> Any:
+        """One action for ``observation``; the match's generator drives every random choice."""
+        return self.player.act(observation, rng)
+
+
+def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> Participant:
+    """Normalise a participant spec (see the module docstring) through
+    :func:`nlhf_envs.players.as_player`; ``"pi_ref"`` and ``"uniform"`` are the matrix game's fixed
+    policies.
+
+    Raises:
+        ConfigError: (a ``ValueError``) for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a
+            saved agent, a fixed policy of the wrong shape, or an object that cannot act.
+    """
+    if isinstance(spec, Participant):
+        return spec
+    if isinstance(spec, str):
+        if spec in ("pi_ref", "uniform"):
+            if game is None:
+                raise ConfigError(
+                    f"participant {name!r}: {spec!r} needs a matrix game (for other games pass an "
+                    "agent or a callable)"
+                )
+            C, K = game.shape
+            pi = np.array(game.pi_ref) if spec == "pi_ref" else np.full((C, K), 1.0 / K)
+            return Participant(name, TablePlayer(pi))
+        if os.path.exists(spec):
+            source = _detached(load_agent(spec))
+            return Participant(name, as_player(source), source)
+        raise ConfigError(
+            f"participant {name!r}: {spec!r} is not 'pi_ref', 'uniform' or an existing checkpoint"
+        )
+    if isinstance(spec, (np.ndarray, list, tuple)):
+        if game is None:
+            raise ConfigError(f"participant {name!r}: a probability vector needs a matrix game")
+        pi = np.asarray(spec, dtype=np.float64)
+        try:
+            pi = np.array(game.as_policy(pi))
+        except ValueError as exc:
+            raise ConfigError(f"participant {name!r}: {exc}") from None
+        if pi.min() < 0 or np.abs(pi.sum(axis=1) - 1).max() > 1e-6:
+            raise ConfigError(f"participant {name!r}: the policy must be a probability vector")
+        return Participant(name, TablePlayer(pi))
+    if hasattr(spec, "act") or hasattr(spec, "predict") or callable(spec):
+        source = _detached(spec)
+        try:
+            player = as_player(source)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"participant {name!r}: {exc}") from None
+        return Participant(name, player, source)
+    raise ConfigError(
+        f"participant {name!r}: cannot play a {type(spec).__name__} (expected an agent, a saved "
+        "agent's path, 'pi_ref', 'uniform', a probability vector, an SB3 model or a callable)"
+    )
+
+
+def _detached(obj: Any) -> Any:
+    """A shallow copy without a TensorBoard logger (which holds locks and cannot be pickled)."""
+    if getattr(obj, "logger", None) is not None:
+        obj = copy.copy(obj)
+        obj.logger = None
+    return obj
+
+
+def _update_hash(h: Any, value: Any) -> bool:
+    """Feed one attribute value into ``h``; ``False`` when its content cannot be hashed."""
+    if isinstance(value, np.ndarray):
+        h.update(repr((value.dtype.str, value.shape)).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+        return True
+    if isinstance(value, (bool, int, float, str, type(None))):
+        h.update(repr(value).encode())
+        return True
+    if isinstance(value, np.random.Generator):
+        h.update(json.dumps(value.bit_generator.state, sort_keys=True, default=str).encode())
+        return True
+    if isinstance(value, PreferenceGame):
+        h.update(value.fingerprint().encode())
+        return True
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        h.update(json.dumps(asdict(value), sort_keys=True, default=repr).encode())
+        return True
+    torch = __import__("sys").modules.get("torch")
+    if torch is not None:
+        if isinstance(value, torch.nn.Module):
+            for key, tensor in value.state_dict().items():
+                h.update(key.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            return True
+        if isinstance(value, torch.Generator):
+            h.update(value.get_state().numpy().tobytes())
+            return True
+    return False
+
+
+def participant_fingerprint(participant: Participant) -> str | None:
+    """A content hash of what a participant plays, or ``None`` when it cannot be known.
+
+    Fixed policies hash their probabilities; agents and models hash every array, number, string,
+    config dataclass, generator state and torch module they hold (the learned policy, the acting
+    generator, the counters); a plain function hashes its code and constants. A tournament reuses
+    a logged match only when both participants' fingerprints are unchanged, so a participant that
+    was retrained (or replaced by another run under the same name) is replayed. ``None`` (an object
+    with no hashable content) means its matches are always replayed.
+    """
+    h = hashlib.sha256()
+    if participant.fixed_policy is not None:
+        h.update(b"fixed-policy")
+        _update_hash(h, np.asarray(participant.fixed_policy, dtype=np.float64))
+        return h.hexdigest()[:16]
+    obj = participant.source
+    h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+    code = getattr(obj, "__code__", None)
+    if code is not None:  # a plain function or lambda
+        h.update(code.co_code)
+        h.update(repr(code.co_consts).encode())
+        h.update(repr(getattr(obj, "__defaults__", None)).encode())
+        return h.hexdigest()[:16]
+    found = False
+    for key, value in sorted(getattr(obj, "__dict__", {}).items()):
+        if key in ("logger", "history"):
+            continue  # not what the participant plays
+        h.update(key.encode())
+        found = _update_hash(h, value) or found
+    return h.hexdigest()[:16] if found else None
+
+
+def game_identity(obj: Any) -> tuple[str, str] | None:
+    """``(fingerprint, description)`` of the game an agent or environment plays, if known.
+
+    A matrix game is identified by :meth:`PreferenceGame.fingerprint` (shape, ``P``, ``pi_ref``,
+    ``rho``, ``beta``); a text environment by its class, vocabulary, answer length and, when it
+    provides one, its own ``fingerprint()``.
+    """
+    game = getattr(obj, "game", None)
+    if game is None:
+        game = matrix_game_of(obj) if hasattr(obj, "possible_agents") else None
+    if isinstance(game, PreferenceGame):
+        return game.fingerprint(), game.describe()
+    env = obj if hasattr(obj, "possible_agents") else getattr(obj, "env", None)
+    env = getattr(env, "unwrapped", env)
+    if env is None or not hasattr(env, "possible_agents"):
+        return None
+    own = getattr(env, "fingerprint", None)
+    space = env.action_space(env.possible_agents[0])
+    parts = (
+        type(env).__qualname__,
+        int(getattr(space, "n", 0)),
+        getattr(env, "max_new_tokens", None),
+        own() if callable(own) else None,
+    )
+    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+    return (
+        digest,
+        f"{parts[0]} (vocabulary {parts[1]}, max_new_tokens={parts[2]}, fingerprint {digest})",
+    )
+
+
+def check_same_game(players: Sequence[Participant], env: Any, env_id: str) -> None:
+    """Refuse participants trained on another game than the one ``env`` plays.
+
+    Raises:
+        EnvironmentSetupError: naming the participant, the game it was trained on and the game of
+            ``env_id``.
+    """
+    played = game_identity(env)
+    for p in players:
+        own = game_identity(p.source) if p.source is not None else None
+        if own is None or played is None:
+            continue
+        if own[0] != played[0]:
+            raise EnvironmentSetupError(
+                f"participant {p.name!r} was trained on {own[1]}, but {env_id} plays {played[1]}; "
+                "every participant must share the tournament's game"
+            )
