@@ -152,8 +152,7 @@ def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
     user's mistake (one line) rather than as a failure inside the agent.
     """
     import agents
-    from agents.registry import resolve_target
-    from agents.registry import user_env_kwargs
+    from agents.registry import resolve_target, user_env_kwargs
 
     kwargs = entry.env_kwargs or None
     with user_env_kwargs(env_id, kwargs):
