@@ -22,7 +22,7 @@ proximal, mirror-descent-like step on the regularised game. ``ent_coef=<number>`
 behaviour: entropy bonus with that coefficient and no ``pi_ref`` term (``0.0``: unregularised).
 
 What self-play does on biased rock-paper-scissors is measured in
-``tests/integrations/test_sb3_agent.py``: regularised self-play (``beta = 0.1``) reaches
+``tests/agents/sb3/test_sb3_agent.py``: regularised self-play (``beta = 0.1``) reaches
 ``game/exploitability < 0.02``, while unregularised self-play (``ent_coef=0``) keeps cycling around
 the Nash equilibrium.
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from nlhf_envs.solvers import exploitability
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_readme_token_games_snippet_is_the_example_verbatim():
