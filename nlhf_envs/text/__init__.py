@@ -9,8 +9,9 @@ The package is a small, fully synthetic language world in which NLHF can be run 
   annotators whose mean Bradley-Terry preference ``P*`` is intransitive. :func:`ground_truth` exposes
   ``P*`` behind the judge interface.
 - Judges (:mod:`~nlhf_envs.text.judging`): one interface, ``prob(prompts, answers_a, answers_b) ->
-  Tensor[B]`` on padded token ids (with masks or lengths) or strings, and the TRL-style
-  ``judge(prompts, completion_pairs) -> list[float]``. The learned :class:`Judge` has
+  Tensor[B]`` on padded token ids (with masks or lengths) or strings, TRL's pairwise-judge
+  ``judge(prompts, completions, shuffle_order=True, return_scores=False)`` (index of the preferred
+  completion, or scores), and ``judge_obj(prompts, completion_pairs) -> list[float]`` on text. The learned :class:`Judge` has
   ``P = sigmoid(f(x, a, b) - f(x, b, a))``, antisymmetric by construction.
 - Policies: any callable ``policy(input_ids, attention_mask=None, past_key_values=None) ->
   (logits [B, T, V], cache)`` with Hugging Face semantics (the mask spans past and new positions; the

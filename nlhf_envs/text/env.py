@@ -257,7 +257,8 @@ class TokenDuelEnv(ParallelEnv):
             self.np_random, self.np_random_seed = seeding.np_random(seed)
         options = options or {}  # only "prompt" is read; other keys are ignored
         if "prompt" in options:
-            self._prompt = str(options["prompt"])
+            self.tokenizer.check_prompt(options["prompt"])  # unknown words, empty, not a string
+            self._prompt = options["prompt"]
         else:
             self._prompt = self.world.prompts.texts[int(self.np_random.choice(self.prompt_pool))]
         self._prompt_ids, self._prompt_mask = self.tokenizer.encode_prompts(
@@ -358,7 +359,10 @@ class TokenDuelEnv(ParallelEnv):
     def _render_text(self) -> str:
         if not self._answers:
             return "TokenDuel: call reset() first"
-        lines = [f"prompt   : {self._prompt}"]
+        seen = self.tokenizer.decode(self._prompt_ids[0][self._prompt_mask[0]].tolist())
+        lines = [
+            f"prompt   : {seen}"
+        ]  # what the policies read (lower-cased, special tokens dropped)
         for agent in AGENTS:
             state = self._answers[agent]
             status = "done" if bool(state.finished[0]) else "writing"

@@ -3,8 +3,9 @@
 A pairwise judge answers ``P(a > b | prompt)``. Every judge here has
 
 - :meth:`PairwiseJudge.prob` ``(prompts, answers_a, answers_b) -> Tensor[B]`` on token ids or text;
-- :meth:`PairwiseJudge.judge` ``(prompts, completion_pairs) -> list[float]`` (the TRL-style text form;
-  calling the judge does the same).
+- :meth:`PairwiseJudge.judge` ``(prompts, completions, shuffle_order=True, return_scores=False)``
+  (TRL's pairwise-judge semantics: the index of the preferred completion, or scores);
+- calling the judge, ``judge(prompts, completion_pairs) -> list[float]``: the probabilities on text.
 
 Inputs are validated here once: token ids must lie in ``[0, vocab_size)``, shapes must agree, and a
 judge's output must be a finite probability, otherwise a ``ValueError`` names the problem.
@@ -16,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from nlhf_envs.text.tokenizer import EOS, SPECIAL_TOKENS, Tokenizer
@@ -146,6 +148,9 @@ class PairwiseJudge(ABC):
             raise TypeError(f"{name} must be a token-id tensor or a list of strings")
         if mask is not None:
             raise ValueError(f"a mask for {name} only makes sense with token ids, not text")
+        if name == "prompts":  # a prompt the policies could not read is refused, not guessed
+            for i, text in enumerate(x):
+                self.tokenizer.check_prompt(text, i)
         return self.tokenizer.encode_answers(list(x), device=self.device)
 
     def prepare(
@@ -212,33 +217,67 @@ class PairwiseJudge(ABC):
         return check_probabilities(p, len(batch), type(self).__name__)
 
     def judge(
-        self, prompts: Sequence[str], completion_pairs: Sequence[Sequence[str]]
-    ) -> list[float]:
-        """TRL-style text form: ``P(first completion > second | prompt)`` for every pair.
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[Sequence[str]],
+        shuffle_order: bool = True,
+        return_scores: bool = False,
+        *,
+        seed: int | None = None,
+    ) -> list[int] | list[float]:
+        """Pairwise-judge semantics of TRL's ``BasePairwiseJudge.judge``.
+
+        For every prompt and its pair of completions: the index (0 or 1) of the preferred completion,
+        or with ``return_scores`` the probability that the first completion is preferred. Code written
+        against that interface (online DPO, Nash-MD and XPO trainers, win-rate callbacks) takes these
+        judges unchanged. A tie (probability exactly 1/2) ranks the first completion.
 
         Args:
-            prompts: ``B`` prompts.
-            completion_pairs: ``B`` pairs ``(a, b)`` of answers.
+            prompts: ``B`` prompts (strings).
+            completions: ``B`` pairs ``[c0, c1]`` (lists or tuples) of completions.
+            shuffle_order: present each pair in a random order and map the answer back, so a judge
+                with a positional bias is not favoured by the caller's order (the probabilities of
+                an antisymmetric judge, such as the ground truth, are unchanged).
+            return_scores: return ``P(c0 > c1 | prompt)`` instead of indices.
+            seed: seed of the shuffle (``None``: fresh entropy).
 
         Returns:
-            ``B`` probabilities.
+            ``B`` ints in {0, 1}, or ``B`` floats in [0, 1] with ``return_scores``.
+
+        Raises:
+            ValueError: when the numbers of prompts and pairs differ or a pair does not hold two
+                strings.
         """
-        if len(prompts) != len(completion_pairs):
-            raise ValueError(
-                f"got {len(prompts)} prompts but {len(completion_pairs)} completion pairs"
-            )
-        for i, pair in enumerate(completion_pairs):
-            if len(pair) != 2:
-                raise ValueError(f"completion pair {i} has {len(pair)} entries; expected 2")
-        a = [pair[0] for pair in completion_pairs]
-        b = [pair[1] for pair in completion_pairs]
-        return self.prob(list(prompts), a, b).tolist()
+        a, b = self._split_pairs(prompts, completions)
+        n = len(a)
+        swap = np.random.default_rng(seed).random(n) < 0.5 if shuffle_order else np.zeros(n, bool)
+        first = [y if s else x for x, y, s in zip(a, b, swap, strict=True)]
+        second = [x if s else y for x, y, s in zip(a, b, swap, strict=True)]
+        p = self.prob(list(prompts), first, second).double().cpu().numpy() if n else np.zeros(0)
+        p_first = np.where(swap, 1.0 - p, p)
+        if return_scores:
+            return [float(q) for q in p_first]
+        return [0 if q >= 0.5 else 1 for q in p_first]
+
+    def _split_pairs(
+        self, prompts: Sequence[str], completions: Sequence[Sequence[str]]
+    ) -> tuple[list[str], list[str]]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completion pairs")
+        for i, pair in enumerate(completions):
+            if isinstance(pair, str) or len(pair) != 2:
+                raise ValueError(f"completion pair {i} must hold two completions; got {pair!r}")
+            if not all(isinstance(c, str) for c in pair):
+                raise ValueError(f"completion pair {i} must hold two strings; got {pair!r}")
+        return [pair[0] for pair in completions], [pair[1] for pair in completions]
 
     def __call__(
         self, prompts: Sequence[str], completion_pairs: Sequence[Sequence[str]]
     ) -> list[float]:
-        """Same as :meth:`judge`."""
-        return self.judge(prompts, completion_pairs)
+        """The probability form on text: ``P(first completion > second | prompt)`` per pair (what
+        :class:`CallableJudge` and the Hugging Face duel expect of a judge function)."""
+        a, b = self._split_pairs(prompts, completion_pairs)
+        return self.prob(list(prompts), a, b).tolist() if a else []
 
 
 class CallableJudge(PairwiseJudge):

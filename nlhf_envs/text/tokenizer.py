@@ -19,7 +19,9 @@ lower-cased and split on whitespace; decoding joins words with single spaces.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -93,8 +95,54 @@ class Tokenizer:
             words.append(self.vocab[t])
         return " ".join(words)
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` outside the vocabulary (lower-cased, in order, without repeats)."""
+        out: list[str] = []
+        for w in text.lower().split():
+            if w not in self._index and w not in out:
+                out.append(w)
+        return out
+
+    def check_prompt(self, text: Any, index: int = 0, unknown: str = "error") -> None:
+        """Refuse a prompt the policies could not read.
+
+        Args:
+            text: the prompt.
+            index: its position in the batch (named in errors).
+            unknown: ``"error"`` (default): words outside the vocabulary raise; ``"unk"``: they are
+                read as ``<unk>`` with a warning naming them.
+
+        Raises:
+            TypeError: for a prompt that is not a string.
+            ValueError: for an empty prompt, or (``unknown="error"``) words outside the vocabulary.
+        """
+        if unknown not in ("error", "unk"):
+            raise ValueError(f"unknown must be 'error' or 'unk'; got {unknown!r}")
+        if not isinstance(text, str):
+            raise TypeError(f"prompt {index} must be a string; got {type(text).__name__}")
+        if not text.split():
+            raise ValueError(f"prompt {index} is empty")
+        missing = self.unknown_words(text)
+        if not missing:
+            return
+        words = ", ".join(repr(w) for w in missing)
+        if unknown == "error":
+            raise ValueError(
+                f"prompt {index} ({text!r}) has words outside the vocabulary: {words} "
+                "(Tokenizer.vocab lists the words; unknown='unk' reads them as <unk>)"
+            )
+        warnings.warn(
+            f"prompt {index} ({text!r}): words outside the vocabulary read as <unk>: {words}",
+            stacklevel=3,
+        )
+
     def encode_prompts(
-        self, texts: Sequence[str], prompt_len: int, device: torch.device | str | None = None
+        self,
+        texts: Sequence[str],
+        prompt_len: int,
+        device: torch.device | str | None = None,
+        *,
+        unknown: str = "error",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded ``<bos> prompt <sep>`` ids and their mask.
 
@@ -102,16 +150,23 @@ class Tokenizer:
             texts: prompts as text.
             prompt_len: the fixed width, ``<bos>`` and ``<sep>`` included.
             device: where the tensors go.
+            unknown: words outside the vocabulary: ``"error"`` (default) or ``"unk"`` (read as
+                ``<unk>``, with a warning); see :meth:`check_prompt`.
 
         Returns:
             ``(ids, mask)``: int64 ``[B, prompt_len]`` and bool ``[B, prompt_len]``.
 
         Raises:
-            ValueError: if a prompt needs more than ``prompt_len`` tokens.
+            TypeError: for a prompt that is not a string.
+            ValueError: for an empty prompt, unknown words (``unknown="error"``), or a prompt that
+                needs more than ``prompt_len`` tokens.
         """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of prompts, not one string")
         ids = torch.full((len(texts), prompt_len), PAD, dtype=torch.long)
         mask = torch.zeros((len(texts), prompt_len), dtype=torch.bool)
         for i, text in enumerate(texts):
+            self.check_prompt(text, i, unknown)
             row = [BOS, *self.encode(text), SEP]
             if len(row) > prompt_len:
                 raise ValueError(

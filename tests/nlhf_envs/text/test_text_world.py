@@ -59,9 +59,7 @@ def test_ground_truth_is_antisymmetric_and_half_on_ties():
     pab, pba = gt.prob(prompts, a, b), gt.prob(prompts, b, a)
     assert torch.allclose(pab + pba, torch.ones(64), atol=1e-6)
     assert torch.allclose(gt.prob(prompts, a, a), torch.full((64,), 0.5))
-    assert gt.judge(prompts[:2], list(zip(a[:2], b[:2], strict=True))) == pytest.approx(
-        pab[:2].tolist()
-    )
+    assert gt(prompts[:2], list(zip(a[:2], b[:2], strict=True))) == pytest.approx(pab[:2].tolist())
 
 
 def test_ground_truth_prefers_a_relevant_answer_to_an_empty_or_off_topic_one():
