@@ -96,6 +96,13 @@ class ModelPlayer(BasePlayer):
     def bind(self, action_space: Any) -> None:
         self.action_space = action_space
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelPlayer:
+        """Copies share the model: playing never changes it (actions are drawn with the caller's
+        generator), and a live SB3 model holds tensors that cannot be deep-copied."""
+        twin = ModelPlayer(self.model, self.deterministic)
+        twin.action_space = self.action_space
+        return twin
+
     def action_probabilities(self, observation: Any) -> np.ndarray | None:
         return sb3_action_probs(self.model, observation)
 

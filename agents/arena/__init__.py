@@ -32,7 +32,14 @@ from agents.arena.stats import (
     nash_averaging,
     wilson_interval,
 )
-from agents.arena.tournament import repair_match_log, run, validate
+from agents.arena.tournament import (
+    default_name,
+    named_participants,
+    repair_match_log,
+    run,
+    unique_names,
+    validate,
+)
 
 __all__ = [
     "MatchSpec",
@@ -52,4 +59,7 @@ __all__ = [
     "check_same_game",
     "repair_match_log",
     "validate",
+    "default_name",
+    "named_participants",
+    "unique_names",
 ]

@@ -39,7 +39,12 @@ class MatchSpec:
 
 @dataclass
 class MatchResult:
-    """The outcome of one match, from the first participant's point of view."""
+    """The outcome of one match, from the first participant's point of view.
+
+    ``mean_prob`` is the mean of the paid preference probability (the game's ``P``, or the token
+    duel's judge); ``mean_true_prob`` the mean ground-truth probability where the env reports one
+    (the token duel's ``true_prob``), else NaN.
+    """
 
     i: int
     j: int
@@ -47,6 +52,7 @@ class MatchResult:
     duels: int
     mean_prob: float
     seed: int
+    mean_true_prob: float = float("nan")
 
     @property
     def win_rate(self) -> float:
@@ -104,15 +110,15 @@ def play_match(spec: MatchSpec) -> MatchResult:
         return MatchResult(spec.i, spec.j, float(wins), n, float(prob), spec.seed)
 
     wins = 0.0
-    prob_sum = 0.0
-    prob_count = 0
+    prob_sum = true_sum = 0.0
+    prob_count = true_count = 0
     for d in range(n):
         seats = (first, second) if d % 2 == 0 else (second, first)
         me = "player_0" if d % 2 == 0 else "player_1"
         obs, _ = env.reset(seed=int(rng.integers(2**31)))
         score = 0.0
         rounds = 0
-        last_prob = None
+        last_prob = last_true = None
         while env.agents:
             actions = {
                 agent: seats[k].act(obs[agent], rng)
@@ -123,13 +129,18 @@ def play_match(spec: MatchSpec) -> MatchResult:
             score += _win_value(float(rewards.get(me, 0.0)), getattr(env, "reward_mode", "outcome"))
             rounds += 1
             last_prob = infos.get(me, {}).get("prob", last_prob)
+            last_true = infos.get(me, {}).get("true_prob", last_true)
         # a multi-round matrix episode scores the fraction of rounds won; a text duel pays once
         wins += score / rounds if game is not None else score
         if last_prob is not None:
             prob_sum += float(last_prob)
             prob_count += 1
+        if last_true is not None:
+            true_sum += float(last_true)
+            true_count += 1
     mean_prob = prob_sum / prob_count if prob_count else float("nan")
-    return MatchResult(spec.i, spec.j, wins, n, mean_prob, spec.seed)
+    mean_true = true_sum / true_count if true_count else float("nan")
+    return MatchResult(spec.i, spec.j, wins, n, mean_prob, spec.seed, mean_true)
 
 
 def _win_value(reward: float, mode: str) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.api import AgentBase
 from agents.checkpoint import load_agent
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
@@ -63,11 +64,19 @@ class Participant:
         """One action for ``observation``; the match's generator drives every random choice."""
         return self.player.act(observation, rng)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Participant:
+        """A match plays a deep copy of the player (so it never changes the caller's objects); the
+        source only identifies the participant and is shared."""
+        return Participant(self.name, copy.deepcopy(self.player, memo), self.source)
 
-def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> Participant:
+
+def as_participant(
+    name: str, spec: Any, game: PreferenceGame | None = None, env: Any = None
+) -> Participant:
     """Normalise a participant spec (see the module docstring) through
     :func:`nlhf_envs.players.as_player`; ``"pi_ref"`` and ``"uniform"`` are the matrix game's fixed
-    policies.
+    policies, and on the token duel (``env`` with a ``world``) its reference policy and uniformly
+    random answer words (:mod:`nlhf_envs.text.players`).
 
     Raises:
         ConfigError: (a ``ValueError``) for a string that is neither ``"pi_ref"``, ``"uniform"`` nor a
@@ -77,10 +86,16 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
         return spec
     if isinstance(spec, str):
         if spec in ("pi_ref", "uniform"):
+            world = getattr(getattr(env, "unwrapped", env), "world", None)
+            if game is None and world is not None:
+                from nlhf_envs.text.players import ReferencePlayer, UniformAnswerPlayer
+
+                seated = ReferencePlayer(world) if spec == "pi_ref" else UniformAnswerPlayer(world)
+                return Participant(name, seated, seated)
             if game is None:
                 raise ConfigError(
-                    f"participant {name!r}: {spec!r} needs a matrix game (for other games pass an "
-                    "agent or a callable)"
+                    f"participant {name!r}: {spec!r} needs a matrix game or the token duel (for "
+                    "other games pass an agent or a callable)"
                 )
             C, K = game.shape
             pi = np.array(game.pi_ref) if spec == "pi_ref" else np.full((C, K), 1.0 / K)
@@ -116,8 +131,9 @@ def as_participant(name: str, spec: Any, game: PreferenceGame | None = None) -> 
 
 
 def _detached(obj: Any) -> Any:
-    """A shallow copy without a TensorBoard logger (which holds locks and cannot be pickled)."""
-    if getattr(obj, "logger", None) is not None:
+    """A zoo agent as a shallow copy without its TensorBoard logger (which holds locks and cannot be
+    pickled); anything else (an SB3 model's ``logger`` is SB3's own, read-only) unchanged."""
+    if isinstance(obj, AgentBase) and obj.logger is not None:
         obj = copy.copy(obj)
         obj.logger = None
     return obj

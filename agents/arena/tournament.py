@@ -75,6 +75,60 @@ def _fingerprint(
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def default_name(spec: Any) -> str:
+    """The table name of a participant given without one: a zoo agent's registry name, a string
+    spec itself (a path: its stem), an SB3 model's class name, a function's name, else ``policy``."""
+    if isinstance(spec, str):
+        return (
+            spec if spec in ("pi_ref", "uniform") else os.path.splitext(os.path.basename(spec))[0]
+        )
+    if isinstance(spec, os.PathLike):
+        return os.path.splitext(os.path.basename(os.fspath(spec)))[0]
+    if isinstance(spec, Participant):
+        return spec.name
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    if hasattr(spec, "predict") and hasattr(spec, "policy"):
+        return type(spec).__name__.lower()
+    fn = getattr(spec, "__name__", None)
+    if callable(spec) and isinstance(fn, str) and fn != "<lambda>":
+        return fn
+    return "policy"
+
+
+def unique_names(items: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Number repeated names (``nash_mp``, ``nash_mp#2``, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name, obj in items:
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", obj))
+    return out
+
+
+def named_participants(participants: Any) -> list[tuple[str, Any]]:
+    """``{name: spec}``, ``[(name, spec), ...]`` or unnamed specs -> ``[(name, spec), ...]``.
+
+    An item is named when it is a ``(str, spec)`` pair; other items are named by
+    :func:`default_name`, repeats numbered (:func:`unique_names`). Explicit names are kept as given
+    (duplicates among them are an error of :func:`run`).
+    """
+    if isinstance(participants, Mapping):
+        return list(participants.items())
+    explicit, items = [], []
+    for item in participants:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            explicit.append(True)
+            items.append(item)
+        else:
+            explicit.append(False)
+            items.append((default_name(item), item))
+    numbered = unique_names([it for it, e in zip(items, explicit, strict=True) if not e])
+    it = iter(numbered)
+    return [item if e else next(it) for item, e in zip(items, explicit, strict=True)]
+
+
 def _prepare(
     participants: Mapping[str, Any] | Sequence[tuple[str, Any]],
     env: str,
@@ -86,7 +140,7 @@ def _prepare(
 
     import nlhf_envs
 
-    items = list(participants.items()) if isinstance(participants, Mapping) else list(participants)
+    items = named_participants(participants)
     names = [str(n) for n, _ in items]
     if len(items) < 2:
         raise ConfigError(f"a tournament needs at least two participants; got {len(items)}")
@@ -104,7 +158,7 @@ def _prepare(
     with user_env_kwargs(env, env_kwargs):
         probe = pettingzoo.make("parallel", env, **env_kwargs)
     game = matrix_game_of(probe)
-    players = [as_participant(name, spec, game) for name, spec in items]
+    players = [as_participant(name, spec, game, probe) for name, spec in items]
     check_same_game(players, probe, env)
     return items, players, probe, game, env_kwargs
 
@@ -140,7 +194,8 @@ def run(
     """Round-robin tournament among ``participants`` on environment ``env``.
 
     Args:
-        participants: ``{name: spec}`` or ``[(name, spec), ...]`` (see :func:`as_participant`).
+        participants: ``{name: spec}``, ``[(name, spec), ...]`` or unnamed specs ``[agent_a,
+            agent_b, ...]`` (named by :func:`default_name`; see :func:`as_participant`).
         env: a registered PettingZoo id (``"nlhf/RPS-v0"``, ``"nlhf/TokenDuel-v0"``, ...).
         env_kwargs: keyword arguments of the environment (e.g. ``game=PreferenceGame(...)``).
         num_duels: duels per pair (seats alternate).

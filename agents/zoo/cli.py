@@ -433,28 +433,54 @@ def _resolve_participant(
             progress=not args.no_progress,
         )
         return name or agent_name, agent, _recorded_env(run_dir / "final.npz")
+    vector = _probability_vector(value)
+    if vector is not None:
+        return name or "policy", vector, None
     path = Path(value)
     if path.is_dir() and (path / "final.npz").exists():
         path = path / "final.npz"
     if not path.exists():
         raise UserError(
-            f"participant {spec!r}: expected pi_ref, uniform, zoo:AGENT, a checkpoint file or a "
-            "train run folder"
+            f"participant {spec!r}: expected pi_ref, uniform, zoo:AGENT, a probability vector "
+            "(0.2,0.3,0.5), a checkpoint file, an SB3 model (.zip) or a train run folder"
         )
+    if path.suffix == ".zip":
+        return name or path.stem, _load_sb3_model(path, spec), None
     import agents
 
     loaded = agents.load(path)
     return name or getattr(loaded, "name", "") or path.stem, loaded, _recorded_env(path)
 
 
-def _unique_names(parts: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Number repeated default names (``nash_mp``, ``nash_mp#2``, ...)."""
-    seen: dict[str, int] = {}
-    out = []
-    for name, obj in parts:
-        seen[name] = seen.get(name, 0) + 1
-        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", obj))
-    return out
+def _probability_vector(value: str) -> Any:
+    """``"0.2,0.3,0.5"`` (or with brackets) -> a float array; ``None`` when ``value`` is not one."""
+    text = value.strip().strip("[]()")
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) < 2:
+        return None
+    try:
+        import numpy as np
+
+        return np.array([float(p) for p in parts])
+    except ValueError:
+        return None
+
+
+def _load_sb3_model(path: Path, spec: str) -> Any:
+    """A Stable-Baselines3 model saved with ``model.save(path)``: PPO, A2C or DQN (tried in turn)."""
+    try:
+        import stable_baselines3 as sb3
+    except ImportError:
+        raise UserError(
+            f"participant {spec!r}: loading an SB3 model needs stable-baselines3"
+        ) from None
+    errors = []
+    for algo in (sb3.PPO, sb3.A2C, sb3.DQN):
+        try:
+            return algo.load(path, device="cpu")
+        except Exception as exc:  # noqa: BLE001  (SB3 raises assorted errors for another algorithm)
+            errors.append(f"{algo.__name__}: {type(exc).__name__}")
+    raise UserError(f"participant {spec!r}: not an SB3 PPO/A2C/DQN model ({'; '.join(errors)})")
 
 
 def _match_env(
@@ -505,7 +531,7 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
     env_kwargs = zoo.parse_params(args.env_kwargs)
     _check_count("--n-duels", args.n_duels, 1)
     resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
-    parts = _unique_names([(n, o) for n, o, _ in resolved])
+    parts = arena.unique_names([(n, o) for n, o, _ in resolved])
     env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)
     arena.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
     # everything is valid: now (and only now) the output folder is created
@@ -558,6 +584,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         f"win rate of {args.agent_path} vs {args.opponent} on {env_id}: "
         f"{result.win_rate[0, 1]:.4f} (95% CI [{lo:.4f}, {hi:.4f}], {args.n_duels} duels)"
     )
+    match = result.matches[0] if result.matches else None
+    if match is not None and match.mean_true_prob == match.mean_true_prob:  # the token duel
+        print(  # the agent is the match's first participant
+            f"mean P(agent's answer preferred): {match.mean_prob:.4f} under the judge, "
+            f"{match.mean_true_prob:.4f} under the ground truth"
+        )
     if result.exploitability[0] is not None:
         print(f"exact exploitability Expl_beta = {result.exploitability[0]:.6g}")
     return 0
@@ -848,7 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
         "participants",
         nargs="+",
         metavar="[NAME=]SPEC",
-        help="pi_ref, uniform, zoo:AGENT (trained now), a checkpoint file or a train run folder",
+        help="pi_ref, uniform, zoo:AGENT (trained now), a probability vector (0.2,0.3,0.5), a "
+        "checkpoint file, a train run folder or an SB3 model (.zip; PPO, A2C or DQN)",
     )
     p.add_argument(
         "--env",

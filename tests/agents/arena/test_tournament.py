@@ -181,3 +181,48 @@ def test_participants_must_share_the_tournament_game():
     uniform = agents.make("nash_mp", make_game("uniform", num_actions=10, seed=0), seed=0)
     with pytest.raises(EnvironmentSetupError, match=r"K=10"):
         T.run({"u": uniform, "ref": "pi_ref"}, "nlhf/BiasedRPS-v0", num_duels=10)
+
+
+# ------------------------------------------------------------------ participants from anywhere
+def test_live_sb3_models_and_unnamed_agents_play(one_torch_thread):
+    """A live (not reloaded) SB3 model plays; agents given without names are named by kind."""
+    import gymnasium
+    from stable_baselines3 import PPO
+
+    import agents
+
+    a = agents.make("nash_mp", "biased_rps", seed=0).learn(num_iterations=5)
+    b = agents.make("mmd", "biased_rps", seed=0).learn(num_iterations=5)
+    model = PPO(
+        "MlpPolicy",
+        gymnasium.make("nlhf/BiasedRPS-SingleSeat-v0"),
+        n_steps=64,
+        batch_size=32,
+        seed=0,
+    ).learn(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", T.IntransitivityWarning)
+        r = T.run([a, b, model, "pi_ref", a], "nlhf/MatrixGame-v0", env_kwargs={"game": a.game},
+                  num_duels=400, seed=0)  # fmt: skip
+    assert r.names == ["nash_mp", "mmd", "ppo", "pi_ref", "nash_mp#2"]
+    # the two copies of nash_mp play the same known policy: an even match, exactly 1/2 in P
+    assert r.win_rate[0, 4] == pytest.approx(0.5, abs=0.08)
+    assert np.allclose(r.win_rate + r.win_rate.T, 1.0)
+
+
+def test_pi_ref_and_uniform_play_the_token_duel_with_judge_and_truth():
+    r = T.run({"ref": "pi_ref", "words": "uniform"}, "nlhf/TinyTokenDuel-v0", num_duels=60, seed=0)
+    m = r.matches[0]
+    assert 0.0 <= m.mean_prob <= 1.0 and 0.0 <= m.mean_true_prob <= 1.0
+    # pi_ref writes the demonstrator's kind of answer; random words lose under both
+    assert r.win_rate[0, 1] > 0.6 and m.mean_prob > 0.6 and m.mean_true_prob > 0.6
+    again = T.run({"ref": "pi_ref", "words": "uniform"}, "nlhf/TinyTokenDuel-v0", num_duels=60,
+                  seed=0)  # fmt: skip
+    assert again.win_rate[0, 1] == r.win_rate[0, 1]  # seeded: reproducible
+
+
+def test_default_names():
+    assert T.default_name("runs/nash_mp_1/final.npz") == "final"
+    assert T.default_name("pi_ref") == "pi_ref"
+    assert T.default_name(np.array([0.5, 0.5])) == "policy"
+    assert T.unique_names([("a", 1), ("a", 2), ("b", 3)]) == [("a", 1), ("a#2", 2), ("b", 3)]

@@ -95,7 +95,7 @@ def test_cli_user_errors_are_one_line():
             ["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "--params", "etaa:1"],
             "unknown config key(s) 'etaa'",
         ),
-        (["eval", "missing.npz"], "expected pi_ref, uniform, zoo:AGENT, a checkpoint file"),
+        (["eval", "missing.npz"], "expected pi_ref, uniform, zoo:AGENT, a probability vector"),
     ]:
         proc = _run_cli(*args)
         assert proc.returncode == 2, proc.stderr
@@ -221,3 +221,20 @@ def test_convergence_subcommand_quick(tmp_path, capsys):
     assert main(["convergence", "--quick", "--no-plots", "--no-stochastic", "--out", str(out)]) == 0
     text = (out / "convergence.md").read_text()
     assert "nash_mp" in text
+
+
+def test_cli_tournament_takes_sb3_zip_models_and_probability_vectors(tmp_path, capsys):
+    import gymnasium
+    from stable_baselines3 import PPO
+
+    env = gymnasium.make("nlhf/BiasedRPS-SingleSeat-v0")
+    PPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0).learn(64).save(tmp_path / "ppo_rps")
+    out = str(tmp_path / "t")
+    args = ["tournament", str(tmp_path / "ppo_rps.zip"), "paper=0,1,0", "[0.2,0.3,0.5]", "pi_ref",
+            "--env", "nlhf/BiasedRPS-v0", "--n-duels", "50", "--output-dir", out, "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    for name in ("| ppo_rps |", "| paper |", "| policy |", "| pi_ref |"):
+        assert name in text
+    assert main(["tournament", "0.5,x", "pi_ref", "--env", "nlhf/RPS-v0", "--no-progress"]) == 2
+    assert "a probability vector (0.2,0.3,0.5)" in capsys.readouterr().err

@@ -324,6 +324,17 @@ def test_cli_eval_prints_exact_nash_metrics_of_a_token_agent(tmp_path, capsys):
     agent = agents.load(run / "final.npz")
     expected = agent.nash_metrics()["eval/exploitability"]
     assert f"exploitability {expected:.6g}" in out
+    # the token agent against random words, and a CLI tournament with pi_ref and uniform
+    assert (
+        main(["eval", str(run), "--opponent", "uniform", "--n-duels", "40", "--no-progress"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert f"vs uniform on {TINY}" in out and "under the ground truth" in out
+    t_out = str(tmp_path / "t")
+    assert main(["tournament", str(run), "pi_ref", "uniform", "--n-duels", "20", "--output-dir",
+                 t_out, "--no-progress"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"tournament on {TINY}" in out and "| uniform |" in out
 
 
 def test_periodic_text_checkpoints_do_not_repeat_the_history(tmp_path):
