@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build; pyproject keeps the range torch>=2.2.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint bench setup setup-dev clean
+.PHONY: demo test test-slow lint bench wheel-check setup setup-dev clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -40,5 +40,23 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/env_throughput.py
 
+# Build the wheel, install it (not editable) into a fresh virtual environment and run the installed
+# command outside the source tree: the zoo configs and the shipped models must come with the wheel.
+WHEEL_VENV := .wheel-venv
+wheel-check: $(VENV)/.base
+	rm -rf dist $(WHEEL_VENV)
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	$(PY) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(WHEEL_VENV)/bin/python -m pip install -q dist/nlhf_zoo-*.whl
+	cd "$$(mktemp -d)" && $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo --version \
+		&& $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo list > zoo_list.txt && grep -q "nash_mp" zoo_list.txt \
+		&& $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo train --agent nash_mp --env nlhf/RPS-v0 \
+			--num-queries 200 --log-folder logs --no-progress \
+		&& $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo train --agent online_ipo --env nlhf/TinyTokenDuel-v0 \
+			--num-queries 256 --log-folder logs --no-progress \
+		&& test -f logs/nash_mp/RPS-v0_1/final.npz
+	@echo "wheel-check: the installed wheel lists and trains outside the source tree"
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(WHEEL_VENV) dist

@@ -295,6 +295,10 @@ class AgentBase:
                 self.logger.record(key, value)
             self.logger.dump(step=self.queries_used)
 
+    #: rank of one observation (a batch has one more leading axis): 1 for the matrix games' one-hot
+    #: context, 2 for the token duel's ``(2, L)`` array.
+    observation_rank: ClassVar[int] = 1
+
     def predict(
         self,
         observation: Any,
@@ -302,7 +306,12 @@ class AgentBase:
         episode_start: Any = None,
         deterministic: bool = False,
     ) -> tuple[Any, None]:
-        """SB3-style alias of :meth:`act`: returns ``(action, None)``."""
+        """SB3-style :meth:`act`: ``(action, None)`` for one observation; for a batch (one more
+        leading axis, as a vectorised env gives) ``(actions, None)`` with an int64 array of actions."""
+        obs = observation if isinstance(observation, (int, np.integer)) else np.asarray(observation)
+        if isinstance(obs, np.ndarray) and obs.ndim == self.observation_rank + 1:
+            actions = [self.act(row, deterministic=deterministic) for row in obs]
+            return np.asarray(actions, dtype=np.int64), None
         return self.act(observation, deterministic=deterministic), None
 
     def save(self, path: str | os.PathLike[str]) -> str:

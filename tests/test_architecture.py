@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "agents": 2,
     "agents.arena": 3,
     "agents.zoo": 4,
+    "agents.cli": 4,  # ``python -m agents.cli``: the zoo's command-line entry point
 }
 LAYER_NAMES = ("games and solvers", "environments", "agents", "arena", "zoo")
 

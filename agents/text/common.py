@@ -240,6 +240,7 @@ class TextAgent(AgentBase):
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "text"
+    observation_rank: ClassVar[int] = 2
     config_cls: ClassVar[type[TextAgentConfig]] = TextAgentConfig
 
     def __init__(

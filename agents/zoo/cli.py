@@ -825,6 +825,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nlhf-zoo",
         description="Nash learning from human feedback: games, agents, tournaments.",
     )
+    from nlhf_envs import __version__
+
+    parser.add_argument("--version", action="version", version=f"nlhf-zoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str, fn: Callable[[argparse.Namespace], int]):

@@ -21,6 +21,7 @@ PyYAML reads ``3e-4`` as a string, and a string is never accepted for a number.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,11 +51,12 @@ META_KEYS: dict[str, type | tuple[type, ...]] = {
 
 
 def default_config_dir() -> Path:
-    """``$NLHF_ZOO_CONFIGS`` if set, else the ``zoo_configs`` folder next to the package."""
+    """``$NLHF_ZOO_CONFIGS`` if set, else the shipped ``zoo_configs`` (package data, found with
+    :mod:`importlib.resources`, so a regular wheel install has them too)."""
     env = os.environ.get("NLHF_ZOO_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "zoo_configs"
+    return Path(str(importlib.resources.files("zoo_configs")))
 
 
 @dataclass
