@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -130,6 +131,10 @@ def _positive_or_none(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}: must be > 0 (or None for the default); got {v}")
 
 
+#: a decimal float literal with an exponent and no dot, which PyYAML (YAML 1.1) reads as a string
+_FLOAT_LITERAL = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
 def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
     """Return ``value`` converted to ``tp`` or raise :class:`ConfigError` naming ``key``."""
     origin = typing.get_origin(tp)
@@ -171,10 +176,11 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
     if tp is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
-        hint = ""
-        if isinstance(value, str):
-            hint = " (a string: write YAML floats as 3.0e-4, not 3e-4)"
-        raise ConfigError(f"{key}: expected a float; got {value!r}{hint}{_where(source)}")
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            # plain scientific notation (1e-3): a float in YAML 1.2 and on command lines, a string
+            # to PyYAML's YAML 1.1 resolver
+            return float(value)
+        raise ConfigError(f"{key}: expected a float; got {value!r}{_where(source)}")
     if tp is str:
         if isinstance(value, str):
             return value

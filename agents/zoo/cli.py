@@ -186,6 +186,70 @@ def _resume_state(run_dir: Path, agent_name: str | None, env_id: str | None) -> 
     return {"config": config, "args": recorded}
 
 
+class Evaluations:
+    """The evaluations of a train run (rl-baselines3-zoo's ``evaluations.npz`` and best model).
+
+    ``evaluations.npz`` holds ``queries``, ``iterations``, ``exploitability`` and ``kl_to_nash``
+    (one entry per evaluation, rewritten atomically each time; a resumed run appends);
+    ``best_model.npz`` is the least exploitable state evaluated; ``evaluation.yml`` the final
+    evaluation's metrics.
+    """
+
+    FIELDS = ("queries", "iterations", "exploitability", "kl_to_nash")
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.rows: dict[str, list[float]] = {k: [] for k in self.FIELDS}
+        path = run_dir / "evaluations.npz"
+        if path.is_file():
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as data:
+                for k in self.FIELDS:
+                    self.rows[k] = [float(v) for v in data[k]] if k in data.files else []
+        done = self.rows["exploitability"]
+        self.best = min(done) if done else float("inf")
+
+    @staticmethod
+    def metrics(agent: Any) -> dict[str, float]:
+        """The agent's evaluation: exploitability and ``KL(pi* || pi)`` (exact on matrix and tiny
+        token games, estimated on the full-size token duel), plus what ``evaluate()`` reports."""
+        m = dict(agent.evaluate())
+        if agent.kind == "text" and "eval/exploitability" not in m:
+            m.update(agent.nash_metrics())
+        return m
+
+    def record(self, agent: Any, m: dict[str, float] | None = None) -> dict[str, float]:
+        """Evaluate ``agent`` now, append a row and keep the best model."""
+        import numpy as np
+
+        m = self.metrics(agent) if m is None else m
+        expl = m.get("game/exploitability", m.get("eval/exploitability", float("nan")))
+        kl = m.get("game/kl_to_nash", m.get("eval/kl_to_nash", float("nan")))
+        for key, value in zip(
+            self.FIELDS, (agent.queries_used, agent.num_iterations, expl, kl), strict=True
+        ):
+            self.rows[key].append(float(value))
+        with atomic_open(self.run_dir / "evaluations.npz", "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in self.rows.items()})
+        if expl < self.best:
+            self.best = float(expl)
+            agent.save(self.run_dir / "best_model.npz")
+        return m
+
+    def final(self, agent: Any, record: bool) -> dict[str, float]:
+        """The final evaluation of a run (``evaluation.yml``; a row of ``evaluations.npz`` when the
+        run evaluates periodically and this state was not just evaluated)."""
+        fresh = not self.rows["iterations"] or self.rows["iterations"][-1] != agent.num_iterations
+        m = self.metrics(agent)
+        if record and fresh:
+            self.record(agent, m)
+        out = {"queries": int(agent.queries_used), "iterations": int(agent.num_iterations)}
+        out.update({k: float(v) for k, v in m.items()})
+        atomic_write_text(self.run_dir / "evaluation.yml", yaml.safe_dump(out, sort_keys=False))
+        return m
+
+
 def train_run(
     agent_name: str | None,
     env_id: str | None,
@@ -201,6 +265,8 @@ def train_run(
     progress: bool = True,
     args_record: dict[str, Any] | None = None,
     resume: str | os.PathLike[str] | None = None,
+    eval_freq: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Path]:
     """Train ``agent_name`` on ``env_id`` from the zoo config; returns ``(agent, run_dir)``.
 
@@ -209,7 +275,11 @@ def train_run(
     runs never share one). It receives ``config.yml`` (the resolved entry), ``args.yml``,
     ``checkpoints/<agent>_<queries>_queries.npz`` every ``save_freq`` iterations, ``metrics.csv``
     (appended as rows are logged), ``final.npz`` at the end and TensorBoard events (``tb/``, unless
-    ``tensorboard_log`` points elsewhere).
+    ``tensorboard_log`` points elsewhere). With ``eval_freq`` the agent is evaluated every
+    ``eval_freq`` iterations (exploitability: exact on matrix and tiny token games, estimated on the
+    full-size token duel) into ``evaluations.npz`` and the least exploitable state is kept as
+    ``best_model.npz``, as rl-baselines3-zoo does; every run ends with a final evaluation
+    (``evaluation.yml``, and a last row of ``evaluations.npz`` when ``eval_freq`` is set).
 
     Ctrl-C stops at the next iteration boundary (a second Ctrl-C stops at once, without
     ``final.npz``): ``final.npz`` then holds a state the uninterrupted run passes through, and
@@ -226,6 +296,8 @@ def train_run(
         tensorboard_log: TensorBoard folder (default ``<run>/tb``).
         num_queries: override of the entry's query budget (``>= 0``).
         save_freq: checkpoint every ``save_freq >= 1`` iterations (``None``: no checkpoints).
+        eval_freq: evaluate every ``eval_freq >= 1`` iterations (``None``: only at the end).
+        env_kwargs: keyword arguments of the environment (merged over the zoo entry's).
         config_dir: folder of the zoo YAML files.
         progress: show a progress bar on stderr.
         args_record: what ``args.yml`` records (default: the arguments above).
@@ -244,6 +316,7 @@ def train_run(
     from agents.zoo.runs import DeferredInterrupt, MetricsCSV, make_run_dir
 
     _check_count("--save-freq", save_freq, 1)
+    _check_count("--eval-freq", eval_freq, 1)
     if resume is not None:
         agent, run_dir, budget_q, budget_i, agent_name = _resumed_agent(
             Path(resume), agent_name, env_id
@@ -256,6 +329,8 @@ def train_run(
         _check_count("--seed", seed, 0)
         _check_count("--num-queries", num_queries, 0)
         params = dict(params or {})
+        if env_kwargs:
+            params["env_kwargs"] = {**dict(params.get("env_kwargs") or {}), **env_kwargs}
         if device is not None:
             import agents
 
@@ -302,6 +377,7 @@ def train_run(
     left_i = None if budget_i is None else max(0, budget_i - agent.num_iterations)
     bar = _progress(left_q if left_q is not None else left_i, f"train {agent_name}", progress)
     last = [agent.queries_used if budget_q is not None else agent.num_iterations]
+    evaluator = Evaluations(run_dir)
 
     def callback(a: Any) -> bool:
         done = a.queries_used if budget_q is not None else a.num_iterations
@@ -313,6 +389,8 @@ def train_run(
             save_agent(
                 a, ckpt_dir / f"{agent_name}_{a.queries_used}_queries.npz", include_history=False
             )
+        if eval_freq and a.num_iterations % eval_freq == 0:
+            evaluator.record(a)
         return True
 
     interrupted = False
@@ -325,6 +403,8 @@ def train_run(
     with DeferredInterrupt() as late:  # the final files are written whole even if Ctrl-C comes now
         agent.save(run_dir / "final.npz")
         metrics.update(agent.history)
+        if not interrupted:
+            evaluator.final(agent, record=bool(eval_freq))
     if interrupted or late.requested:
         raise TrainingInterrupted(run_dir, agent)
     return agent, run_dir
@@ -387,13 +467,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         args_record={k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")},
         resume=args.resume,
+        eval_freq=args.eval_freq,
+        env_kwargs=zoo.parse_params(args.env_kwargs),
     )
     last = agent.history[-1] if agent.history else {}
     verb = "resumed" if args.resume else "trained"
     print(f"{verb} {agent.name} ({agent.queries_used} queries) -> {run_dir}")
-    for key in ("game/exploitability", "game/kl_to_nash", "policy/entropy"):
-        if key in last:
-            print(f"  {key} = {last[key]:.6g}")
+    final = yaml.safe_load((run_dir / "evaluation.yml").read_text()) or {}
+    for key in ("game/exploitability", "eval/exploitability", "game/kl_to_nash", "eval/kl_to_nash"):
+        if key in final:
+            print(f"  final evaluation: {key} = {final[key]:.6g}")
+    if "policy/entropy" in last:
+        print(f"  policy/entropy = {last['policy/entropy']:.6g}")
     return 0
 
 
@@ -857,12 +942,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for neural agents (cpu, cuda)")
     p.add_argument("--log-folder", default="logs", help="root of the run folders (default: logs)")
     p.add_argument("--tensorboard-log", default=None, help="TensorBoard folder (default: <run>/tb)")
-    p.add_argument("--num-queries", type=int, default=None, help="override the query budget")
+    p.add_argument("-n", "--num-queries", type=int, default=None, help="override the query budget")
     p.add_argument(
         "--save-freq",
         type=int,
         default=None,
         help="checkpoint every N >= 1 iterations (default: off)",
+    )
+    p.add_argument(
+        "--eval-freq",
+        type=int,
+        default=None,
+        help="evaluate every N >= 1 iterations into evaluations.npz and keep best_model.npz",
+    )
+    p.add_argument(
+        "--env-kwargs",
+        nargs="*",
+        default=[],
+        metavar="KEY:VALUE",
+        help="environment keyword arguments (merged over the zoo entry's env_kwargs)",
     )
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -224,3 +224,15 @@ def test_every_agent_round_trips_through_a_checkpoint(tmp_path, name):
     loaded.learn(num_iterations=5)
     np.testing.assert_array_equal(loaded.policy_table(), full.policy_table())
     assert loaded.history == full.history
+
+
+def test_predict_takes_batches_like_sb3():
+    agent = agents.make("nash_mp", "nlhf/ContextualUniform-v0", seed=0).learn(num_iterations=3)
+    C = agent.game.num_contexts
+    batch = np.eye(C, dtype=np.float32)
+    actions, state = agent.predict(batch, deterministic=True)
+    assert state is None and actions.dtype == np.int64 and actions.shape == (C,)
+    expected = [int(np.argmax(agent.policy_table(c))) for c in range(C)]
+    assert actions.tolist() == expected
+    one, _ = agent.predict(batch[2], deterministic=True)
+    assert isinstance(one, int) and one == expected[2]

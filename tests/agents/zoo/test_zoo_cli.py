@@ -238,3 +238,35 @@ def test_cli_tournament_takes_sb3_zip_models_and_probability_vectors(tmp_path, c
         assert name in text
     assert main(["tournament", "0.5,x", "pi_ref", "--env", "nlhf/RPS-v0", "--no-progress"]) == 2
     assert "a probability vector (0.2,0.3,0.5)" in capsys.readouterr().err
+
+
+def test_train_follows_rl_zoo_conventions(tmp_path, capsys):
+    """-n, --env-kwargs, --eval-freq (evaluations.npz, best_model.npz), lr:1e-3 as a float, the
+    budget actually used in config.yml and a final evaluation."""
+    import numpy as np
+    import yaml
+
+    import agents
+
+    logs = tmp_path / "logs"
+    args = ["train", "--agent", "nash_mp", "--env", "nlhf/MatrixGame-v0", "-n", "600",
+            "--env-kwargs", "game:biased_rps", "--params", "eta:2e-1", "mode:sampled",
+            "batch_size:64", "--eval-freq", "2", "--log-folder", str(logs), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    run = logs / "nash_mp" / "MatrixGame-v0_1"
+    config = yaml.safe_load((run / "config.yml").read_text())
+    assert config["num_queries"] == 600 and config["config"]["eta"] == 0.2
+    assert config["env_kwargs"] == {"game": "biased_rps"}
+    ev = np.load(run / "evaluations.npz")
+    final = agents.load(run / "final.npz")
+    assert ev["queries"][-1] == final.queries_used and ev["iterations"][-1] == final.num_iterations
+    assert np.all(np.diff(ev["iterations"]) > 0) and len(ev["iterations"]) >= 2
+    best = agents.load(run / "best_model.npz")
+    # the best model is the least exploitable evaluated state, and evaluations are exact
+    assert best.metrics()["game/exploitability"] == pytest.approx(ev["exploitability"].min())
+    i = int(np.argmin(ev["exploitability"]))
+    assert best.num_iterations == ev["iterations"][i]
+    report = yaml.safe_load((run / "evaluation.yml").read_text())
+    assert report["game/exploitability"] == pytest.approx(final.metrics()["game/exploitability"])
+    assert f"final evaluation: game/exploitability = {report['game/exploitability']:.6g}" in out
