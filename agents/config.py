@@ -180,7 +180,8 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
             # plain scientific notation (1e-3): a float in YAML 1.2 and on command lines, a string
             # to PyYAML's YAML 1.1 resolver
             return float(value)
-        raise ConfigError(f"{key}: expected a float; got {value!r}{_where(source)}")
+        hint = " (a string, not a number)" if isinstance(value, str) else ""
+        raise ConfigError(f"{key}: expected a float; got {value!r}{hint}{_where(source)}")
     if tp is str:
         if isinstance(value, str):
             return value

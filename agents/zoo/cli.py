@@ -751,8 +751,21 @@ def _cmd_plot(args: argparse.Namespace) -> int:
                 runs.append((f"{adir.name}/{run.name}", run / "metrics.csv"))
     if not runs:
         raise UserError(f"no runs with metrics.csv for {args.env} under {root}")
-    out = args.out or root / f"{prefix}_{args.metric.replace('/', '_')}.png"
-    print(plot_runs(runs, out, args.metric, title=f"{args.metric} on {args.env}"))
+    metric = args.metric
+    if metric is None:  # per env kind: exact game metric on matrix games, Nash metric on text
+        metric = "eval/exploitability" if args.env in _text_ids() else "game/exploitability"
+    having = []
+    for label, path in runs:
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        if metric in header:
+            having.append((label, path))
+        else:
+            print(f"skipping {label}: no {metric} in its metrics.csv", file=sys.stderr)
+    if not having:
+        raise UserError(f"no run under {root} logged {metric} for {args.env}")
+    out = args.out or root / f"{prefix}_{metric.replace('/', '_')}.png"
+    print(plot_runs(having, out, metric, title=f"{metric} on {args.env}"))
     return 0
 
 
@@ -1006,7 +1019,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True)
     p.add_argument("--log-folder", default="logs")
     p.add_argument("--agents", nargs="*", default=None)
-    p.add_argument("--metric", default="game/exploitability")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="default: game/exploitability (matrix games), eval/exploitability (token duel)",
+    )
     p.add_argument(
         "--out", default=None, help="PNG path (default: <log-folder>/<Env>_<metric>.png)"
     )

@@ -34,7 +34,9 @@ def test_make_unknown_key_names_key_and_valid_keys():
 
 
 def test_make_wrong_type_names_key():
-    with pytest.raises(ConfigError, match=r"eta: expected a float; got '0.1'.*3.0e-4"):
+    with pytest.raises(
+        ConfigError, match=r"eta: expected a float; got '0.1' \(a string, not a number\)"
+    ):
         agents.make("nash_mp", "rps", eta="0.1")
     with pytest.raises(ConfigError, match="batch_size: expected an int; got True"):
         agents.make("nash_mp", "rps", batch_size=True)

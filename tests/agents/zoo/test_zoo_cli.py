@@ -60,8 +60,10 @@ def test_config_errors_name_key_and_file(tmp_path):
         ConfigError, match=r"unknown config key\(s\) 'etta'.*nash_mp.yml \[default\]"
     ):
         zoo.resolve("nash_mp", "nlhf/RPS-v0", config_dir=tmp_path)
-    (tmp_path / "nash_mp.yml").write_text("nlhf/RPS-v0:\n  eta: 3e-4\n")
-    with pytest.raises(ConfigError, match=r"eta: expected a float; got '3e-4'.*nlhf/RPS-v0"):
+    (tmp_path / "nash_mp.yml").write_text("nlhf/RPS-v0:\n  eta: 3e-4\n")  # YAML 1.2 float
+    assert zoo.resolve("nash_mp", "nlhf/RPS-v0", config_dir=str(tmp_path)).config.eta == 3e-4
+    (tmp_path / "nash_mp.yml").write_text("nlhf/RPS-v0:\n  eta: fast\n")
+    with pytest.raises(ConfigError, match=r"eta: expected a float; got 'fast'.*nlhf/RPS-v0"):
         zoo.resolve("nash_mp", "nlhf/RPS-v0", config_dir=tmp_path)
     (tmp_path / "nash_mp.yml").write_text("default:\n  num_queries: lots\n")
     with pytest.raises(ConfigError, match=r"num_queries must be int; got 'lots'"):
@@ -270,3 +272,20 @@ def test_train_follows_rl_zoo_conventions(tmp_path, capsys):
     report = yaml.safe_load((run / "evaluation.yml").read_text())
     assert report["game/exploitability"] == pytest.approx(final.metrics()["game/exploitability"])
     assert f"final evaluation: game/exploitability = {report['game/exploitability']:.6g}" in out
+
+
+def test_plot_defaults_per_env_kind_and_skips_runs_without_the_metric(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    assert main(["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "-n", "60",
+                 "--log-folder", str(logs), "--no-progress"]) == 0  # fmt: skip
+    other = logs / "sppo" / "RPS-v0_1"
+    other.mkdir(parents=True)
+    (other / "metrics.csv").write_text("game/queries,policy/entropy\n1,1.0\n2,0.9\n")
+    capsys.readouterr()
+    assert main(["plot", "--env", "nlhf/RPS-v0", "--log-folder", str(logs)]) == 0
+    captured = capsys.readouterr()
+    assert "skipping sppo/RPS-v0_1: no game/exploitability" in captured.err
+    assert (logs / "RPS-v0_game_exploitability.png").stat().st_size > 1000
+    args = ["plot", "--env", "nlhf/RPS-v0", "--log-folder", str(logs), "--metric", "eval/nothing"]
+    assert main(args) == 2
+    assert "no run under" in capsys.readouterr().err
