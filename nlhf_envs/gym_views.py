@@ -115,7 +115,8 @@ class SingleSeatEnv(gymnasium.Env):
         opponent_deterministic: agents and SB3 models pick their most likely action.
         env_kwargs: keyword arguments of ``pettingzoo.make`` when ``env`` is an id.
         horizon_is_terminal: report the end of the duel as termination (see Episode End).
-        render_mode: ``None`` or ``"ansi"`` (forwarded to the PettingZoo env built from an id; an
+        render_mode: ``None``, ``"ansi"`` or ``"rgb_array"`` (forwarded to the PettingZoo env built
+            from an id; an
             env instance keeps its own).
 
     Raises:
@@ -124,7 +125,7 @@ class SingleSeatEnv(gymnasium.Env):
         TypeError: for an opponent spec that is not understood.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
 
     def __init__(
         self,
@@ -139,8 +140,10 @@ class SingleSeatEnv(gymnasium.Env):
     ) -> None:
         if seat not in SEATS:
             raise ValueError(f"seat must be 'player_0' or 'player_1'; got {seat!r}")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi'; got {render_mode!r}")
+        if render_mode not in (None, "ansi", "rgb_array"):
+            raise ValueError(
+                f"render_mode must be None, 'ansi' or 'rgb_array'; got {render_mode!r}"
+            )
         kwargs = dict(env_kwargs or {})
         if isinstance(env, str):
             import pettingzoo
@@ -221,8 +224,8 @@ class SingleSeatEnv(gymnasium.Env):
             info,
         )
 
-    def render(self) -> str | None:
-        """``"ansi"``: the inner env's text rendering; ``None``: nothing."""
+    def render(self) -> str | np.ndarray | None:
+        """The inner env's rendering: text (``"ansi"``) or an RGB frame (``"rgb_array"``)."""
         if self.render_mode is None:
             return None
         return self.env.render()

@@ -135,7 +135,7 @@ class TokenDuelEnv(ParallelEnv):
 
     metadata = {
         "name": "nlhf/TokenDuel-v0",
-        "render_modes": ["ansi", "human"],
+        "render_modes": ["ansi", "human", "rgb_array"],
         "is_parallelizable": True,
     }
 
@@ -157,7 +157,7 @@ class TokenDuelEnv(ParallelEnv):
 
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(
-                f"unknown render_mode {render_mode!r}; expected None, 'ansi' or 'human'"
+                f"unknown render_mode {render_mode!r}; expected None, 'ansi', 'human' or 'rgb_array'"
             )
         if payer not in PAYERS:
             raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
@@ -345,12 +345,17 @@ class TokenDuelEnv(ParallelEnv):
         state = self._answers[agent]
         return self.tokenizer.decode(state.tokens[0][state.mask[0]].tolist())
 
-    def render(self) -> str | None:
-        """The prompt, both answers so far and, at the end, the verdict (``"ansi"``: returned,
-        ``"human"``: printed)."""
+    def render(self) -> str | np.ndarray | None:
+        """The prompt as the policies read it, both answers so far and, at the end, the verdict
+        (``"ansi"``: returned, ``"human"``: printed, ``"rgb_array"``: a ``(360, 480, 3)`` frame of
+        that text, :func:`nlhf_envs.rendering.text_frame`)."""
         if self.render_mode is None:
             return None
         text = self._render_text()
+        if self.render_mode == "rgb_array":
+            from nlhf_envs.rendering import text_frame
+
+            return text_frame(text.splitlines())
         if self.render_mode == "human":
             print(text)
             return None
