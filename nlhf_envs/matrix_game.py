@@ -34,7 +34,7 @@ Arguments:
     ``game``: a :class:`~nlhf_envs.game.PreferenceGame` or a family name of
     :data:`nlhf_envs.families.FAMILIES` (default ``"rps"``); ``num_rounds`` (default 1);
     ``reward_mode``; ``render_mode`` (``None``, ``"ansi"`` returns the round as text,
-    ``"human"`` prints it); ``max_cycles``: PettingZoo's name for
+    ``"human"`` prints it, ``"rgb_array"`` returns a frame of the round on ``P_x``); ``max_cycles``: PettingZoo's name for
     ``num_rounds`` (when given it overrides it); any other keyword goes to the family factory
     (``num_actions``, ``seed``, ``num_contexts``, ``beta``, ...).
 
@@ -105,7 +105,7 @@ class PreferenceGameEnv(ParallelEnv):
 
     metadata = {
         "name": "nlhf_matrix_game_v0",
-        "render_modes": ["ansi", "human"],
+        "render_modes": ["ansi", "human", "rgb_array"],
         "is_parallelizable": True,
     }
 
@@ -134,7 +134,7 @@ class PreferenceGameEnv(ParallelEnv):
         check_int("num_rounds", num_rounds, 1)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise GameValidationError(
-                f"render_mode must be None, 'ansi' or 'human'; got {render_mode!r}"
+                f"render_mode must be None, 'ansi', 'human' or 'rgb_array'; got {render_mode!r}"
             )
         self.game: PreferenceGame = game
         self.num_rounds = int(num_rounds)
@@ -216,10 +216,24 @@ class PreferenceGameEnv(ParallelEnv):
             self.agents = []
         return obs, rewards, terminations, truncations, infos
 
-    def render(self) -> str | None:
-        """``"ansi"``: return the last round as text; ``"human"``: print it; ``None``: nothing."""
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: return the last round as text; ``"human"``: print it; ``"rgb_array"``: a
+        ``(360, 480, 3)`` frame of the round on the context's preference matrix
+        (:func:`nlhf_envs.rendering.matrix_frame`); ``None``: nothing."""
         if self.render_mode is None:
             return None
+        if self.render_mode == "rgb_array":
+            from nlhf_envs.rendering import matrix_frame
+
+            last = self._last
+            ctx = self._context if last is None else last["context"]
+            title = f"{self.game.name} context {ctx}, round {self._round}/{self.num_rounds}"
+            return matrix_frame(
+                self.game.P[ctx],
+                None if last is None else last["actions"],
+                None if last is None else last["outcome"],
+                title,
+            )
         text = self._render_text()
         if self.render_mode == "human":
             print(text)

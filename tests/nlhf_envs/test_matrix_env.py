@@ -180,8 +180,10 @@ def test_generic_id_takes_game_or_family():
     assert env2.action_space("player_0").n == 12
     with pytest.raises(ValueError, match="unknown game family 'nope'"):
         pettingzoo.make("parallel", "nlhf/MatrixGame-v0", game="nope")
-    with pytest.raises(ValueError, match="render_mode must be None, 'ansi' or 'human'"):
-        pettingzoo.make("parallel", "nlhf/RPS-v0", render_mode="rgb_array")
+    with pytest.raises(
+        ValueError, match="render_mode must be None, 'ansi', 'human' or 'rgb_array'"
+    ):
+        pettingzoo.make("parallel", "nlhf/RPS-v0", render_mode="video")
     with pytest.raises(ValueError, match="unknown reward mode 'win'"):
         pettingzoo.make("parallel", "nlhf/RPS-v0", reward_mode="win")
 

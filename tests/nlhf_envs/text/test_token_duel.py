@@ -204,8 +204,8 @@ def test_bad_arguments_raise_clear_errors():
         TokenDuelEnv(reward_mode="win")
     with pytest.raises(ValueError, match="unknown payer 'crowd'"):
         TokenDuelEnv(payer="crowd")
-    with pytest.raises(ValueError, match="unknown render_mode 'rgb_array'"):
-        TokenDuelEnv(render_mode="rgb_array")
+    with pytest.raises(ValueError, match="unknown render_mode 'video'"):
+        TokenDuelEnv(render_mode="video")
     with pytest.raises(ValueError, match="unknown split 'test'"):
         TokenDuelEnv(prompt_split="test")
 
