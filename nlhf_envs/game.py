@@ -348,3 +348,37 @@ class PreferenceGame:
         C, K = self.shape
         ctx = f", C={C}" if C > 1 else ""
         return f"PreferenceGame(name={self.name!r}, K={K}{ctx}, beta={self.beta:g})"
+
+    # ------------------------------------------------------------------ OpenSpiel (extra)
+    @classmethod
+    def from_pyspiel(
+        cls,
+        game: object,
+        *,
+        beta: float = 0.1,
+        pi_ref: ArrayLike | None = None,
+        name: str | None = None,
+        payoff_scale: float | None = None,
+    ) -> PreferenceGame:
+        """The preference game ``P = 1/2 + (R - c/2) / (2 s)`` of a two-player symmetric
+        constant-sum OpenSpiel matrix game (``"matrix_rps"``, ``"matrix_brps"`` or a
+        ``pyspiel.MatrixGame``); see :func:`nlhf_envs.openspiel.preference_matrix` for the checks
+        and errors. Needs ``pip install 'nlhf-zoo[openspiel]'``."""
+        from nlhf_envs.openspiel import preference_matrix
+
+        P, default_name = preference_matrix(game, payoff_scale=payoff_scale)
+        return cls(P, pi_ref, beta, name=default_name if name is None else name)
+
+    def to_pyspiel(
+        self,
+        context: int | None = None,
+        *,
+        payoff_scale: float = 0.5,
+        action_names: Sequence[str] | None = None,
+    ) -> object:
+        """One context as a zero-sum ``pyspiel.MatrixGame`` with row payoffs ``2 s (P_x - 1/2)``,
+        ``s = payoff_scale``; see :func:`nlhf_envs.openspiel.to_pyspiel`. Needs
+        ``pip install 'nlhf-zoo[openspiel]'``."""
+        from nlhf_envs.openspiel import to_pyspiel
+
+        return to_pyspiel(self, context, payoff_scale=payoff_scale, action_names=action_names)
