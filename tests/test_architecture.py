@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "nlhf_envs.intransitivity": 0,
     "nlhf_envs.rewards": 0,
     "nlhf_envs.env_ids": 0,
+    "nlhf_envs.openspiel": 0,  # conversions of PreferenceGame data (pyspiel imported lazily)
     "nlhf_envs": 1,
     "agents": 2,
     "agents.arena": 3,
