@@ -214,6 +214,15 @@ def build_config(
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"build_config needs a dataclass type; got {cls!r}")
     mapping = dict(mapping or {})
+    for old, new in getattr(
+        cls, "RENAMED", {}
+    ).items():  # keys renamed since (old files still load)
+        if old in mapping:
+            if new in mapping:
+                raise ConfigError(
+                    f"{old!r} is the old name of {new!r}; give one of them{_where(source)}"
+                )
+            mapping[new] = mapping.pop(old)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(k for k in mapping if k not in fields)
     if unknown:

@@ -146,6 +146,8 @@ class PreferenceGameEnv(ParallelEnv):
         self._eye = np.eye(C, dtype=np.float32)
         obs_space = spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32)
         self.observation_spaces = {a: obs_space for a in AGENTS}
+        #: the space of :meth:`state` (PettingZoo's convention for envs with a global state)
+        self.state_space = obs_space
         self.action_spaces = {a: spaces.Discrete(K) for a in AGENTS}
         self.np_random, _ = seeding.np_random(None)
         self._round = 0

@@ -72,7 +72,8 @@ class SB3PPOConfig(AgentConfig):
         n_envs: copies of the view stepped together (SB3 ``DummyVecEnv``).
         n_epochs: PPO epochs per rollout.
         num_minibatches: minibatches per epoch (SB3 ``batch_size = batch_size / num_minibatches``).
-        learning_rate: Adam step size.
+        lr: Adam step size of the PPO (SB3's ``learning_rate``; that name is still read, see
+            ``RENAMED``).
         clip_range: PPO's ratio clipping.
         ent_coef: ``None``: regularise like the game (entropy bonus ``beta`` plus the
             ``beta log(K pi_ref)`` reward term, see the module docstring); a number: SB3's entropy
@@ -93,12 +94,15 @@ class SB3PPOConfig(AgentConfig):
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled",)
 
+    #: old key -> key: ``learning_rate`` (SB3's name) is read as ``lr``, the zoo's one step-size key
+    RENAMED: ClassVar[dict[str, str]] = {"learning_rate": "lr"}
+
     mode: str = "sampled"
     batch_size: int = 256
     n_envs: int = 8
     n_epochs: int = 4
     num_minibatches: int = 4
-    learning_rate: float = 3.0e-3
+    lr: float = 3.0e-3
     clip_range: float = 0.2
     ent_coef: float | None = None
     vf_coef: float = 0.5
@@ -128,7 +132,7 @@ class SB3PPOConfig(AgentConfig):
                 f"batch_size: must be >= 2 and a multiple of num_minibatches "
                 f"({self.num_minibatches}); got {self.batch_size}"
             )
-        for key in ("learning_rate", "clip_range", "max_grad_norm"):
+        for key in ("lr", "clip_range", "max_grad_norm"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key}: must be > 0; got {getattr(self, key)}")
         if self.ent_coef is not None and self.ent_coef < 0:
@@ -194,7 +198,7 @@ def ppo_kwargs(cfg: Any, ent_coef: float) -> dict[str, Any]:
     ``cfg.num_minibatches`` minibatches; CPU, silent.
     """
     return {
-        "learning_rate": cfg.learning_rate,
+        "learning_rate": cfg.lr,
         "n_steps": cfg.batch_size // cfg.n_envs,
         "batch_size": cfg.batch_size // cfg.num_minibatches,
         "n_epochs": cfg.n_epochs,

@@ -78,7 +78,7 @@ class SB3PPOTextConfig(TextAgentConfig):
     Attributes:
         batch_size: environment steps (tokens of the learner) per PPO rollout, SB3's
             ``n_steps * n_envs``; a multiple of ``n_envs`` and of ``num_minibatches``.
-        lr: inherited, unused: the PPO's step size is ``learning_rate`` (SB3's name).
+        lr: Adam step size of the PPO (SB3's ``learning_rate``; that name is still read).
         beta: the entropy coefficient when ``ent_coef`` is ``None``.
         grad_clip: PPO's ``max_grad_norm`` (``None``: no clipping).
         mode: ``"sampled"``: reward = the Bernoulli outcome; ``"probability"``: the judge's
@@ -86,7 +86,6 @@ class SB3PPOTextConfig(TextAgentConfig):
         n_envs: copies of the view stepped together (SB3 ``DummyVecEnv``).
         n_epochs: PPO epochs per rollout.
         num_minibatches: minibatches per epoch.
-        learning_rate: Adam step size of the PPO.
         clip_range: PPO's ratio clipping.
         ent_coef: SB3's entropy coefficient (``None``: ``beta``).
         vf_coef: value-loss coefficient.
@@ -101,11 +100,14 @@ class SB3PPOTextConfig(TextAgentConfig):
         pool_size: self-play snapshots kept.
     """
 
+    #: old key -> key: ``learning_rate`` (SB3's name) is read as ``lr``, the zoo's one step-size key
+    RENAMED: ClassVar[dict[str, str]] = {"learning_rate": "lr"}
+
     batch_size: int = 256
+    lr: float = 3.0e-4
     n_envs: int = 8
     n_epochs: int = 4
     num_minibatches: int = 4
-    learning_rate: float = 3.0e-4
     clip_range: float = 0.2
     ent_coef: float | None = 0.0
     vf_coef: float = 0.5
@@ -137,7 +139,7 @@ class SB3PPOTextConfig(TextAgentConfig):
                 f"batch_size: must be >= 2 and a multiple of num_minibatches "
                 f"({self.num_minibatches}); got {self.batch_size}"
             )
-        for key in ("learning_rate", "clip_range"):
+        for key in ("lr", "clip_range"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key}: must be > 0; got {getattr(self, key)}")
         if self.ent_coef is not None and self.ent_coef < 0:

@@ -194,3 +194,11 @@ def test_ansi_render_describes_the_round():
     env.step({"player_0": 1, "player_1": 0})
     text = env.render()
     assert "player_0 -> 1, player_1 -> 0" in text and "P(player_0 preferred) = 1.000" in text
+
+
+def test_state_space_holds_the_state():
+    env = pettingzoo.make("parallel", "nlhf/ContextualUniform-v0")
+    env.reset(seed=3)
+    s = env.state()
+    assert env.state_space.contains(s) and s.sum() == 1.0
+    assert env.state_space == env.observation_space("player_0")

@@ -74,8 +74,10 @@ def test_bad_input_is_rejected_clearly(one_torch_thread):
         make(batch_size=30)
     with pytest.raises(ConfigError, match="opponent"):
         make(opponent="nobody")
-    with pytest.raises(ConfigError, match="learning_rate"):
-        make(learning_rate=0.0)
+    with pytest.raises(ConfigError, match="lr: must be > 0"):
+        make(lr=0.0)
+    with pytest.raises(ConfigError, match="'learning_rate' is the old name of 'lr'"):
+        make(lr=1e-3, learning_rate=1e-3)
     agent = make()
     with pytest.raises(ValueError):
         agent.learn()
@@ -153,7 +155,7 @@ def test_ppo_learns_to_beat_pi_ref(one_torch_thread):
         n_epochs=4,
         opponent="ref",
         mode="probability",
-        learning_rate=1.0e-3,
+        lr=1.0e-3,
     )
     start = agent.evaluate(256)["eval/win_rate_ref_judge"]
     agent.learn(num_queries=1500)
