@@ -67,7 +67,7 @@ def _newton(
 
     def residual(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pi = _softmax_rows(l)
-        return beta * (l - l_ref) - np.einsum("cij,cj->ci", A, pi), pi
+        return beta * (l - l_ref) - np.matmul(A, pi[..., None])[..., 0], pi
 
     F, pi = residual(l)
     merit = (F**2).sum(axis=1)
