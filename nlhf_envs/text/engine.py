@@ -307,6 +307,8 @@ def sample_inverse_cdf(
     tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
     tok = tok.clamp_(max=probs.shape[1] - 1)
     ok = probs.gather(1, tok[:, None]).squeeze(1) > 0
+    if bool(ok.all()):
+        return tok
     return torch.where(ok, tok, probs.argmax(-1))
 
 
