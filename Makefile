@@ -37,8 +37,10 @@ test-slow: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Regenerates the tables of benchmarks/README.md (about 5 minutes on 2 CPU cores, one thread).
 bench: $(VENV)/.dev
-	$(BIN)/python benchmarks/env_throughput.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/env_throughput.py --readme benchmarks/README.md
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu.py --device cpu --quick --readme benchmarks/README.md
 
 clean:
 	rm -rf $(VENV)

@@ -313,22 +313,34 @@ def measure(
     return rows
 
 
+def _replace_block(readme: Path, name: str, text: str) -> None:
+    """Replace the lines between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` of ``readme``."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    old = readme.read_text()
+    if begin not in old or end not in old:
+        raise SystemExit(f"{readme} has no {begin} ... {end} block")
+    head, rest = old.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print and write the markdown table; returns 0."""
     p = argparse.ArgumentParser(prog="gpu", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--quick", action="store_true", help="B = 64, 512; 3 rounds; short training")
+    p.add_argument("--quick", action="store_true", help="B = 64, 512; short training")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--mixture-batch", type=int, default=64)
     p.add_argument("--train-queries", type=int, default=None, help="0 skips training")
     p.add_argument("--out", type=Path, default=None, help="default results/gpu_<device type>.md")
+    p.add_argument("--readme", type=Path, default=None, help="also replace its bench:engine table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = args.batch_sizes or ([64, 512] if args.quick else [64, 512, 1024, 2048, 4096, 8192])
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or 5
     train_q = (
         args.train_queries if args.train_queries is not None else (1024 if args.quick else 8192)
     )
@@ -353,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / f"gpu_{device.type}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if args.readme:
+        _replace_block(args.readme, "engine", "\n".join(lines[2:-1]))
     return 0
 
 
