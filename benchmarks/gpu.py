@@ -19,7 +19,9 @@ Every ratio is taken against an anchor measured in the same run, interleaved (me
 2. **Mixture.** Nash-MD's opponent ``GeometricMixture(pi_theta, pi_ref, 1/8)`` at B = 64, cached
    vs uncached (the uncached loop re-runs both models on the whole sequence each step).
 3. **Training.** ``agent.learn`` of ``nash_mp``, ``online_ipo`` and ``nash_md`` at their zoo settings
-   on ``nlhf/TokenDuel-v0`` (evaluation off), preference queries per second.
+   on ``nlhf/TokenDuel-v0`` (evaluation off), preference queries per second, each in a fresh
+   process. With ``--baseline-ref GITREV`` the same runs with the code of that revision (exported
+   by ``git archive`` into a temporary directory, alternating with this checkout) are the anchor.
 
 The device is named in the output. :func:`main` takes ``argv``.
 """
@@ -28,10 +30,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +151,95 @@ def _interleaved(
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+#: Trains one token agent at its zoo settings in a fresh process and prints its queries/s. Run with
+#: the checkout to measure as the working directory (and first on ``PYTHONPATH``).
+_TRAIN_SNIPPET = """
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[4]))
+import agents
+from agents import zoo
+from agents.config import config_to_dict
+name, device, queries, root = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
+assert agents.__file__.startswith(root), (agents.__file__, root)
+entry = zoo.resolve(name, "nlhf/TokenDuel-v0", params={"device": device, "eval_every": 0})
+agent = agents.make(name, "nlhf/TokenDuel-v0", seed=0, env_kwargs=entry.env_kwargs,
+                    **config_to_dict(entry.config))
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+sync(); t0 = time.perf_counter()
+agent.learn(num_queries=queries)
+sync(); print(json.dumps({"qps": agent.queries_used / (time.perf_counter() - t0),
+                          "queries": agent.queries_used}))
+"""
+
+
+def _train_in(root: Path, name: str, device: torch.device, queries: int) -> dict[str, float]:
+    """Queries/s of ``name`` trained by the code under ``root`` (a fresh Python process)."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    args = [name, str(device), str(queries), str(torch.get_num_threads()), str(root)]
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_SNIPPET, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"training {name} under {root} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def training_rows(
+    device: torch.device,
+    queries: int,
+    names: tuple[str, ...],
+    baseline_ref: str | None,
+    rounds: int = 1,
+) -> list[tuple[str, str, str]]:
+    """Training queries/s per agent; with ``baseline_ref``, also the code of that git revision
+    (exported with ``git archive`` to a temporary directory), interleaved, and the ratio."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        if baseline_ref:
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", baseline_ref],
+                cwd=root,
+                capture_output=True,
+                check=True,
+            )
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                tar.extractall(tmp, filter="data")
+            base = Path(tmp)
+        rows = []
+        for name in names:
+            now, old = [], []
+            for r in range(rounds):  # alternate which code runs first
+                if base is not None and r % 2 == 0:
+                    old.append(_train_in(base, name, device, queries)["qps"])
+                res = _train_in(root, name, device, queries)
+                now.append(res["qps"])
+                if base is not None and r % 2 == 1:
+                    old.append(_train_in(base, name, device, queries)["qps"])
+            qps = statistics.median(now)
+            label = f"training `{name}` (zoo settings), {int(res['queries'])} queries"
+            if base is None:
+                rows.append((label, f"{qps:,.0f} queries/s", ""))
+            else:
+                ref_qps = statistics.median(old)
+                rows.append(
+                    (
+                        f"{label}, code of `{baseline_ref}` (anchor)",
+                        f"{ref_qps:,.0f} queries/s",
+                        "1.00x",
+                    )
+                )
+                rows.append(
+                    (f"{label}, this checkout", f"{qps:,.0f} queries/s", f"{qps / ref_qps:.2f}x")
+                )
+    return rows
+
+
 def measure(
     device: torch.device,
     batch_sizes: list[int],
@@ -151,6 +247,7 @@ def measure(
     train_queries: int,
     mixture_batch: int = 64,
     agents_to_train: tuple[str, ...] = ("nash_mp", "online_ipo", "nash_md"),
+    baseline_ref: str | None = None,
 ) -> list[tuple[str, str, str]]:
     """The table's rows ``(measurement, value, ratio to its anchor)``."""
     from nlhf_envs.text import (
@@ -286,30 +383,9 @@ def measure(
     )
 
     if train_queries > 0:
-        import agents
-        from agents import zoo
-        from agents.config import config_to_dict
-
-        for name in agents_to_train:
-            entry = zoo.resolve(
-                name, "nlhf/TokenDuel-v0", params={"device": str(device), "eval_every": 0}
-            )
-            config = config_to_dict(entry.config)
-            agent = agents.make(
-                name, "nlhf/TokenDuel-v0", seed=0, env_kwargs=entry.env_kwargs, **config
-            )
-            _sync(device)
-            t0 = time.perf_counter()
-            agent.learn(num_queries=train_queries)
-            _sync(device)
-            qps = agent.queries_used / (time.perf_counter() - t0)
-            rows.append(
-                (
-                    f"training `{name}` (zoo settings), {agent.queries_used} queries",
-                    f"{qps:,.0f} queries/s",
-                    "",
-                )
-            )
+        rows += training_rows(
+            device, train_queries, agents_to_train, baseline_ref, rounds=2 if baseline_ref else 1
+        )
     return rows
 
 
@@ -334,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--mixture-batch", type=int, default=64)
     p.add_argument("--train-queries", type=int, default=None, help="0 skips training")
+    p.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="also train with the code of this git revision (git archive to a temp dir), interleaved",
+    )
     p.add_argument("--out", type=Path, default=None, help="default results/gpu_<device type>.md")
     p.add_argument("--readme", type=Path, default=None, help="also replace its bench:engine table")
     args = p.parse_args(argv)
@@ -345,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         args.train_queries if args.train_queries is not None else (1024 if args.quick else 8192)
     )
     start = time.perf_counter()
-    rows = measure(device, sizes, rounds, train_q, args.mixture_batch)
+    rows = measure(
+        device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
+    )
     shown = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/gpu.py", *[a for a in shown if a]])
     lines = [
