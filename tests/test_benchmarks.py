@@ -63,3 +63,13 @@ def test_gpu_table_runs_on_cpu(tmp_path):
         "nash_md",
     ):
         assert what in text
+
+
+@pytest.mark.slow
+def test_training_against_a_baseline_revision_runs_both_codes():
+    import torch
+
+    gpu = _load("gpu.py")
+    rows = gpu["training_rows"](torch.device("cpu"), 512, ("online_ipo",), "HEAD", rounds=1)
+    assert [r[2] for r in rows][0] == "1.00x" and "code of `HEAD` (anchor)" in rows[0][0]
+    assert rows[1][2].endswith("x") and float(rows[1][2][:-1]) > 0
