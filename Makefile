@@ -37,10 +37,13 @@ test-slow: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# Regenerates the tables of benchmarks/README.md (about 5 minutes on 2 CPU cores, one thread).
+# Regenerates the tables of benchmarks/README.md (about 5 minutes on 2 CPU cores, one thread);
+# BASELINE_REF=<git rev> adds token training measured with that revision's code as the anchor.
+BASELINE_REF ?=
 bench: $(VENV)/.dev
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/env_throughput.py --readme benchmarks/README.md
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu.py --device cpu --quick --readme benchmarks/README.md
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu.py --device cpu --quick --readme benchmarks/README.md \
+		$(if $(BASELINE_REF),--baseline-ref $(BASELINE_REF))
 
 clean:
 	rm -rf $(VENV)
