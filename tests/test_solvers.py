@@ -251,3 +251,17 @@ def test_krylov_newton_solves_k_10000():
     logits = np.log(g.pi_ref[0]) + (g.P[0] @ pi) / g.beta
     target = np.exp(logits - logits.max())
     np.testing.assert_allclose(pi, target / target.sum(), rtol=1e-9)
+
+
+def test_krylov_newton_on_a_subset_of_contexts_solves_them_alone():
+    # the continuation path solves only the unverified contexts, selected without copying P
+    g = make_game("uniform", num_actions=300, num_contexts=3, beta=0.02, seed=5)
+    l_ref = np.log(g.pi_ref)
+    idx = np.array([2, 0])
+    _, F_sub, pi_sub = S._newton_krylov(g.P, idx, l_ref[idx], 0.02, l_ref[idx].copy(), 1e-14, 100)
+    for row, c in enumerate(idx):
+        alone = PreferenceGame(g.P[c], beta=0.02)
+        np.testing.assert_allclose(
+            pi_sub[row], S.regularized_nash(alone, method="dense"), atol=1e-13
+        )
+    assert np.all(F_sub.max(axis=1) - F_sub.min(axis=1) <= S.NASH_VERIFY_TOL)
