@@ -103,7 +103,7 @@ def _newton(
 
 
 #: ``regularized_nash(method="auto")`` uses the dense LU path up to this many responses and the
-#: matrix-free Newton-Krylov path above it.
+#: matrix-free Newton-Krylov path above it (when ``beta K >= 1``; see regularized_nash).
 DENSE_MAX_K = 256
 #: in ``"auto"`` mode, a Krylov solve that cannot be verified (very small beta, where CG on the
 #: squared system meets the rounding floor) is redone densely up to this many responses.
@@ -322,7 +322,7 @@ def regularized_nash(
     context: e.g. uniform ``K = 10`` and skew-Gaussian ``K = 100`` games down to ``beta = 1e-6``,
     and K up to 2000 at ``beta = 1e-3``.
 
-    Above :data:`DENSE_MAX_K` responses the Newton step is matrix-free (inexact Newton-Krylov,
+    Above :data:`DENSE_MAX_K` responses (and ``beta K >= 1``) the Newton step is matrix-free (inexact Newton-Krylov,
     Dembo, Eisenstat & Steihaug 1982; Kelley, "Iterative Methods for Linear and Nonlinear
     Equations", 1995): :func:`_krylov_step` solves ``J s = -F`` by conjugate gradients on a
     symmetric positive definite form of ``J``, with Jacobian-vector products that cost one product
@@ -339,8 +339,10 @@ def regularized_nash(
         use_cache: reuse (and store) the solution cached on the game object.
         method: ``"dense"`` (Newton with an LU solve of the K x K Jacobian, O(K^3) per step),
             ``"krylov"`` (matrix-free Newton-Krylov: Jacobian-vector products and conjugate
-            gradients, O(K^2) per product, no K x K array besides ``P``) or ``"auto"`` (dense up to
-            :data:`DENSE_MAX_K` responses, Krylov above). Both verify the same bound.
+            gradients, O(K^2) per product, no K x K array besides ``P``) or ``"auto"``: Krylov
+            when ``K >`` :data:`DENSE_MAX_K` and ``beta K >= 1`` (CG needs more products as beta
+            shrinks; below that the LU path was faster in our measurements) or ``K >``
+            :data:`DENSE_FALLBACK_MAX_K`, else dense. Both verify the same bound.
 
     Returns:
         ``(K,)`` for a non-contextual game, else ``(C, K)``.
@@ -352,11 +354,12 @@ def regularized_nash(
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov'; got {method!r}")
     if use_cache and "nash" in game._cache:
         return game.squeeze(game._cache["nash"]).copy()
-    if method == "auto" and game.num_actions > DENSE_MAX_K:
+    K = game.num_actions
+    if method == "auto" and K > DENSE_MAX_K and (game.beta * K >= 1.0 or K > DENSE_FALLBACK_MAX_K):
         try:
             pi = _solve_nash(game, True, tol, max_iter)
         except SolverError:
-            if game.num_actions > DENSE_FALLBACK_MAX_K:
+            if K > DENSE_FALLBACK_MAX_K:
                 raise
             pi = _solve_nash(game, False, tol, max_iter)  # tiny beta: LU copes with cond(J)
     else:

@@ -229,7 +229,7 @@ def test_krylov_matvec_on_selected_contexts_equals_a_copy():
     np.testing.assert_allclose(S._matvec(g.P, w, None), np.einsum("cij,cj->ci", g.P, w))
 
 
-def test_krylov_refuses_rather_than_guesses_and_auto_falls_back_to_dense():
+def test_krylov_refuses_rather_than_guesses_and_auto_falls_back_to_dense(monkeypatch):
     from nlhf_envs.errors import SolverError
 
     g = make_game("uniform", num_actions=10, beta=1e-6, seed=0)
@@ -238,9 +238,30 @@ def test_krylov_refuses_rather_than_guesses_and_auto_falls_back_to_dense():
     assert "nash" not in g._cache
     with pytest.raises(ValueError, match=r"method must be 'auto', 'dense' or 'krylov'; got 'lu'"):
         S.regularized_nash(g, method="lu")
-    big = make_game("uniform", num_actions=S.DENSE_MAX_K + 4, beta=1e-6, seed=0)
-    pi = S.regularized_nash(big, use_cache=False)  # Krylov cannot verify it; the dense path does
-    assert S.exploitability(big, pi) < 1e-9
+    # an unverifiable Krylov answer (here: a solver that stops at once) is never returned: "auto"
+    # redoes it densely
+    big = make_game("uniform", num_actions=S.DENSE_MAX_K + 4, beta=0.1, seed=0)
+
+    def stops_at_once(P, ctx, l_ref, b, l, tol, it):
+        return l, l + np.arange(l.shape[1]), l  # residual span K - 1: not verified
+
+    monkeypatch.setattr(S, "_newton_krylov", stops_at_once)
+    with pytest.raises(SolverError):
+        S.regularized_nash(big, use_cache=False, method="krylov")
+    pi = S.regularized_nash(big, use_cache=False)
+    assert S.exploitability(big, pi) < 1e-12
+
+
+def test_auto_method_keeps_the_dense_path_for_small_beta_k():
+    calls = []
+    orig = S._newton_krylov
+    try:
+        S._newton_krylov = lambda *a: calls.append(1) or orig(*a)
+        g = make_game("uniform", num_actions=300, beta=1e-4, seed=0)  # beta K = 0.03 < 1
+        pi = S.regularized_nash(g, use_cache=False)
+    finally:
+        S._newton_krylov = orig
+    assert not calls and S.exploitability(g, pi) < 1e-10
 
 
 @pytest.mark.slow
