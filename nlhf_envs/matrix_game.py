@@ -290,6 +290,8 @@ class PreferenceGameAECEnv(AECEnv):
         self.agents: list[str] = []
         self._obs_spaces = self._par.observation_spaces
         self._act_spaces = self._par.action_spaces
+        if hasattr(self._par, "state_space"):  # as parallel_to_aec does
+            self.state_space = self._par.state_space
         self._pending: Any = None
 
     @property

@@ -262,6 +262,8 @@ def test_native_aec_env_matches_the_parallel_env_round_by_round():
         obs, rew, _, trunc, info = par.step({"player_0": a0, "player_1": a1})
         assert aec.rewards == rew and aec.truncations == trunc and aec.infos == info
     assert aec.unwrapped.game is aec.unwrapped._par.game
+    raw = aec.unwrapped
+    assert getattr(raw, "state_space", None) is getattr(raw._par, "state_space", None)
 
 
 def test_native_aec_env_rejects_illegal_actions_like_the_parallel_env():
