@@ -37,8 +37,13 @@ test-slow: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Regenerates the tables of benchmarks/README.md (about 5 minutes on 2 CPU cores, one thread);
+# BASELINE_REF=<git rev> adds token training measured with that revision's code as the anchor.
+BASELINE_REF ?=
 bench: $(VENV)/.dev
-	$(BIN)/python benchmarks/env_throughput.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/env_throughput.py --readme benchmarks/README.md
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu.py --device cpu --quick --readme benchmarks/README.md \
+		$(if $(BASELINE_REF),--baseline-ref $(BASELINE_REF))
 
 # Build the wheel, install it (not editable) into a fresh virtual environment and run the installed
 # command outside the source tree: the zoo configs and the shipped models must come with the wheel.

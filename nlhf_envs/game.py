@@ -262,7 +262,7 @@ class PreferenceGame:
         """``(C, K)`` win rates of a ``(C, K)`` policy, without counting a query (for metrics)."""
         if self.num_contexts == 1:
             return (self.P[0] @ pi[0])[None]
-        return np.einsum("cij,cj->ci", self.P, pi)
+        return np.matmul(self.P, pi[..., None])[..., 0]  # BLAS per context
 
     def sample(
         self,

@@ -47,7 +47,7 @@ def cyclic_share(P: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray
     if w.shape != (C, K):
         raise ValueError(f"weights must have shape ({K},) or ({C}, {K}); got {w.shape}")
     w = w / w.sum(axis=1, keepdims=True)
-    s = np.einsum("cij,cj->ci", A, w)
+    s = np.matmul(A, w[..., None])[..., 0]
     R = A - (s[:, :, None] - s[:, None, :])
     ww = w[:, :, None] * w[:, None, :]
     total = (ww * A**2).sum(axis=(1, 2))

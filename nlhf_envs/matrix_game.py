@@ -46,7 +46,9 @@ References:
     Learning from Human Feedback via Mirror Prox", 2025.
 
 Version History:
-    * v0: initial release.
+    * v0: initial release. The AEC form (``env()``, ``raw_env()``) became a native ``AECEnv``
+      instead of ``parallel_to_aec`` of the parallel env, with the same trajectories (no
+      behaviour change, so no version bump).
 """
 
 from __future__ import annotations
@@ -56,14 +58,21 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
-from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils import wrappers
 
 from nlhf_envs.families import make_game
 from nlhf_envs.game import GameValidationError, PreferenceGame, check_int
-from nlhf_envs.rewards import check_reward_mode, duel_rewards
+from nlhf_envs.rewards import check_reward_mode
 
-__all__ = ["PreferenceGameEnv", "parallel_env", "raw_env", "env", "check_actions"]
+__all__ = [
+    "PreferenceGameEnv",
+    "PreferenceGameAECEnv",
+    "parallel_env",
+    "raw_env",
+    "env",
+    "check_actions",
+]
 
 AGENTS = ("player_0", "player_1")
 
@@ -143,6 +152,8 @@ class PreferenceGameEnv(ParallelEnv):
         self.possible_agents = list(AGENTS)
         self.agents: list[str] = []
         C, K = game.shape
+        self._C, self._K = C, K
+        self._P_flat = game._P_flat
         self._eye = np.eye(C, dtype=np.float32)
         obs_space = spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32)
         self.observation_spaces = {a: obs_space for a in AGENTS}
@@ -161,12 +172,10 @@ class PreferenceGameEnv(ParallelEnv):
         return self.action_spaces[agent]
 
     def _draw_context(self) -> None:
-        game = self.game
-        self._context = (
-            0
-            if game.num_contexts == 1
-            else int(self.np_random.choice(game.num_contexts, p=game.rho))
-        )
+        if self._C == 1:
+            self._context = 0
+        else:
+            self._context = int(self.np_random.choice(self._C, p=self.game.rho))
 
     def _observe(self) -> np.ndarray:
         return self._eye[self._context].copy()
@@ -188,18 +197,35 @@ class PreferenceGameEnv(ParallelEnv):
         infos = {a: {"context": self._context} for a in self.agents}
         return obs, infos
 
+    def _play(self, a0: int, a1: int) -> tuple[int, float, float, float, bool]:
+        """Resolve one round on validated actions: ``(context, p, r0, r1, done)``.
+
+        Draws the outcome and, unless the episode ends, the next context from ``np_random`` (the
+        one code path of the parallel and the AEC env, so both replay the same seeded episode).
+        """
+        x = self._context
+        p = float(self._P_flat[(x * self._K + a0) * self._K + a1])
+        o = float(self.np_random.random() < p)
+        mode = self.reward_mode  # duel_rewards on Python floats (the same float64 arithmetic)
+        if mode == "outcome":
+            r0, r1 = o, 1.0 - o
+        elif mode == "centered":
+            r0, r1 = o - 0.5, 0.5 - o
+        else:
+            r0, r1 = p, 1.0 - p
+        self._round += 1
+        self._last = {"context": x, "actions": (a0, a1), "prob": p, "outcome": o}
+        done = self._round >= self.num_rounds
+        if not done:
+            self._draw_context()
+        return x, p, r0, r1, done
+
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         a0, a1 = check_actions(actions, self.agents, self.game.num_actions)
-        x = self._context
-        p = float(self.game.P[x, a0, a1])
-        o = float(self.np_random.random() < p)
-        r0, r1 = duel_rewards(p, o, self.reward_mode)
-        self._round += 1
-        self._last = {"context": x, "actions": (a0, a1), "prob": p, "outcome": o}
-        done = self._round >= self.num_rounds
-        rewards = {"player_0": float(r0), "player_1": float(r1)}
+        x, p, r0, r1, done = self._play(a0, a1)
+        rewards = {"player_0": r0, "player_1": r1}
         infos = {
             "player_0": {"prob": p, "context": x, "opponent_action": a1, "round": self._round},
             "player_1": {
@@ -211,8 +237,6 @@ class PreferenceGameEnv(ParallelEnv):
         }
         terminations = {a: False for a in self.agents}
         truncations = {a: done for a in self.agents}
-        if not done:
-            self._draw_context()
         obs = {a: self._observe() for a in self.agents}
         if done:
             self.agents = []
@@ -259,14 +283,121 @@ class PreferenceGameEnv(ParallelEnv):
         pass
 
 
+class PreferenceGameAECEnv(AECEnv):
+    """Native AEC PettingZoo environment of a preference game (see the module docstring).
+
+    ``player_0`` then ``player_1`` choose their answers; the round is resolved (by the same code as
+    :class:`PreferenceGameEnv`, whose random stream it shares) when ``player_1`` acts. Observations,
+    rewards, ``_cumulative_rewards``, infos and the order of the final dead steps are those of
+    ``parallel_to_aec(parallel_env(...))``, so the same seed and actions give the same trajectory;
+    there is just no generic conversion layer in between. Takes the arguments of
+    :class:`PreferenceGameEnv`; ``game``, ``num_rounds``, ``reward_mode`` and ``np_random`` are
+    those of the parallel env it holds.
+    """
+
+    metadata = {**PreferenceGameEnv.metadata}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self._par = PreferenceGameEnv(**kwargs)
+        self.game: PreferenceGame = self._par.game
+        self.render_mode = self._par.render_mode
+        self.possible_agents = list(AGENTS)
+        self.agents: list[str] = []
+        self._obs_spaces = self._par.observation_spaces
+        self._act_spaces = self._par.action_spaces
+        if hasattr(self._par, "state_space"):  # as parallel_to_aec does
+            self.state_space = self._par.state_space
+        self._pending: Any = None
+
+    @property
+    def num_rounds(self) -> int:
+        """Rounds per episode."""
+        return self._par.num_rounds
+
+    @property
+    def reward_mode(self) -> str:
+        """How outcomes become rewards (see :mod:`nlhf_envs.rewards`)."""
+        return self._par.reward_mode
+
+    @property
+    def np_random(self) -> np.random.Generator:
+        """The generator of contexts and outcomes (seeded by ``reset(seed=...)``)."""
+        return self._par.np_random
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._act_spaces[agent]
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        self._observations, self.infos = self._par.reset(seed=seed, options=options)
+        self.agents = list(AGENTS)
+        self.agent_selection = "player_0"
+        self.terminations = {"player_0": False, "player_1": False}
+        self.truncations = {"player_0": False, "player_1": False}
+        self.rewards = {"player_0": 0, "player_1": 0}
+        self._cumulative_rewards = {"player_0": 0, "player_1": 0}
+        self._skip_agent_selection = None
+        self._pending = None
+
+    def observe(self, agent: str) -> np.ndarray:
+        return self._observations[agent]
+
+    def state(self) -> np.ndarray:
+        """Global state: the one-hot current context (what both players observe)."""
+        return self._par.state()
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if self.terminations[agent] or self.truncations[agent]:
+            self._was_dead_step(action)
+            return
+        if agent == "player_0":
+            self._pending = action
+            self.rewards = {"player_0": 0, "player_1": 0}
+            self.agent_selection = "player_1"
+            return
+        a0, a1 = self._pending, action
+        K = self._par._K
+        if not (type(a0) is int and type(a1) is int and 0 <= a0 < K and 0 <= a1 < K):
+            a0, a1 = check_actions({"player_0": a0, "player_1": a1}, list(AGENTS), K)
+        par = self._par
+        x, p, r0, r1, done = par._play(a0, a1)
+        obs = par._eye[par._context]
+        self._observations = {"player_0": obs.copy(), "player_1": obs.copy()}
+        self.rewards = {"player_0": r0, "player_1": r1}
+        self._cumulative_rewards = {"player_0": r0, "player_1": r1}
+        if done:
+            self.truncations = {"player_0": True, "player_1": True}
+        rnd = par._round
+        self.infos = {
+            "player_0": {"prob": p, "context": x, "opponent_action": a1, "round": rnd},
+            "player_1": {"prob": 1.0 - p, "context": x, "opponent_action": a0, "round": rnd},
+        }
+        if done:
+            par.agents = []
+            self._deads_step_first()
+        else:
+            self.agent_selection = "player_0"
+
+    def render(self) -> str | None:
+        """See :meth:`PreferenceGameEnv.render`."""
+        return self._par.render()
+
+    def close(self) -> None:
+        self._par.close()
+
+
 def parallel_env(**kwargs: Any) -> PreferenceGameEnv:
     """Build the parallel environment (see :class:`PreferenceGameEnv` for the arguments)."""
     return PreferenceGameEnv(**kwargs)
 
 
-def raw_env(**kwargs: Any):
-    """The AEC view of :func:`parallel_env` (through PettingZoo's ``parallel_to_aec``)."""
-    return parallel_to_aec(parallel_env(**kwargs))
+def raw_env(**kwargs: Any) -> PreferenceGameAECEnv:
+    """The native AEC environment (same trajectories as ``parallel_to_aec(parallel_env(...))``)."""
+    return PreferenceGameAECEnv(**kwargs)
 
 
 def env(**kwargs: Any):

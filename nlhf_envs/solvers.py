@@ -26,6 +26,7 @@ from nlhf_envs.game import ArrayLike, PreferenceGame
 __all__ = [
     "regularized_nash",
     "NASH_VERIFY_TOL",
+    "DENSE_MAX_K",
     "exploitability",
     "duality_gap",
     "kl_to_nash",
@@ -66,7 +67,7 @@ def _newton(
 
     def residual(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pi = _softmax_rows(l)
-        return beta * (l - l_ref) - np.einsum("cij,cj->ci", A, pi), pi
+        return beta * (l - l_ref) - np.matmul(A, pi[..., None])[..., 0], pi
 
     F, pi = residual(l)
     merit = (F**2).sum(axis=1)
@@ -101,13 +102,203 @@ def _newton(
     return l, F, pi
 
 
+#: ``regularized_nash(method="auto")`` uses the dense LU path up to this many responses and the
+#: matrix-free Newton-Krylov path above it (when ``beta K >= 1``; see regularized_nash).
+DENSE_MAX_K = 256
+#: in ``"auto"`` mode, a Krylov solve that cannot be verified (very small beta, where CG on the
+#: squared system meets the rounding floor) is redone densely up to this many responses.
+DENSE_FALLBACK_MAX_K = 4096
+
+
+def _matvec(P: np.ndarray, v: np.ndarray, ctx: np.ndarray | None) -> np.ndarray:
+    """``(P_x v_x)_x`` for the contexts ``ctx`` of ``P`` (all when ``None``), through BLAS.
+
+    ``P[ctx]`` would copy K x K matrices; the selected contexts are multiplied one by one instead.
+    """
+    if ctx is None:
+        if P.shape[0] == 1:
+            return (P[0] @ v[0])[None]
+        return np.matmul(P, v[..., None])[..., 0]
+    return np.stack([P[c] @ v[i] for i, c in enumerate(ctx)])
+
+
+def _krylov_step(
+    P: np.ndarray,
+    ctx: np.ndarray | None,
+    pi: np.ndarray,
+    beta: float,
+    r: np.ndarray,
+    rtol: np.ndarray,
+    max_cg: int,
+) -> np.ndarray:
+    """Inexact solve of ``J s = r``, ``J = beta I - A D``, ``D = diag(pi) - pi pi^T``, matrix-free.
+
+    With ``q = sqrt(pi)`` (a unit vector), ``D = B B^T`` for ``B = diag(q) (I - q q^T)``, and
+    ``S = B^T A B`` is antisymmetric. For ``w = B^T s`` the system reads ``(beta I - S) w = B^T r``;
+    since ``(beta I - S)(beta I + S) = beta^2 I + S^T S`` (symmetric positive definite, eigenvalues
+    ``>= beta^2``), ``w = (beta I + S) z`` with ``(beta^2 I + S^T S) z = B^T r`` solved by conjugate
+    gradients, and then ``s = (r + A B w) / beta``. Only products of ``P`` with vectors are formed:
+    ``B v`` sums to zero, so ``A B v = P B v`` (the ``- sum / 2`` term is kept for rounding).
+    CG stops per context when its residual is below ``rtol * ||B^T r||``; the caller's line search
+    and verification do not trust this step blindly.
+    """
+    q = np.sqrt(pi)
+
+    def apply_B(v: np.ndarray) -> np.ndarray:
+        return q * (v - q * (q * v).sum(axis=1, keepdims=True))
+
+    def apply_Bt(u: np.ndarray) -> np.ndarray:
+        qu = q * u
+        return qu - q * (pi * u).sum(axis=1, keepdims=True)  # (I - q q^T)(q * u)
+
+    def apply_AB(v: np.ndarray) -> np.ndarray:
+        x = apply_B(v)
+        return _matvec(P, x, ctx) - 0.5 * x.sum(axis=1, keepdims=True)
+
+    def apply_S(v: np.ndarray) -> np.ndarray:
+        return apply_Bt(apply_AB(v))
+
+    b = apply_Bt(r)
+    z = np.zeros_like(b)
+    res = b.copy()
+    d = res.copy()
+    rr = (res * res).sum(axis=1)
+    target = (rtol**2) * rr
+    beta2 = beta * beta
+    for _ in range(max_cg):
+        live = rr > target
+        if not live.any():
+            break
+        Sd = apply_S(d)
+        Md = beta2 * d - apply_S(Sd)  # (beta^2 I - S^2) d = (beta^2 I + S^T S) d
+        dMd = (d * Md).sum(axis=1)
+        alpha = np.where(live & (dMd > 0), rr / np.where(dMd > 0, dMd, 1.0), 0.0)
+        z += alpha[:, None] * d
+        res -= alpha[:, None] * Md
+        rr_new = (res * res).sum(axis=1)
+        gamma = np.where(live, rr_new / np.where(rr > 0, rr, 1.0), 0.0)
+        d = np.where(live[:, None], res + gamma[:, None] * d, d)
+        rr = np.where(live, rr_new, rr)
+    w = beta * z + apply_S(z)
+    return (r + apply_AB(w)) / beta
+
+
+def _newton_krylov(
+    P: np.ndarray,
+    ctx: np.ndarray | None,
+    l_ref: np.ndarray,
+    beta: float,
+    l: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_newton` without the Jacobian: the same residual, line search and stopping rule.
+
+    ``A = P - 1/2`` is never formed: ``A pi = P pi - sum(pi) / 2``. The Newton direction comes from
+    :func:`_krylov_step` with the forcing term ``min(0.1, max |F|)`` (inexact Newton, superlinear
+    near the root); ``ctx`` selects contexts of ``P`` without copying them.
+    """
+    C, K = l.shape
+
+    def residual(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pi = _softmax_rows(l)
+        Api = _matvec(P, pi, ctx) - 0.5 * pi.sum(axis=1, keepdims=True)
+        return beta * (l - l_ref) - Api, pi
+
+    F, pi = residual(l)
+    merit = (F**2).sum(axis=1)
+    max_cg = min(max(4 * K, 50), 500)
+    for _ in range(max_iter):
+        active = np.abs(F).max(axis=1) > tol
+        if not active.any():
+            break
+        rtol = np.minimum(0.1, np.sqrt(merit))
+        step = _krylov_step(P, ctx, pi, beta, -F, rtol, max_cg)
+        step[~active] = 0.0
+        t = np.ones(C)
+        for _ in range(40):
+            l_new = l + t[:, None] * step
+            F_new, pi_new = residual(l_new)
+            merit_new = (F_new**2).sum(axis=1)
+            bad = active & (merit_new > (1.0 - 1e-4 * t) * merit)
+            if not bad.any():
+                break
+            t = np.where(bad, 0.5 * t, t)
+        progressed = active & (merit_new < merit)
+        if not progressed.any():
+            break
+        keep = progressed[:, None]
+        l = np.where(keep, l_new, l)
+        F = np.where(keep, F_new, F)
+        pi = np.where(keep, pi_new, pi)
+        merit = np.where(progressed, merit_new, merit)
+    return l, F, pi
+
+
 def _residual_span(F: np.ndarray) -> np.ndarray:
     """Per-context span ``max_y F - min_y F``: an upper bound on the exploitability (see below)."""
     return F.max(axis=1) - F.min(axis=1)
 
 
+def _solve_nash(game: PreferenceGame, krylov: bool, tol: float, max_iter: int) -> np.ndarray:
+    """``(C, K)`` verified ``pi*_beta`` by the dense or Krylov Newton path (see regularized_nash)."""
+    beta = game.beta
+    l_ref = np.log(game.pi_ref)
+    if krylov:
+        P = game.P
+
+        def solve(idx, b, start):  # matrix-free: only P itself, no K x K temporary
+            return _newton_krylov(
+                P, idx, l_ref if idx is None else l_ref[idx], b, start, tol, max_iter
+            )
+
+    else:
+        A = game.P - 0.5
+
+        def solve(idx, b, start):
+            return _newton(
+                A if idx is None else A[idx],
+                l_ref if idx is None else l_ref[idx],
+                b,
+                start,
+                tol,
+                max_iter,
+            )
+
+    l, F, pi = solve(None, beta, l_ref.copy())
+    failed = ~(_residual_span(F) <= NASH_VERIFY_TOL)  # also catches NaN
+    if failed.any():
+        # continuation in beta for the contexts the direct solve did not verify
+        idx = np.flatnonzero(failed)
+        ref_c = l_ref[idx]
+        steps = max(1, int(np.ceil(2 * np.log10(max(1.0, 1.0 / beta)))))
+        betas = np.geomspace(max(1.0, beta), beta, steps + 1)
+        lc, Fc, pic = solve(idx, float(betas[0]), ref_c.copy())
+        for prev, b in zip(betas[:-1], betas[1:], strict=True):
+            start = ref_c + (lc - ref_c) * (prev / b)
+            lc, Fc, pic = solve(idx, float(b), start)
+        F = F.copy()
+        pi = pi.copy()
+        F[idx], pi[idx] = Fc, pic
+        bound = _residual_span(F)
+        if not np.all(bound <= NASH_VERIFY_TOL):
+            worst = int(np.nanargmax(np.where(np.isfinite(bound), bound, np.inf)))
+            raise SolverError(
+                f"regularized_nash did not converge for beta={beta:g} on {game.name or 'the game'} "
+                f"(K={game.shape[1]}): residual bound on the exploitability {bound[worst]:.3g} "
+                f"> {NASH_VERIFY_TOL:g} in context {worst} after {max_iter} Newton steps per "
+                "continuation stage; use a larger beta"
+            )
+    return pi
+
+
 def regularized_nash(
-    game: PreferenceGame, *, tol: float = 1e-14, max_iter: int = 100, use_cache: bool = True
+    game: PreferenceGame,
+    *,
+    tol: float = 1e-14,
+    max_iter: int = 100,
+    use_cache: bool = True,
+    method: str = "auto",
 ) -> np.ndarray:
     """The beta-regularised Nash equilibrium ``pi*_beta`` of ``game`` (unique and symmetric).
 
@@ -131,11 +322,27 @@ def regularized_nash(
     context: e.g. uniform ``K = 10`` and skew-Gaussian ``K = 100`` games down to ``beta = 1e-6``,
     and K up to 2000 at ``beta = 1e-3``.
 
+    Above :data:`DENSE_MAX_K` responses (and ``beta K >= 1``) the Newton step is matrix-free (inexact Newton-Krylov,
+    Dembo, Eisenstat & Steihaug 1982; Kelley, "Iterative Methods for Linear and Nonlinear
+    Equations", 1995): :func:`_krylov_step` solves ``J s = -F`` by conjugate gradients on a
+    symmetric positive definite form of ``J``, with Jacobian-vector products that cost one product
+    with ``P`` each, so a step is O(K^2) instead of O(K^3) and needs no K x K array besides ``P``
+    (K = 10,000 fits where the dense path would hold three). The line search, stopping rule,
+    continuation and verification are the same; CG on the squared system loses accuracy for very
+    small ``beta``, where an unverified Krylov answer is redone densely when ``K <=``
+    :data:`DENSE_FALLBACK_MAX_K` (else :class:`SolverError`).
+
     Args:
         game: the game.
         tol: stop when ``max |F(l)| <= tol`` in every context.
         max_iter: maximal number of Newton steps (per value of beta on the continuation path).
         use_cache: reuse (and store) the solution cached on the game object.
+        method: ``"dense"`` (Newton with an LU solve of the K x K Jacobian, O(K^3) per step),
+            ``"krylov"`` (matrix-free Newton-Krylov: Jacobian-vector products and conjugate
+            gradients, O(K^2) per product, no K x K array besides ``P``) or ``"auto"``: Krylov
+            when ``K >`` :data:`DENSE_MAX_K` and ``beta K >= 1`` (CG needs more products as beta
+            shrinks; below that the LU path was faster in our measurements) or ``K >``
+            :data:`DENSE_FALLBACK_MAX_K`, else dense. Both verify the same bound.
 
     Returns:
         ``(K,)`` for a non-contextual game, else ``(C, K)``.
@@ -143,35 +350,20 @@ def regularized_nash(
     Raises:
         SolverError: naming beta, when the solution cannot be verified (it is never returned then).
     """
+    if method not in ("auto", "dense", "krylov"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'krylov'; got {method!r}")
     if use_cache and "nash" in game._cache:
         return game.squeeze(game._cache["nash"]).copy()
-    beta = game.beta
-    l_ref = np.log(game.pi_ref)
-    A = game.P - 0.5
-    l, F, pi = _newton(A, l_ref, beta, l_ref.copy(), tol, max_iter)
-    failed = ~(_residual_span(F) <= NASH_VERIFY_TOL)  # also catches NaN
-    if failed.any():
-        # continuation in beta for the contexts the direct solve did not verify
-        idx = np.flatnonzero(failed)
-        A_c, ref_c = A[idx], l_ref[idx]
-        steps = max(1, int(np.ceil(2 * np.log10(max(1.0, 1.0 / beta)))))
-        betas = np.geomspace(max(1.0, beta), beta, steps + 1)
-        lc, Fc, pic = _newton(A_c, ref_c, float(betas[0]), ref_c.copy(), tol, max_iter)
-        for prev, b in zip(betas[:-1], betas[1:], strict=True):
-            start = ref_c + (lc - ref_c) * (prev / b)
-            lc, Fc, pic = _newton(A_c, ref_c, float(b), start, tol, max_iter)
-        F = F.copy()
-        pi = pi.copy()
-        F[idx], pi[idx] = Fc, pic
-        bound = _residual_span(F)
-        if not np.all(bound <= NASH_VERIFY_TOL):
-            worst = int(np.nanargmax(np.where(np.isfinite(bound), bound, np.inf)))
-            raise SolverError(
-                f"regularized_nash did not converge for beta={beta:g} on {game.name or 'the game'} "
-                f"(K={game.shape[1]}): residual bound on the exploitability {bound[worst]:.3g} "
-                f"> {NASH_VERIFY_TOL:g} in context {worst} after {max_iter} Newton steps per "
-                "continuation stage; use a larger beta"
-            )
+    K = game.num_actions
+    if method == "auto" and K > DENSE_MAX_K and (game.beta * K >= 1.0 or K > DENSE_FALLBACK_MAX_K):
+        try:
+            pi = _solve_nash(game, True, tol, max_iter)
+        except SolverError:
+            if K > DENSE_FALLBACK_MAX_K:
+                raise
+            pi = _solve_nash(game, False, tol, max_iter)  # tiny beta: LU copes with cond(J)
+    else:
+        pi = _solve_nash(game, method == "krylov", tol, max_iter)
     if use_cache:
         game._cache["nash"] = pi.copy()
     return game.squeeze(pi)

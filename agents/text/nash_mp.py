@@ -162,7 +162,7 @@ def exact_prox_step(
     Returns:
         ``(C, N)`` normalised log-probabilities of ``pi_{k+1/2}``.
     """
-    g = np.einsum("cij,cj->ci", payoff, np.exp(log_pi_k))
+    g = np.matmul(payoff, np.exp(log_pi_k)[..., None])[..., 0]
     raw = (log_pi_k + eta * log_ref + (eta / beta) * g) / (1.0 + eta)
     m = raw.max(-1, keepdims=True)
     return raw - (m + np.log(np.exp(raw - m).sum(-1, keepdims=True)))

@@ -222,6 +222,7 @@ def generate(
     temperature: float = 1.0,
     use_cache: bool = True,
     eos_id: int = EOS,
+    sampler: str = "multinomial",
 ) -> Generation:
     """Sample one answer per prompt, all ``B`` at once.
 
@@ -239,34 +240,76 @@ def generate(
             distribution.
         use_cache: use the policy's KV cache.
         eos_id: the end token.
+        sampler: ``"multinomial"`` (default; ``torch.multinomial``, the seeded samples of every
+            shipped result) or ``"inverse_cdf"`` (:func:`sample_inverse_cdf`: one uniform per row,
+            cheaper per step; the same distribution, other samples for the same seed).
 
     Returns:
         The :class:`Generation`.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    batch = prompt_ids.shape[0]
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    batch, p_len = prompt_ids.shape
     device = prompt_ids.device
     state = new_answers(batch, max_new_tokens, device)
     log_probs = torch.zeros(batch, max_new_tokens, device=device)
-    mask = prompt_mask.bool()
-    seq = prompt_ids
-    logits, cache = policy(prompt_ids, attention_mask=mask)
+    # mask and sequence preallocated for the whole answer and written in place (no torch.cat)
+    full_mask = torch.zeros(batch, p_len + max_new_tokens, dtype=torch.bool, device=device)
+    full_mask[:, :p_len] = prompt_mask.bool()
+    full_seq = None
+    if not use_cache:
+        full_seq = torch.full((batch, p_len + max_new_tokens), PAD, dtype=torch.long, device=device)
+        full_seq[:, :p_len] = prompt_ids
+    pad = torch.full((batch,), PAD, dtype=torch.long, device=device)
+    logits, cache = policy(prompt_ids, attention_mask=full_mask[:, :p_len])
     for t in range(max_new_tokens):
         lp = F.log_softmax(logits[:, -1].float() / temperature, dim=-1)
-        tok = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
-        tok = torch.where(state.finished, torch.full_like(tok, PAD), tok)
+        if sampler == "multinomial":
+            tok = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
+        else:
+            tok = sample_inverse_cdf(lp.exp(), generator)
+        tok = torch.where(state.finished, pad, tok)
         active = apply_tokens(state, tok, eos_id)
         log_probs[:, t] = torch.where(active, lp.gather(1, tok[:, None]).squeeze(1), 0.0)
         if t == max_new_tokens - 1 or bool(state.finished.all()):
-            break
-        mask = torch.cat([mask, active[:, None]], dim=1)
+            break  # every answer has ended: no further step
+        full_mask[:, p_len + t] = active
+        mask = full_mask[:, : p_len + t + 1]
         if use_cache:
             logits, cache = policy(tok[:, None], attention_mask=mask, past_key_values=cache)
         else:
-            seq = torch.cat([seq, tok[:, None]], dim=1)
-            logits, _ = policy(seq, attention_mask=mask)
+            full_seq[:, p_len + t] = tok
+            logits, _ = policy(full_seq[:, : p_len + t + 1], attention_mask=mask)
     return Generation(state.tokens, log_probs, state.mask, state.lengths)
+
+
+#: the samplers of :func:`generate`.
+SAMPLERS: tuple[str, ...] = ("multinomial", "inverse_cdf")
+
+
+def sample_inverse_cdf(
+    probs: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One draw per row of ``probs`` ``[B, V]`` by inversion of the cumulative distribution.
+
+    ``y = min {v : F(v) > u F(V - 1)}`` with ``F`` the row's cumulative sum and ``u ~ U[0, 1)`` from
+    ``generator`` (one uniform per row, one ``searchsorted``: cheaper per step than
+    ``torch.multinomial``). Rows need not be normalised. A token of probability 0 is never returned
+    (rounding at the top of ``F`` falls back to the row's most likely token).
+
+    Returns:
+        ``[B]`` int64 token ids.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    tok = tok.clamp_(max=probs.shape[1] - 1)
+    ok = probs.gather(1, tok[:, None]).squeeze(1) > 0
+    if bool(ok.all()):
+        return tok
+    return torch.where(ok, tok, probs.argmax(-1))
 
 
 def token_log_probs(
@@ -362,6 +405,10 @@ class DuelEngine:
         device: where prompts and answers live.
         world: the world whose prompts are played and whose ground truth pays (a name or a
             :class:`~nlhf_envs.text.world.World`; default ``"default"``).
+        sampler: ``"multinomial"`` (default: the seeded samples of the shipped results) or
+            ``"inverse_cdf"`` (faster; see :func:`generate`). With ``"inverse_cdf"``,
+            :meth:`play` also samples both seats in one batch of ``2 B`` when they play the same
+            policy object (self-play, ``pi_ref`` against ``pi_ref``).
     """
 
     def __init__(
@@ -374,12 +421,16 @@ class DuelEngine:
         with_true_prob: bool = False,
         device: torch.device | str = "cpu",
         world: str | World | None = None,
+        sampler: str = "multinomial",
     ) -> None:
         from nlhf_envs.text.ground_truth import ground_truth
         from nlhf_envs.text.models import load_judge
 
         if payer not in PAYERS:
             raise ValueError(f"unknown payer {payer!r}; expected one of {', '.join(PAYERS)}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        self.sampler = sampler
         self.world = get_world(world)
         self.reward_mode = check_reward_mode(reward_mode)
         self.payer = payer
@@ -434,6 +485,7 @@ class DuelEngine:
             generator=generator,
             temperature=temperature,
             use_cache=use_cache,
+            sampler=self.sampler,
         )
 
     def score(
@@ -471,7 +523,25 @@ class DuelEngine:
         temperature: float = 1.0,
     ) -> DuelResult:
         """Play ``B`` duels: sample both answers (KV-cached) and pay them."""
-        a0 = self.generate(policy_0, prompt_ids, prompt_mask, generator, temperature=temperature)
-        a1 = self.generate(policy_1, prompt_ids, prompt_mask, generator, temperature=temperature)
+        if policy_0 is policy_1 and self.sampler != "multinomial":
+            b = prompt_ids.shape[0]
+            both = self.generate(
+                policy_0,
+                prompt_ids.repeat(2, 1),
+                prompt_mask.repeat(2, 1),
+                generator,
+                temperature=temperature,
+            )
+            a0, a1 = (
+                Generation(both.tokens[s], both.log_probs[s], both.mask[s], both.lengths[s])
+                for s in (slice(0, b), slice(b, 2 * b))
+            )
+        else:
+            a0 = self.generate(
+                policy_0, prompt_ids, prompt_mask, generator, temperature=temperature
+            )
+            a1 = self.generate(
+                policy_1, prompt_ids, prompt_mask, generator, temperature=temperature
+            )
         payoff = self.score(prompt_ids, prompt_mask, a0, a1, generator)
         return DuelResult(prompt_ids, prompt_mask, a0, a1, payoff)

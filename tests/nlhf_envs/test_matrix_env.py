@@ -202,3 +202,88 @@ def test_state_space_holds_the_state():
     s = env.state()
     assert env.state_space.contains(s) and s.sum() == 1.0
     assert env.state_space == env.observation_space("player_0")
+
+def _aec_trace(env, seed, action_seed, num_iter=10_000):
+    """Every ``last()`` and ``agents``/``agent_selection`` of a seeded AEC episode, then a re-reset."""
+    rng = np.random.default_rng(action_seed)
+    trace = []
+    for s in (seed, None):
+        env.reset(seed=s)
+        for agent in env.agent_iter(num_iter):
+            obs, rew, term, trunc, info = env.last()
+            trace.append(
+                (
+                    agent,
+                    obs.tolist(),
+                    rew,
+                    term,
+                    trunc,
+                    dict(info),
+                    list(env.agents),
+                    env.state().tolist(),
+                )
+            )
+            trace.append(dict(env.rewards))
+            if term or trunc:
+                action = None
+            else:
+                action = int(rng.integers(env.action_space(agent).n))
+            env.step(action)
+        trace.append(("end", list(env.agents)))
+    return trace
+
+
+@pytest.mark.parametrize(
+    "family, kwargs",
+    [
+        ("rps", {}),
+        ("uniform", {"num_actions": 5, "num_contexts": 3, "seed": 1}),
+        ("skew_gaussian", {"num_actions": 4, "num_contexts": 2, "seed": 2}),
+    ],
+)
+@pytest.mark.parametrize("reward_mode", ["outcome", "centered", "probability"])
+def test_native_aec_env_replays_parallel_to_aec_exactly(family, kwargs, reward_mode):
+    from pettingzoo.utils import parallel_to_aec
+
+    for rounds in (1, 7):
+        kw = dict(game=family, num_rounds=rounds, reward_mode=reward_mode, **kwargs)
+        native = matrix_game.raw_env(**kw)
+        assert isinstance(native, matrix_game.PreferenceGameAECEnv)
+        reference = parallel_to_aec(matrix_game.parallel_env(**kw))
+        for seed in (0, 11):
+            a = _aec_trace(native, seed, seed + 5)
+            b = _aec_trace(reference, seed, seed + 5)
+            assert len(a) == len(b) == 2 * (2 * (2 * rounds + 2)) + 2
+            assert a == b
+
+
+def test_native_aec_env_matches_the_parallel_env_round_by_round():
+    kw = dict(game="uniform", num_actions=6, num_contexts=4, seed=3, num_rounds=30)
+    aec, par = matrix_game.env(**kw), matrix_game.parallel_env(**kw)
+    aec.reset(seed=9)
+    obs, _ = par.reset(seed=9)
+    rng = np.random.default_rng(0)
+    while par.agents:
+        np.testing.assert_array_equal(aec.observe("player_0"), obs["player_0"])
+        a0, a1 = (int(v) for v in rng.integers(6, size=2))
+        aec.step(a0)
+        aec.step(a1)
+        obs, rew, _, trunc, info = par.step({"player_0": a0, "player_1": a1})
+        assert aec.rewards == rew and aec.truncations == trunc and aec.infos == info
+    assert aec.unwrapped.game is aec.unwrapped._par.game
+    raw = aec.unwrapped
+    assert getattr(raw, "state_space", None) is getattr(raw._par, "state_space", None)
+
+
+def test_native_aec_env_rejects_illegal_actions_like_the_parallel_env():
+    env = matrix_game.raw_env(game="rps")
+    env.reset(seed=0)
+    env.step(1)
+    with pytest.raises(
+        ValueError, match=r"illegal action 3 for player_1: expected an integer in \[0, 3\)"
+    ):
+        env.step(3)
+    env.reset(seed=0)
+    env.step(2.0)
+    with pytest.raises(ValueError, match=r"illegal action 2.0 for player_0"):
+        env.step(np.int64(1))

@@ -167,3 +167,122 @@ def test_regularized_nash_refuses_an_unverified_answer():
     with pytest.raises(SolverError, match=r"did not converge for beta=1e-06"):
         S.regularized_nash(g, max_iter=1, use_cache=False)
     assert "nash" not in g._cache
+
+
+@pytest.mark.parametrize(
+    "family, K, C, beta",
+    [
+        ("uniform", 300, 1, 0.1),
+        ("skew_gaussian", 400, 1, 0.01),
+        ("condorcet", 300, 1, 0.5),
+        ("skew_gaussian", 60, 1, 1e-3),
+        ("uniform", 300, 3, 0.05),
+    ],
+)
+def test_krylov_newton_matches_dense_newton(family, K, C, beta):
+    g = make_game(family, num_actions=K, num_contexts=C, beta=beta, seed=3)
+    dense = S.regularized_nash(g, use_cache=False, method="dense")
+    krylov = S.regularized_nash(g, use_cache=False, method="krylov")
+    np.testing.assert_allclose(krylov, dense, rtol=1e-9, atol=1e-13)
+    assert S.exploitability(g, krylov) < 1e-12
+    # the fixed point pi = softmax(log pi_ref + g_pi / beta)
+    pi = krylov.reshape(C, K)
+    logits = np.log(g.pi_ref) + g.win_rates_all(pi) / beta
+    target = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(pi, target / target.sum(axis=1, keepdims=True), rtol=1e-9)
+
+
+def test_auto_method_uses_krylov_above_dense_max_k():
+    assert S.DENSE_MAX_K == 256
+    g = make_game("uniform", num_actions=S.DENSE_MAX_K + 1, beta=0.1, seed=0)
+    calls = []
+    orig = S._newton_krylov
+    try:
+        S._newton_krylov = lambda *a: calls.append(1) or orig(*a)
+        pi = S.regularized_nash(g, use_cache=False)
+    finally:
+        S._newton_krylov = orig
+    assert calls and S.exploitability(g, pi) < 1e-12
+
+
+def test_krylov_newton_forms_no_k_by_k_temporary():
+    import tracemalloc
+
+    K = 1200
+    g = make_game("skew_gaussian", num_actions=K, beta=0.01, seed=0)
+    tracemalloc.start()
+    try:
+        pi = S.regularized_nash(g, use_cache=False, method="krylov")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.1 * K * K * 8  # a K x K float64 array would be 11.5 MB; vectors are 10 kB
+    assert S.exploitability(g, pi) < 1e-12
+
+
+def test_krylov_matvec_on_selected_contexts_equals_a_copy():
+    g = make_game("uniform", num_actions=30, num_contexts=5, beta=0.1, seed=1)
+    v = np.random.default_rng(0).normal(size=(2, 30))
+    idx = np.array([4, 1])
+    np.testing.assert_allclose(S._matvec(g.P, v, idx), np.einsum("cij,cj->ci", g.P[idx], v))
+    w = np.random.default_rng(1).normal(size=(5, 30))
+    np.testing.assert_allclose(S._matvec(g.P, w, None), np.einsum("cij,cj->ci", g.P, w))
+
+
+def test_krylov_refuses_rather_than_guesses_and_auto_falls_back_to_dense(monkeypatch):
+    from nlhf_envs.errors import SolverError
+
+    g = make_game("uniform", num_actions=10, beta=1e-6, seed=0)
+    with pytest.raises(SolverError, match=r"did not converge for beta=1e-06"):
+        S.regularized_nash(g, method="krylov")
+    assert "nash" not in g._cache
+    with pytest.raises(ValueError, match=r"method must be 'auto', 'dense' or 'krylov'; got 'lu'"):
+        S.regularized_nash(g, method="lu")
+    # an unverifiable Krylov answer (here: a solver that stops at once) is never returned: "auto"
+    # redoes it densely
+    big = make_game("uniform", num_actions=S.DENSE_MAX_K + 4, beta=0.1, seed=0)
+
+    def stops_at_once(P, ctx, l_ref, b, l, tol, it):
+        return l, l + np.arange(l.shape[1]), l  # residual span K - 1: not verified
+
+    monkeypatch.setattr(S, "_newton_krylov", stops_at_once)
+    with pytest.raises(SolverError):
+        S.regularized_nash(big, use_cache=False, method="krylov")
+    pi = S.regularized_nash(big, use_cache=False)
+    assert S.exploitability(big, pi) < 1e-12
+
+
+def test_auto_method_keeps_the_dense_path_for_small_beta_k():
+    calls = []
+    orig = S._newton_krylov
+    try:
+        S._newton_krylov = lambda *a: calls.append(1) or orig(*a)
+        g = make_game("uniform", num_actions=300, beta=1e-4, seed=0)  # beta K = 0.03 < 1
+        pi = S.regularized_nash(g, use_cache=False)
+    finally:
+        S._newton_krylov = orig
+    assert not calls and S.exploitability(g, pi) < 1e-10
+
+
+@pytest.mark.slow
+def test_krylov_newton_solves_k_10000():
+    g = make_game("skew_gaussian", num_actions=10_000, beta=0.05, seed=0)
+    pi = S.regularized_nash(g, use_cache=False)
+    assert S.exploitability(g, pi) < 1e-12
+    logits = np.log(g.pi_ref[0]) + (g.P[0] @ pi) / g.beta
+    target = np.exp(logits - logits.max())
+    np.testing.assert_allclose(pi, target / target.sum(), rtol=1e-9)
+
+
+def test_krylov_newton_on_a_subset_of_contexts_solves_them_alone():
+    # the continuation path solves only the unverified contexts, selected without copying P
+    g = make_game("uniform", num_actions=300, num_contexts=3, beta=0.02, seed=5)
+    l_ref = np.log(g.pi_ref)
+    idx = np.array([2, 0])
+    _, F_sub, pi_sub = S._newton_krylov(g.P, idx, l_ref[idx], 0.02, l_ref[idx].copy(), 1e-14, 100)
+    for row, c in enumerate(idx):
+        alone = PreferenceGame(g.P[c], beta=0.02)
+        np.testing.assert_allclose(
+            pi_sub[row], S.regularized_nash(alone, method="dense"), atol=1e-13
+        )
+    assert np.all(F_sub.max(axis=1) - F_sub.min(axis=1) <= S.NASH_VERIFY_TOL)

@@ -1,0 +1,457 @@
+"""The token engine's table on one device: sampling vs Hugging Face ``generate``, the Nash-MD
+mixture with and without KV cache, and training queries/s of the three token agents.
+
+Usage::
+
+    python benchmarks/gpu.py --device cuda                 # the full table (about 5 minutes)
+    python benchmarks/gpu.py --device cpu --quick          # a smoke run on CPU (B = 64 and 512)
+
+Every ratio is taken against an anchor measured in the same run, interleaved (median of
+``--rounds`` rounds, so that both see the same load):
+
+1. **Sampling.** Hugging Face ``GPT2LMHeadModel.generate`` (ancestral sampling, ``top_k=0``) of a
+   GPT-2 that carries the weights of ``pi_ref`` (:func:`gpt2_from_tiny`; its logits agree with
+   ``pi_ref``'s to the printed tolerance) is the anchor. Against it: the engine's
+   :func:`~nlhf_envs.text.engine.generate` with the default ``multinomial`` sampler and with
+   ``inverse_cdf``, and ``DuelEngine.play`` in self-play with ``sampler="inverse_cdf"`` (both seats in
+   one batch of 2B; the judge pass included). Throughput counts real answer tokens only (up to and
+   including ``<eos>``), for every row.
+2. **Mixture.** Nash-MD's opponent ``GeometricMixture(pi_theta, pi_ref, 1/8)`` at B = 64, cached
+   vs uncached (the uncached loop re-runs both models on the whole sequence each step).
+3. **Training.** ``agent.learn`` of ``nash_mp``, ``online_ipo`` and ``nash_md`` at their zoo settings
+   on ``nlhf/TokenDuel-v0`` (evaluation off), preference queries per second, each in a fresh
+   process. With ``--baseline-ref GITREV`` the same runs with the code of that revision (exported
+   by ``git archive`` into a temporary directory, alternating with this checkout) are the anchor.
+
+The device is named in the output. :func:`main` takes ``argv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["gpt2_from_tiny", "main", "measure"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def device_name(device: torch.device, threads: int) -> str:
+    """A human-readable name of ``device`` (GPU model, or CPU with its core and thread count)."""
+    if device.type == "cuda":
+        return f"CUDA {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (
+        f"CPU ({platform.machine()}, {os.cpu_count()} logical cores, torch threads {threads}, "
+        f"torch {torch.__version__})"
+    )
+
+
+def gpt2_from_tiny(model: Any) -> Any:
+    """A ``transformers`` GPT-2 with the weights of a :class:`~nlhf_envs.text.models.TinyCausalLM`.
+
+    Both are pre-LayerNorm transformers with learned positions, exact GELU and tied embeddings;
+    GPT-2's ``Conv1D`` stores ``Linear`` weights transposed. Suppressed tokens (if any) are not part
+    of GPT-2: pass ``suppress_tokens`` to ``generate``.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from nlhf_envs.text.tokenizer import EOS, PAD
+
+    cfg = model.config
+    gcfg = GPT2Config(
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.max_len,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        n_inner=cfg.d_ff,
+        activation_function="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    gpt = GPT2LMHeadModel(gcfg).eval()
+    sd = model.state_dict()
+    new = {
+        "transformer.wte.weight": sd["tok_emb.weight"],
+        "transformer.wpe.weight": sd["pos_emb.weight"],
+        "transformer.ln_f.weight": sd["ln_f.weight"],
+        "transformer.ln_f.bias": sd["ln_f.bias"],
+        "lm_head.weight": sd["tok_emb.weight"],
+    }
+    for i in range(cfg.n_layers):
+        b, h = f"blocks.{i}.", f"transformer.h.{i}."
+        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
+            new[h + theirs + ".weight"] = sd[b + ours + ".weight"]
+            new[h + theirs + ".bias"] = sd[b + ours + ".bias"]
+        for ours, theirs in (
+            ("qkv", "attn.c_attn"),
+            ("proj", "attn.c_proj"),
+            ("ff.0", "mlp.c_fc"),
+            ("ff.2", "mlp.c_proj"),
+        ):
+            new[h + theirs + ".weight"] = sd[b + ours + ".weight"].T.contiguous()
+            new[h + theirs + ".bias"] = sd[b + ours + ".bias"]
+    missing, unexpected = gpt.load_state_dict(new, strict=False)
+    missing = [k for k in missing if not k.endswith("attn.bias") and "masked_bias" not in k]
+    if missing or unexpected:
+        raise RuntimeError(f"GPT-2 conversion: missing {missing}, unexpected {unexpected}")
+    return gpt.to(next(model.parameters()).device)
+
+
+def _answer_tokens(tokens: torch.Tensor, eos: int) -> int:
+    """Real answer tokens of ``[B, N]`` answers: up to and including the first ``<eos>``."""
+    is_eos = tokens == eos
+    has = is_eos.any(-1)
+    first = torch.where(
+        has, is_eos.float().argmax(-1) + 1, torch.full_like(has, tokens.shape[1], dtype=torch.long)
+    )
+    return int(first.sum())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _interleaved(
+    fns: dict[str, Callable[[], int]], rounds: int, device: torch.device
+) -> dict[str, float]:
+    """Median tokens/s of every ``fn`` (returns the tokens it produced) over interleaved rounds."""
+    for fn in fns.values():
+        fn()  # warm-up
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            n = fn()
+            _sync(device)
+            rates[k].append(n / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+#: Trains one token agent at its zoo settings in a fresh process and prints its queries/s. Run with
+#: the checkout to measure as the working directory (and first on ``PYTHONPATH``).
+_TRAIN_SNIPPET = """
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[4]))
+import agents
+from agents import zoo
+from agents.config import config_to_dict
+name, device, queries, root = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
+assert agents.__file__.startswith(root), (agents.__file__, root)
+entry = zoo.resolve(name, "nlhf/TokenDuel-v0", params={"device": device, "eval_every": 0})
+agent = agents.make(name, "nlhf/TokenDuel-v0", seed=0, env_kwargs=entry.env_kwargs,
+                    **config_to_dict(entry.config))
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+sync(); t0 = time.perf_counter()
+agent.learn(num_queries=queries)
+sync(); print(json.dumps({"qps": agent.queries_used / (time.perf_counter() - t0),
+                          "queries": agent.queries_used}))
+"""
+
+
+def _train_in(root: Path, name: str, device: torch.device, queries: int) -> dict[str, float]:
+    """Queries/s of ``name`` trained by the code under ``root`` (a fresh Python process)."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    args = [name, str(device), str(queries), str(torch.get_num_threads()), str(root)]
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_SNIPPET, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"training {name} under {root} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def training_rows(
+    device: torch.device,
+    queries: int,
+    names: tuple[str, ...],
+    baseline_ref: str | None,
+    rounds: int = 1,
+) -> list[tuple[str, str, str]]:
+    """Training queries/s per agent; with ``baseline_ref``, also the code of that git revision
+    (exported with ``git archive`` to a temporary directory), interleaved, and the ratio."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        if baseline_ref:
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", baseline_ref],
+                cwd=root,
+                capture_output=True,
+                check=True,
+            )
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                tar.extractall(tmp, filter="data")
+            base = Path(tmp)
+        rows = []
+        for name in names:
+            now, old = [], []
+            for r in range(rounds):  # alternate which code runs first
+                if base is not None and r % 2 == 0:
+                    old.append(_train_in(base, name, device, queries)["qps"])
+                res = _train_in(root, name, device, queries)
+                now.append(res["qps"])
+                if base is not None and r % 2 == 1:
+                    old.append(_train_in(base, name, device, queries)["qps"])
+            qps = statistics.median(now)
+            label = f"training `{name}` (zoo settings), {int(res['queries'])} queries"
+            if base is None:
+                rows.append((label, f"{qps:,.0f} queries/s", ""))
+            else:
+                ref_qps = statistics.median(old)
+                rows.append(
+                    (
+                        f"{label}, code of `{baseline_ref}` (anchor)",
+                        f"{ref_qps:,.0f} queries/s",
+                        "1.00x",
+                    )
+                )
+                rows.append(
+                    (f"{label}, this checkout", f"{qps:,.0f} queries/s", f"{qps / ref_qps:.2f}x")
+                )
+    return rows
+
+
+def measure(
+    device: torch.device,
+    batch_sizes: list[int],
+    rounds: int,
+    train_queries: int,
+    mixture_batch: int = 64,
+    agents_to_train: tuple[str, ...] = ("nash_mp", "online_ipo", "nash_md"),
+    baseline_ref: str | None = None,
+) -> list[tuple[str, str, str]]:
+    """The table's rows ``(measurement, value, ratio to its anchor)``."""
+    from nlhf_envs.text import (
+        DuelEngine,
+        GeometricMixture,
+        generate,
+        load_judge,
+        load_reference_policy,
+    )
+    from nlhf_envs.text.hf import HFPolicy
+    from nlhf_envs.text.tokenizer import EOS, PAD
+
+    ref = load_reference_policy(device=device)
+    judge = load_judge(device=device)
+    engine = DuelEngine(judge, device=device)
+    fast = DuelEngine(judge, device=device, sampler="inverse_cdf")
+    n_new = engine.max_new_tokens
+    gpt = gpt2_from_tiny(ref)
+    rows: list[tuple[str, str, str]] = []
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    _, ids, mask = engine.sample_prompts(64, gen)
+    with torch.no_grad():
+        diff = HFPolicy(gpt)(ids, attention_mask=mask)[0] - ref(ids, attention_mask=mask)[0]
+        diff = diff[mask.bool()].abs().max().item()
+    rows.append(
+        (
+            "GPT-2 carrying pi_ref's weights: largest logit difference on real tokens",
+            f"{diff:.1e}",
+            "",
+        )
+    )
+    suppress = list(ref.config.suppress_tokens) or None
+
+    for b in batch_sizes:
+        _, ids, mask = engine.sample_prompts(b, gen)
+        g = torch.Generator(device=device).manual_seed(1)
+
+        def hf(ids: torch.Tensor = ids, mask: torch.Tensor = mask) -> int:
+            torch.manual_seed(1)  # HF generate samples from the global generator
+            out = gpt.generate(
+                input_ids=ids,
+                attention_mask=mask.long(),
+                do_sample=True,
+                top_k=0,
+                top_p=1.0,
+                temperature=1.0,
+                max_new_tokens=n_new,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+                suppress_tokens=suppress,
+            )
+            return _answer_tokens(out[:, ids.shape[1] :], EOS)
+
+        def ours(sampler: str, ids=ids, mask=mask, g=g) -> Callable[[], int]:
+            return lambda: int(
+                generate(ref, ids, mask, n_new, generator=g, sampler=sampler).lengths.sum()
+            )
+
+        def play(eng: Any, ids=ids, mask=mask, g=g) -> Callable[[], int]:
+            def run() -> int:
+                r = eng.play(ref, ref, ids, mask, g)
+                return int(r.answers_0.lengths.sum() + r.answers_1.lengths.sum())
+
+            return run
+
+        with torch.no_grad():
+            rates = _interleaved(
+                {
+                    "hf": hf,
+                    "multinomial": ours("multinomial"),
+                    "inverse_cdf": ours("inverse_cdf"),
+                    "play": play(engine),
+                    "selfplay": play(fast),
+                },
+                rounds,
+                device,
+            )
+        anchor = rates["hf"]
+        rows.append((f"B = {b}: HF `generate` (anchor)", f"{anchor:,.0f} tokens/s", "1.00x"))
+        for key, label in (
+            ("multinomial", "engine `generate`, multinomial sampler (default)"),
+            ("inverse_cdf", "engine `generate`, inverse-CDF sampler"),
+        ):
+            rows.append(
+                (f"B = {b}: {label}", f"{rates[key]:,.0f} tokens/s", f"{rates[key] / anchor:.2f}x")
+            )
+        rows.append(
+            (
+                f"B = {b}: `DuelEngine.play` pi_ref vs pi_ref, default (two batches of B; anchor)",
+                f"{rates['play']:,.0f} tokens/s",
+                "1.00x",
+            )
+        )
+        rows.append(
+            (
+                f"B = {b}: `DuelEngine.play`, `sampler='inverse_cdf'` (one batch of 2B)",
+                f"{rates['selfplay']:,.0f} tokens/s",
+                f"{rates['selfplay'] / rates['play']:.2f}x",
+            )
+        )
+
+    theta = copy.deepcopy(ref)
+    with torch.no_grad():
+        for p in theta.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)).to(p))
+    mix = GeometricMixture(theta, ref, 1 / 8)
+    _, ids, mask = engine.sample_prompts(mixture_batch, gen)
+    g = torch.Generator(device=device)
+
+    def mixture(cache: bool) -> Callable[[], int]:
+        def run() -> int:
+            g.manual_seed(2)
+            return int(generate(mix, ids, mask, n_new, generator=g, use_cache=cache).lengths.sum())
+
+        return run
+
+    with torch.no_grad():
+        rates = _interleaved({"uncached": mixture(False), "cached": mixture(True)}, rounds, device)
+    rows.append(
+        (
+            f"Nash-MD mixture, B = {mixture_batch}, uncached (anchor)",
+            f"{rates['uncached']:,.0f} tokens/s",
+            "1.00x",
+        )
+    )
+    rows.append(
+        (
+            f"Nash-MD mixture, B = {mixture_batch}, KV cached (same samples)",
+            f"{rates['cached']:,.0f} tokens/s",
+            f"{rates['cached'] / rates['uncached']:.2f}x",
+        )
+    )
+
+    if train_queries > 0:
+        rows += training_rows(
+            device, train_queries, agents_to_train, baseline_ref, rounds=2 if baseline_ref else 1
+        )
+    return rows
+
+
+def _replace_block(readme: Path, name: str, text: str) -> None:
+    """Replace the lines between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` of ``readme``."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    old = readme.read_text()
+    if begin not in old or end not in old:
+        raise SystemExit(f"{readme} has no {begin} ... {end} block")
+    head, rest = old.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print and write the markdown table; returns 0."""
+    p = argparse.ArgumentParser(prog="gpu", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true", help="B = 64, 512; short training")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--mixture-batch", type=int, default=64)
+    p.add_argument("--train-queries", type=int, default=None, help="0 skips training")
+    p.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="also train with the code of this git revision (git archive to a temp dir), interleaved",
+    )
+    p.add_argument("--out", type=Path, default=None, help="default results/gpu_<device type>.md")
+    p.add_argument("--readme", type=Path, default=None, help="also replace its bench:engine table")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = args.batch_sizes or ([64, 512] if args.quick else [64, 512, 1024, 2048, 4096, 8192])
+    rounds = args.rounds or 5
+    train_q = (
+        args.train_queries if args.train_queries is not None else (1024 if args.quick else 8192)
+    )
+    start = time.perf_counter()
+    rows = measure(
+        device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
+    )
+    shown = sys.argv[1:] if argv is None else argv
+    cmd = " ".join(["python benchmarks/gpu.py", *[a for a in shown if a]])
+    lines = [
+        "# Token engine on one device",
+        "",
+        f"Device: {device_name(device, args.threads)}. Command: `{cmd}` "
+        f"({time.perf_counter() - start:.0f} s). Ratios: to the anchor of the same block, same run, "
+        f"median of {rounds} interleaved rounds.",
+        "",
+        "| measurement | value | ratio |",
+        "| --- | ---: | ---: |",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = args.out or RESULTS / f"gpu_{device.type}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if args.readme:
+        _replace_block(args.readme, "engine", "\n".join(lines[2:-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
