@@ -203,6 +203,7 @@ def test_state_space_holds_the_state():
     assert env.state_space.contains(s) and s.sum() == 1.0
     assert env.state_space == env.observation_space("player_0")
 
+
 def _aec_trace(env, seed, action_seed, num_iter=10_000):
     """Every ``last()`` and ``agents``/``agent_selection`` of a seeded AEC episode, then a re-reset."""
     rng = np.random.default_rng(action_seed)
