@@ -72,7 +72,8 @@ class PreferenceGame:
         rho: read-only ``(C,)`` array.
         beta: the regularisation strength.
         queries: number of preference queries answered by :meth:`win_rates` (one per evaluation of
-            the win-rate vector) and :meth:`sample` (one per Bernoulli outcome).
+            the win-rate vector), :meth:`sample` (one per Bernoulli outcome) and :meth:`duel` (one
+            per environment round). The game is the one counting oracle: agents never edit it.
     """
 
     def __init__(
@@ -177,7 +178,6 @@ class PreferenceGame:
         self.name: str = name
         self.queries: int = 0
         self._P_flat = P_arr.reshape(-1)
-        self._cache: dict[str, np.ndarray] = {}
 
     @staticmethod
     def _check_distribution(arr: np.ndarray, what: str, atol: float, strictly_positive: bool):
@@ -323,6 +323,22 @@ class PreferenceGame:
         return rng.choice(self.num_contexts, size=n, p=self.rho)
 
     # ------------------------------------------------------------------ misc
+    def duel(
+        self, context: int, y: int, y_prime: int, rng: np.random.Generator
+    ) -> tuple[float, float]:
+        """One counted preference query: ``(p, o)`` with ``p = P_x[y, y']`` and
+        ``o ~ Bernoulli(p)`` drawn from ``rng`` (one ``rng.random()``).
+
+        The environments resolve every round through it, so whoever steps an env on this game
+        (an agent's rollouts, a tournament) is counted in :attr:`queries` by the game itself.
+        Arguments are trusted (the envs validate actions first).
+        """
+        K = self.num_actions
+        p = float(self._P_flat[(context * K + y) * K + y_prime])
+        o = float(rng.random() < p)
+        self.queries += 1
+        return p, o
+
     def fingerprint(self) -> str:
         """A short content hash of the game (shape, ``P``, ``pi_ref``, ``rho``, ``beta``).
 

@@ -153,7 +153,6 @@ class PreferenceGameEnv(ParallelEnv):
         self.agents: list[str] = []
         C, K = game.shape
         self._C, self._K = C, K
-        self._P_flat = game._P_flat
         self._eye = np.eye(C, dtype=np.float32)
         obs_space = spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32)
         self.observation_spaces = {a: obs_space for a in AGENTS}
@@ -204,8 +203,7 @@ class PreferenceGameEnv(ParallelEnv):
         one code path of the parallel and the AEC env, so both replay the same seeded episode).
         """
         x = self._context
-        p = float(self._P_flat[(x * self._K + a0) * self._K + a1])
-        o = float(self.np_random.random() < p)
+        p, o = self.game.duel(x, a0, a1, self.np_random)  # one counted query
         mode = self.reward_mode  # duel_rewards on Python floats (the same float64 arithmetic)
         if mode == "outcome":
             r0, r1 = o, 1.0 - o

@@ -15,6 +15,8 @@ These functions never count preference queries: they are oracles for tests and m
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from scipy.linalg import solve
 from scipy.optimize import linprog
@@ -25,6 +27,7 @@ from nlhf_envs.game import ArrayLike, PreferenceGame
 
 __all__ = [
     "regularized_nash",
+    "cached_nash",
     "NASH_VERIFY_TOL",
     "DENSE_MAX_K",
     "exploitability",
@@ -336,7 +339,9 @@ def regularized_nash(
         game: the game.
         tol: stop when ``max |F(l)| <= tol`` in every context.
         max_iter: maximal number of Newton steps (per value of beta on the continuation path).
-        use_cache: reuse (and store) the solution cached on the game object.
+        use_cache: reuse (and store) the solution in the solver's cache: a weak map from game
+            objects to their solution, keyed by the game's arrays (immutable) and ``beta``, so a
+            changed ``beta`` is solved again and the game object carries no solver state.
         method: ``"dense"`` (Newton with an LU solve of the K x K Jacobian, O(K^3) per step),
             ``"krylov"`` (matrix-free Newton-Krylov: Jacobian-vector products and conjugate
             gradients, O(K^2) per product, no K x K array besides ``P``) or ``"auto"``: Krylov
@@ -352,8 +357,10 @@ def regularized_nash(
     """
     if method not in ("auto", "dense", "krylov"):
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov'; got {method!r}")
-    if use_cache and "nash" in game._cache:
-        return game.squeeze(game._cache["nash"]).copy()
+    key = _nash_key(game)
+    cached = _NASH_CACHE.get(game) if use_cache else None
+    if cached is not None and cached[0] == key:
+        return game.squeeze(cached[1]).copy()
     K = game.num_actions
     if method == "auto" and K > DENSE_MAX_K and (game.beta * K >= 1.0 or K > DENSE_FALLBACK_MAX_K):
         try:
@@ -365,8 +372,25 @@ def regularized_nash(
     else:
         pi = _solve_nash(game, method == "krylov", tol, max_iter)
     if use_cache:
-        game._cache["nash"] = pi.copy()
+        _NASH_CACHE[game] = (key, pi.copy())
     return game.squeeze(pi)
+
+
+#: game -> (key, solution): the solver's memo (weak: it never keeps a game alive)
+_NASH_CACHE: weakref.WeakKeyDictionary[PreferenceGame, tuple[tuple, np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _nash_key(game: PreferenceGame) -> tuple:
+    """What the solution depends on: the (read-only) arrays' identities and ``beta``."""
+    return (id(game.P), id(game.pi_ref), id(game.rho), float(game.beta))
+
+
+def cached_nash(game: PreferenceGame) -> np.ndarray | None:
+    """The cached solution of ``game`` (``(C, K)``), or ``None`` when it is not cached."""
+    cached = _NASH_CACHE.get(game)
+    return None if cached is None or cached[0] != _nash_key(game) else cached[1].copy()
 
 
 def _nash_all(game: PreferenceGame, nash: ArrayLike | None) -> np.ndarray:

@@ -307,7 +307,6 @@ class SB3PPOSelfPlay(Agent):
         self.vec_env.seed(seed % 2**31)
         with _sb3_globals(seed):
             self.ppo.learn(total_timesteps=cfg.batch_size, reset_num_timesteps=True)
-        self.game.queries += cfg.batch_size  # one Bernoulli outcome per env step
         self._sync_log_pi()
         self.pool.add(softmax(self.log_pi))
         logged = self.ppo.logger.name_to_value

@@ -288,3 +288,20 @@ def test_native_aec_env_rejects_illegal_actions_like_the_parallel_env():
     env.step(2.0)
     with pytest.raises(ValueError, match=r"illegal action 2.0 for player_0"):
         env.step(np.int64(1))
+
+
+def test_every_round_is_one_query_counted_by_the_game():
+    from nlhf_envs import make_game
+
+    game = make_game("biased_rps")
+    env = pettingzoo.make("parallel", "nlhf/MatrixGame-v0", game=game, num_rounds=3)
+    env.reset(seed=0)
+    while env.agents:
+        env.step({"player_0": 0, "player_1": 1})
+    assert game.queries == 3
+    aec = pettingzoo.make("aec", "nlhf/MatrixGame-v0", game=game, num_rounds=2)
+    aec.reset(seed=0)
+    for agent in aec.agent_iter():
+        *_, term, trunc, _ = aec.last()
+        aec.step(None if term or trunc else 0)
+    assert game.queries == 5

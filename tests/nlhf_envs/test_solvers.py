@@ -166,7 +166,7 @@ def test_regularized_nash_refuses_an_unverified_answer():
     g = make_game("uniform", num_actions=10, beta=1e-6, seed=0)
     with pytest.raises(SolverError, match=r"did not converge for beta=1e-06"):
         S.regularized_nash(g, max_iter=1, use_cache=False)
-    assert "nash" not in g._cache
+    assert S.cached_nash(g) is None
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_krylov_refuses_rather_than_guesses_and_auto_falls_back_to_dense(monkeyp
     g = make_game("uniform", num_actions=10, beta=1e-6, seed=0)
     with pytest.raises(SolverError, match=r"did not converge for beta=1e-06"):
         S.regularized_nash(g, method="krylov")
-    assert "nash" not in g._cache
+    assert S.cached_nash(g) is None
     with pytest.raises(ValueError, match=r"method must be 'auto', 'dense' or 'krylov'; got 'lu'"):
         S.regularized_nash(g, method="lu")
     # an unverifiable Krylov answer (here: a solver that stops at once) is never returned: "auto"
@@ -286,3 +286,17 @@ def test_krylov_newton_on_a_subset_of_contexts_solves_them_alone():
             pi_sub[row], S.regularized_nash(alone, method="dense"), atol=1e-13
         )
     assert np.all(F_sub.max(axis=1) - F_sub.min(axis=1) <= S.NASH_VERIFY_TOL)
+
+
+def test_the_solution_cache_follows_beta_and_lives_outside_the_game():
+    g = make_game("biased_rps")
+    first = S.regularized_nash(g)
+    assert not hasattr(g, "_cache")
+    np.testing.assert_array_equal(S.cached_nash(g)[0], first)
+    g.beta = 0.5  # a changed beta must be solved again, never answered from the cache
+    assert S.cached_nash(g) is None
+    again = S.regularized_nash(g)
+    np.testing.assert_allclose(
+        again, S.regularized_nash(make_game("biased_rps", beta=0.5)), atol=1e-12
+    )
+    assert np.abs(again - first).max() > 1e-3
