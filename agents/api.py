@@ -44,6 +44,7 @@ __all__ = [
     "DeferredInterrupt",
     "check_learn_args",
     "iterations_within_budget",
+    "logs_iteration",
 ]
 
 #: ``callback(agent)`` is called after every iteration; returning ``False`` stops ``learn``.
@@ -179,6 +180,19 @@ def iterations_within_budget(
                 raise LearningInterrupted(agent)
 
 
+def logs_iteration(t: int, every: int | None) -> bool:
+    """Whether iteration ``t`` (1-based, counted over the agent's whole life) is logged.
+
+    ``every``: ``0`` never, ``k`` every ``k``-th iteration, ``None`` two significant digits of
+    ``t`` (every iteration up to 100, every 10th up to 1,000, every 100th up to 10,000, ...). A
+    function of ``t`` alone, so a resumed run logs exactly the rows of the uninterrupted one.
+    """
+    if every is not None:
+        return bool(every) and t % every == 0
+    step = 10 ** max(len(str(int(t))) - 2, 0)
+    return t % step == 0
+
+
 class AgentBase:
     """The plumbing shared by every agent kind (see the module docstring).
 
@@ -282,8 +296,7 @@ class AgentBase:
         for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
             extra = self._run_iteration()
             self.num_iterations += 1
-            every = self.config.log_every
-            if every and self.num_iterations % every == 0:
+            if logs_iteration(self.num_iterations, self.config.log_every):
                 self._record(extra)
         return self
 

@@ -66,7 +66,10 @@ class AgentConfig:
         init: initial policy: ``"ref"`` (``pi_ref``), ``"uniform"`` or ``"random"`` (softmax of
             standard-normal logits drawn from the agent's seed).
         log_every: compute the metrics (history, TensorBoard) every ``log_every`` iterations;
-            ``0`` disables them (for timing).
+            ``0`` disables them (for timing); ``None`` (default): two significant digits of the
+            iteration count, i.e. every iteration up to 100, every 10th up to 1,000, every 100th up
+            to 10,000, ... (:func:`agents.api.logs_iteration`): log-spaced rows for log-scale
+            curves at a cost that grows with the logarithm of the run's length.
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("exact", "sampled")
@@ -75,7 +78,7 @@ class AgentConfig:
     batch_size: int = 256
     stratified: bool = True
     init: str = "ref"
-    log_every: int = 1
+    log_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -86,8 +89,10 @@ class AgentConfig:
         _positive_int(self, "batch_size")
         if self.init not in ("ref", "uniform", "random"):
             raise ConfigError(f"init: expected 'ref', 'uniform' or 'random'; got {self.init!r}")
-        if self.log_every < 0:
-            raise ConfigError(f"log_every: must be >= 0; got {self.log_every}")
+        if self.log_every is not None and self.log_every < 0:
+            raise ConfigError(
+                f"log_every: must be >= 0 (or None for the default); got {self.log_every}"
+            )
 
 
 @dataclass

@@ -477,8 +477,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key in ("game/exploitability", "eval/exploitability", "game/kl_to_nash", "eval/kl_to_nash"):
         if key in final:
             print(f"  final evaluation: {key} = {final[key]:.6g}")
-    if "policy/entropy" in last:
-        print(f"  policy/entropy = {last['policy/entropy']:.6g}")
+    entropy = final.get("policy/entropy", last.get("policy/entropy"))
+    if entropy is not None:
+        print(f"  policy/entropy = {entropy:.6g}")
     return 0
 
 
@@ -815,7 +816,7 @@ def _train_table(
         )
         trained.append((name, agent))
         runs.append((name, run_dir / "metrics.csv"))
-        m = agent.history[-1]
+        m = agent.evaluate()  # the final state (the history is logged on a log-spaced cadence)
         rows.append(
             f"| {name} | {agent.queries_used:,} | {m['game/exploitability']:.2e} | "
             f"{m['game/kl_to_nash']:.2e} | {m['policy/entropy']:.3f} |"

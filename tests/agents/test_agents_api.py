@@ -238,3 +238,19 @@ def test_predict_takes_batches_like_sb3():
     assert actions.tolist() == expected
     one, _ = agent.predict(batch[2], deterministic=True)
     assert isinstance(one, int) and one == expected[2]
+
+
+def test_default_logging_cadence_is_log_spaced_and_resumes_identically(tmp_path):
+    from agents.api import logs_iteration
+
+    logged = [t for t in range(1, 2501) if logs_iteration(t, None)]
+    assert logged[:3] == [1, 2, 3] and 100 in logged and 101 not in logged and 110 in logged
+    assert len(logged) == 100 + 90 + 15  # 1..100, 110..1000 by 10, 1100..2500 by 100
+    agent = agents.make("nash_mp", "biased_rps", seed=0).learn(num_iterations=250)
+    assert [int(r["time/iterations"]) for r in agent.history] == [t for t in logged if t <= 250]
+    # the current state's metrics whatever the cadence
+    assert agent.evaluate()["time/iterations"] == 250
+    part = agents.make("nash_mp", "biased_rps", seed=0).learn(num_iterations=137)
+    part.save(tmp_path / "part")
+    resumed = agents.load(tmp_path / "part").learn(num_iterations=113)
+    assert resumed.history == agent.history

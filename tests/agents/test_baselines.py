@@ -81,7 +81,8 @@ def test_last_iterate_reaches_the_regularised_nash(name, family, kw):
 
 def test_nash_md_harmonic_converges_like_one_over_t():
     game = make_game("uniform", num_actions=10, beta=0.1, seed=0)
-    agent = agents.make("nash_md", game, seed=0, init="random").learn(num_iterations=3000)
+    agent = agents.make("nash_md", game, seed=0, init="random", log_every=1)
+    agent.learn(num_iterations=3000)
     kl = np.array([r["game/kl_to_nash"] for r in agent.history])
     assert kl[-1] < 1e-6
     # O(1/T): ten times more iterations shrink the KL by at least 10 (here much more)
@@ -96,7 +97,7 @@ def test_nash_md_constant_step_is_biased():
     """
     game = make_game("uniform", num_actions=10, beta=0.1, seed=0)
     eta = 5.0  # eta beta = 1/2
-    agent = agents.make("nash_md", game, seed=0, schedule="constant", eta=eta)
+    agent = agents.make("nash_md", game, seed=0, schedule="constant", eta=eta, log_every=1)
     agent.learn(num_iterations=3000)
     kl = np.array([r["game/kl_to_nash"] for r in agent.history])
     assert abs(kl[-1] - kl[-500]) < 1e-12  # it has converged ...

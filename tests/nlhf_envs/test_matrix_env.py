@@ -301,7 +301,7 @@ def test_every_round_is_one_query_counted_by_the_game():
     assert game.queries == 3
     aec = pettingzoo.make("aec", "nlhf/MatrixGame-v0", game=game, num_rounds=2)
     aec.reset(seed=0)
-    for agent in aec.agent_iter():
+    for _agent in aec.agent_iter():
         *_, term, trunc, _ = aec.last()
         aec.step(None if term or trunc else 0)
     assert game.queries == 5
