@@ -367,6 +367,7 @@ def cmd_full(args: argparse.Namespace) -> None:
         for seed in range(args.seeds):
             agent = agents.make(
                 name, args.env, seed=100 + seed, device=args.device, nash_eval="estimate",
+                env_kwargs={"prompt_split": PROTOCOLS[args.protocol]},
                 nash_eval_prompts=args.prompts, nash_eval_samples=args.samples,
                 **{**COMMON, **json.loads(args.config)},
             )  # fmt: skip
@@ -377,7 +378,8 @@ def cmd_full(args: argparse.Namespace) -> None:
                 rows.append({"agent": name, "seed": 100 + seed, "queries": agent.queries_used,
                              "seconds": time.perf_counter() - start, **m})  # fmt: skip
                 print(rows[-1], flush=True)
-    out = {"env": args.env, "device": args.device, "points": points, "rows": rows}
+    out = {"env": args.env, "device": args.device, "protocol": args.protocol, "points": points,
+           "prompts": args.prompts, "samples": args.samples, "rows": rows}  # fmt: skip
     (RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json").write_text(json.dumps(out))
 
 
@@ -584,6 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--seeds", type=int, default=2)
     f.add_argument("--points", default="12288,49152")
     f.add_argument("--device", default="cpu")
+    f.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash")
     f.add_argument("--prompts", type=int, default=16, help="held-out prompts of the estimate")
     f.add_argument("--samples", type=int, default=16, help="pi_ref samples per prompt (n)")
     f.add_argument("--config", default="{}", help="JSON of extra agent config values")
