@@ -326,10 +326,8 @@ def cmd_h2h(args: argparse.Namespace) -> None:
     path = RESULTS / f"text_nash_{name_tag}.json"
     raws: dict[str, dict[str, Any]] = {}
     if args.merge and path.exists():
-        old = json.loads(path.read_text())
-        if old["budget"] != args.budget:
-            raise SystemExit(f"--merge: {path.name} has budget {old['budget']}, not {args.budget}")
-        raws = old["raw"]
+        # agents added later may run a smaller budget or fewer seeds (then they are not paired)
+        raws = json.loads(path.read_text())["raw"]
     for name in args.agents.split(","):
         cfg = overrides.get(name, tuned[name]["config"] if name in tuned else {})
         rs = [run(judge, name, cfg, 100 + s, args.budget, points) for s in range(args.seeds)]
@@ -341,13 +339,14 @@ def cmd_h2h(args: argparse.Namespace) -> None:
     eta = mp_cfg.get("eta") or 2 * judge.beta
     per_iter = 2 * mp_cfg.get("inner_steps", 8) * COMMON["batch_size"]
     ref = judge.metrics(judge.games["test"][1].pi_ref, "test")
+    budget = max(r["queries"][-1] for r in raws.values())
     out = {
         "world": args.world, "protocol": args.protocol, "train_split": PROTOCOLS[args.protocol],
-        "beta": judge.beta, "budget": args.budget, "tuned_from": tuned_tag,
+        "beta": judge.beta, "budget": budget, "tuned_from": tuned_tag,
         "pi_ref": {"expl": float(ref[0].mean()), "kl": float(ref[1].mean())},
         "agents": summary, "paired_expl_diff": paired(raws, rng),
         "ceiling": {"queries_per_iteration": per_iter, "eta": eta,
-                    "curve": ceiling(judge, args.budget // per_iter, eta)},
+                    "curve": ceiling(judge, budget // per_iter, eta)},
         "raw": raws,
     }  # fmt: skip
     path.write_text(json.dumps(out))
