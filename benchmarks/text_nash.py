@@ -361,7 +361,8 @@ def cmd_full(args: argparse.Namespace) -> None:
     """Full-size worlds: estimated Nash metrics (``algorithms.md`` §7, :meth:`TextAgent.nash_metrics`
     with ``exact=False``) at the query budgets of ``--points``; ``--device cuda`` on a GPU machine."""
     points = [int(p) for p in args.points.split(",")]
-    rows = []
+    path = RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json"
+    rows: list[dict[str, Any]] = []
     for name in args.agents.split(","):
         for seed in range(args.seeds):
             agent = agents.make(
@@ -377,9 +378,11 @@ def cmd_full(args: argparse.Namespace) -> None:
                 rows.append({"agent": name, "seed": 100 + seed, "queries": agent.queries_used,
                              "seconds": time.perf_counter() - start, **m})  # fmt: skip
                 print(rows[-1], flush=True)
-    out = {"env": args.env, "device": args.device, "protocol": args.protocol, "points": points,
-           "prompts": args.prompts, "samples": args.samples, "rows": rows}  # fmt: skip
-    (RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json").write_text(json.dumps(out))
+                # written after every row: a long run stopped early keeps what it measured
+                out = {"env": args.env, "device": args.device, "protocol": args.protocol,
+                       "points": points, "prompts": args.prompts, "samples": args.samples,
+                       "rows": rows}  # fmt: skip
+                path.write_text(json.dumps(out, indent=1))
 
 
 def _fmt(x: float, ci: Any) -> str:
@@ -391,7 +394,7 @@ def _tags() -> list[str]:
     found = set()
     for path in RESULTS.glob("text_nash_*.json"):
         name = path.stem.removeprefix("text_nash_").removeprefix("tune_")
-        if not name.startswith(("full_", "prox")):
+        if not name.startswith(("full_", "prox", "floor_")):
             found.add(name)
     return sorted(found, key=lambda t: (t.startswith("heldout_"), "beta" in t, "cyclic" in t, t))
 
@@ -558,6 +561,51 @@ def cmd_prox(args: argparse.Namespace) -> None:
     (RESULTS / "text_nash_prox.md").write_text("\n".join(lines) + "\n")
 
 
+def cmd_floor(args: argparse.Namespace) -> None:
+    """Why a neural Nash-MP flattens: its prox fidelity (``prox_fidelity`` on the test prompts, on a
+    copy of the agent, so training is unaffected) and exact test exploitability along training with
+    the tuned setting; writes ``results/text_nash_floor_{tag}.json`` and ``.md``."""
+    import copy
+
+    from agents.text.nash_mp import prox_fidelity
+
+    judge = make_judge(args)
+    name_tag = tag(args.world, args.protocol, args.beta)
+    tuned = json.loads((RESULTS / f"text_nash_tune_{name_tag}.json").read_text())["best"]
+    cfg = {**tuned["nash_mp"]["config"], **json.loads(args.config)}
+    rows = []
+    for s in range(args.seeds):
+        agent = agents.make(
+            "nash_mp", judge.env_id, seed=100 + s, env_kwargs=judge.env_kwargs, **{**COMMON, **cfg}
+        )
+        for q in [int(p) for p in args.points.split(",")]:
+            if q > agent.queries_used:
+                agent.learn(num_queries=q - agent.queries_used)
+            e, _ = judge.metrics(judge.policy(agent.policy, "test"), "test")
+            f = prox_fidelity(copy.deepcopy(agent), "heldout")
+            rows.append({"seed": 100 + s, "queries": agent.queries_used, "test_expl": float(e.mean()),
+                         "correlation": f.correlation, "kl_neural_to_exact": f.kl_neural_to_exact,
+                         "kl_step_exact": f.kl_step_exact, "kl_step_neural": f.kl_step_neural})  # fmt: skip
+            print(rows[-1], flush=True)
+    (RESULTS / f"text_nash_floor_{name_tag}.json").write_text(
+        json.dumps({"tag": name_tag, "config": cfg, "beta": judge.beta, "rows": rows}, indent=1)
+    )
+    what = _describe({"world": args.world, "protocol": args.protocol, "beta": judge.beta}, name_tag)
+    lines = [f"# Nash-MP's half-step along training ({name_tag}: {what})", "",
+             f"Setting `{cfg}`; written by `python benchmarks/text_nash.py floor`. Prox "
+             "fidelity of one neural half-step from the current iterate against the exact prox "
+             "step, on the 8 test prompts (`agents.text.nash_mp.prox_fidelity`, on a copy).", "",
+             "| seed | queries | test exploitability | correlation | KL(exact \\|\\| neural half-step) "
+             "| exact step size KL(exact \\|\\| pi_k) | neural step size |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {r['queries']} | {r['test_expl']:.4f} | {r['correlation']:.3f} | "
+            f"{r['kl_neural_to_exact']:.5f} | {r['kl_step_exact']:.5f} | {r['kl_step_neural']:.5f} |"
+        )
+    (RESULTS / f"text_nash_floor_{name_tag}.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -593,9 +641,17 @@ def main(argv: list[str] | None = None) -> None:
     x = sub.add_parser("prox", help="prox fidelity of Nash-MP's half-step (tiny world)")
     x.add_argument("--seeds", type=int, default=3)
     x.add_argument("--config", default="{}", help="JSON of agent config overrides")
+    fl = sub.add_parser("floor", help="Nash-MP's prox fidelity along training (tuned setting)")
+    fl.add_argument("--world", choices=sorted(WORLDS), default="plain")
+    fl.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash")
+    fl.add_argument("--beta", type=float, default=None)
+    fl.add_argument("--seeds", type=int, default=2)
+    fl.add_argument("--points", default="0,8192,24576,40960")
+    fl.add_argument("--config", default="{}", help="JSON of agent config overrides")
     args = parser.parse_args(argv)
     commands = {"tune": cmd_tune, "h2h": cmd_h2h, "full": cmd_full, "report": cmd_report}
     commands["prox"] = cmd_prox
+    commands["floor"] = cmd_floor
     commands[args.cmd](args)
 
 
