@@ -501,6 +501,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             lines += _h2h_lines(h, t)
             _plot(h, t)
             lines += [f"![{t}](text_nash_{t}.png)", ""]
+        if (RESULTS / f"text_nash_floor_{t}.md").exists():
+            lines += [f"Nash-MP's prox fidelity along training (`text_nash.py floor`): "
+                      f"[text_nash_floor_{t}.md](text_nash_floor_{t}.md)", ""]  # fmt: skip
     (RESULTS / "text_nash.md").write_text("\n".join(lines))
 
 
