@@ -1,19 +1,30 @@
 """Token-level agents measured on Nash metrics in the exact tiny worlds (issue 11).
 
-Every agent trains on the train prompts of ``nlhf/TinyTokenDuel-v0`` (plain) or
-``nlhf/TinyTokenDuel-Cyclic-v0`` (intransitive). At fixed query budgets the script computes, exactly
-over the 259 enumerated answers (``algorithms.md`` §7):
+Worlds: ``nlhf/TinyTokenDuel-v0`` (plain) and ``nlhf/TinyTokenDuel-Cyclic-v0`` (intransitive),
+``--beta`` to change the game's KL strength (an env argument). At fixed query budgets the script
+computes, exactly over the 259 enumerated answers (``algorithms.md`` §7):
 
-* validation metrics on the 24 train prompts (used for tuning only; ``--split val``);
-* test metrics on the 8 held-out prompts (disjoint from the tuning prompts; reported):
+* validation metrics on the 24 "train" prompts of the world (used for tuning only);
+* test metrics on the 8 "heldout" prompts (disjoint from the tuning prompts; reported):
   exploitability ``max_pi' P_beta(pi' > pi) - 1/2`` and ``KL(pi*_beta || pi)`` per prompt, of the last
   iterate, and of the average iterate (the uniform mixture of the sequence policies at the
   evaluation points of the second half of the budget).
 
+Two protocols (``--protocol``):
+
+* ``nash`` (default): the agents train on all 32 prompts (``prompt_split="all"``): the NLHF game is
+  defined over the prompt distribution, so this measures convergence to *its* Nash equilibrium;
+  validation and test prompts are both in the training distribution and disjoint from each other.
+  Results: ``text_nash_{world}.json`` (``text_nash_{world}_beta{beta}.json`` with ``--beta``).
+* ``heldout``: the agents train on the 24 train prompts only, so the test prompts are unseen: this
+  measures how well the learned step generalises to new prompts (``text_nash_heldout_{world}.json``).
+
 Sub-commands:
 
 * ``tune``: every (agent, setting) of a grid (learning rates x seeds, plus eta for Nash-MP and the
-  mixture schedule for Nash-MD), scored by validation exploitability at the budget (mean over seeds);
+  mixture schedule for Nash-MD; PPO's ``learning_rate`` for ``sb3_ppo_selfplay``), scored by
+  validation exploitability at the budget (mean over seeds); ``--merge`` adds to an earlier tuning
+  file (coarse-to-fine searches);
 * ``h2h``: the chosen settings over ``--seeds`` seeds, curves on the test prompts, the tabular exact
   Nash-MP (``agents.make("nash_mp", exact_game(...), mode="exact")``) as the ceiling (iteration ``k``
   of the tabular agent is plotted at the queries of ``k`` neural Nash-MP iterations), and 95% intervals
@@ -25,8 +36,8 @@ Sub-commands:
 
 Results go to ``benchmarks/results/text_nash*.json``/``.md``. Example (small CPU run)::
 
-    OMP_NUM_THREADS=1 python benchmarks/text_nash.py tune --world plain --budget 24576 \\
-        --lrs 1e-4,3e-4 --seeds 2
+    OMP_NUM_THREADS=1 python benchmarks/text_nash.py tune --world plain --budget 12288 \\
+        --lrs 1e-4,3e-4,1e-3 --seeds 2
     OMP_NUM_THREADS=1 python benchmarks/text_nash.py h2h --world plain --budget 49152 --seeds 5
 """
 
@@ -52,6 +63,15 @@ RESULTS = Path(__file__).parent / "results"
 
 #: the low-variance setting every method shares (judge probabilities, batch 256)
 COMMON: dict[str, Any] = {"mode": "probability", "batch_size": 256, "eval_every": 0}
+#: the prompts the agents train on under each protocol (see the module docstring)
+PROTOCOLS = {"nash": "all", "heldout": "train"}
+
+
+def tag(world: str, protocol: str = "nash", beta: float | None = None) -> str:
+    """The name of a (world, protocol, beta) in the result files: ``plain``, ``cyclic_beta0.03``,
+    ``heldout_plain``..."""
+    name = world if protocol == "nash" else f"{protocol}_{world}"
+    return name if beta is None else f"{name}_beta{beta:g}"
 
 
 def per_prompt(game: Any, pi: np.ndarray, star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,11 +85,15 @@ def per_prompt(game: Any, pi: np.ndarray, star: np.ndarray) -> tuple[np.ndarray,
 
 
 class Judge:
-    """Exact games of one world on the validation (train) and test (held-out) prompts."""
+    """Exact games of one world on the validation (train) and test (held-out) prompts.
 
-    def __init__(self, env_id: str) -> None:
+    ``env_kwargs`` (e.g. ``prompt_split``, ``beta``) build every agent's env.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
         self.env_id = env_id
-        probe = agents.make("online_ipo", env_id, seed=0, **COMMON)
+        self.env_kwargs = dict(env_kwargs or {})
+        probe = agents.make("online_ipo", env_id, seed=0, env_kwargs=self.env_kwargs, **COMMON)
         self.env, self.reference, self.beta = probe.env, probe.reference, probe.beta
         self.games = {}
         for name, split in (("val", "train"), ("test", "heldout")):
@@ -94,7 +118,9 @@ def run(
     judge: Judge, name: str, config: dict[str, Any], seed: int, budget: int, points: list[int]
 ) -> dict[str, Any]:
     """Train one agent, evaluating exactly at each budget in ``points``."""
-    agent = agents.make(name, judge.env_id, seed=seed, **{**COMMON, **config})
+    agent = agents.make(
+        name, judge.env_id, seed=seed, env_kwargs=judge.env_kwargs, **{**COMMON, **config}
+    )
     rows, tail, start = [], [], time.perf_counter()
     todo = list(points)
 
@@ -155,7 +181,16 @@ def grid(
                 num, den = m.split("/")
                 mix.append({"schedule": "constant", "mixture_coef": int(num) / int(den)})
         return [{"lr": lr, **m} for lr, m in itertools.product(lrs, mix)]
+    if name == "sb3_ppo_selfplay":
+        return [{"learning_rate": lr} for lr in lrs]
     return [{"lr": lr} for lr in lrs]
+
+
+def make_judge(args: argparse.Namespace) -> Judge:
+    kwargs: dict[str, Any] = {"prompt_split": PROTOCOLS[args.protocol]}
+    if args.beta is not None:
+        kwargs["beta"] = args.beta
+    return Judge(WORLDS[args.world], kwargs)
 
 
 def bootstrap(cells: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[float, float]:
@@ -187,12 +222,22 @@ def ceiling(judge: Judge, iterations: int, eta: float) -> list[dict[str, float]]
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    judge = Judge(WORLDS[args.world])
+    judge = make_judge(args)
     lrs = [float(x) for x in args.lrs.split(",")]
-    results = []
+    path = RESULTS / f"text_nash_tune_{tag(args.world, args.protocol, args.beta)}.json"
+    results, ran = [], []
+    if args.merge and path.exists():
+        old = json.loads(path.read_text())
+        if (old["budget"], old["seeds"]) != (args.budget, args.seeds):
+            raise SystemExit(
+                f"--merge: {path.name} has budget {old['budget']}, {old['seeds']} seeds"
+            )
+        results, ran = old["results"], old.get("commands", [])
     for name in args.agents.split(","):
         etas = tuple(float(x) for x in args.etas.split(","))
         for cfg in grid(name, lrs, judge.beta, etas, tuple(args.mixtures.split(","))):
+            if any(r["agent"] == name and r["config"] == cfg for r in results):
+                continue
             res = [run(judge, name, cfg, s, args.budget, []) for s in range(args.seeds)]
             score = float(np.mean([np.mean(r["curve"][-1]["val_expl"]) for r in res]))
             results.append({"agent": name, "config": cfg, "val_expl": score, "runs": res})
@@ -201,77 +246,128 @@ def cmd_tune(args: argparse.Namespace) -> None:
     for r in results:
         if r["agent"] not in best or r["val_expl"] < best[r["agent"]]["val_expl"]:
             best[r["agent"]] = {"config": r["config"], "val_expl": r["val_expl"]}
-    out = {"world": args.world, "budget": args.budget, "seeds": args.seeds, "lrs": lrs,
-           "etas_over_beta": args.etas, "mixtures": args.mixtures,
+    ran.append(
+        {"agents": args.agents, "lrs": lrs, "etas_over_beta": args.etas, "mixtures": args.mixtures}
+    )
+    out = {"world": args.world, "protocol": args.protocol, "beta": judge.beta,
+           "budget": args.budget, "seeds": args.seeds, "commands": ran,
            "best": best, "results": results}  # fmt: skip
-    path = RESULTS / f"text_nash_tune_{args.world}.json"
     path.write_text(json.dumps(out))
     print(json.dumps(best, indent=1))
 
 
-def cmd_h2h(args: argparse.Namespace) -> None:
-    judge = Judge(WORLDS[args.world])
-    tuned = json.loads((RESULTS / f"text_nash_tune_{args.world}.json").read_text())["best"]
-    points = [int(p) for p in args.points.split(",")]
-    rng = np.random.default_rng(0)
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for name in args.agents.split(","):
-        cfg = tuned[name]["config"] if name in tuned else {}
-        runs[name] = [
-            run(judge, name, cfg, 100 + s, args.budget, points) for s in range(args.seeds)
-        ]
-        print(name, cfg, f"{sum(r['seconds'] for r in runs[name]):.0f}s", flush=True)
-    summary: dict[str, Any] = {}
-    final: dict[str, np.ndarray] = {}
-    for name, rs in runs.items():
-        curves = []
-        for i, row in enumerate(rs[0]["curve"]):
-            cells_e = np.array([r["curve"][i]["test_expl"] for r in rs])
-            cells_k = np.array([r["curve"][i]["test_kl"] for r in rs])
-            curves.append({
-                "queries": row["queries"],
-                "expl": float(cells_e.mean()), "expl_ci": bootstrap(cells_e, rng),
-                "kl": float(cells_k.mean()), "kl_ci": bootstrap(cells_k, rng),
-            })  # fmt: skip
-        final[name] = np.array([r["curve"][-1]["test_expl"] for r in rs])
-        avg_e = np.array([r["average_test_expl"] for r in rs])
-        avg_k = np.array([r["average_test_kl"] for r in rs])
-        summary[name] = {
-            "config": rs[0]["config"], "curve": curves,
-            "average_expl": float(avg_e.mean()), "average_expl_ci": bootstrap(avg_e, rng),
-            "average_kl": float(avg_k.mean()), "average_kl_ci": bootstrap(avg_k, rng),
-        }  # fmt: skip
-    pairs = {}
-    if "nash_mp" in final:
-        for name in final:
-            if name != "nash_mp" and final[name].shape == final["nash_mp"].shape:
-                pairs[f"nash_mp - {name}"] = paired_diff(final["nash_mp"], final[name], rng)
-    eta = tuned.get("nash_mp", {}).get("config", {}).get("eta", 2 * judge.beta)
-    per_iter = 2 * 8 * COMMON["batch_size"]
-    ref = judge.metrics(judge.games["test"][1].pi_ref, "test")
-    out = {
-        "world": args.world, "beta": judge.beta, "budget": args.budget, "seeds": args.seeds,
-        "pi_ref": {"expl": float(ref[0].mean()), "kl": float(ref[1].mean())},
-        "agents": summary, "paired_final_expl_diff": pairs,
-        "ceiling": {"queries_per_iteration": per_iter, "eta": eta,
-                    "curve": ceiling(judge, args.budget // per_iter, eta)},
+def _raw(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-(seed, prompt) cells of one agent's runs (what the summaries are computed from)."""
+    n = min(len(r["curve"]) for r in rs)
+    return {
+        "config": rs[0]["config"],
+        "seeds": [r["seed"] for r in rs],
+        "seconds": [r["seconds"] for r in rs],
+        "queries": [int(np.mean([r["curve"][i]["queries"] for r in rs])) for i in range(n)],
+        "test_expl": [[r["curve"][i]["test_expl"] for r in rs] for i in range(n)],
+        "test_kl": [[r["curve"][i]["test_kl"] for r in rs] for i in range(n)],
+        "val_expl": [float(np.mean([r["curve"][i]["val_expl"] for r in rs])) for i in range(n)],
+        "average_test_expl": [r["average_test_expl"] for r in rs],
+        "average_test_kl": [r["average_test_kl"] for r in rs],
+    }
+
+
+def summarise(raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """Means and 95% bootstrap intervals over (seed, prompt) cells of one agent's raw cells."""
+    curves = []
+    for q, e, k, v in zip(
+        raw["queries"], raw["test_expl"], raw["test_kl"], raw["val_expl"], strict=True
+    ):
+        e, k = np.array(e), np.array(k)
+        curves.append({
+            "queries": q, "val_expl": v,
+            "expl": float(e.mean()), "expl_ci": bootstrap(e, rng),
+            "kl": float(k.mean()), "kl_ci": bootstrap(k, rng),
+        })  # fmt: skip
+    avg_e, avg_k = np.array(raw["average_test_expl"]), np.array(raw["average_test_kl"])
+    return {
+        "config": raw["config"], "seeds": len(raw["seeds"]), "curve": curves,
+        "seconds_per_run": float(np.mean(raw["seconds"])),
+        "average_expl": float(avg_e.mean()), "average_expl_ci": bootstrap(avg_e, rng),
+        "average_kl": float(avg_k.mean()), "average_kl_ci": bootstrap(avg_k, rng),
     }  # fmt: skip
-    (RESULTS / f"text_nash_{args.world}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps({k: v for k, v in out.items() if k != "agents"}, indent=1)[:3000])
+
+
+def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
+    """Paired 95% intervals of Nash-MP's exploitability minus each other agent's, per evaluation
+    point (last iterate) and for the average iterate, over the shared (seed, prompt) cells."""
+    out: dict[str, Any] = {}
+    mp = raws.get("nash_mp")
+    if mp is None:
+        return out
+    for name, raw in raws.items():
+        if name == "nash_mp" or raw["seeds"] != mp["seeds"]:
+            continue
+        rows = []
+        for i in range(min(len(mp["queries"]), len(raw["queries"]))):
+            d = np.array(mp["test_expl"][i]) - np.array(raw["test_expl"][i])
+            rows.append({"queries": mp["queries"][i], "diff": float(d.mean()),
+                         "ci": bootstrap(d, rng)})  # fmt: skip
+        d = np.array(mp["average_test_expl"]) - np.array(raw["average_test_expl"])
+        out[f"nash_mp - {name}"] = {
+            "last": rows,
+            "average": {"diff": float(d.mean()), "ci": bootstrap(d, rng)},
+        }
+    return out
+
+
+def cmd_h2h(args: argparse.Namespace) -> None:
+    judge = make_judge(args)
+    name_tag = tag(args.world, args.protocol, args.beta)
+    tuned_tag = args.tuned or name_tag
+    tuned = json.loads((RESULTS / f"text_nash_tune_{tuned_tag}.json").read_text())["best"]
+    overrides = json.loads(args.configs)
+    points = [int(p) for p in args.points.split(",")]
+    path = RESULTS / f"text_nash_{name_tag}.json"
+    raws: dict[str, dict[str, Any]] = {}
+    if args.merge and path.exists():
+        # agents added later may run a smaller budget or fewer seeds (then they are not paired)
+        raws = json.loads(path.read_text())["raw"]
+    for name in args.agents.split(","):
+        cfg = overrides.get(name, tuned[name]["config"] if name in tuned else {})
+        rs = [run(judge, name, cfg, 100 + s, args.budget, points) for s in range(args.seeds)]
+        raws[name] = _raw(rs)
+        print(name, cfg, f"{sum(r['seconds'] for r in rs):.0f}s", flush=True)
+    rng = np.random.default_rng(0)
+    summary = {name: summarise(raw, rng) for name, raw in raws.items()}
+    mp_cfg = raws.get("nash_mp", {}).get("config") or tuned.get("nash_mp", {}).get("config", {})
+    eta = mp_cfg.get("eta") or 2 * judge.beta
+    per_iter = 2 * mp_cfg.get("inner_steps", 8) * COMMON["batch_size"]
+    ref = judge.metrics(judge.games["test"][1].pi_ref, "test")
+    budget = max(r["queries"][-1] for r in raws.values())
+    out = {
+        "world": args.world, "protocol": args.protocol, "train_split": PROTOCOLS[args.protocol],
+        "beta": judge.beta, "budget": budget, "tuned_from": tuned_tag,
+        "pi_ref": {"expl": float(ref[0].mean()), "kl": float(ref[1].mean())},
+        "agents": summary, "paired_expl_diff": paired(raws, rng),
+        "ceiling": {"queries_per_iteration": per_iter, "eta": eta,
+                    "curve": ceiling(judge, budget // per_iter, eta)},
+        "raw": raws,
+    }  # fmt: skip
+    path.write_text(json.dumps(out))
     for name, s in summary.items():
         c = s["curve"][-1]
         print(f"{name}: q={c['queries']} expl={c['expl']:.4f} {c['expl_ci']} kl={c['kl']:.4f}")
+    for k, v in out["paired_expl_diff"].items():
+        print(k, v["last"][-1], v["average"])
 
 
 def cmd_full(args: argparse.Namespace) -> None:
     """Full-size worlds: estimated Nash metrics (``algorithms.md`` §7, :meth:`TextAgent.nash_metrics`
     with ``exact=False``) at the query budgets of ``--points``; ``--device cuda`` on a GPU machine."""
     points = [int(p) for p in args.points.split(",")]
-    rows = []
+    path = RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json"
+    rows: list[dict[str, Any]] = []
     for name in args.agents.split(","):
         for seed in range(args.seeds):
             agent = agents.make(
                 name, args.env, seed=100 + seed, device=args.device, nash_eval="estimate",
+                env_kwargs={"prompt_split": PROTOCOLS[args.protocol]},
                 nash_eval_prompts=args.prompts, nash_eval_samples=args.samples,
                 **{**COMMON, **json.loads(args.config)},
             )  # fmt: skip
@@ -282,12 +378,102 @@ def cmd_full(args: argparse.Namespace) -> None:
                 rows.append({"agent": name, "seed": 100 + seed, "queries": agent.queries_used,
                              "seconds": time.perf_counter() - start, **m})  # fmt: skip
                 print(rows[-1], flush=True)
-    out = {"env": args.env, "device": args.device, "points": points, "rows": rows}
-    (RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json").write_text(json.dumps(out))
+                # written after every row: a long run stopped early keeps what it measured
+                out = {"env": args.env, "device": args.device, "protocol": args.protocol,
+                       "points": points, "prompts": args.prompts, "samples": args.samples,
+                       "rows": rows}  # fmt: skip
+                path.write_text(json.dumps(out, indent=1))
 
 
 def _fmt(x: float, ci: Any) -> str:
     return f"{x:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _tags() -> list[str]:
+    """Tags of the tuning and head-to-head files present, the ``nash`` protocol first."""
+    found = set()
+    for path in RESULTS.glob("text_nash_*.json"):
+        name = path.stem.removeprefix("text_nash_").removeprefix("tune_")
+        if not name.startswith(("full_", "prox", "floor_")):
+            found.add(name)
+    return sorted(found, key=lambda t: (t.startswith("heldout_"), "beta" in t, "cyclic" in t, t))
+
+
+def _describe(d: dict[str, Any], t: str) -> str:
+    world = d.get("world", t.split("_")[-1])
+    protocol = d.get("protocol", "heldout")  # files written before protocols existed: held-out
+    where = {
+        "nash": "agents trained on all 32 prompts (the game's prompt distribution)",
+        "heldout": "agents trained on the 24 train prompts only: test prompts unseen "
+        "(generalisation, secondary)",
+    }[protocol]
+    return f"{WORLDS[world]}, beta = {d.get('beta', 0.1):g}; {where}"
+
+
+def _tune_lines(t: dict[str, Any], name: str) -> list[str]:
+    grid_text = "; ".join(
+        f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures {c['mixtures']}"
+        for c in t.get("commands", [])
+    ) or (f"lrs {t['lrs']}, eta/beta {t.get('etas_over_beta')}, mixtures {t.get('mixtures')}")
+    lines = [f"### Tuning ({name})", "",
+             f"Budget {t['budget']} queries, {t['seeds']} seeds (0..{t['seeds'] - 1}); grid: "
+             f"{grid_text}. Score: mean exploitability (last iterate) on the 24 validation prompts "
+             "(lower is better).", "",
+             "| agent | setting | validation exploitability |", "|---|---|---|"]  # fmt: skip
+    for r in t["results"]:
+        best = " (chosen)" if t["best"][r["agent"]]["config"] == r["config"] else ""
+        lines.append(f"| {r['agent']} | `{r['config']}`{best} | {r['val_expl']:.4f} |")
+    return [*lines, ""]
+
+
+def _h2h_lines(h: dict[str, Any], name: str) -> list[str]:
+    test = "the 8 test prompts" + (" (unseen in training)" if h.get("protocol") != "nash" else "")
+    ref = h["pi_ref"]
+    seeds = {s.get("seeds", h.get("seeds")) for s in h["agents"].values()}
+    lines = [f"### Head-to-head ({name})", "",
+             f"Budget {h['budget']} queries, seeds 100.. ({'/'.join(map(str, sorted(seeds)))} per "
+             f"agent), settings from tuning `{h.get('tuned_from', name)}`. Metrics on {test}; 95% "
+             "intervals: bootstrap over (seed, prompt) cells. pi_ref: exploitability "
+             f"{ref['expl']:.4f}, KL(pi*||pi_ref) {ref['kl']:.4f}.", "",
+             "| agent | queries | exploitability (last iterate) | KL(pi* \\|\\| pi) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for agent, s in h["agents"].items():
+        for c in s["curve"]:
+            lines.append(
+                f"| {agent} | {c['queries']} | {_fmt(c['expl'], c['expl_ci'])} | "
+                f"{_fmt(c['kl'], c['kl_ci'])} |"
+            )
+    lines += ["", "Average iterate (uniform mixture of the evaluated iterates of the second "
+              "half of the budget):", "", "| agent | setting | exploitability | KL(pi* \\|\\| pi) |",
+              "|---|---|---|---|"]  # fmt: skip
+    for agent, s in h["agents"].items():
+        lines.append(
+            f"| {agent} | `{s['config']}` | {_fmt(s['average_expl'], s['average_expl_ci'])} | "
+            f"{_fmt(s['average_kl'], s['average_kl_ci'])} |"
+        )
+    lines += ["", "Paired difference of exploitability (Nash-MP minus other, same seeds and "
+              "prompts; negative: Nash-MP less exploitable):", ""]  # fmt: skip
+    if "paired_expl_diff" in h:
+        lines += ["| pair | queries | mean difference [95% interval] |", "|---|---|---|"]
+        for k, v in h["paired_expl_diff"].items():
+            for r in v["last"]:
+                lines.append(f"| {k} | {r['queries']} | {_fmt(r['diff'], r['ci'])} |")
+            a = v["average"]
+            lines.append(f"| {k} | average iterate | {_fmt(a['diff'], a['ci'])} |")
+    else:
+        for k, ci in h["paired_final_expl_diff"].items():
+            lines.append(f"- {k} (last iterate, final): 95% interval [{ci[0]:.4f}, {ci[1]:.4f}]")
+    ce = h["ceiling"]
+    lines += ["", f"Ceiling: tabular exact Nash-MP (eta = {ce['eta']:.3g}) on the test game, "
+              f"iteration k placed at k x {ce['queries_per_iteration']} queries (one neural "
+              "Nash-MP iteration):", "", "| iteration | queries | exploitability | KL |",
+              "|---|---|---|---|"]  # fmt: skip
+    for c in ce["curve"]:
+        lines.append(
+            f"| {c['iteration']} | {c['iteration'] * ce['queries_per_iteration']} | "
+            f"{c['test_expl']:.5f} | {c['test_kl']:.5f} |"
+        )
+    return [*lines, ""]
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -295,68 +481,33 @@ def cmd_report(args: argparse.Namespace) -> None:
     lines = ["# Token-level agents on exact Nash metrics (tiny worlds)", "",
              "Written by `python benchmarks/text_nash.py report` from the JSON files next to it. "
              "The commands that produced them, and what of the issue's grid was not run, are in "
-             "the README's section \"Head to head on Nash metrics\". Test metrics: the 8 held-out "
-             "prompts; validation: the 24 train prompts (disjoint).", ""]  # fmt: skip
-    for world in WORLDS:
-        tpath = RESULTS / f"text_nash_tune_{world}.json"
-        hpath = RESULTS / f"text_nash_{world}.json"
+             "the README's section \"Head to head on Nash metrics\". Validation: the world's 24 "
+             "\"train\" prompts (tuning only); test: its 8 \"heldout\" prompts (disjoint). "
+             "Protocol `nash` (primary): the agents train on all 32 prompts, so validation and "
+             "test prompts are both in the game's prompt distribution and the metrics measure "
+             "convergence to the game's Nash equilibrium. Protocol `heldout` (secondary, the "
+             "`heldout_*` sections): the agents train on the 24 train prompts only, so the test "
+             "prompts are unseen and the metrics measure generalisation of the learned step.",
+             ""]  # fmt: skip
+    for t in _tags():
+        tpath = RESULTS / f"text_nash_tune_{t}.json"
+        hpath = RESULTS / f"text_nash_{t}.json"
+        data = json.loads((hpath if hpath.exists() else tpath).read_text())
+        lines += [f"## `{t}`: {_describe(data, t)}", ""]
         if tpath.exists():
-            t = json.loads(tpath.read_text())
-            lines += [f"## {world}: tuning ({WORLDS[world]})", "",
-                      f"Budget {t['budget']} queries, {t['seeds']} seeds (0..{t['seeds'] - 1}), "
-                      f"learning rates {t['lrs']}, Nash-MP eta/beta in {t.get('etas_over_beta')}, "
-                      f"Nash-MD mixtures {t.get('mixtures')}; score: mean exploitability on the "
-                      "24 train (validation) prompts.", "",
-                      "| agent | setting | validation exploitability |", "|---|---|---|"]  # fmt: skip
-            for r in t["results"]:
-                best = " (chosen)" if t["best"][r["agent"]]["config"] == r["config"] else ""
-                lines.append(f"| {r['agent']} | `{r['config']}`{best} | {r['val_expl']:.4f} |")
-            lines.append("")
-        if not hpath.exists():
-            continue
-        h = json.loads(hpath.read_text())
-        lines += [f"## {world}: head-to-head on the 8 held-out (test) prompts", "",
-                  f"beta = {h['beta']}, {h['seeds']} seeds (100..{99 + h['seeds']}), budget "
-                  f"{h['budget']} queries; 95% intervals: bootstrap over (seed, prompt) cells. "
-                  f"pi_ref: exploitability {h['pi_ref']['expl']:.4f}, KL(pi*||pi_ref) "
-                  f"{h['pi_ref']['kl']:.4f}.", "",
-                  "| agent | queries | exploitability (last iterate) | KL(pi* \\|\\| pi) |",
-                  "|---|---|---|---|"]  # fmt: skip
-        for name, s in h["agents"].items():
-            for c in s["curve"]:
-                lines.append(
-                    f"| {name} | {c['queries']} | {_fmt(c['expl'], c['expl_ci'])} | "
-                    f"{_fmt(c['kl'], c['kl_ci'])} |"
-                )
-        lines += ["", "Average iterate (uniform mixture of the evaluated iterates of the second "
-                  "half of the budget):", "", "| agent | exploitability | KL(pi* \\|\\| pi) |",
-                  "|---|---|---|"]  # fmt: skip
-        for name, s in h["agents"].items():
-            lines.append(
-                f"| {name} | {_fmt(s['average_expl'], s['average_expl_ci'])} | "
-                f"{_fmt(s['average_kl'], s['average_kl_ci'])} |"
-            )
-        lines += ["", "Paired difference of final exploitability (Nash-MP minus other; "
-                  "negative: Nash-MP less exploitable):", ""]  # fmt: skip
-        for k, ci in h["paired_final_expl_diff"].items():
-            lines.append(f"- {k}: 95% interval [{ci[0]:.4f}, {ci[1]:.4f}]")
-        ce = h["ceiling"]
-        lines += ["", f"Ceiling: tabular exact Nash-MP (eta = {ce['eta']:.3g}) on the test game, "
-                  f"iteration k placed at k x {ce['queries_per_iteration']} queries (one neural "
-                  "Nash-MP iteration):", "", "| iteration | queries | exploitability | KL |",
-                  "|---|---|---|---|"]  # fmt: skip
-        for c in ce["curve"]:
-            lines.append(
-                f"| {c['iteration']} | {c['iteration'] * ce['queries_per_iteration']} | "
-                f"{c['test_expl']:.5f} | {c['test_kl']:.5f} |"
-            )
-        lines.append("")
-        _plot(h, world)
-        lines += [f"![{world}](text_nash_{world}.png)", ""]
+            lines += _tune_lines(json.loads(tpath.read_text()), t)
+        if hpath.exists():
+            h = json.loads(hpath.read_text())
+            lines += _h2h_lines(h, t)
+            _plot(h, t)
+            lines += [f"![{t}](text_nash_{t}.png)", ""]
+        if (RESULTS / f"text_nash_floor_{t}.md").exists():
+            lines += [f"Nash-MP's prox fidelity along training (`text_nash.py floor`): "
+                      f"[text_nash_floor_{t}.md](text_nash_floor_{t}.md)", ""]  # fmt: skip
     (RESULTS / "text_nash.md").write_text("\n".join(lines))
 
 
-def _plot(h: dict[str, Any], world: str) -> None:
+def _plot(h: dict[str, Any], name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,22 +515,23 @@ def _plot(h: dict[str, Any], world: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("expl", "kl"), strict=True):
-        for name, s in h["agents"].items():
+        for agent, s in h["agents"].items():
             q = [c["queries"] for c in s["curve"]]
-            ax.plot(q, [c[key] for c in s["curve"]], marker="o", label=name)
+            ax.plot(q, [c[key] for c in s["curve"]], marker="o", label=agent)
             lo = [c[f"{key}_ci"][0] for c in s["curve"]]
             hi = [c[f"{key}_ci"][1] for c in s["curve"]]
             ax.fill_between(q, lo, hi, alpha=0.2)
         ce = h["ceiling"]
         ax.plot([c["iteration"] * ce["queries_per_iteration"] for c in ce["curve"]],
                 [c[f"test_{key}"] for c in ce["curve"]], "k--", label="tabular nash_mp (ceiling)")  # fmt: skip
+        ax.axhline(h["pi_ref"][key], color="grey", lw=0.8, ls=":", label="pi_ref")
         ax.set_yscale("log")
         ax.set_xlabel("preference queries")
         ax.set_ylabel({"expl": "exploitability (test)", "kl": "KL(pi* || pi) (test)"}[key])
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{WORLDS[world]}, last iterate")
+    fig.suptitle(f"{name}: {_describe(h, name)}, last iterate", fontsize=9)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"text_nash_{world}.png", dpi=90)
+    fig.savefig(RESULTS / f"text_nash_{name}.png", dpi=90)
     plt.close(fig)
 
 
@@ -412,6 +564,51 @@ def cmd_prox(args: argparse.Namespace) -> None:
     (RESULTS / "text_nash_prox.md").write_text("\n".join(lines) + "\n")
 
 
+def cmd_floor(args: argparse.Namespace) -> None:
+    """Why a neural Nash-MP flattens: its prox fidelity (``prox_fidelity`` on the test prompts, on a
+    copy of the agent, so training is unaffected) and exact test exploitability along training with
+    the tuned setting; writes ``results/text_nash_floor_{tag}.json`` and ``.md``."""
+    import copy
+
+    from agents.text.nash_mp import prox_fidelity
+
+    judge = make_judge(args)
+    name_tag = tag(args.world, args.protocol, args.beta)
+    tuned = json.loads((RESULTS / f"text_nash_tune_{name_tag}.json").read_text())["best"]
+    cfg = {**tuned["nash_mp"]["config"], **json.loads(args.config)}
+    rows = []
+    for s in range(args.seeds):
+        agent = agents.make(
+            "nash_mp", judge.env_id, seed=100 + s, env_kwargs=judge.env_kwargs, **{**COMMON, **cfg}
+        )
+        for q in [int(p) for p in args.points.split(",")]:
+            if q > agent.queries_used:
+                agent.learn(num_queries=q - agent.queries_used)
+            e, _ = judge.metrics(judge.policy(agent.policy, "test"), "test")
+            f = prox_fidelity(copy.deepcopy(agent), "heldout")
+            rows.append({"seed": 100 + s, "queries": agent.queries_used, "test_expl": float(e.mean()),
+                         "correlation": f.correlation, "kl_neural_to_exact": f.kl_neural_to_exact,
+                         "kl_step_exact": f.kl_step_exact, "kl_step_neural": f.kl_step_neural})  # fmt: skip
+            print(rows[-1], flush=True)
+    (RESULTS / f"text_nash_floor_{name_tag}.json").write_text(
+        json.dumps({"tag": name_tag, "config": cfg, "beta": judge.beta, "rows": rows}, indent=1)
+    )
+    what = _describe({"world": args.world, "protocol": args.protocol, "beta": judge.beta}, name_tag)
+    lines = [f"# Nash-MP's half-step along training ({name_tag}: {what})", "",
+             f"Setting `{cfg}`; written by `python benchmarks/text_nash.py floor`. Prox "
+             "fidelity of one neural half-step from the current iterate against the exact prox "
+             "step, on the 8 test prompts (`agents.text.nash_mp.prox_fidelity`, on a copy).", "",
+             "| seed | queries | test exploitability | correlation | KL(exact \\|\\| neural half-step) "
+             "| exact step size KL(exact \\|\\| pi_k) | neural step size |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {r['queries']} | {r['test_expl']:.4f} | {r['correlation']:.3f} | "
+            f"{r['kl_neural_to_exact']:.5f} | {r['kl_step_exact']:.5f} | {r['kl_step_neural']:.5f} |"
+        )
+    (RESULTS / f"text_nash_floor_{name_tag}.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -423,16 +620,23 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--budget", type=int, default=24576)
         p.add_argument("--seeds", type=int, default=2)
         p.add_argument("--agents", default="nash_mp,online_ipo,nash_md")
-    t.add_argument("--lrs", default="3e-5,1e-4,3e-4,1e-3,3e-3")
+        p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash",
+                       help="nash: train on all prompts; heldout: train on the train prompts")  # fmt: skip
+        p.add_argument("--beta", type=float, default=None, help="the game's beta (env argument)")
+        p.add_argument("--merge", action="store_true", help="add to the existing result file")
+    t.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
     t.add_argument("--etas", default="1,2,4", help="Nash-MP eta / beta values")
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
-    h.add_argument("--points", default="4096,8192,16384,24576,32768,49152")
+    h.add_argument("--points", default="4096,8192,12288,16384,24576,32768,40960,49152")
+    h.add_argument("--tuned", default=None, help="tuning file tag (default: this run's tag)")
+    h.add_argument("--configs", default="{}", help="JSON {agent: config} overriding the tuned ones")
     f = sub.add_parser("full")
     f.add_argument("--env", default="nlhf/TokenDuel-v0")
     f.add_argument("--agents", default="nash_mp,online_ipo,nash_md")
     f.add_argument("--seeds", type=int, default=2)
     f.add_argument("--points", default="12288,49152")
     f.add_argument("--device", default="cpu")
+    f.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash")
     f.add_argument("--prompts", type=int, default=16, help="held-out prompts of the estimate")
     f.add_argument("--samples", type=int, default=16, help="pi_ref samples per prompt (n)")
     f.add_argument("--config", default="{}", help="JSON of extra agent config values")
@@ -440,9 +644,17 @@ def main(argv: list[str] | None = None) -> None:
     x = sub.add_parser("prox", help="prox fidelity of Nash-MP's half-step (tiny world)")
     x.add_argument("--seeds", type=int, default=3)
     x.add_argument("--config", default="{}", help="JSON of agent config overrides")
+    fl = sub.add_parser("floor", help="Nash-MP's prox fidelity along training (tuned setting)")
+    fl.add_argument("--world", choices=sorted(WORLDS), default="plain")
+    fl.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash")
+    fl.add_argument("--beta", type=float, default=None)
+    fl.add_argument("--seeds", type=int, default=2)
+    fl.add_argument("--points", default="0,8192,24576,40960")
+    fl.add_argument("--config", default="{}", help="JSON of agent config overrides")
     args = parser.parse_args(argv)
     commands = {"tune": cmd_tune, "h2h": cmd_h2h, "full": cmd_full, "report": cmd_report}
     commands["prox"] = cmd_prox
+    commands["floor"] = cmd_floor
     commands[args.cmd](args)
 
 

@@ -402,6 +402,7 @@ class SB3PPOSelfPlayText(TextAgent):
                 max_new_tokens=max_new,
                 reward_mode=reward_mode,
                 payer=cfg.payer,
+                prompt_split=getattr(self.env, "prompt_split", "train"),
             )
             seat = SingleSeatEnv(inner, opponent=opponent)
             if alphabet is not None:

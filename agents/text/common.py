@@ -313,7 +313,9 @@ class TextAgent(AgentBase):
         ``opponent``, and judge them: ``batch_size`` preference queries, counted."""
         cfg = self.config
         policy = self.model if policy is None else policy
-        _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng)
+        # the env's prompt split (``TokenDuelEnv(prompt_split=...)``, default ``"train"``)
+        split = getattr(self.env, "prompt_split", "train")
+        _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng, split=split)
         y = self.engine.generate(policy, ids, mask, self.rng)
         y2 = self.engine.generate(opponent, ids, mask, self.rng)
         pay = self.engine.score(ids, mask, y, y2, self.rng)
@@ -585,6 +587,7 @@ def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[s
             "judge_version": getattr(agent.env, "judge_version", "v0"),
             "beta": float(getattr(agent.env, "beta", agent.beta)),
             "max_new_tokens": int(agent.env.max_new_tokens),
+            "prompt_split": getattr(agent.env, "prompt_split", "train"),
         },
         "lm_config": config_to_dict(agent.reference.config),
         "optim_param_groups": opt["param_groups"],
@@ -694,6 +697,7 @@ def _rebuild_env(env_meta: dict[str, Any]) -> Any:
         judge_version=env_meta["judge_version"],
         beta=env_meta["beta"],
         max_new_tokens=env_meta["max_new_tokens"],
+        prompt_split=env_meta.get("prompt_split", "train"),
     )
 
 

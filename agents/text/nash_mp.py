@@ -195,7 +195,7 @@ def prox_fidelity(agent: TextNashMP, split: str = "heldout") -> ProxFidelity:
     prox step on the prompts of ``split`` (an enumerable world; ``algorithms.md`` §7).
 
     The half-step is the agent's own phase 1 (its ``inner_steps``, ``batch_size``, ``mode`` and
-    optimiser handling; it trains on the train prompts and counts its queries). Afterwards the
+    optimiser handling; it trains on the env's prompt split and counts its queries). Afterwards the
     agent's parameters and optimiser are restored, so the agent is unchanged except for
     ``queries_used`` and its generator.
 

@@ -91,3 +91,20 @@ def test_learning_rate_schedule_config_errors():
         agents.make("online_ipo", TINY, lr_schedule="cosine")
     with pytest.raises(ConfigError, match="lr_decay_queries: must be >= 1"):
         agents.make("nash_md", TINY, lr_decay_queries=0)
+
+
+@pytest.mark.parametrize("split", ["heldout", "all"])
+def test_text_agents_train_on_the_env_prompt_split(split, tmp_path):
+    # issue 11's Nash protocol trains on all prompts: the agent samples the env's prompt_split
+    agent = agents.make(
+        "online_ipo", TINY, seed=0, env_kwargs={"prompt_split": split}, batch_size=256, eval_every=0
+    )
+    world = agent.world
+    texts = [world.prompts.texts[i] for i in world.prompts.indices(split)]
+    ids, _ = world.tokenizer.encode_prompts(texts, world.prompt_len)
+    allowed = {tuple(row) for row in ids.tolist()}
+    seen = {tuple(row) for row in agent.duel(agent.reference).prompt_ids.tolist()}
+    assert seen <= allowed
+    assert len(seen) == len(allowed) == {"heldout": 8, "all": 32}[split]
+    path = agent.save(str(tmp_path / "agent.npz"))
+    assert agents.load(path).env.prompt_split == split
