@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "text_nash.py"
+_PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "text_nash.py"
 
 
 @pytest.fixture(scope="module")
