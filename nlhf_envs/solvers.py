@@ -16,6 +16,7 @@ These functions never count preference queries: they are oracles for tests and m
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 from scipy.linalg import solve
@@ -62,28 +63,27 @@ def _softmax_rows(logits: np.ndarray) -> np.ndarray:
 NASH_VERIFY_TOL = 1e-10
 
 
-def _newton(
-    A: np.ndarray, l_ref: np.ndarray, beta: float, l: np.ndarray, tol: float, max_iter: int
+Residual = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Direction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _damped_newton(
+    residual: Residual, direction: Direction, l: np.ndarray, tol: float, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Damped Newton on ``F(l) = beta (l - l_ref) - A softmax(l)`` from ``l``; returns ``(l, F, pi)``."""
-    C, K = l.shape
+    """The Newton loop both solver paths share: per context, a step from ``direction(F, pi,
+    merit, active)``, an Armijo backtracking line search on ``||F||^2`` and a stop once every
+    context has ``max |F| <= tol`` or no context makes progress (the rounding floor).
 
-    def residual(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pi = _softmax_rows(l)
-        return beta * (l - l_ref) - np.matmul(A, pi[..., None])[..., 0], pi
-
+    Returns ``(l, F, pi)``.
+    """
+    C = l.shape[0]
     F, pi = residual(l)
     merit = (F**2).sum(axis=1)
-    eye = np.eye(K)
     for _ in range(max_iter):
         active = np.abs(F).max(axis=1) > tol
         if not active.any():
             break
-        # J = beta I - A (diag(pi) - pi pi^T), built without forming the covariance matrix
-        J = beta * eye - A * pi[:, None, :] + (A @ pi[..., None]) * pi[:, None, :]
-        step = np.zeros_like(F)
-        for c in np.flatnonzero(active):  # LAPACK per context: faster than numpy's batched solve
-            step[c] = -solve(J[c], F[c], overwrite_a=True, check_finite=False)
+        step = direction(F, pi, merit, active)
         t = np.ones(C)
         for _ in range(40):
             l_new = l + t[:, None] * step
@@ -103,6 +103,31 @@ def _newton(
         pi = np.where(keep, pi_new, pi)
         merit = np.where(progressed, merit_new, merit)
     return l, F, pi
+
+
+def _newton(
+    A: np.ndarray, l_ref: np.ndarray, beta: float, l: np.ndarray, tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Damped Newton on ``F(l) = beta (l - l_ref) - A softmax(l)`` from ``l``; returns ``(l, F, pi)``."""
+    K = l.shape[1]
+
+    def residual(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pi = _softmax_rows(l)
+        return beta * (l - l_ref) - np.matmul(A, pi[..., None])[..., 0], pi
+
+    eye = np.eye(K)
+
+    def direction(
+        F: np.ndarray, pi: np.ndarray, merit: np.ndarray, active: np.ndarray
+    ) -> np.ndarray:
+        # J = beta I - A (diag(pi) - pi pi^T), built without forming the covariance matrix
+        J = beta * eye - A * pi[:, None, :] + (A @ pi[..., None]) * pi[:, None, :]
+        step = np.zeros_like(F)
+        for c in np.flatnonzero(active):  # LAPACK per context: faster than numpy's batched solve
+            step[c] = -solve(J[c], F[c], overwrite_a=True, check_finite=False)
+        return step
+
+    return _damped_newton(residual, direction, l, tol, max_iter)
 
 
 #: ``regularized_nash(method="auto")`` uses the dense LU path up to this many responses and the
@@ -201,41 +226,24 @@ def _newton_krylov(
     :func:`_krylov_step` with the forcing term ``min(0.1, max |F|)`` (inexact Newton, superlinear
     near the root); ``ctx`` selects contexts of ``P`` without copying them.
     """
-    C, K = l.shape
+    K = l.shape[1]
 
     def residual(l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pi = _softmax_rows(l)
         Api = _matvec(P, pi, ctx) - 0.5 * pi.sum(axis=1, keepdims=True)
         return beta * (l - l_ref) - Api, pi
 
-    F, pi = residual(l)
-    merit = (F**2).sum(axis=1)
     max_cg = min(max(4 * K, 50), 500)
-    for _ in range(max_iter):
-        active = np.abs(F).max(axis=1) > tol
-        if not active.any():
-            break
+
+    def direction(
+        F: np.ndarray, pi: np.ndarray, merit: np.ndarray, active: np.ndarray
+    ) -> np.ndarray:
         rtol = np.minimum(0.1, np.sqrt(merit))
         step = _krylov_step(P, ctx, pi, beta, -F, rtol, max_cg)
         step[~active] = 0.0
-        t = np.ones(C)
-        for _ in range(40):
-            l_new = l + t[:, None] * step
-            F_new, pi_new = residual(l_new)
-            merit_new = (F_new**2).sum(axis=1)
-            bad = active & (merit_new > (1.0 - 1e-4 * t) * merit)
-            if not bad.any():
-                break
-            t = np.where(bad, 0.5 * t, t)
-        progressed = active & (merit_new < merit)
-        if not progressed.any():
-            break
-        keep = progressed[:, None]
-        l = np.where(keep, l_new, l)
-        F = np.where(keep, F_new, F)
-        pi = np.where(keep, pi_new, pi)
-        merit = np.where(progressed, merit_new, merit)
-    return l, F, pi
+        return step
+
+    return _damped_newton(residual, direction, l, tol, max_iter)
 
 
 def _residual_span(F: np.ndarray) -> np.ndarray:
