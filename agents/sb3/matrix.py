@@ -118,32 +118,42 @@ class SB3PPOConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("n_envs", "n_epochs", "num_minibatches", "net_width", "pool_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be an integer >= 1; got {getattr(self, key)}")
-        if self.net_depth < 0:
-            raise ConfigError(f"net_depth: must be >= 0; got {self.net_depth}")
-        if self.batch_size % self.n_envs:
-            raise ConfigError(
-                f"batch_size: must be a multiple of n_envs ({self.n_envs}); got {self.batch_size}"
-            )
-        if self.batch_size % self.num_minibatches or self.batch_size < 2:
-            raise ConfigError(
-                f"batch_size: must be >= 2 and a multiple of num_minibatches "
-                f"({self.num_minibatches}); got {self.batch_size}"
-            )
-        for key in ("lr", "clip_range", "max_grad_norm"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key}: must be > 0; got {getattr(self, key)}")
-        if self.ent_coef is not None and self.ent_coef < 0:
-            raise ConfigError(
-                f"ent_coef: must be >= 0 (or None for the game's beta); got {self.ent_coef}"
-            )
-        for key in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"{key}: must lie in [0, 1]; got {getattr(self, key)}")
-        if self.vf_coef < 0:
-            raise ConfigError(f"vf_coef: must be >= 0; got {self.vf_coef}")
+        check_ppo_fields(self, ("max_grad_norm",))
+
+
+def check_ppo_fields(cfg: Any, positive: tuple[str, ...] = ()) -> None:
+    """Range checks of the PPO fields both SB3 configs share (and ``positive``: more fields > 0).
+
+    Raises:
+        ConfigError: naming the field.
+    """
+    counts = ("n_envs", "n_epochs", "num_minibatches", "net_width", "pool_size", "embed_dim")
+    for key in counts:
+        if hasattr(cfg, key) and getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be an integer >= 1; got {getattr(cfg, key)}")
+    if cfg.net_depth < 0:
+        raise ConfigError(f"net_depth: must be >= 0; got {cfg.net_depth}")
+    if cfg.batch_size % cfg.n_envs:
+        raise ConfigError(
+            f"batch_size: must be a multiple of n_envs ({cfg.n_envs}); got {cfg.batch_size}"
+        )
+    if cfg.batch_size % cfg.num_minibatches or cfg.batch_size < 2:
+        raise ConfigError(
+            f"batch_size: must be >= 2 and a multiple of num_minibatches "
+            f"({cfg.num_minibatches}); got {cfg.batch_size}"
+        )
+    for key in ("lr", "clip_range", *positive):
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{key}: must be > 0; got {getattr(cfg, key)}")
+    if cfg.ent_coef is not None and cfg.ent_coef < 0:
+        raise ConfigError(
+            f"ent_coef: must be >= 0 (or None for the game's beta); got {cfg.ent_coef}"
+        )
+    for key in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"{key}: must lie in [0, 1]; got {getattr(cfg, key)}")
+    if cfg.vf_coef < 0:
+        raise ConfigError(f"vf_coef: must be >= 0; got {cfg.vf_coef}")
 
 
 @contextmanager

@@ -54,7 +54,7 @@ from torch import nn
 
 from agents.config import ConfigError
 from agents.registry import register_agent
-from agents.sb3.matrix import _sb3_globals, ppo_kwargs
+from agents.sb3.matrix import _sb3_globals, check_ppo_fields, ppo_kwargs
 from agents.text.common import TextAgent, TextAgentConfig
 from nlhf_envs.players import BasePlayer
 from nlhf_envs.text import world
@@ -125,30 +125,7 @@ class SB3PPOTextConfig(TextAgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("n_envs", "n_epochs", "num_minibatches", "embed_dim", "net_width", "pool_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be an integer >= 1; got {getattr(self, key)}")
-        if self.net_depth < 0:
-            raise ConfigError(f"net_depth: must be >= 0; got {self.net_depth}")
-        if self.batch_size % self.n_envs:
-            raise ConfigError(
-                f"batch_size: must be a multiple of n_envs ({self.n_envs}); got {self.batch_size}"
-            )
-        if self.batch_size % self.num_minibatches or self.batch_size < 2:
-            raise ConfigError(
-                f"batch_size: must be >= 2 and a multiple of num_minibatches "
-                f"({self.num_minibatches}); got {self.batch_size}"
-            )
-        for key in ("lr", "clip_range"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"{key}: must be > 0; got {getattr(self, key)}")
-        if self.ent_coef is not None and self.ent_coef < 0:
-            raise ConfigError(f"ent_coef: must be >= 0 (or None for beta); got {self.ent_coef}")
-        for key in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"{key}: must lie in [0, 1]; got {getattr(self, key)}")
-        if self.vf_coef < 0:
-            raise ConfigError(f"vf_coef: must be >= 0; got {self.vf_coef}")
+        check_ppo_fields(self)
         if self.opponent not in ("self_play", "ref", "eos"):
             raise ConfigError(
                 f"opponent: expected 'self_play', 'ref' or 'eos'; got {self.opponent!r}"
