@@ -46,6 +46,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
+from env_throughput import replace_block  # noqa: E402  (one README-block writer for make bench)
+
 __all__ = ["gpt2_from_tiny", "main", "measure"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -389,17 +392,6 @@ def measure(
     return rows
 
 
-def _replace_block(readme: Path, name: str, text: str) -> None:
-    """Replace the lines between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` of ``readme``."""
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    old = readme.read_text()
-    if begin not in old or end not in old:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block")
-    head, rest = old.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Measure, print and write the markdown table; returns 0."""
     p = argparse.ArgumentParser(prog="gpu", description=__doc__.splitlines()[0])
@@ -449,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.readme:
-        _replace_block(args.readme, "engine", "\n".join(lines[2:-1]))
+        replace_block(args.readme, "engine", "\n".join(lines[2:-1]))
     return 0
 
 
