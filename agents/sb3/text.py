@@ -126,6 +126,10 @@ class SB3PPOTextConfig(TextAgentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_ppo_fields(self)
+        if self.optimizer != "adam":
+            raise ConfigError(
+                f"optimizer: the SB3 PPO agent trains with SB3's Adam; got {self.optimizer!r}"
+            )
         if self.opponent not in ("self_play", "ref", "eos"):
             raise ConfigError(
                 f"opponent: expected 'self_play', 'ref' or 'eos'; got {self.opponent!r}"

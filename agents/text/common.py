@@ -65,7 +65,7 @@ from agents.checkpoint import (
 )
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.errors import CheckpointError
-from nlhf_envs.text.engine import DuelEngine, Generation, token_log_probs
+from nlhf_envs.text.engine import SAMPLERS, DuelEngine, Generation, token_log_probs
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
 
 __all__ = [
@@ -108,7 +108,16 @@ class TextAgentConfig:
             outcome ``o ~ Bernoulli(P(y > y'|x))``; ``"probability"`` the paying judge's probability
             ``P(y > y'|x)`` itself (lower variance; still one query per pair).
         batch_size: answer pairs (= preference queries) per gradient step.
-        lr: Adam learning rate (the initial one under a decay schedule).
+        lr: the optimiser's learning rate (the initial one under a decay schedule).
+        optimizer: ``"adam"`` (default) or ``"sgd"`` (plain stochastic gradient, no momentum). Adam
+            normalises each coordinate's step, so a fresh Adam moves every parameter by about ``lr``
+            whatever the gradient's size; SGD's step shrinks with the gradient, which vanishes at the
+            solution of a prox half-step (Nash-MP's inner loop; ``algorithms.md`` §3). SGD learning
+            rates are larger (the benchmarks tune them separately).
+        sampler: how answers are drawn (:func:`nlhf_envs.text.engine.generate`): ``"multinomial"``
+            (default; the seeded samples of every shipped result) or ``"inverse_cdf"`` (faster: one
+            uniform per row and step, and self-play pairs such as Online IPO's ``y, y' ~ pi_theta``
+            sampled in one batch of ``2 B``; the same distribution, other samples for a seed).
         lr_schedule: learning-rate schedule over training queries ``q``: ``"constant"`` (default),
             ``"inverse"`` (``lr / (1 + q / lr_decay_queries)``, the harmonic decay) or
             ``"inverse_sqrt"`` (``lr / sqrt(1 + q / lr_decay_queries)``). A decaying step lowers
@@ -133,11 +142,15 @@ class TextAgentConfig:
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
     LR_SCHEDULES: ClassVar[tuple[str, ...]] = ("constant", "inverse", "inverse_sqrt")
+    OPTIMIZERS: ClassVar[tuple[str, ...]] = ("adam", "sgd")
+    SAMPLERS: ClassVar[tuple[str, ...]] = SAMPLERS
     NASH_EVALS: ClassVar[tuple[str, ...]] = ("auto", "exact", "estimate", "off")
 
     mode: str = "sampled"
     batch_size: int = 64
     lr: float = 1.0e-3
+    optimizer: str = "adam"
+    sampler: str = "multinomial"
     lr_schedule: str = "constant"
     lr_decay_queries: int = 10000
     beta: float | None = None
@@ -173,6 +186,16 @@ class TextAgentConfig:
                 raise ConfigError(f"{key}: must be >= 0; got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"lr: must be > 0; got {self.lr}")
+        if self.optimizer not in self.OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer: expected one of {', '.join(map(repr, self.OPTIMIZERS))}; "
+                f"got {self.optimizer!r}"
+            )
+        if self.sampler not in self.SAMPLERS:
+            raise ConfigError(
+                f"sampler: expected one of {', '.join(map(repr, self.SAMPLERS))}; "
+                f"got {self.sampler!r}"
+            )
         if self.lr_schedule not in self.LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule: expected one of {', '.join(map(repr, self.LR_SCHEDULES))}; "
@@ -233,7 +256,7 @@ class TextAgent(AgentBase):
     Attributes:
         model: ``pi_theta`` (trainable :class:`TinyCausalLM`), the token agent's policy.
         reference: ``pi_ref`` (frozen).
-        optimizer: Adam over ``model``'s parameters.
+        optimizer: the optimiser over ``model``'s parameters (:meth:`new_optimizer`).
         engine: the :class:`DuelEngine` that generates and judges training duels.
         rng: the learning generator (prompts, answers, outcomes); ``act_rng`` is used by :meth:`act`.
     """
@@ -272,7 +295,12 @@ class TextAgent(AgentBase):
         if judge.device != self.device and hasattr(judge, "to"):
             judge = copy.deepcopy(judge).to(self.device)
         self.engine = DuelEngine(
-            judge, payer=config.payer, max_new_tokens=max_new, device=self.device, world=self.world
+            judge,
+            payer=config.payer,
+            max_new_tokens=max_new,
+            device=self.device,
+            world=self.world,
+            sampler=config.sampler,
         )
         self.truth = getattr(env, "truth", None)
         if self.truth is None:
@@ -291,14 +319,21 @@ class TextAgent(AgentBase):
 
     # ------------------------------------------------------------------ to override
     def _build_model(self, reference: torch.nn.Module) -> tuple[Any, Any]:
-        """``(model, optimizer)``: ``pi_theta`` as a trainable copy of ``reference`` and Adam over it.
+        """``(model, optimizer)``: ``pi_theta`` as a trainable copy of ``reference`` and
+        :meth:`new_optimizer` over it.
 
         An agent whose network is built elsewhere (in :meth:`_setup`) returns ``(None, None)``.
         """
         model = copy.deepcopy(reference).to(self.device).train()
         for p in model.parameters():
             p.requires_grad_(True)
-        return model, torch.optim.Adam(model.parameters(), lr=self.config.lr)
+        return model, self.new_optimizer(model, self.config.lr)
+
+    def new_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+        """A fresh optimiser of ``config.optimizer`` over ``model``'s parameters."""
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=lr)
+        return torch.optim.Adam(model.parameters(), lr=lr)
 
     def _setup(self) -> None:
         """Algorithm-specific state. Default: nothing."""
@@ -316,8 +351,7 @@ class TextAgent(AgentBase):
         # the env's prompt split (``TokenDuelEnv(prompt_split=...)``, default ``"train"``)
         split = getattr(self.env, "prompt_split", "train")
         _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng, split=split)
-        y = self.engine.generate(policy, ids, mask, self.rng)
-        y2 = self.engine.generate(opponent, ids, mask, self.rng)
+        y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, self.rng)
         pay = self.engine.score(ids, mask, y, y2, self.rng)
         self.queries_used += cfg.batch_size
         self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
@@ -340,7 +374,7 @@ class TextAgent(AgentBase):
         return cfg.lr
 
     def optimise(self, loss: torch.Tensor) -> None:
-        """One Adam step on ``loss`` (gradient norm clipped at ``grad_clip``; learning rate from
+        """One optimiser step on ``loss`` (gradient norm clipped at ``grad_clip``; learning rate from
         :meth:`current_lr`)."""
         lr = self.current_lr()
         for group in self.optimizer.param_groups:

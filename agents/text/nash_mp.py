@@ -103,7 +103,7 @@ class TextNashMP(TextAgent):
         return 2.0 * self.beta if cfg.eta is None else cfg.eta
 
     def _fresh_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.current_lr())
+        self.optimizer = self.new_optimizer(self.model, self.current_lr())
 
     def _half_step(self, opponent: Any, anchor: Any) -> None:
         """``M`` policy-gradient steps on the half-step's objective against ``opponent``."""

@@ -488,6 +488,41 @@ class DuelEngine:
             sampler=self.sampler,
         )
 
+    def generate_pair(
+        self,
+        policy_0: Policy,
+        policy_1: Policy,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        temperature: float = 1.0,
+    ) -> tuple[Generation, Generation]:
+        """Both seats' answers to the same ``B`` prompts: ``policy_0``'s, then ``policy_1``'s.
+
+        With the default ``multinomial`` sampler the two batches are sampled one after the other
+        (the seeded samples of the shipped results). With ``inverse_cdf`` and the same policy object
+        in both seats (self-play, ``pi_ref`` against ``pi_ref``), both are sampled in one batch of
+        ``2 B`` (rows ``:B`` for seat 0): half the forward passes, other samples for the same seed.
+        """
+        if policy_0 is policy_1 and self.sampler != "multinomial":
+            b = prompt_ids.shape[0]
+            both = self.generate(
+                policy_0,
+                prompt_ids.repeat(2, 1),
+                prompt_mask.repeat(2, 1),
+                generator,
+                temperature=temperature,
+            )
+            a0, a1 = (
+                Generation(both.tokens[s], both.log_probs[s], both.mask[s], both.lengths[s])
+                for s in (slice(0, b), slice(b, 2 * b))
+            )
+            return a0, a1
+        a0 = self.generate(policy_0, prompt_ids, prompt_mask, generator, temperature=temperature)
+        a1 = self.generate(policy_1, prompt_ids, prompt_mask, generator, temperature=temperature)
+        return a0, a1
+
     def score(
         self,
         prompt_ids: torch.Tensor,
@@ -522,26 +557,9 @@ class DuelEngine:
         *,
         temperature: float = 1.0,
     ) -> DuelResult:
-        """Play ``B`` duels: sample both answers (KV-cached) and pay them."""
-        if policy_0 is policy_1 and self.sampler != "multinomial":
-            b = prompt_ids.shape[0]
-            both = self.generate(
-                policy_0,
-                prompt_ids.repeat(2, 1),
-                prompt_mask.repeat(2, 1),
-                generator,
-                temperature=temperature,
-            )
-            a0, a1 = (
-                Generation(both.tokens[s], both.log_probs[s], both.mask[s], both.lengths[s])
-                for s in (slice(0, b), slice(b, 2 * b))
-            )
-        else:
-            a0 = self.generate(
-                policy_0, prompt_ids, prompt_mask, generator, temperature=temperature
-            )
-            a1 = self.generate(
-                policy_1, prompt_ids, prompt_mask, generator, temperature=temperature
-            )
+        """Play ``B`` duels: sample both answers (KV-cached, :meth:`generate_pair`) and pay them."""
+        a0, a1 = self.generate_pair(
+            policy_0, policy_1, prompt_ids, prompt_mask, generator, temperature=temperature
+        )
         payoff = self.score(prompt_ids, prompt_mask, a0, a1, generator)
         return DuelResult(prompt_ids, prompt_mask, a0, a1, payoff)

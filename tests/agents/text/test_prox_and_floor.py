@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 import agents
 from agents.config import ConfigError
@@ -108,3 +109,55 @@ def test_text_agents_train_on_the_env_prompt_split(split, tmp_path):
     assert len(seen) == len(allowed) == {"heldout": 8, "all": 32}[split]
     path = agent.save(str(tmp_path / "agent.npz"))
     assert agents.load(path).env.prompt_split == split
+
+
+def test_sgd_optimizer_takes_plain_gradient_steps(tmp_path):
+    agent = agents.make(
+        "nash_mp", TINY, seed=0, batch_size=16, inner_steps=1, optimizer="sgd", lr=0.05,
+        grad_clip=None, eval_every=0,
+    )  # fmt: skip
+    assert isinstance(agent.optimizer, torch.optim.SGD)
+    before = [p.detach().clone() for p in agent.model.parameters()]
+    duel = agent.duel(agent.reference)
+    loss = -agent.log_probs(agent.model, duel).sum(-1).mean()
+    grads = torch.autograd.grad(loss, list(agent.model.parameters()))
+    agent.optimise(-agent.log_probs(agent.model, duel).sum(-1).mean())
+    for b, g, p in zip(before, grads, agent.model.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), b - 0.05 * g, rtol=0, atol=1e-6)
+    # Nash-MP's half-steps start a fresh optimiser of the same kind; SGD has no state to save
+    agent.learn(num_iterations=1)
+    assert isinstance(agent.optimizer, torch.optim.SGD)
+    loaded = agents.load(agent.save(str(tmp_path / "sgd.npz")))
+    assert loaded.config.optimizer == "sgd" and isinstance(loaded.optimizer, torch.optim.SGD)
+    for a, b in zip(agent.model.parameters(), loaded.model.parameters(), strict=True):
+        assert (a == b).all()
+    with pytest.raises(ConfigError, match="optimizer: expected one of 'adam', 'sgd'"):
+        agents.make("online_ipo", TINY, optimizer="rmsprop")
+
+
+def test_sampler_option_reaches_the_engine_and_batches_self_play():
+    # the default keeps the seeded samples: two batches of B, policy first
+    agent = agents.make("online_ipo", TINY, seed=0, batch_size=8, eval_every=0)
+    assert agent.engine.sampler == "multinomial"
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(agent.rng.get_state())
+    duel = agent.duel(agent.model)
+    _, ids, mask = agent.engine.sample_prompts(8, gen, split="train")
+    assert torch.equal(duel.y.tokens, agent.engine.generate(agent.model, ids, mask, gen).tokens)
+    assert torch.equal(duel.y2.tokens, agent.engine.generate(agent.model, ids, mask, gen).tokens)
+    # inverse_cdf: Online IPO's self-play pair is one batch of 2B (rows :B are y)
+    fast = agents.make(
+        "online_ipo", TINY, seed=0, batch_size=8, eval_every=0, sampler="inverse_cdf"
+    )
+    assert fast.engine.sampler == "inverse_cdf"
+    gen.set_state(fast.rng.get_state())
+    duel = fast.duel(fast.model)
+    _, ids, mask = fast.engine.sample_prompts(8, gen, split="train")
+    both = fast.engine.generate(fast.model, ids.repeat(2, 1), mask.repeat(2, 1), gen)
+    assert torch.equal(torch.cat([duel.y.tokens, duel.y2.tokens]), both.tokens)
+    fast.learn(num_iterations=2)
+    assert fast.queries_used == 8 + 2 * 8  # the duel above, then two iterations
+    with pytest.raises(ConfigError, match="sampler: expected one of 'multinomial', 'inverse_cdf'"):
+        agents.make("nash_md", TINY, sampler="gumbel")
+    with pytest.raises(ConfigError, match="optimizer: the SB3 PPO agent trains with SB3's Adam"):
+        agents.make("sb3_ppo_selfplay", TINY, optimizer="sgd")
