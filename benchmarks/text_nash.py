@@ -318,8 +318,9 @@ def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[st
 
 def cmd_h2h(args: argparse.Namespace) -> None:
     judge = make_judge(args)
-    name_tag = tag(args.world, args.protocol, args.beta)
-    tuned_tag = args.tuned or name_tag
+    base_tag = tag(args.world, args.protocol, args.beta)
+    name_tag = base_tag + args.suffix
+    tuned_tag = args.tuned or base_tag
     tuned = json.loads((RESULTS / f"text_nash_tune_{tuned_tag}.json").read_text())["best"]
     overrides = json.loads(args.configs)
     points = [int(p) for p in args.points.split(",")]
@@ -359,28 +360,44 @@ def cmd_h2h(args: argparse.Namespace) -> None:
 
 def cmd_full(args: argparse.Namespace) -> None:
     """Full-size worlds: estimated Nash metrics (``algorithms.md`` §7, :meth:`TextAgent.nash_metrics`
-    with ``exact=False``) at the query budgets of ``--points``; ``--device cuda`` on a GPU machine."""
-    points = [int(p) for p in args.points.split(",")]
+    with ``exact=False``) at the query budgets of ``--points`` (``0``: ``pi_ref``, before training);
+    ``--device cuda`` on a GPU machine.
+
+    Each agent runs the setting chosen by ``tune`` on the tiny world ``--tuned`` (the full-size worlds
+    are too slow to tune on a CPU), overridden per agent by ``--configs``."""
+    points = sorted(int(p) for p in args.points.split(","))
+    tuned = {}
+    if args.tuned:
+        tuned = json.loads((RESULTS / f"text_nash_tune_{args.tuned}.json").read_text())["best"]
+    overrides = json.loads(args.configs)
     path = RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json"
     rows: list[dict[str, Any]] = []
+    if args.merge and path.exists():
+        rows = json.loads(path.read_text())["rows"]
+    configs: dict[str, Any] = {}
     for name in args.agents.split(","):
+        cfg = overrides.get(name, tuned[name]["config"] if name in tuned else {})
+        configs[name] = cfg
         for seed in range(args.seeds):
             agent = agents.make(
                 name, args.env, seed=100 + seed, device=args.device, nash_eval="estimate",
                 env_kwargs={"prompt_split": PROTOCOLS[args.protocol]},
                 nash_eval_prompts=args.prompts, nash_eval_samples=args.samples,
-                **{**COMMON, **json.loads(args.config)},
+                **{**COMMON, **cfg},
             )  # fmt: skip
             start = time.perf_counter()
             for q in points:
-                agent.learn(num_queries=max(q - agent.queries_used, 1))
+                if q > agent.queries_used:
+                    agent.learn(num_queries=q - agent.queries_used)
                 m = agent.nash_metrics(exact=False)
-                rows.append({"agent": name, "seed": 100 + seed, "queries": agent.queries_used,
+                rows.append({"agent": name, "config": cfg, "seed": 100 + seed,
+                             "queries": agent.queries_used,
                              "seconds": time.perf_counter() - start, **m})  # fmt: skip
                 print(rows[-1], flush=True)
                 # written after every row: a long run stopped early keeps what it measured
                 out = {"env": args.env, "device": args.device, "protocol": args.protocol,
-                       "points": points, "prompts": args.prompts, "samples": args.samples,
+                       "tuned_from": args.tuned, "common": COMMON, "points": points,
+                       "prompts": args.prompts, "samples": args.samples,
                        "rows": rows}  # fmt: skip
                 path.write_text(json.dumps(out, indent=1))
 
@@ -476,6 +493,36 @@ def _h2h_lines(h: dict[str, Any], name: str) -> list[str]:
     return [*lines, ""]
 
 
+def _full_lines(d: dict[str, Any]) -> list[str]:
+    """The estimated Nash metrics of a ``full`` run: mean over seeds, and each seed's estimate with
+    its 95% t-interval over prompts."""
+    lines = [f"## Full-size world `{d['env']}` (estimated, `text_nash.py full`)", "",
+             f"Estimator of `algorithms.md` §7 on {d['prompts']} held-out prompts, n = "
+             f"{d['samples']} pi_ref samples per prompt (m = {2 * d['samples']} fresh samples per "
+             f"side), device {d['device']}, protocol `{d['protocol']}`, settings tuned on the tiny "
+             f"world `{d.get('tuned_from')}` with the shared setting {d.get('common', COMMON)}. "
+             "Queries 0: pi_ref (before training).", "",
+             "| agent | setting | queries | exploitability, mean of seeds | per seed [95% interval] "
+             "| KL(pi* \\|\\| pi), mean | seconds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in d["rows"]:
+        by.setdefault((r["agent"], r["queries"]), []).append(r)
+    for (agent, q), rs in by.items():
+        per = "; ".join(
+            f"{r['eval/exploitability']:.4f} [{r['eval/exploitability_low']:.4f}, "
+            f"{r['eval/exploitability_high']:.4f}]"
+            for r in rs
+        )
+        expl = np.mean([r["eval/exploitability"] for r in rs])
+        kl = np.mean([r["eval/kl_to_nash"] for r in rs])
+        secs = np.mean([r["seconds"] for r in rs])
+        lines.append(
+            f"| {agent} | `{rs[0].get('config', {})}` | {q} | {expl:.4f} | {per} | {kl:.3f} | "
+            f"{secs:.0f} |"
+        )
+    return [*lines, ""]
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     """Markdown tables (and a plot per world) from the JSON results of ``tune`` and ``h2h``."""
     lines = ["# Token-level agents on exact Nash metrics (tiny worlds)", "",
@@ -504,6 +551,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         if (RESULTS / f"text_nash_floor_{t}.md").exists():
             lines += [f"Nash-MP's prox fidelity along training (`text_nash.py floor`): "
                       f"[text_nash_floor_{t}.md](text_nash_floor_{t}.md)", ""]  # fmt: skip
+    for path in sorted(RESULTS.glob("text_nash_full_*.json")):
+        lines += _full_lines(json.loads(path.read_text()))
     (RESULTS / "text_nash.md").write_text("\n".join(lines))
 
 
@@ -629,17 +678,24 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
     h.add_argument("--points", default="4096,8192,12288,16384,24576,32768,40960,49152")
     h.add_argument("--tuned", default=None, help="tuning file tag (default: this run's tag)")
+    h.add_argument("--suffix", default="", help="appended to the result's tag (e.g. _long)")
     h.add_argument("--configs", default="{}", help="JSON {agent: config} overriding the tuned ones")
     f = sub.add_parser("full")
     f.add_argument("--env", default="nlhf/TokenDuel-v0")
     f.add_argument("--agents", default="nash_mp,online_ipo,nash_md")
     f.add_argument("--seeds", type=int, default=2)
-    f.add_argument("--points", default="12288,49152")
+    f.add_argument("--points", default="0,12288,49152")
+    f.add_argument(
+        "--tuned", default="plain", help="tuning file tag of the settings ('' : defaults)"
+    )
+    f.add_argument("--configs", default="{}", help="JSON {agent: config} overriding the tuned ones")
+    f.add_argument("--merge", action="store_true", help="add to the existing result file")
     f.add_argument("--device", default="cpu")
     f.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash")
     f.add_argument("--prompts", type=int, default=16, help="held-out prompts of the estimate")
-    f.add_argument("--samples", type=int, default=16, help="pi_ref samples per prompt (n)")
-    f.add_argument("--config", default="{}", help="JSON of extra agent config values")
+    f.add_argument(
+        "--samples", type=int, default=32, help="pi_ref samples per prompt (n >= 32 for KL)"
+    )
     sub.add_parser("report")
     x = sub.add_parser("prox", help="prox fidelity of Nash-MP's half-step (tiny world)")
     x.add_argument("--seeds", type=int, default=3)
