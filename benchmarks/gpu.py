@@ -154,6 +154,9 @@ def _interleaved(
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+#: the opt-in fast sampling of the text agents (``TextAgentConfig.sampler``)
+FAST: dict[str, Any] = {"sampler": "inverse_cdf"}
+
 #: Trains one token agent at its zoo settings in a fresh process and prints its queries/s. Run with
 #: the checkout to measure as the working directory (and first on ``PYTHONPATH``).
 _TRAIN_SNIPPET = """
@@ -163,8 +166,10 @@ import agents
 from agents import zoo
 from agents.config import config_to_dict
 name, device, queries, root = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5]
+extra = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
 assert agents.__file__.startswith(root), (agents.__file__, root)
-entry = zoo.resolve(name, "nlhf/TokenDuel-v0", params={"device": device, "eval_every": 0})
+entry = zoo.resolve(name, "nlhf/TokenDuel-v0",
+                    params={"device": device, "eval_every": 0, **extra})
 agent = agents.make(name, "nlhf/TokenDuel-v0", seed=0, env_kwargs=entry.env_kwargs,
                     **config_to_dict(entry.config))
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -175,10 +180,15 @@ sync(); print(json.dumps({"qps": agent.queries_used / (time.perf_counter() - t0)
 """
 
 
-def _train_in(root: Path, name: str, device: torch.device, queries: int) -> dict[str, float]:
-    """Queries/s of ``name`` trained by the code under ``root`` (a fresh Python process)."""
+def _train_in(
+    root: Path, name: str, device: torch.device, queries: int, extra: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Queries/s of ``name`` trained by the code under ``root`` (a fresh Python process), its zoo
+    settings updated with ``extra``."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     args = [name, str(device), str(queries), str(torch.get_num_threads()), str(root)]
+    if extra:
+        args.append(json.dumps(extra))
     out = subprocess.run(
         [sys.executable, "-c", _TRAIN_SNIPPET, *args],
         cwd=root,
@@ -199,8 +209,9 @@ def training_rows(
     baseline_ref: str | None,
     rounds: int = 1,
 ) -> list[tuple[str, str, str]]:
-    """Training queries/s per agent; with ``baseline_ref``, also the code of that git revision
-    (exported with ``git archive`` to a temporary directory), interleaved, and the ratio."""
+    """Training queries/s per agent, at its zoo settings and with ``sampler: inverse_cdf``; with
+    ``baseline_ref``, also the code of that git revision (exported with ``git archive`` to a
+    temporary directory), interleaved, and the ratios to it."""
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         base = None
@@ -216,30 +227,28 @@ def training_rows(
             base = Path(tmp)
         rows = []
         for name in names:
-            now, old = [], []
+            now, fast, old = [], [], []
             for r in range(rounds):  # alternate which code runs first
                 if base is not None and r % 2 == 0:
                     old.append(_train_in(base, name, device, queries)["qps"])
                 res = _train_in(root, name, device, queries)
                 now.append(res["qps"])
+                fast.append(_train_in(root, name, device, queries, FAST)["qps"])
                 if base is not None and r % 2 == 1:
                     old.append(_train_in(base, name, device, queries)["qps"])
-            qps = statistics.median(now)
             label = f"training `{name}` (zoo settings), {int(res['queries'])} queries"
-            if base is None:
-                rows.append((label, f"{qps:,.0f} queries/s", ""))
-            else:
-                ref_qps = statistics.median(old)
+            anchor = statistics.median(old) if base is not None else statistics.median(now)
+            if base is not None:
                 rows.append(
                     (
                         f"{label}, code of `{baseline_ref}` (anchor)",
-                        f"{ref_qps:,.0f} queries/s",
+                        f"{anchor:,.0f} queries/s",
                         "1.00x",
                     )
                 )
-                rows.append(
-                    (f"{label}, this checkout", f"{qps:,.0f} queries/s", f"{qps / ref_qps:.2f}x")
-                )
+            for qps, what in ((statistics.median(now), "this checkout"),
+                              (statistics.median(fast), "this checkout, `sampler: inverse_cdf`")):  # fmt: skip
+                rows.append((f"{label}, {what}", f"{qps:,.0f} queries/s", f"{qps / anchor:.2f}x"))
     return rows
 
 
