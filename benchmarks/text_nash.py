@@ -24,11 +24,14 @@ Sub-commands:
 * ``tune``: every (agent, setting) of a grid (learning rates x seeds, plus eta for Nash-MP and the
   mixture schedule for Nash-MD; PPO's ``learning_rate`` for ``sb3_ppo_selfplay``), scored by
   validation exploitability at the budget (mean over seeds); ``--merge`` adds to an earlier tuning
-  file (coarse-to-fine searches);
+  file (coarse-to-fine searches); ``--extra`` adds settings to every point of the grid (e.g.
+  ``{"optimizer": "sgd"}``) and ``--suffix`` keeps such a search in its own file;
 * ``h2h``: the chosen settings over ``--seeds`` seeds, curves on the test prompts, the tabular exact
   Nash-MP (``agents.make("nash_mp", exact_game(...), mode="exact")``) as the ceiling (iteration ``k``
   of the tabular agent is plotted at the queries of ``k`` neural Nash-MP iterations), and 95% intervals
-  by a paired bootstrap over (prompt, seed) cells.
+  by a paired bootstrap over (prompt, seed) cells. ``--suffix`` writes another file (a longer budget);
+  a variant of an agent runs under ``--label`` in a file that ``--start-from`` fills with the runs of
+  the main file, so the variant is paired with them without changing that file.
 
 * ``full``: the full-size worlds (``--env nlhf/TokenDuel-v0``), estimated Nash metrics at the
   budgets of ``--points``; ``--device cuda`` for the larger budgets on a GPU machine;
@@ -224,7 +227,8 @@ def ceiling(judge: Judge, iterations: int, eta: float) -> list[dict[str, float]]
 def cmd_tune(args: argparse.Namespace) -> None:
     judge = make_judge(args)
     lrs = [float(x) for x in args.lrs.split(",")]
-    path = RESULTS / f"text_nash_tune_{tag(args.world, args.protocol, args.beta)}.json"
+    path = RESULTS / f"text_nash_tune_{tag(args.world, args.protocol, args.beta)}{args.suffix}.json"
+    extra = json.loads(args.extra)
     results, ran = [], []
     if args.merge and path.exists():
         old = json.loads(path.read_text())
@@ -236,6 +240,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     for name in args.agents.split(","):
         etas = tuple(float(x) for x in args.etas.split(","))
         for cfg in grid(name, lrs, judge.beta, etas, tuple(args.mixtures.split(","))):
+            cfg = {**cfg, **extra}
             if any(r["agent"] == name and r["config"] == cfg for r in results):
                 continue
             res = [run(judge, name, cfg, s, args.budget, []) for s in range(args.seeds)]
@@ -247,8 +252,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
         if r["agent"] not in best or r["val_expl"] < best[r["agent"]]["val_expl"]:
             best[r["agent"]] = {"config": r["config"], "val_expl": r["val_expl"]}
     ran.append(
-        {"agents": args.agents, "lrs": lrs, "etas_over_beta": args.etas, "mixtures": args.mixtures}
-    )
+        {"agents": args.agents, "lrs": lrs, "etas_over_beta": args.etas, "mixtures": args.mixtures,
+         "extra": extra}
+    )  # fmt: skip
     out = {"world": args.world, "protocol": args.protocol, "beta": judge.beta,
            "budget": args.budget, "seeds": args.seeds, "commands": ran,
            "best": best, "results": results}  # fmt: skip
@@ -329,10 +335,17 @@ def cmd_h2h(args: argparse.Namespace) -> None:
     if args.merge and path.exists():
         # agents added later may run a smaller budget or fewer seeds (then they are not paired)
         raws = json.loads(path.read_text())["raw"]
-    for name in args.agents.split(","):
+    if args.start_from:
+        # a variant's own file that also holds the runs of another (pairs without changing it)
+        raws = {**json.loads((RESULTS / f"text_nash_{args.start_from}.json").read_text())["raw"],
+                **raws}  # fmt: skip
+    names = args.agents.split(",")
+    if args.label and len(names) != 1:
+        raise SystemExit("--label names the results of one agent: give one --agents")
+    for name in names:
         cfg = overrides.get(name, tuned[name]["config"] if name in tuned else {})
         rs = [run(judge, name, cfg, 100 + s, args.budget, points) for s in range(args.seeds)]
-        raws[name] = _raw(rs)
+        raws[args.label or name] = _raw(rs)
         print(name, cfg, f"{sum(r['seconds'] for r in rs):.0f}s", flush=True)
     rng = np.random.default_rng(0)
     summary = {name: summarise(raw, rng) for name, raw in raws.items()}
@@ -430,6 +443,7 @@ def _describe(d: dict[str, Any], t: str) -> str:
 def _tune_lines(t: dict[str, Any], name: str) -> list[str]:
     grid_text = "; ".join(
         f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures {c['mixtures']}"
+        + (f", every setting with {c['extra']}" if c.get("extra") else "")
         for c in t.get("commands", [])
     ) or (f"lrs {t['lrs']}, eta/beta {t.get('etas_over_beta')}, mixtures {t.get('mixtures')}")
     lines = [f"### Tuning ({name})", "",
@@ -674,11 +688,19 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--beta", type=float, default=None, help="the game's beta (env argument)")
         p.add_argument("--merge", action="store_true", help="add to the existing result file")
     t.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
+    t.add_argument("--extra", default="{}", help="JSON added to every setting of the grid")
+    t.add_argument("--suffix", default="", help="appended to the tuning file's tag")
     t.add_argument("--etas", default="1,2,4", help="Nash-MP eta / beta values")
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
     h.add_argument("--points", default="4096,8192,12288,16384,24576,32768,40960,49152")
     h.add_argument("--tuned", default=None, help="tuning file tag (default: this run's tag)")
     h.add_argument("--suffix", default="", help="appended to the result's tag (e.g. _long)")
+    h.add_argument("--label", default=None, help="store one agent's runs under this name")
+    h.add_argument(
+        "--start-from",
+        default=None,
+        help="tag of a head-to-head file whose runs this file also holds",
+    )
     h.add_argument("--configs", default="{}", help="JSON {agent: config} overriding the tuned ones")
     f = sub.add_parser("full")
     f.add_argument("--env", default="nlhf/TokenDuel-v0")

@@ -51,3 +51,45 @@ def test_bootstrap_interval_covers_the_mean(bench):
     cells = np.random.default_rng(2).normal(1.0, 0.5, (5, 8))
     lo, hi = bench.bootstrap(cells, np.random.default_rng(3))
     assert lo < cells.mean() < hi and hi - lo < 1.0
+
+
+def test_full_runs_the_tuned_settings_and_reports_them(bench, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copy(bench.RESULTS / "text_nash_tune_plain.json", tmp_path)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    bench.main(["full", "--env", "nlhf/TinyTokenDuel-v0", "--agents", "online_ipo", "--seeds", "1",
+                "--points", "256,0", "--prompts", "3", "--samples", "4"])  # fmt: skip
+    out = json.loads((tmp_path / "text_nash_full_TinyTokenDuel-v0.json").read_text())
+    tuned = json.loads((tmp_path / "text_nash_tune_plain.json").read_text())["best"]
+    assert out["tuned_from"] == "plain" and out["samples"] == 4 and out["prompts"] == 3
+    assert [r["queries"] for r in out["rows"]] == [0, 256]  # points sorted; 0 is pi_ref
+    for r in out["rows"]:
+        assert r["config"] == tuned["online_ipo"]["config"]
+        assert r["eval/exploitability_low"] <= r["eval/exploitability"]
+        assert r["eval/exploitability"] <= r["eval/exploitability_high"]
+    lines = "\n".join(bench._full_lines(out))
+    assert "| online_ipo | `{'lr': 0.0003}` | 256 |" in lines and "n = 4" in lines
+
+
+def test_a_labelled_variant_file_holds_the_main_runs_unchanged(bench, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copy(bench.RESULTS / "text_nash_tune_plain.json", tmp_path)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "ceiling", lambda *a, **k: [])  # the tabular run is not under test
+    common = ["h2h", "--world", "plain", "--agents", "online_ipo", "--budget", "256", "--seeds", "1",
+              "--points", "256"]  # fmt: skip
+    bench.main(common)
+    main = (tmp_path / "text_nash_plain.json").read_text()
+    bench.main([*common, "--label", "again", "--start-from", "plain", "--suffix", "_v"])
+    assert (tmp_path / "text_nash_plain.json").read_text() == main  # the main file is untouched
+    raw = json.loads((tmp_path / "text_nash_plain_v.json").read_text())["raw"]
+    assert set(raw) == {"online_ipo", "again"}
+    # the same seed and setting under another label: the same run, cell for cell (seeded)
+    assert raw["again"]["test_expl"] == raw["online_ipo"]["test_expl"]
+    assert raw["again"]["config"] == {"lr": 0.0003}
+    with pytest.raises(SystemExit, match="--label names the results of one agent"):
+        bench.main([*common[:4], "online_ipo,nash_md", *common[5:], "--label", "x"])
