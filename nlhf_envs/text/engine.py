@@ -407,8 +407,9 @@ class DuelEngine:
             :class:`~nlhf_envs.text.world.World`; default ``"default"``).
         sampler: ``"multinomial"`` (default: the seeded samples of the shipped results) or
             ``"inverse_cdf"`` (faster; see :func:`generate`). With ``"inverse_cdf"``,
-            :meth:`play` also samples both seats in one batch of ``2 B`` when they play the same
-            policy object (self-play, ``pi_ref`` against ``pi_ref``).
+            :meth:`generate_pair` (and so :meth:`play` and the text agents' duels) also samples
+            both seats in one batch of ``2 B`` when they play the same policy object (self-play,
+            ``pi_ref`` against ``pi_ref``).
     """
 
     def __init__(
