@@ -117,6 +117,16 @@ class Judge:
         return per_prompt(game, np.clip(pi, 1e-300, None), star)
 
 
+def _result(name: str) -> dict[str, Any]:
+    """The result file ``text_nash_{name}.json``; a missing one stops the command naming it."""
+    path = RESULTS / f"text_nash_{name}.json"
+    if not path.exists():
+        raise SystemExit(
+            f"{path} does not exist: run the command that writes it first (tune / h2h)"
+        )
+    return json.loads(path.read_text())
+
+
 def run(
     judge: Judge, name: str, config: dict[str, Any], seed: int, budget: int, points: list[int]
 ) -> dict[str, Any]:
@@ -311,15 +321,23 @@ def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[st
             continue
         rows = []
         for i in range(min(len(mp["queries"]), len(raw["queries"]))):
+            if not same_budget(mp["queries"][i], raw["queries"][i]):
+                continue  # evaluated at other budgets: not a pair
             d = np.array(mp["test_expl"][i]) - np.array(raw["test_expl"][i])
             rows.append({"queries": mp["queries"][i], "diff": float(d.mean()),
                          "ci": bootstrap(d, rng)})  # fmt: skip
-        d = np.array(mp["average_test_expl"]) - np.array(raw["average_test_expl"])
-        out[f"nash_mp - {name}"] = {
-            "last": rows,
-            "average": {"diff": float(d.mean()), "ci": bootstrap(d, rng)},
-        }
+        pair: dict[str, Any] = {"last": rows, "average": None}
+        if same_budget(mp["queries"][-1], raw["queries"][-1]):
+            d = np.array(mp["average_test_expl"]) - np.array(raw["average_test_expl"])
+            pair["average"] = {"diff": float(d.mean()), "ci": bootstrap(d, rng)}
+        out[f"nash_mp - {name}"] = pair
     return out
+
+
+def same_budget(a: float, b: float, tol: float = 0.05) -> bool:
+    """Whether two evaluations were taken at the same budget (agents overshoot a requested budget
+    by at most one iteration: within ``tol`` of it)."""
+    return abs(a - b) <= tol * max(a, b)
 
 
 def cmd_h2h(args: argparse.Namespace) -> None:
@@ -327,7 +345,7 @@ def cmd_h2h(args: argparse.Namespace) -> None:
     base_tag = tag(args.world, args.protocol, args.beta)
     name_tag = base_tag + args.suffix
     tuned_tag = args.tuned or base_tag
-    tuned = json.loads((RESULTS / f"text_nash_tune_{tuned_tag}.json").read_text())["best"]
+    tuned = _result(f"tune_{tuned_tag}")["best"]
     overrides = json.loads(args.configs)
     points = [int(p) for p in args.points.split(",")]
     path = RESULTS / f"text_nash_{name_tag}.json"
@@ -337,7 +355,7 @@ def cmd_h2h(args: argparse.Namespace) -> None:
         raws = json.loads(path.read_text())["raw"]
     if args.start_from:
         # a variant's own file that also holds the runs of another (pairs without changing it)
-        raws = {**json.loads((RESULTS / f"text_nash_{args.start_from}.json").read_text())["raw"],
+        raws = {**_result(args.start_from)["raw"],
                 **raws}  # fmt: skip
     names = args.agents.split(",")
     if args.label and len(names) != 1:
@@ -381,7 +399,7 @@ def cmd_full(args: argparse.Namespace) -> None:
     points = sorted(int(p) for p in args.points.split(","))
     tuned = {}
     if args.tuned:
-        tuned = json.loads((RESULTS / f"text_nash_tune_{args.tuned}.json").read_text())["best"]
+        tuned = _result(f"tune_{args.tuned}")["best"]
     overrides = json.loads(args.configs)
     path = RESULTS / f"text_nash_full_{args.env.split('/')[-1]}.json"
     rows: list[dict[str, Any]] = []
@@ -490,7 +508,12 @@ def _h2h_lines(h: dict[str, Any], name: str) -> list[str]:
             for r in v["last"]:
                 lines.append(f"| {k} | {r['queries']} | {_fmt(r['diff'], r['ci'])} |")
             a = v["average"]
-            lines.append(f"| {k} | average iterate | {_fmt(a['diff'], a['ci'])} |")
+            other = h.get("raw", {}).get(k.removeprefix("nash_mp - "), {}).get("queries")
+            mp_q = h.get("raw", {}).get("nash_mp", {}).get("queries")
+            if a is None or (other and mp_q and not same_budget(other[-1], mp_q[-1])):
+                lines.append(f"| {k} | average iterate | not paired (other budgets) |")
+            else:
+                lines.append(f"| {k} | average iterate | {_fmt(a['diff'], a['ci'])} |")
     else:
         for k, ci in h["paired_final_expl_diff"].items():
             lines.append(f"- {k} (last iterate, final): 95% interval [{ci[0]:.4f}, {ci[1]:.4f}]")
@@ -637,7 +660,7 @@ def cmd_floor(args: argparse.Namespace) -> None:
 
     judge = make_judge(args)
     name_tag = tag(args.world, args.protocol, args.beta)
-    tuned = json.loads((RESULTS / f"text_nash_tune_{name_tag}.json").read_text())["best"]
+    tuned = _result(f"tune_{name_tag}")["best"]
     cfg = {**tuned["nash_mp"]["config"], **json.loads(args.config)}
     rows = []
     for s in range(args.seeds):

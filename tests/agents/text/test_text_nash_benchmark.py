@@ -47,6 +47,21 @@ def test_paired_differences_use_the_same_cells(bench):
     assert avg["diff"] == pytest.approx(-0.02) and avg["ci"] == pytest.approx((-0.02, -0.02))
 
 
+def test_evaluations_at_other_budgets_are_not_paired(bench):
+    # an agent run to a smaller budget (or other points): only the budgets both reached pair up
+    cells = np.random.default_rng(0).uniform(0.0, 0.1, (5, 8)).tolist()
+    seeds = [100, 101, 102, 103, 104]
+    mp = {"seeds": seeds, "queries": [0, 4096, 8192], "test_expl": [cells] * 3,
+          "average_test_expl": cells}  # fmt: skip
+    short = {"seeds": seeds, "queries": [0, 4121, 12331], "test_expl": [cells] * 3,
+             "average_test_expl": cells}  # fmt: skip
+    out = bench.paired({"nash_mp": mp, "short": short}, np.random.default_rng(1))
+    pair = out["nash_mp - short"]
+    assert [r["queries"] for r in pair["last"]] == [0, 4096]  # 4121 ~ 4096; 12331 != 8192
+    assert pair["average"] is None  # the average iterates belong to other budgets
+    assert bench.same_budget(4096, 4121) and not bench.same_budget(8192, 12331)
+
+
 def test_bootstrap_interval_covers_the_mean(bench):
     cells = np.random.default_rng(2).normal(1.0, 0.5, (5, 8))
     lo, hi = bench.bootstrap(cells, np.random.default_rng(3))
@@ -93,3 +108,9 @@ def test_a_labelled_variant_file_holds_the_main_runs_unchanged(bench, tmp_path, 
     assert raw["again"]["config"] == {"lr": 0.0003}
     with pytest.raises(SystemExit, match="--label names the results of one agent"):
         bench.main([*common[:4], "online_ipo,nash_md", *common[5:], "--label", "x"])
+
+
+def test_a_missing_result_file_is_named(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit, match=r"text_nash_tune_nowhere\.json does not exist"):
+        bench.main(["full", "--env", "nlhf/TinyTokenDuel-v0", "--tuned", "nowhere"])

@@ -121,3 +121,16 @@ def test_self_play_samples_both_seats_in_one_batch(setup):
     assert set(calls) == {32}
     with pytest.raises(ValueError, match=r"unknown sampler 'x'"):
         DuelEngine(load_judge(), sampler="x")
+
+
+def test_multinomial_is_argmax_over_exponentials():
+    # why the default sampler cannot be made cheaper with the same samples (benchmarks/README.md):
+    # one draw per row is argmax(p / E), E ~ Exp(1) per vocabulary entry, from the same generator
+    probs = torch.softmax(
+        3.0 * torch.randn(64, 317, generator=torch.Generator().manual_seed(0)), -1
+    )
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(20):
+        drawn = torch.multinomial(probs, 1, generator=g1).squeeze(1)
+        exp = torch.empty_like(probs).exponential_(1, generator=g2)
+        assert torch.equal(drawn, torch.argmax(probs / exp, -1))
