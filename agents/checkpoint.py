@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import Any
 
 import numpy as np
 
 from agents.config import config_to_dict
 from agents.registry import get_agent_class
+from nlhf_envs.archives import READ_ERRORS, open_zip
 from nlhf_envs.atomic import atomic_open
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.game import PreferenceGame
@@ -123,19 +123,15 @@ def fail(path: str, field: str, problem: str) -> CheckpointError:
 def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shapes and dtypes of the archive's arrays, read from their headers without allocating.
 
-    Every member must be stored uncompressed (as :func:`numpy.savez` writes) or, if compressed,
-    declare no more data than it holds uncompressed; declared sizes must fit the member and the
-    member the file, so a small file cannot make the loader allocate a huge array.
+    The archive's directory is checked first (:func:`nlhf_envs.archives.open_zip`: no member
+    declares more than it holds, and the whole declares at most a bounded multiple of the file's
+    size); then every array's declared shape must fit its member, so a small file cannot make the
+    loader allocate a huge array.
     """
-    size = os.path.getsize(path)
     out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    with zipfile.ZipFile(path) as zf:
+    with open_zip(path, what="agent checkpoint") as zf:
         for info in zf.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
-                raise fail(path, name, "stored size and declared size differ")
-            if info.compress_size > size:
-                raise fail(path, name, f"declares {info.compress_size} bytes in a {size}-byte file")
             with zf.open(info) as fh:
                 try:
                     version = np.lib.format.read_magic(fh)
@@ -172,7 +168,7 @@ def _read_arrays(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = json.loads(meta_arr.tobytes().decode("utf-8"))
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+    except READ_ERRORS as err:
         raise CheckpointError(f"{path!r} is not a readable agent checkpoint: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != "nlhf-zoo-agent":
         raise CheckpointError(f"{path!r} is not an nlhf-zoo agent checkpoint")
@@ -219,7 +215,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
             meta = json.loads(data["meta"].tobytes().decode("utf-8"))
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+    except READ_ERRORS as err:
         raise CheckpointError(f"{p!r} is not a readable agent checkpoint: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != "nlhf-zoo-agent":
         raise CheckpointError(f"{p!r} is not an nlhf-zoo agent checkpoint")

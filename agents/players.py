@@ -120,7 +120,8 @@ class ModelPlayer(BasePlayer):
 def adapt(spec: Any, deterministic: bool) -> Player | None:
     """The adapter registered with :func:`nlhf_envs.players.register_adapter`.
 
-    Returns a player for a zoo agent, the path of a saved agent (:func:`agents.load`) or a
+    Returns a player for a zoo agent, the path of a saved agent (:func:`agents.load`), the path of
+    an SB3 ``.zip`` model (:func:`agents.sb3.files.load_sb3_model`, never unpickled) or a
     Stable-Baselines3 model (an object with ``predict`` that is not a zoo agent); ``None`` for
     anything else (the environment side handles it).
     """
@@ -130,6 +131,10 @@ def adapt(spec: Any, deterministic: bool) -> Player | None:
         return AgentPlayer(spec, deterministic)
     if isinstance(spec, (str, os.PathLike)) and spec != "uniform":
         path = os.fspath(spec)
+        if path.endswith(".zip") and os.path.isfile(path):  # an SB3 model, rebuilt without pickle
+            from agents.sb3.files import load_sb3_model
+
+            return ModelPlayer(load_sb3_model(path), deterministic)
         if os.path.exists(path) or os.path.exists(path + ".npz"):
             from agents.checkpoint import load_agent
 

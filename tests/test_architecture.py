@@ -19,6 +19,7 @@ PACKAGES = ("nlhf_envs", "agents")
 LAYERS: dict[str, int] = {
     "nlhf_envs.errors": 0,
     "nlhf_envs.atomic": 0,
+    "nlhf_envs.archives": 0,
     "nlhf_envs.game": 0,
     "nlhf_envs.solvers": 0,
     "nlhf_envs.families": 0,

@@ -66,7 +66,7 @@ from agents.checkpoint import (
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.text.engine import SAMPLERS, DuelEngine, Generation, token_log_probs
-from nlhf_envs.text.models import LMConfig, TinyCausalLM, load_reference_policy
+from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked, load_reference_policy
 
 __all__ = [
     "TEXT_METRIC_NAMES",
@@ -686,7 +686,10 @@ def load_text_agent(
         config = build_config(cls.config_cls, meta["config"], source=path)
         if env is None:
             env = _rebuild_env(meta["env"])
-        reference = TinyCausalLM(LMConfig(**meta["lm_config"]))
+        shapes = {k[10:]: v.shape for k, v in arrays.items() if k.startswith("reference/")}
+        reference = build_checked(
+            TinyCausalLM, LMConfig, meta["lm_config"], shapes, f"{path!r}: field 'lm_config'"
+        )
         reference.load_state_dict(_state(arrays, "reference"))
         agent = cls(
             env,

@@ -531,7 +531,8 @@ def _resolve_participant(
             "(0.2,0.3,0.5), a checkpoint file, an SB3 model (.zip) or a train run folder"
         )
     if path.suffix == ".zip":
-        return name or path.stem, _load_sb3_model(path, spec), None
+        trust = bool(getattr(args, "trust_pickle", False))
+        return name or path.stem, _load_sb3_model(path, spec, trust), None
     import agents
 
     loaded = agents.load(path)
@@ -552,21 +553,16 @@ def _probability_vector(value: str) -> Any:
         return None
 
 
-def _load_sb3_model(path: Path, spec: str) -> Any:
-    """A Stable-Baselines3 model saved with ``model.save(path)``: PPO, A2C or DQN (tried in turn)."""
+def _load_sb3_model(path: Path, spec: str, trust_pickle: bool = False) -> Any:
+    """A Stable-Baselines3 PPO, A2C or DQN model saved with ``model.save(path)``, rebuilt without
+    unpickling unless ``--trust-pickle`` (:func:`agents.sb3.files.load_sb3_model`)."""
     try:
-        import stable_baselines3 as sb3
+        from agents.sb3.files import load_sb3_model
     except ImportError:
         raise UserError(
             f"participant {spec!r}: loading an SB3 model needs stable-baselines3"
         ) from None
-    errors = []
-    for algo in (sb3.PPO, sb3.A2C, sb3.DQN):
-        try:
-            return algo.load(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001  (SB3 raises assorted errors for another algorithm)
-            errors.append(f"{algo.__name__}: {type(exc).__name__}")
-    raise UserError(f"participant {spec!r}: not an SB3 PPO/A2C/DQN model ({'; '.join(errors)})")
+    return load_sb3_model(path, trust_pickle=trust_pickle)
 
 
 def _match_env(
@@ -989,6 +985,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-folder", default="logs")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load SB3 .zip models with SB3's own loader, which unpickles them and so runs any "
+        "code they hold (only for files you trust; default: rebuilt from plain data, no code runs)",
+    )
 
     p = add("tournament", "round-robin tournament among participants", _cmd_tournament)
     p.add_argument(
@@ -1013,6 +1015,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", action="store_true", help="distribute matches over a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local cluster)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load SB3 .zip models with SB3's own loader, which unpickles them and so runs any "
+        "code they hold (only for files you trust; default: rebuilt from plain data, no code runs)",
+    )
 
     p = add(
         "plot", "plot a metric against preference queries for the runs of a log folder", _cmd_plot

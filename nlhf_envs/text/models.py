@@ -344,16 +344,71 @@ def save_checkpoint(
         torch.save(payload, f)
 
 
+def build_checked(
+    module_cls: type[nn.Module],
+    config_cls: type,
+    values: Any,
+    state_shapes: dict[str, tuple[int, ...]],
+    source: str,
+) -> nn.Module:
+    """``module_cls(config_cls(**values))``, checked against a file's stored tensor shapes first.
+
+    The module is first built on torch's ``meta`` device (no memory), so a file whose config declares
+    a huge model, or one that does not match its tensors, is refused before anything is allocated.
+
+    Args:
+        module_cls: :class:`TinyCausalLM` or :class:`PreferenceNet`.
+        config_cls: its config dataclass.
+        values: the config fields read from the file.
+        state_shapes: the shape of every tensor the file stores for the module (by state-dict key).
+        source: the file and field, for messages.
+
+    Raises:
+        CheckpointError: naming ``source`` when the config is malformed or its shapes differ.
+    """
+    from nlhf_envs.errors import CheckpointError
+
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{source}: the model config must be a mapping; got {values!r}")
+    for key, value in values.items():
+        if key != "suppress_tokens" and (not isinstance(value, int) or value < 1):
+            raise CheckpointError(f"{source}: model config {key!r} must be a positive integer")
+    try:
+        config = config_cls(**values)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in module_cls(config).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, AssertionError, IndexError) as err:
+        raise CheckpointError(f"{source}: invalid model config {values!r}: {err}") from None
+    shapes = {k: tuple(v) for k, v in state_shapes.items()}
+    if shapes != expected:
+        diff = sorted(set(shapes) ^ set(expected)) or [
+            k for k in expected if shapes[k] != expected[k]
+        ]
+        raise CheckpointError(
+            f"{source}: the stored tensors do not match the model config {values!r} "
+            f"(first difference: {diff[0]!r})"
+        )
+    return module_cls(config)
+
+
 def _load(path: str | os.PathLike, kind: str, w: World) -> dict[str, Any]:
+    from nlhf_envs.archives import READ_ERRORS, open_zip
+    from nlhf_envs.errors import CheckpointError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no {kind} checkpoint at {path}; rebuild it with "
             f"`python -m nlhf_envs.text.train --world {w.name}`"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("kind") != kind:
-        raise ValueError(f"{path} holds a {payload.get('kind')!r} checkpoint, not {kind!r}")
+    open_zip(path, what=f"{kind} checkpoint").close()  # bounded before torch reads it
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except READ_ERRORS as err:  # includes the weights-only unpickler's refusals
+        raise CheckpointError(f"{str(path)!r} is not a readable {kind} checkpoint: {err}") from None
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        kind_found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} holds a {kind_found!r} checkpoint, not {kind!r}")
     digest = vocab_digest(w.tokenizer)
     if payload.get("vocab_digest") != digest:
         raise ValueError(
@@ -361,6 +416,18 @@ def _load(path: str | os.PathLike, kind: str, w: World) -> dict[str, Any]:
             f"world {w.name!r} has {digest})"
         )
     return payload
+
+
+def _build(path: Any, payload: dict[str, Any], module_cls: type, config_cls: type) -> nn.Module:
+    from nlhf_envs.errors import CheckpointError
+
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{str(path)!r}: field 'state_dict' must map names to tensors")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    model = build_checked(module_cls, config_cls, payload.get("config"), shapes, f"{str(path)!r}")
+    model.load_state_dict(state)
+    return model
 
 
 def load_judge(
@@ -382,9 +449,7 @@ def load_judge(
     w = get_world(world)
     if path is None:
         path = judge_path(w, version)
-    payload = _load(path, "judge", w)
-    net = PreferenceNet(JudgeConfig(**payload["config"]))
-    net.load_state_dict(payload["state_dict"])
+    net = _build(path, _load(path, "judge", w), PreferenceNet, JudgeConfig)
     return Judge(net, w.tokenizer).to(device)
 
 
@@ -397,9 +462,8 @@ def load_reference_policy(
     """The shipped reference policy ``pi_ref`` of ``world`` (default ``"default"``; or the one at
     ``path``), in eval mode on ``device``."""
     w = get_world(world)
-    payload = _load(path or reference_path(w), "reference_lm", w)
-    model = TinyCausalLM(LMConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    path = path or reference_path(w)
+    model = _build(path, _load(path, "reference_lm", w), TinyCausalLM, LMConfig)
     return model.eval().to(device)
 
 

@@ -168,3 +168,63 @@ def test_text_checkpoint_fields_are_validated(tmp_path):
         with pytest.raises(CheckpointError, match=message):
             agents.load(bad)
     assert agents.load(path).num_iterations == 0
+
+
+def test_a_compressed_member_cannot_expand_a_small_file_into_gigabytes(tmp_path):
+    """A deflated member of zeros declares ~1000x its stored size (a decompression bomb): refused
+    from the archive's directory before a byte is decompressed (issue 20: 1 MB -> 1.13 GB)."""
+    _, arrays = _saved(tmp_path)
+    path = _write(tmp_path / "bomb.npz", arrays)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4096, 4096)))  # 128 MiB of float64 zeros
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("state/extra.npy", buf.getvalue())
+    assert os.path.getsize(path) < 1_000_000
+    with pytest.raises(CheckpointError, match=r"bomb.npz.*uncompressed bytes.*decompression bomb"):
+        agents.load(path)
+    with pytest.raises(CheckpointError, match="decompression bomb"):
+        agents.checkpoint.read_meta(path)
+
+
+def test_a_token_checkpoint_declaring_a_huge_model_is_refused_before_allocating(tmp_path):
+    agent = agents.make("online_ipo", "nlhf/TinyTokenDuel-v0", seed=0, batch_size=4, eval_every=0)
+    path = agent.save(tmp_path / "t.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = _meta(arrays)
+    huge = {**meta["lm_config"], "d_model": 1 << 20, "d_ff": 1 << 22}  # ~70 TB as float32
+    cases = [
+        (huge, "do not match the model config"),
+        ({**meta["lm_config"], "n_layers": 0}, "'n_layers' must be a positive integer"),
+        ({**meta["lm_config"], "depth": 3}, "invalid model config"),
+        ([1, 2], "must be a mapping"),
+    ]
+    for i, (lm_config, message) in enumerate(cases):
+        bad = _write(tmp_path / f"bad{i}.npz", arrays, {**meta, "lm_config": lm_config})
+        with pytest.raises(CheckpointError, match=rf"bad{i}.npz.*lm_config.*{message}"):
+            agents.load(bad)
+
+
+def test_bit_flips_in_the_zip_headers_never_escape_as_tracebacks(tmp_path):
+    """Flip one bit in every byte of the local header of the first member and of the central
+    directory: loading either succeeds with the same policy or raises one CheckpointError."""
+    agent, _ = _saved(tmp_path)
+    good = (tmp_path / "a.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        first = zf.infolist()[0].header_offset
+    central = good.rfind(b"PK\x01\x02", 0, good.rfind(b"PK\x05\x06"))  # last directory entry
+    positions = [*range(first, first + 30), *range(central, len(good))]
+    outcomes = {"loaded": 0, "refused": 0}
+    for n, pos in enumerate(positions):
+        flipped = bytearray(good)
+        flipped[pos] ^= 1 << (n % 8)
+        path = tmp_path / "flip.npz"
+        path.write_bytes(bytes(flipped))
+        try:
+            back = agents.load(path)
+        except CheckpointError:
+            outcomes["refused"] += 1
+            continue
+        np.testing.assert_array_equal(back.log_pi, agent.log_pi)
+        outcomes["loaded"] += 1
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == len(positions)
