@@ -28,8 +28,13 @@ setup-dev: $(VENV)/.dev
 demo: $(VENV)/.base
 	$(BIN)/nlhf-zoo demo
 
+# numpy picks SIMD kernels by CPU (AVX-512, AVX2, ...) and they may differ in the last bit: the
+# tests marked cpu_kernels (floats against stored references) run again on the baseline kernels.
+NPY_BASELINE = NPY_DISABLE_CPU_FEATURES="$$($(BIN)/python -c 'import numpy as np; c = getattr(np, "_core", None) or np.core; print(" ".join(c._multiarray_umath.__cpu_dispatch__))')"
+
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m "not slow"
+	$(NPY_BASELINE) $(BIN)/python -m pytest -q -m "cpu_kernels and not slow"
 
 test-slow: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m slow

@@ -21,6 +21,9 @@ from nlhf_envs.text.tokenizer import EOS
 from nlhf_envs.text.train import drifted_policies
 from nlhf_envs.text.world import WORLD_NAMES, get_world
 
+#: floats against stored references: `make test` runs this module again on numpy's baseline kernels
+pytestmark = pytest.mark.cpu_kernels
+
 torch.set_num_threads(1)
 TINY = "nlhf/TinyTokenDuel-v0"
 TINY_CYCLIC = "nlhf/TinyTokenDuel-Cyclic-v0"
@@ -361,17 +364,20 @@ def test_periodic_text_checkpoints_do_not_repeat_the_history(tmp_path):
 
 
 def test_the_default_world_is_unchanged_by_the_world_config():
+    """Against the world before worlds became configs (``data/default_world.json``): strings and
+    integers exactly (by digest), floats to 1e-12 (numpy's AVX-512 kernels change the last bit of
+    some annotator weights, so hashing their bytes fails on such CPUs)."""
     import hashlib
+    import json
+    from pathlib import Path
 
+    ref = json.loads((Path(__file__).parent / "data" / "default_world.json").read_text())
     w = get_world("default")
-    h = hashlib.sha256()
-    h.update("\n".join(w.words).encode())
-    h.update("\n".join(w.prompts.texts).encode())
-    h.update(w.prompts.heldout_indices.tobytes())
-    h.update(w.annotator_weights.tobytes())
-    h.update(w.annotator_temperatures.tobytes())
-    # The digest of the module-constant world before worlds became configs (commit eea99a8).
-    assert h.hexdigest()[:16] == "a42bc455e1b0e056"
+    assert hashlib.sha256("\n".join(w.words).encode()).hexdigest() == ref["words_sha256"]
+    assert hashlib.sha256("\n".join(w.prompts.texts).encode()).hexdigest() == ref["prompts_sha256"]
+    np.testing.assert_array_equal(w.prompts.heldout_indices, ref["heldout_indices"])
+    for key in ("annotator_weights", "annotator_temperatures"):
+        np.testing.assert_allclose(getattr(w, key), ref[key], rtol=1e-12, atol=1e-12, err_msg=key)
     rng = np.random.default_rng(3)
     assert w.demonstrate(w.prompts.texts[0], rng) == (
         "sure cats hunt nice paws pack tail farm cats wild claws has ."

@@ -7,10 +7,14 @@ import runpy
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nlhf_envs.solvers import exploitability
 
 ROOT = Path(__file__).resolve().parents[3]
+
+#: README figures against a live run: `make test` runs them again on numpy's baseline kernels
+pytestmark = pytest.mark.cpu_kernels
 
 
 def test_readme_token_games_snippet_is_the_example_verbatim():
