@@ -7,8 +7,9 @@ YAML file of the zoo or from the command line; all of them go through :func:`bui
 * rejects unknown keys (naming the key, the valid keys and where the value came from);
 * checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``) and
   ``Literal[...]``; an ``int`` is accepted for a ``float`` field, a ``bool`` is never accepted for a
-  number, and a string is never converted to a number (PyYAML reads ``3e-4`` as a string: write
-  ``3.0e-4``);
+  number, a string is never converted to a number except plain scientific notation such as
+  ``3e-4`` (which PyYAML's YAML 1.1 resolver reads as a string), and a ``float`` must be finite
+  (``.inf`` and ``.nan`` are refused for every field of every agent);
 * runs the config's own range checks (``__post_init__``), which raise :class:`ConfigError`
   naming the key.
 
@@ -22,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import re
 import types
@@ -37,6 +39,7 @@ __all__ = [
     "PGConfig",
     "ConfigError",
     "build_config",
+    "check_regularized_step",
     "config_to_dict",
 ]
 
@@ -81,6 +84,7 @@ class AgentConfig:
     log_every: int | None = None
 
     def __post_init__(self) -> None:
+        _finite_fields(self)
         if self.mode not in self.MODES:
             raise ConfigError(
                 f"mode: {self.mode!r} is not a mode of {type(self).__name__}; "
@@ -124,6 +128,15 @@ class PGConfig(AgentConfig):
         _positive_or_none(self, "pg_lr")
 
 
+def _finite_fields(cfg: Any) -> None:
+    """Refuse a non-finite ``float`` in any field (``inf`` or ``nan`` steps turn every later policy
+    into ``nan``); also for configs built directly rather than through :func:`build_config`."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}: must be a finite number; got {value}")
+
+
 def _positive_int(cfg: Any, key: str) -> None:
     v = getattr(cfg, key)
     if v < 1:
@@ -134,6 +147,38 @@ def _positive_or_none(cfg: Any, key: str) -> None:
     v = getattr(cfg, key)
     if v is not None and not v > 0:
         raise ConfigError(f"{key}: must be > 0 (or None for the default); got {v}")
+
+
+def check_regularized_step(
+    agent: str, key: str, lam: float | None, beta: float, default: float
+) -> None:
+    """Refuse a step ``lam`` that makes a beta-regularised logit update overflow.
+
+    The updates of OMWU, EGPO and Online IPO all have the form
+    ``l_{t+1} = (1 - lam beta) l_t + lam beta l_ref + lam u_t`` with a bounded payoff term ``u_t``
+    (``|u_t| <= 3/2``). The logits are multiplied by ``1 - lam beta`` every iteration: for
+    ``0 < lam beta < 2`` that factor has modulus below 1 and the logits stay bounded; for
+    ``lam beta >= 2`` they grow geometrically with alternating sign until ``exp`` overflows and the
+    policy becomes ``nan``. The range is therefore ``0 < lam < 2 / beta`` (checked when the agent is
+    built, because ``beta`` belongs to the game, not the config).
+
+    Args:
+        agent: the agent's name, for the message.
+        key: the config key of the step.
+        lam: the configured step (``None``: the default is used, which is always in range).
+        beta: the game's regularisation strength (``> 0``).
+        default: the agent's default step, named in the message.
+
+    Raises:
+        ConfigError: ``lam * beta >= 2``.
+    """
+    if lam is None or lam * beta < 2.0:
+        return
+    raise ConfigError(
+        f"{key}: {lam:g} is out of range for beta = {beta:g}: {agent} needs 0 < {key} < 2 / beta "
+        f"= {2.0 / beta:g} (the update scales the logits by 1 - {key} beta = {1.0 - lam * beta:g} "
+        f"each iteration and overflows); the default is {default:.4g}"
+    )
 
 
 #: a decimal float literal with an exponent and no dot, which PyYAML (YAML 1.1) reads as a string
@@ -179,12 +224,20 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an int; got {value!r}{_where(source)}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                number = math.inf if value > 0 else -math.inf
+        elif isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
             # plain scientific notation (1e-3): a float in YAML 1.2 and on command lines, a string
             # to PyYAML's YAML 1.1 resolver
-            return float(value)
+            number = float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number; got {value!r}{_where(source)}")
+            return number
         hint = " (a string, not a number)" if isinstance(value, str) else ""
         raise ConfigError(f"{key}: expected a float; got {value!r}{hint}{_where(source)}")
     if tp is str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.base import Agent
-from agents.config import AgentConfig, ConfigError
+from agents.config import AgentConfig, ConfigError, check_regularized_step
 from agents.registry import register_agent
 from agents.updates import payoff_lipschitz, regularized_explicit_step, softmax
 from nlhf_envs.game import PreferenceGame
@@ -49,6 +49,10 @@ class EGPO(Agent):
 
     config_cls = EGPOConfig
     config: EGPOConfig
+
+    def _setup(self) -> None:
+        default = self.default_step(self.game)[1]
+        check_regularized_step("EGPO", "lam", self.config.lam, self.game.beta, default)
 
     @classmethod
     def default_step(cls, game: PreferenceGame) -> tuple[str, float]:

@@ -87,7 +87,7 @@ class INPO(Agent):
 
     def _setup(self) -> None:
         if self.eta * self.beta > 1.0:
-            raise ValueError(f"eta: INPO needs eta * beta <= 1; got eta = {self.eta:g}")
+            raise ConfigError(f"eta: INPO needs eta * beta <= 1; got eta = {self.eta:g}")
 
     def _iteration(self) -> dict[str, float]:
         if self.config.mode == "pg":

@@ -61,7 +61,7 @@ class NashMD(Agent):
     def _setup(self) -> None:
         first = self.step_size(0)
         if first * self.beta > 1.0 + 1e-12:
-            raise ValueError(
+            raise ConfigError(
                 f"eta: Nash-MD needs eta_t * beta <= 1 (the mixture exponent 1 - eta_t beta "
                 f"must be >= 0); got eta_0 = {first:g} with beta = {self.beta:g}"
             )

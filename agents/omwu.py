@@ -8,6 +8,12 @@ convergence of OMWU) on the beta-regularised game:
 with ``g_{pi_{-1}} = g_{pi_0}``. One query per iteration: the previous win rates are reused.
 Modes: ``exact``, ``sampled`` (the previous estimate is reused).
 Default step ``lam = 1 / (2 (beta + L))``, ``L = max |P - 1/2|`` (as EGPO's).
+
+Step range: ``0 < lam < 2 / beta``. The update multiplies the logits by ``(1 - lam beta)`` every
+iteration and adds bounded terms (``lam beta l_ref`` and at most ``3 lam / 2`` of payoff), so with
+``|1 - lam beta| < 1`` the logits stay bounded, but ``lam beta >= 2`` makes ``|1 - lam beta| >= 1``: the logits grow geometrically with alternating
+sign until ``exp`` overflows and the policy becomes ``nan`` (``lam = 1e6`` with ``beta = 0.1``
+overflows within ~60 iterations). Such a step is refused when the agent is built.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.base import Agent
-from agents.config import AgentConfig, ConfigError
+from agents.config import AgentConfig, ConfigError, check_regularized_step
 from agents.registry import register_agent
 from agents.updates import omwu_step, payoff_lipschitz, softmax
 from nlhf_envs.game import PreferenceGame
@@ -52,6 +58,8 @@ class OMWU(Agent):
 
     def _setup(self) -> None:
         self.g_prev: np.ndarray | None = None
+        default = self.default_step(self.game)[1]
+        check_regularized_step("OMWU", "lam", self.config.lam, self.game.beta, default)
 
     @classmethod
     def default_step(cls, game: PreferenceGame) -> tuple[str, float]:

@@ -36,7 +36,7 @@ from typing import ClassVar
 import numpy as np
 
 from agents.base import Agent
-from agents.config import AgentConfig, ConfigError
+from agents.config import AgentConfig, ConfigError, check_regularized_step
 from agents.estimators import sample_actions
 from agents.registry import register_agent
 from agents.updates import (
@@ -85,6 +85,10 @@ class OnlineIPO(Agent):
 
     config_cls = OnlineIPOConfig
     config: OnlineIPOConfig
+
+    def _setup(self) -> None:
+        default = self.default_step(self.game)[1]
+        check_regularized_step("Online IPO", "lam", self.config.lam, self.game.beta, default)
 
     @classmethod
     def default_step(cls, game: PreferenceGame) -> tuple[str, float]:

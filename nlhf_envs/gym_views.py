@@ -123,6 +123,9 @@ class SingleSeatEnv(gymnasium.Env):
         ValueError: for an unknown id or seat, ``env_kwargs`` with an instance, or an env whose
             agents are not ``player_0``/``player_1``.
         TypeError: for an opponent spec that is not understood.
+        nlhf_envs.errors.GameError: for a probability-table opponent that is not a probability
+            table, or whose number of probabilities per row differs from the seat's action count
+            (``opponent=[0.5, 0.5]`` on a 3-action game would never play the third action).
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}

@@ -21,6 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from gymnasium import spaces
 
+from nlhf_envs.errors import GameError
+
 __all__ = [
     "Player",
     "BasePlayer",
@@ -121,28 +123,52 @@ class TablePlayer(BasePlayer):
     """A fixed mixed strategy of a matrix game: probabilities of shape ``(K,)`` or ``(C, K)``.
 
     Raises:
-        ValueError: for a table that is not 1-D/2-D, not finite, negative, or whose rows do not sum
-            to 1 (within ``1e-6``; rows are then renormalised exactly).
+        GameError: (a ``ValueError``) for a table that is not numeric or not 1-D/2-D, holds a
+            non-finite or negative entry (its position is named), or whose rows do not sum to 1
+            (within ``1e-6``; rows are then renormalised exactly); when it takes a seat
+            (:meth:`bind`), for a ``Discrete`` action space whose size differs from ``K``.
     """
 
     def __init__(self, probs: Any) -> None:
-        table = np.array(probs, dtype=np.float64)
+        try:
+            table = np.array(probs, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise GameError(f"a probability-table player must be numeric: {exc}") from None
         if table.ndim == 1:
             table = table[None]
         if table.ndim != 2 or table.shape[1] < 1:
-            raise ValueError(
+            raise GameError(
                 f"a probability-table player must have shape (K,) or (C, K); got {table.shape}"
             )
-        if not np.all(np.isfinite(table)) or np.any(table < 0):
-            raise ValueError("a probability-table player must be finite and non-negative")
+        bad = np.argwhere(~np.isfinite(table) | (table < 0))
+        if bad.size:
+            row, col = (int(v) for v in bad[0])
+            where = f"entry {col}" if table.shape[0] == 1 else f"entry ({row}, {col})"
+            raise GameError(
+                f"a probability-table player must be finite and non-negative; {where} is "
+                f"{table[row, col]}"
+            )
         sums = table.sum(axis=1)
         if not np.allclose(sums, 1.0, atol=1e-6):
             row = int(np.argmax(np.abs(sums - 1.0)))
-            raise ValueError(
+            raise GameError(
                 f"each row of a probability-table player must sum to 1; row {row} sums to "
                 f"{sums[row]:.6g}"
             )
         self.table = table / sums[:, None]
+
+    def bind(self, action_space: spaces.Space) -> None:
+        """Check that the table has one probability per action of the seat's ``Discrete`` space.
+
+        Raises:
+            GameError: the table's ``K`` differs from the number of actions (a shorter table would
+                silently never play the remaining actions).
+        """
+        if isinstance(action_space, spaces.Discrete) and int(action_space.n) != self.table.shape[1]:
+            raise GameError(
+                f"a probability-table player has {self.table.shape[1]} probabilities per row but "
+                f"the seat has {int(action_space.n)} actions"
+            )
 
     def _row(self, observation: Any) -> np.ndarray:
         ctx = context_index(observation)

@@ -46,6 +46,11 @@ __all__ = ["main", "build_parser", "UserError", "TrainingInterrupted", "train_ru
 
 DEMO_ENV = "nlhf/UniformGame-v0"
 DEMO_AGENTS = ("nash_mp", "online_ipo", "nash_md", "mmd", "sppo")
+#: the largest seed: seeds are recorded as 64-bit integers and torch's generators take at most 2**63 - 1
+MAX_SEED = 2**63 - 1
+#: the most duels per pair: a vectorised match holds about a dozen 8-byte arrays of this length
+#: (~1 GB at the limit), and the 95% interval of a win rate is already +-0.0003 there
+MAX_DUELS = 10_000_000
 
 
 class UserError(NlhfError, ValueError):
@@ -112,11 +117,42 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.agent = agent
 
 
-def _check_count(name: str, value: Any, minimum: int) -> None:
+def _check_count(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    """Refuse a count (or seed) that is not an integer in ``[minimum, maximum]`` (``None`` passes)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be an integer <= {maximum:,}; got {value:,}")
+
+
+def _check_folder(name: str, path: str | os.PathLike[str] | None) -> None:
+    """Refuse a folder path that names a file or lies under one (checked before anything is made)."""
+    if path is None:
+        return
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            what = "is" if p == path else f"lies under {p}, which is"
+            kind = "a file, not a folder" if p.is_file() else "not a folder"
+            raise UserError(f"{name} {path}: {what} {kind}")
+
+
+def _check_new_file(name: str, path: str | os.PathLike[str]) -> None:
+    """Refuse an output file path that exists (nothing a user saved is overwritten) or whose
+    folder cannot be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{name} {path}: is a folder; give the path of a new file")
+    if path.exists() or path.is_symlink():
+        raise UserError(
+            f"{name} {path}: already exists; remove it or choose another path (nothing is "
+            "overwritten)"
+        )
+    _check_folder(name, path.parent)
 
 
 def check_device(device: str) -> None:
@@ -136,13 +172,11 @@ def check_device(device: str) -> None:
                 f"--device {device!r} is not available on this machine ({count} CUDA device(s))"
             )
         return
-    try:
-        torch.empty(1, device=dev)
-    except (RuntimeError, AssertionError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EnvironmentSetupError(
-            f"--device {device!r} is not available on this machine: {first}"
-        ) from None
+    # torch accepts more device types (meta, xla, xpu, mps, ...); the agents' seeded generators
+    # and tensors are supported and tested on the CPU and CUDA only ('meta' holds no data at all)
+    raise EnvironmentSetupError(
+        f"--device {device!r}: nlhf-zoo runs on 'cpu' or 'cuda[:N]', not on a {dev.type!r} device"
+    )
 
 
 def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
@@ -326,7 +360,9 @@ def train_run(
     else:
         if agent_name is None or env_id is None:
             raise UserError("train needs --agent and --env (or --resume RUN_DIR)")
-        _check_count("--seed", seed, 0)
+        _check_count("--seed", seed, 0, MAX_SEED)
+        _check_folder("--log-folder", log_folder)
+        _check_folder("--tensorboard-log", tensorboard_log)
         _check_count("--num-queries", num_queries, 0)
         params = dict(params or {})
         if env_kwargs:
@@ -540,17 +576,33 @@ def _resolve_participant(
 
 
 def _probability_vector(value: str) -> Any:
-    """``"0.2,0.3,0.5"`` (or with brackets) -> a float array; ``None`` when ``value`` is not one."""
+    """``"0.2,0.3,0.5"`` (or with brackets) -> a float array; ``None`` when ``value`` is not one.
+
+    Raises:
+        UserError: for numbers that are not a probability vector (not finite, negative, or not
+            summing to 1 within ``1e-6``).
+    """
+    import numpy as np
+
     text = value.strip().strip("[]()")
     parts = [p.strip() for p in text.split(",")]
     if len(parts) < 2:
         return None
     try:
-        import numpy as np
-
-        return np.array([float(p) for p in parts])
+        vector = np.array([float(p) for p in parts])
     except ValueError:
         return None
+    bad = np.flatnonzero(~np.isfinite(vector) | (vector < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(
+            f"probability vector {value!r}: entry {i} is {parts[i]}; probabilities must be finite "
+            "and >= 0"
+        )
+    total = float(vector.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise UserError(f"probability vector {value!r}: sums to {total:.6g}, not 1")
+    return vector
 
 
 def _load_sb3_model(path: Path, spec: str, trust_pickle: bool = False) -> Any:
@@ -611,7 +663,10 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
     from agents.zoo.runs import make_run_dir
 
     env_kwargs = zoo.parse_params(args.env_kwargs)
-    _check_count("--n-duels", args.n_duels, 1)
+    _check_count("--n-duels", args.n_duels, 1, MAX_DUELS)
+    _check_count("--seed", args.seed, 0, MAX_SEED)
+    _check_folder("--output-dir", args.output_dir)
+    _check_folder("--log-folder", args.log_folder)
     resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
     parts = arena.unique_names([(n, o) for n, o, _ in resolved])
     env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)
@@ -740,6 +795,8 @@ def plot_runs(
 def _cmd_plot(args: argparse.Namespace) -> int:
     root = Path(args.log_folder)
     prefix = env_folder_name(args.env)
+    if args.out is not None:  # the default path (in the log folder) is this command's own output
+        _check_new_file("--out", args.out)
     runs = []
     agent_dirs = [root / a for a in args.agents] if args.agents else sorted(root.glob("*"))
     for adir in agent_dirs:
@@ -762,6 +819,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if not having:
         raise UserError(f"no run under {root} logged {metric} for {args.env}")
     out = args.out or root / f"{prefix}_{metric.replace('/', '_')}.png"
+    if Path(out).is_dir():
+        raise UserError(f"{out}: is a folder; pass --out with the path of a new file")
     print(plot_runs(having, out, metric, title=f"{metric} on {args.env}"))
     return 0
 
@@ -829,6 +888,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.output_dir)
     progress = not args.no_progress
+    # every argument is checked before the first minute of training
+    _check_count("--exact-queries", args.exact_queries, 1)
+    _check_count("--num-queries", args.num_queries, 1)
+    _check_count("--n-duels", args.n_duels, 1, MAX_DUELS)
+    _check_count("--seed", args.seed, 0, MAX_SEED)
+    _check_folder("--output-dir", out)
     print("1. Built-in preference games, solved exactly (beta = 0.1, pi_ref uniform):\n")
     print(format_table(solve_table()))
 

@@ -15,14 +15,17 @@ environment id < ``--params key:value`` from the command line. Meta keys, not pa
 config: ``num_queries`` and ``num_iterations`` (the training budget) and ``env_kwargs`` (arguments
 of the environment / game factory). Every other key must be a field of the agent's config
 dataclass; unknown keys and wrong types raise :class:`agents.config.ConfigError` naming the key and
-the file. YAML floats must be written with a dot and a signed exponent (``3.0e-4``, ``1.0e+6``):
-PyYAML reads ``3e-4`` as a string, and a string is never accepted for a number.
+the file. Zoo files and command-line values (``--params``, ``--env-kwargs``) are read by one
+parser, :func:`safe_load`: PyYAML's safe loader plus the YAML 1.2 reading of plain scientific
+notation, so ``3e-4`` and ``1e+6`` are floats everywhere (PyYAML's YAML 1.1 resolver alone reads
+them as strings); ``3.0e-4`` is read the same by every YAML parser.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ __all__ = [
     "load_yaml",
     "parse_params",
     "resolve",
+    "safe_load",
 ]
 
 #: keys of a zoo entry that are not fields of the agent's config.
@@ -48,6 +52,27 @@ META_KEYS: dict[str, type | tuple[type, ...]] = {
     "num_iterations": int,
     "env_kwargs": dict,
 }
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads plain scientific notation (``1e-2``) as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML ``text`` with the safe loader (no Python objects are ever built from it), reading
+    plain scientific notation such as ``1e-2`` as a float (YAML 1.2) rather than a string.
+
+    Used for zoo files and for ``--params``/``--env-kwargs`` values alike, so one notation means
+    the same thing in every place a value can be given.
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def default_config_dir() -> Path:
@@ -104,7 +129,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -120,9 +145,11 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 
 def parse_params(params: Sequence[str] | None) -> dict[str, Any]:
-    """Parse ``key:value`` strings of ``--params`` (values read as YAML scalars or flow mappings).
+    """Parse ``key:value`` strings of ``--params`` or ``--env-kwargs`` (values read by
+    :func:`safe_load` as YAML scalars or flow mappings).
 
-    ``eta:0.2`` gives a float, ``mode:sampled`` a string, ``env_kwargs:{num_actions: 5}`` a dict.
+    ``eta:0.2`` and ``beta:1e-2`` give floats, ``mode:sampled`` a string,
+    ``env_kwargs:{num_actions: 5}`` a dict.
 
     Raises:
         ConfigError: for an item without ``:`` or an unparsable value.
@@ -133,7 +160,7 @@ def parse_params(params: Sequence[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--params item {item!r} must look like key:value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"--params {key}: cannot parse value {raw!r}") from None
         out[key.strip()] = value
