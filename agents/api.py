@@ -228,7 +228,7 @@ class AgentBase:
 
         Raises:
             TypeError: for a config of another class.
-            ConfigError: for a seed that is not a non-negative integer.
+            ConfigError: for a seed that is not an integer in ``[0, 2**63 - 1]``.
         """
         if config is None:
             config = self.config_cls()
@@ -240,6 +240,8 @@ class AgentBase:
             seed = int(np.random.SeedSequence().entropy % (2**63))
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"seed must be a non-negative int or None; got {seed!r}")
+        if seed > 2**63 - 1:  # recorded as a 64-bit integer; torch's generators take no more
+            raise ConfigError(f"seed must be at most 2**63 - 1; got {seed}")
         self.config = config
         self.seed = int(seed)
         self.queries_used = 0

@@ -257,3 +257,14 @@ def test_demo_checks_its_arguments_before_training(capsys, tmp_path):
     argv += ["--output-dir", str(out), "--no-progress"]
     assert _one_line_error(capsys, argv) == "--n-duels must be an integer >= 1; got 0"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("env", ["nlhf/RPS-v0", "nlhf/TinyTokenDuel-v0"])
+def test_agents_make_refuses_a_seed_beyond_64_bits(env):
+    import agents
+    from nlhf_envs.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"seed must be at most 2\*\*63 - 1; got 1180591620717411303424"
+    ):
+        agents.make("online_ipo", env, seed=2**70)
