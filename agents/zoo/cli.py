@@ -653,8 +653,11 @@ def _resume(
     try:
         rec = _resume_state(run_dir, agent_name, env_id)  # read again under the lock
         config, recorded = rec["config"], rec["args"]
-        save_freq, eval_freq, tb = _resume_arguments(run_dir, config, recorded, given, notify)
+        save_freq, eval_freq, tb, changes = _resume_arguments(run_dir, config, recorded, given)
         agent = _resumed_agent(run_dir, config, recorded, notify)
+        for name, data, message in changes:  # recorded only once the resume is sure to start
+            atomic_write_text(run_dir / name, yaml.safe_dump(data, sort_keys=False))
+            notify(message)
     except BaseException:
         lock.release()
         raise
@@ -667,12 +670,12 @@ def _resume_arguments(
     config: dict[str, Any],
     recorded: dict[str, Any],
     given: dict[str, Any],
-    notify: Callable[[str], None],
-) -> tuple[int | None, int | None, Any]:
+) -> tuple[int | None, int | None, Any, list[tuple[str, dict[str, Any], str]]]:
     """Apply or refuse the options given with ``--resume`` (see :func:`train_run`).
 
-    Returns ``(save_freq, eval_freq, tensorboard_log)`` of the resumed run; a new budget is
-    written to ``config`` and ``config.yml``, new frequencies to ``args.yml``.
+    Returns ``(save_freq, eval_freq, tensorboard_log, changes)`` of the resumed run: a new budget
+    is applied to ``config``, new frequencies to ``recorded``; ``changes`` lists the files to
+    rewrite (``config.yml``, ``args.yml``) with their new content and the notice to give.
     """
     where = f"--resume {run_dir}"
     for option, key in (("--log-folder", "log_folder"), ("--conf-dir", "conf_dir")):
@@ -724,26 +727,24 @@ def _resume_arguments(
             f"--tensorboard-log {tb_given} cannot change it"
         )
     tb = have_tb if have_tb is not None else run_dir / "tb"
+    changes: list[tuple[str, dict[str, Any], str]] = []
     new_budget = given["num_queries"]
     if new_budget is not None and new_budget != config.get("num_queries"):
-        notify(
+        message = (
             f"{where}: -n/--num-queries {new_budget} is the run's new total budget (was "
             f"{config.get('num_queries')}); recorded in {run_dir / 'config.yml'}"
         )
         config["num_queries"] = new_budget
-        atomic_write_text(run_dir / "config.yml", yaml.safe_dump(config, sort_keys=False))
+        changes.append(("config.yml", config, message))
     freqs = {}
-    changed = False
     for key, option in (("save_freq", "--save-freq"), ("eval_freq", "--eval-freq")):
         have, want = recorded.get(key), given[key]
         freqs[key] = have if want is None else want
         if want is not None and want != have:
-            notify(f"{where}: {option} is now {want} (was {have}); recorded in args.yml")
             recorded[key] = want
-            changed = True
-    if changed:
-        atomic_write_text(run_dir / "args.yml", yaml.safe_dump(recorded, sort_keys=False))
-    return freqs["save_freq"], freqs["eval_freq"], tb
+            message = f"{where}: {option} is now {want} (was {have}); recorded in args.yml"
+            changes.append(("args.yml", recorded, message))
+    return freqs["save_freq"], freqs["eval_freq"], tb, changes
 
 
 def _entry_of_run(run_dir: Path, config: dict[str, Any]) -> Any:
@@ -777,14 +778,6 @@ def _check_identity(
     cfg = run_dir / "config.yml"
     if meta["name"] != config["agent"]:
         raise UserError(f"{path} holds a {meta['name']} agent, but {cfg} trains {config['agent']}")
-    if meta["seed"] != seed:
-        raise UserError(f"{path} was trained with seed {meta['seed']}, but the run's is {seed}")
-    stored = dict(meta.get("config") or {})
-    for key, have in (config.get("config") or {}).items():
-        if key in stored and not _same_value(stored[key], have):
-            raise UserError(
-                f"{path} was trained with {key}={stored[key]!r}, but {cfg} has {key}={have!r}"
-            )
     env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
     if agent.kind == "text":
         env = meta.get("env") or {}
@@ -799,6 +792,7 @@ def _check_identity(
                     f"configures {env_id} with {key}={want!r}; refusing to resume another "
                     "environment's state"
                 )
+        _check_seed_and_config(path, meta, cfg, config, seed)
         return
     from agents.registry import resolve_target, user_env_kwargs
 
@@ -818,6 +812,20 @@ def _check_identity(
             f"{path} was trained on {mine.describe()}, but {cfg} configures {env_id}: "
             f"{game.describe()}; refusing to resume another game's state"
         )
+    _check_seed_and_config(path, meta, cfg, config, seed)
+
+
+def _check_seed_and_config(
+    path: Path, meta: dict[str, Any], cfg: Path, config: dict[str, Any], seed: int
+) -> None:
+    if meta["seed"] != seed:
+        raise UserError(f"{path} was trained with seed {meta['seed']}, but the run's is {seed}")
+    stored = dict(meta.get("config") or {})
+    for key, have in (config.get("config") or {}).items():
+        if key in stored and not _same_value(stored[key], have):
+            raise UserError(
+                f"{path} was trained with {key}={stored[key]!r}, but {cfg} has {key}={have!r}"
+            )
 
 
 def _resumed_agent(
