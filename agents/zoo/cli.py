@@ -780,8 +780,11 @@ def _check_identity(
         raise UserError(f"{path} holds a {meta['name']} agent, but {cfg} trains {config['agent']}")
     env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
     if agent.kind == "text":
+        from nlhf_envs.registration import TEXT_ENV_IDS
+
         env = meta.get("env") or {}
-        expected = {"id": env_id, "world": kwargs.get("world", "default")}
+        world = kwargs.get("world", dict(TEXT_ENV_IDS.get(env_id) or {}).get("world", "default"))
+        expected = {"id": env_id, "world": getattr(world, "name", world)}
         for key in ("max_new_tokens", "beta", "judge_version", "prompt_split"):
             if key in kwargs:
                 expected[key] = kwargs[key]
