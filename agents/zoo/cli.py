@@ -492,14 +492,14 @@ def _train_run(
                    "eval_freq": eval_freq},
             notify=notify,
         )  # fmt: skip
-        agent_name = agent.name
-        try:
-            metrics = MetricsCSV(run_dir / "metrics.csv", agent.history)
-            _attach_logger(agent, tb)
-        except BaseException:
-            lock.release()
-            raise
-        setup_interrupted = False
+        with DeferredInterrupt() as setup:  # as for a new run: an interrupt saves final.npz
+            try:
+                metrics = MetricsCSV(run_dir / "metrics.csv", agent.history)
+                _attach_logger(agent, tb)
+            except BaseException:
+                lock.release()
+                raise
+        setup_interrupted = setup.requested
     else:
         if agent_name is None or env_id is None:
             raise UserError("train needs --agent and --env (or --resume RUN_DIR)")
@@ -721,7 +721,10 @@ def _resume_arguments(
                 )
     have_tb = recorded.get("tensorboard_log")
     tb_given = given["tensorboard_log"]
-    if tb_given is not None and os.fspath(tb_given) != (have_tb or os.fspath(run_dir / "tb")):
+    same_tb = (
+        tb_given is None or Path(tb_given).resolve() == Path(have_tb or run_dir / "tb").resolve()
+    )
+    if not same_tb:
         raise UserError(
             f"{where}: the run logs TensorBoard events to {have_tb or run_dir / 'tb'}; "
             f"--tensorboard-log {tb_given} cannot change it"
