@@ -1472,7 +1472,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY:VALUE",
         help="environment keyword arguments (merged over the zoo entry's env_kwargs)",
     )
-    p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
+    p.add_argument(
+        "--conf-dir",
+        default=None,
+        help="folder of the zoo YAML files (must exist; not with --resume)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("eval", "evaluate a saved agent against pi_ref or another agent", _cmd_eval)
