@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import signal
 import threading
@@ -341,8 +340,3 @@ class TerminateAsInterrupt:
         if self._installed:
             signal.signal(signal.SIGTERM, self._old)
             self._installed = False
-
-
-def is_finite_number(value: Any) -> bool:
-    """Whether ``value`` is a real, finite number (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
