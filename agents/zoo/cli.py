@@ -200,49 +200,152 @@ def _attach_logger(agent: Any, tb: str | os.PathLike[str]) -> None:
     agent.logger = make_logger(tb, agent.name or type(agent).__name__)
 
 
-def _resume_state(run_dir: Path, agent_name: str | None, env_id: str | None) -> dict[str, Any]:
-    """The recorded ``args.yml``/``config.yml`` of a run folder, checked against the command."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yml").is_file() or not (run_dir / "args.yml").is_file():
-        raise UserError(f"--resume {run_dir}: not a train run folder (no config.yml / args.yml)")
+def _read_run_yaml(path: Path) -> dict[str, Any]:
+    """A run folder's ``config.yml``/``args.yml`` as a mapping (one-line error naming the file)."""
     try:
-        config = yaml.safe_load((run_dir / "config.yml").read_text())
-        recorded = yaml.safe_load((run_dir / "args.yml").read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"--resume {run_dir}: unreadable config.yml or args.yml: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(recorded, dict):
-        raise UserError(f"--resume {run_dir}: config.yml and args.yml must be mappings")
+        detail = " ".join(str(exc).split())
+        raise UserError(f"{path}: not valid YAML: {detail}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping; got {type(data).__name__}")
+    return data
+
+
+def _check_run_field(path: Path, data: dict[str, Any], key: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise UserError(f"{path}: field {key!r} must be {expected}; got {data.get(key)!r}")
+
+
+def _resume_state(run_dir: Path, agent_name: str | None, env_id: str | None) -> dict[str, Any]:
+    """The recorded ``args.yml``/``config.yml`` of a run folder, validated and checked against
+    the command (one-line error naming the file and the field for a damaged or edited one)."""
+    import agents
+
+    run_dir = Path(run_dir)
+    cfg_path, args_path = run_dir / "config.yml", run_dir / "args.yml"
+    if not cfg_path.is_file() or not args_path.is_file():
+        raise UserError(f"--resume {run_dir}: not a train run folder (no config.yml / args.yml)")
+    config, recorded = _read_run_yaml(cfg_path), _read_run_yaml(args_path)
+
+    def count(value: Any, minimum: int) -> bool:
+        return value is None or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        )
+
+    known = agents.available()
+    checks = [
+        (cfg_path, config, "agent", config.get("agent") in known, f"one of {', '.join(known)}"),
+        (cfg_path, config, "env_id", isinstance(config.get("env_id"), str), "an environment id"),
+        (cfg_path, config, "num_queries", count(config.get("num_queries"), 0), "an integer >= 0"),
+        (
+            cfg_path,
+            config,
+            "num_iterations",
+            count(config.get("num_iterations"), 0),
+            "an integer >= 0",
+        ),
+        (
+            cfg_path,
+            config,
+            "env_kwargs",
+            isinstance(config.get("env_kwargs") or {}, dict),
+            "a mapping",
+        ),
+        (cfg_path, config, "config", isinstance(config.get("config") or {}, dict), "a mapping"),
+        (args_path, recorded, "seed", count(recorded.get("seed"), 0), "an integer >= 0"),
+        (args_path, recorded, "save_freq", count(recorded.get("save_freq"), 1), "an integer >= 1"),
+        (args_path, recorded, "eval_freq", count(recorded.get("eval_freq"), 1), "an integer >= 1"),
+    ]
+    for path, data, key, ok, expected in checks:
+        _check_run_field(path, data, key, ok, expected)
+    if config.get("num_queries") is None and config.get("num_iterations") is None:
+        raise UserError(f"{cfg_path}: no training budget (num_queries and num_iterations)")
     for key, given in (("agent", agent_name), ("env", env_id)):
-        if given is not None and given != recorded.get(key):
-            raise UserError(
-                f"--resume {run_dir}: the run trained --{key} {recorded.get(key)}, not {given}"
-            )
+        have = config["agent"] if key == "agent" else config["env_id"]
+        if given is not None and given != have:
+            raise UserError(f"--resume {run_dir}: the run trained --{key} {have}, not {given}")
     return {"config": config, "args": recorded}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality of recorded values: numbers within a relative 1e-9, containers item by item."""
+    import math
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if number(a) and number(b):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or (a != a and b != b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
 
 
 class Evaluations:
     """The evaluations of a train run (rl-baselines3-zoo's ``evaluations.npz`` and best model).
 
     ``evaluations.npz`` holds ``queries``, ``iterations``, ``exploitability`` and ``kl_to_nash``
-    (one entry per evaluation, rewritten atomically each time; a resumed run appends);
-    ``best_model.npz`` is the least exploitable state evaluated; ``evaluation.yml`` the final
+    (one entry per evaluated iteration, rewritten atomically each time; a resumed run appends).
+    Recording is idempotent: an iteration already in the file is not appended again, so a run
+    resumed from a checkpoint older than its last evaluation (after a kill) records each
+    evaluation once. ``best_model.npz`` is the least exploitable state evaluated (written before
+    its row, so a row on file always has its best model saved); ``evaluation.yml`` the final
     evaluation's metrics.
+
+    Raises:
+        UserError: naming ``evaluations.npz`` when the file on disk is damaged or not this format.
     """
 
     FIELDS = ("queries", "iterations", "exploitability", "kl_to_nash")
+    #: the most a valid ``evaluations.npz`` may declare uncompressed (4 floats per evaluation).
+    MAX_BYTES = 64 * 2**20
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.rows: dict[str, list[float]] = {k: [] for k in self.FIELDS}
         path = run_dir / "evaluations.npz"
         if path.is_file():
-            import numpy as np
-
-            with np.load(path, allow_pickle=False) as data:
-                for k in self.FIELDS:
-                    self.rows[k] = [float(v) for v in data[k]] if k in data.files else []
+            self.rows = self._read(path)
         done = self.rows["exploitability"]
         self.best = min(done) if done else float("inf")
+
+    @classmethod
+    def _read(cls, path: Path) -> dict[str, list[float]]:
+        import zipfile
+
+        import numpy as np
+
+        hint = "move it away to restart the evaluation record"
+        try:
+            with zipfile.ZipFile(path) as zf:
+                declared = sum(info.file_size for info in zf.infolist())
+            if declared > cls.MAX_BYTES:
+                raise UserError(f"{path}: declares {declared} bytes uncompressed; {hint}")
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in cls.FIELDS if k in data.files}
+        except UserError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise UserError(f"{path}: damaged evaluations file ({detail}); {hint}") from None
+        lengths = set()
+        for key in cls.FIELDS:
+            arr = arrays.get(key)
+            if arr is None or arr.ndim != 1 or arr.dtype.kind not in "fiu":
+                raise UserError(f"{path}: field {key!r} must be a 1-D numeric array; {hint}")
+            lengths.add(arr.shape[0])
+        if len(lengths) != 1:
+            raise UserError(f"{path}: its fields have different lengths {sorted(lengths)}; {hint}")
+        return {k: [float(v) for v in arrays[k]] for k in cls.FIELDS}
 
     @staticmethod
     def metrics(agent: Any) -> dict[str, float]:
@@ -253,30 +356,36 @@ class Evaluations:
             m.update(agent.nash_metrics())
         return m
 
+    def recorded(self, agent: Any) -> bool:
+        """Whether the agent's current iteration already has a row."""
+        return float(agent.num_iterations) in self.rows["iterations"]
+
     def record(self, agent: Any, m: dict[str, float] | None = None) -> dict[str, float]:
-        """Evaluate ``agent`` now, append a row and keep the best model."""
+        """Evaluate ``agent`` now; append a row (unless this iteration has one) and keep the best
+        model. Returns the metrics (empty when the iteration was recorded before)."""
         import numpy as np
 
+        if self.recorded(agent):
+            return {} if m is None else m  # evaluated before an interrupt: same state, same row
         m = self.metrics(agent) if m is None else m
         expl = m.get("game/exploitability", m.get("eval/exploitability", float("nan")))
         kl = m.get("game/kl_to_nash", m.get("eval/kl_to_nash", float("nan")))
+        if expl < self.best:
+            self.best = float(expl)
+            agent.save(self.run_dir / "best_model.npz")
         for key, value in zip(
             self.FIELDS, (agent.queries_used, agent.num_iterations, expl, kl), strict=True
         ):
             self.rows[key].append(float(value))
         with atomic_open(self.run_dir / "evaluations.npz", "wb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in self.rows.items()})
-        if expl < self.best:
-            self.best = float(expl)
-            agent.save(self.run_dir / "best_model.npz")
         return m
 
     def final(self, agent: Any, record: bool) -> dict[str, float]:
         """The final evaluation of a run (``evaluation.yml``; a row of ``evaluations.npz`` when the
-        run evaluates periodically and this state was not just evaluated)."""
-        fresh = not self.rows["iterations"] or self.rows["iterations"][-1] != agent.num_iterations
+        run evaluates periodically and this state has no row yet)."""
         m = self.metrics(agent)
-        if record and fresh:
+        if record:
             self.record(agent, m)
         out = {"queries": int(agent.queries_used), "iterations": int(agent.num_iterations)}
         out.update({k: float(v) for k, v in m.items()})
@@ -284,14 +393,19 @@ class Evaluations:
         return m
 
 
+def _notify(message: str) -> None:
+    """What ``train`` says on stderr about a choice it made (a fallback, a new budget)."""
+    print(f"nlhf-zoo: {message}", file=sys.stderr)
+
+
 def train_run(
     agent_name: str | None,
     env_id: str | None,
     *,
     params: dict[str, Any] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     device: str | None = None,
-    log_folder: str | os.PathLike[str] = "logs",
+    log_folder: str | os.PathLike[str] | None = None,
     tensorboard_log: str | os.PathLike[str] | None = None,
     num_queries: int | None = None,
     save_freq: int | None = None,
@@ -301,12 +415,14 @@ def train_run(
     resume: str | os.PathLike[str] | None = None,
     eval_freq: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    notify: Callable[[str], None] = _notify,
 ) -> tuple[Any, Path]:
     """Train ``agent_name`` on ``env_id`` from the zoo config; returns ``(agent, run_dir)``.
 
     Everything is validated and the agent is built before anything is written; only then is the
     run folder ``<log_folder>/<agent>/<EnvName>_<n>/`` reserved (an exclusive ``mkdir``: concurrent
-    runs never share one). It receives ``config.yml`` (the resolved entry), ``args.yml``,
+    runs never share one). It receives ``config.yml`` (the resolved entry), ``args.yml`` (the
+    arguments, ``seed``, ``save_freq`` and ``eval_freq`` included),
     ``checkpoints/<agent>_<queries>_queries.npz`` every ``save_freq`` iterations, ``metrics.csv``
     (appended as rows are logged), ``final.npz`` at the end and TensorBoard events (``tb/``, unless
     ``tensorboard_log`` points elsewhere). With ``eval_freq`` the agent is evaluated every
@@ -315,55 +431,118 @@ def train_run(
     ``best_model.npz``, as rl-baselines3-zoo does; every run ends with a final evaluation
     (``evaluation.yml``, and a last row of ``evaluations.npz`` when ``eval_freq`` is set).
 
-    Ctrl-C stops at the next iteration boundary (a second Ctrl-C stops at once, without
-    ``final.npz``): ``final.npz`` then holds a state the uninterrupted run passes through, and
-    ``resume=run_dir`` continues it to the configured budget bit for bit
-    (:class:`TrainingInterrupted` is raised after saving).
+    While it writes, the run holds its folder (:class:`agents.zoo.runs.RunLock`): a second
+    ``train`` of the same folder is refused. Ctrl-C, and SIGTERM alike, stops at the next iteration
+    boundary (a second one stops at once, without ``final.npz``): ``final.npz`` then holds a state
+    the uninterrupted run passes through, and ``resume=run_dir`` continues it to the configured
+    budget bit for bit (:class:`TrainingInterrupted` is raised after saving). An interrupt while
+    the folder is being set up also leaves ``final.npz`` (the untrained agent); a folder killed
+    before any state was saved resumes from scratch with its recorded config.
+
+    Resuming never changes the run silently: ``num_queries`` becomes the run's new total budget
+    (recorded in ``config.yml`` and announced through ``notify``); ``save_freq``/``eval_freq``
+    default to the recorded ones (a given value is recorded and announced); ``seed``, ``params``,
+    ``env_kwargs``, ``device`` and ``tensorboard_log`` must match the recorded run, and
+    ``log_folder``/``config_dir`` do not apply: otherwise :class:`UserError`. The saved state must
+    be this run's (agent, game, config and seed of ``config.yml``/``args.yml``); a damaged newest
+    state falls back to the newest older valid one (announced); a periodic checkpoint takes its
+    history from ``metrics.csv`` only if those rows are the ones it was saved with.
 
     Args:
         agent_name: a registered agent.
         env_id: an environment id (or game family).
         params: ``--params`` overrides of the zoo entry.
-        seed: the agent's seed (``>= 0``).
+        seed: the agent's seed (``>= 0``; default 0).
         device: torch device of neural agents (checked to be available here).
-        log_folder: root of the run folders.
+        log_folder: root of the run folders (default ``logs``).
         tensorboard_log: TensorBoard folder (default ``<run>/tb``).
-        num_queries: override of the entry's query budget (``>= 0``).
-        save_freq: checkpoint every ``save_freq >= 1`` iterations (``None``: no checkpoints).
-        eval_freq: evaluate every ``eval_freq >= 1`` iterations (``None``: only at the end).
+        num_queries: override of the entry's query budget (``>= 0``); with ``resume``, the run's
+            new total budget.
+        save_freq: checkpoint every ``save_freq >= 1`` iterations (``None``: no checkpoints, or
+            the recorded value on resume).
+        eval_freq: evaluate every ``eval_freq >= 1`` iterations (``None``: only at the end, or the
+            recorded value on resume).
         env_kwargs: keyword arguments of the environment (merged over the zoo entry's).
-        config_dir: folder of the zoo YAML files.
+        config_dir: folder of the zoo YAML files (must exist).
         progress: show a progress bar on stderr.
         args_record: what ``args.yml`` records (default: the arguments above).
-        resume: a run folder to continue from its most advanced state (``final.npz`` or a
+        resume: a run folder to continue from its most advanced valid state (``final.npz`` or a
             checkpoint) to the budget in its ``config.yml``; ``agent_name``/``env_id`` may be
-            ``None`` then (taken from ``args.yml``), the other arguments are ignored except
-            ``save_freq`` and ``progress``.
+            ``None`` then (taken from the run).
+        notify: receives the one-line notices of a resume (default: printed on stderr).
 
     Raises:
         ConfigError, EnvironmentSetupError, GameValidationError, UserError: before anything is
             written, for a bad argument, config, environment or device.
+        agents.zoo.runs.RunFolderError: when another process holds the run folder, or (resume) it
+            holds a symbolic link out of it or a damaged file.
     """
+    from agents.zoo.runs import TerminateAsInterrupt
+
+    with TerminateAsInterrupt():  # SIGTERM takes the path of Ctrl-C
+        return _train_run(
+            agent_name, env_id, params=params, seed=seed, device=device, log_folder=log_folder,
+            tensorboard_log=tensorboard_log, num_queries=num_queries, save_freq=save_freq,
+            config_dir=config_dir, progress=progress, args_record=args_record, resume=resume,
+            eval_freq=eval_freq, env_kwargs=env_kwargs, notify=notify,
+        )  # fmt: skip
+
+
+def _train_run(
+    agent_name: str | None,
+    env_id: str | None,
+    *,
+    params: dict[str, Any] | None,
+    seed: int | None,
+    device: str | None,
+    log_folder: str | os.PathLike[str] | None,
+    tensorboard_log: str | os.PathLike[str] | None,
+    num_queries: int | None,
+    save_freq: int | None,
+    config_dir: str | None,
+    progress: bool,
+    args_record: dict[str, Any] | None,
+    resume: str | os.PathLike[str] | None,
+    eval_freq: int | None,
+    env_kwargs: dict[str, Any] | None,
+    notify: Callable[[str], None],
+) -> tuple[Any, Path]:
+    from agents.api import DeferredInterrupt
     from agents.base import LearningInterrupted
-    from agents.checkpoint import save_agent
     from agents.zoo import configs as zoo
-    from agents.zoo.runs import DeferredInterrupt, MetricsCSV, make_run_dir
+    from agents.zoo.runs import MetricsCSV, RunLock, make_run_dir
 
     _check_count("--save-freq", save_freq, 1)
     _check_count("--eval-freq", eval_freq, 1)
+    _check_count("--seed", seed, 0)
+    _check_count("--num-queries", num_queries, 0)
     if resume is not None:
-        agent, run_dir, budget_q, budget_i, agent_name = _resumed_agent(
-            Path(resume), agent_name, env_id
-        )
-        metrics = MetricsCSV(run_dir / "metrics.csv", agent.history)
-        _attach_logger(agent, run_dir / "tb")
+        run_dir = Path(resume)
+        lock, agent, budget_q, budget_i, save_freq, eval_freq, tb = _resume(
+            run_dir, agent_name, env_id,
+            given={"seed": seed, "params": params, "env_kwargs": env_kwargs, "device": device,
+                   "tensorboard_log": tensorboard_log, "log_folder": log_folder,
+                   "conf_dir": config_dir, "num_queries": num_queries, "save_freq": save_freq,
+                   "eval_freq": eval_freq},
+            notify=notify,
+        )  # fmt: skip
+        with DeferredInterrupt() as setup:  # as for a new run: an interrupt saves final.npz
+            try:
+                metrics = MetricsCSV(run_dir / "metrics.csv", agent.history)
+                _attach_logger(agent, tb)
+            except BaseException:
+                lock.release()
+                raise
+        setup_interrupted = setup.requested
     else:
         if agent_name is None or env_id is None:
             raise UserError("train needs --agent and --env (or --resume RUN_DIR)")
+        seed = 0 if seed is None else seed
         _check_count("--seed", seed, 0, MAX_SEED)
         _check_folder("--log-folder", log_folder)
         _check_folder("--tensorboard-log", tensorboard_log)
-        _check_count("--num-queries", num_queries, 0)
+        if config_dir is not None and not Path(config_dir).is_dir():
+            raise ConfigError(f"--conf-dir {config_dir}: no such folder")
         params = dict(params or {})
         if env_kwargs:
             params["env_kwargs"] = {**dict(params.get("env_kwargs") or {}), **env_kwargs}
@@ -388,32 +567,64 @@ def train_run(
                 f"zoo_configs/{agent_name}.yml or pass --num-queries"
             )
         agent = _build_agent(agent_name, env_id, entry, seed)
-        # everything is valid: now (and only now) the run folder is created
-        run_dir = make_run_dir(Path(log_folder) / agent_name, env_folder_name(env_id))
-        recorded = {**entry.to_dict(), "num_queries": budget_q}
-        atomic_write_text(run_dir / "config.yml", yaml.safe_dump(recorded, sort_keys=False))
-        atomic_write_text(
-            run_dir / "args.yml",
-            yaml.safe_dump(
-                args_record
-                or {
-                    "agent": agent_name,
-                    "env": env_id,
-                    "seed": seed,
-                    "params": params,
-                    "device": device,
-                },
-                sort_keys=False,
-            ),
+        record = dict(
+            args_record or {"agent": agent_name, "env": env_id, "params": params, "device": device}
         )
-        metrics = MetricsCSV(run_dir / "metrics.csv")
-        _attach_logger(agent, tensorboard_log if tensorboard_log is not None else run_dir / "tb")
+        record.update(
+            seed=seed,
+            save_freq=save_freq,
+            eval_freq=eval_freq,
+            tensorboard_log=None if tensorboard_log is None else os.fspath(tensorboard_log),
+        )
+        root = Path("logs" if log_folder is None else log_folder)
+        # everything is valid: now (and only now) the run folder is created. An interrupt is
+        # deferred until the folder holds its config and an untrained final.npz can be saved.
+        with DeferredInterrupt() as setup:
+            run_dir = make_run_dir(root / agent_name, env_folder_name(env_id))
+            lock = RunLock(run_dir).acquire()
+            try:
+                recorded = {**entry.to_dict(), "num_queries": budget_q}
+                atomic_write_text(run_dir / "config.yml", yaml.safe_dump(recorded, sort_keys=False))
+                atomic_write_text(run_dir / "args.yml", yaml.safe_dump(record, sort_keys=False))
+                metrics = MetricsCSV(run_dir / "metrics.csv")
+                tb = tensorboard_log if tensorboard_log is not None else run_dir / "tb"
+                _attach_logger(agent, tb)
+            except BaseException:
+                lock.release()
+                raise
+        setup_interrupted = setup.requested
+    try:
+        return _train_loop(
+            agent, run_dir, metrics, budget_q, budget_i, save_freq, eval_freq, progress,
+            setup_interrupted, DeferredInterrupt, LearningInterrupted,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _train_loop(
+    agent: Any,
+    run_dir: Path,
+    metrics: Any,
+    budget_q: int | None,
+    budget_i: int | None,
+    save_freq: int | None,
+    eval_freq: int | None,
+    progress: bool,
+    setup_interrupted: bool,
+    deferred: Any,
+    interrupted_error: type[BaseException],
+) -> tuple[Any, Path]:
+    """Learn to the budget with periodic checkpoints and evaluations; save ``final.npz``."""
+    from agents.checkpoint import write_npz_atomic
+    from agents.zoo.runs import HistoryDigest
+
     ckpt_dir = run_dir / "checkpoints"
     left_q = None if budget_q is None else max(0, budget_q - agent.queries_used)
     left_i = None if budget_i is None else max(0, budget_i - agent.num_iterations)
-    bar = _progress(left_q if left_q is not None else left_i, f"train {agent_name}", progress)
     last = [agent.queries_used if budget_q is not None else agent.num_iterations]
     evaluator = Evaluations(run_dir)
+    digest = HistoryDigest()
 
     def callback(a: Any) -> bool:
         done = a.queries_used if budget_q is not None else a.num_iterations
@@ -421,22 +632,27 @@ def train_run(
         last[0] = done
         metrics.update(a.history)
         if save_freq and a.num_iterations % save_freq == 0:
+            import numpy as np
+
             ckpt_dir.mkdir(exist_ok=True)
-            save_agent(
-                a, ckpt_dir / f"{agent_name}_{a.queries_used}_queries.npz", include_history=False
-            )
+            arrays = a.checkpoint_arrays(include_history=False)
+            code = digest.of(a.history).encode("ascii")
+            arrays[HISTORY_DIGEST_KEY] = np.frombuffer(code, dtype=np.uint8)
+            write_npz_atomic(str(ckpt_dir / f"{a.name}_{a.queries_used}_queries.npz"), arrays)
         if eval_freq and a.num_iterations % eval_freq == 0:
             evaluator.record(a)
         return True
 
-    interrupted = False
-    try:
-        agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
-    except LearningInterrupted:
-        interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
-    finally:
-        bar.close()
-    with DeferredInterrupt() as late:  # the final files are written whole even if Ctrl-C comes now
+    interrupted = setup_interrupted
+    if not interrupted:
+        bar = _progress(left_q if left_q is not None else left_i, f"train {agent.name}", progress)
+        try:
+            agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
+        except interrupted_error:
+            interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
+        finally:
+            bar.close()
+    with deferred() as late:  # the final files are written whole even if Ctrl-C comes now
         agent.save(run_dir / "final.npz")
         metrics.update(agent.history)
         if not interrupted:
@@ -446,31 +662,283 @@ def train_run(
     return agent, run_dir
 
 
-def _resumed_agent(
-    run_dir: Path, agent_name: str | None, env_id: str | None
-) -> tuple[Any, Path, int | None, int | None, str]:
-    """Load the most advanced state of ``run_dir`` and its configured budget."""
-    import agents
-    from agents.checkpoint import read_meta
-    from agents.zoo.runs import history_from_csv, latest_state
+#: the member of a run's periodic checkpoint holding :class:`agents.zoo.runs.HistoryDigest` of
+#: the ``metrics.csv`` rows it relies on (checked on resume).
+HISTORY_DIGEST_KEY = "run/history_sha256"
 
-    rec = _resume_state(run_dir, agent_name, env_id)
-    config, recorded = rec["config"], rec["args"]
-    path = latest_state(run_dir)
-    if path is None:
-        raise UserError(f"--resume {run_dir}: no readable final.npz or checkpoint to resume from")
-    agent = agents.load(path)
-    meta = read_meta(path)
-    if meta.get("history_keys", []) is None:  # a periodic checkpoint: rows are in metrics.csv
-        rows = meta.get("history_len", 0)
-        try:
-            agent.history = history_from_csv(run_dir / "metrics.csv", rows)
-        except (OSError, ValueError) as exc:
+
+def _resume(
+    run_dir: Path,
+    agent_name: str | None,
+    env_id: str | None,
+    *,
+    given: dict[str, Any],
+    notify: Callable[[str], None],
+) -> tuple[Any, Any, int | None, int | None, int | None, int | None, Any]:
+    """Lock ``run_dir``, check the command against it and load its state.
+
+    Returns ``(lock, agent, budget_q, budget_i, save_freq, eval_freq, tensorboard_log)``; the lock
+    is held (released here if anything fails).
+    """
+    from agents.zoo.runs import RunLock, check_no_outside_links
+
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such folder")
+    _resume_state(run_dir, agent_name, env_id)  # a train run folder, before anything is written
+    check_no_outside_links(run_dir)
+    lock = RunLock(run_dir).acquire()
+    try:
+        rec = _resume_state(run_dir, agent_name, env_id)  # read again under the lock
+        config, recorded = rec["config"], rec["args"]
+        save_freq, eval_freq, tb, changes = _resume_arguments(run_dir, config, recorded, given)
+        agent = _resumed_agent(run_dir, config, recorded, notify)
+        for name, data, message in changes:  # recorded only once the resume is sure to start
+            atomic_write_text(run_dir / name, yaml.safe_dump(data, sort_keys=False))
+            notify(message)
+    except BaseException:
+        lock.release()
+        raise
+    return (lock, agent, config.get("num_queries"), config.get("num_iterations"), save_freq,
+            eval_freq, tb)  # fmt: skip
+
+
+def _resume_arguments(
+    run_dir: Path,
+    config: dict[str, Any],
+    recorded: dict[str, Any],
+    given: dict[str, Any],
+) -> tuple[int | None, int | None, Any, list[tuple[str, dict[str, Any], str]]]:
+    """Apply or refuse the options given with ``--resume`` (see :func:`train_run`).
+
+    Returns ``(save_freq, eval_freq, tensorboard_log, changes)`` of the resumed run: a new budget
+    is applied to ``config``, new frequencies to ``recorded``; ``changes`` lists the files to
+    rewrite (``config.yml``, ``args.yml``) with their new content and the notice to give.
+    """
+    where = f"--resume {run_dir}"
+    for option, key in (("--log-folder", "log_folder"), ("--conf-dir", "conf_dir")):
+        if given[key] is not None:
             raise UserError(
-                f"--resume {run_dir}: cannot restore the metric history: {exc}"
-            ) from None
-    budget_q, budget_i = config.get("num_queries"), config.get("num_iterations")
-    return agent, run_dir, budget_q, budget_i, str(recorded.get("agent") or agent.name)
+                f"{where}: {option} does not apply to a resumed run (it stays in its folder with "
+                "its resolved config.yml); leave it out"
+            )
+    seed = given["seed"]
+    have_seed = recorded.get("seed", 0)
+    if seed is not None and seed != have_seed:
+        raise UserError(
+            f"{where}: the run was trained with --seed {have_seed}; --seed {seed} cannot change "
+            "it (start a new run instead)"
+        )
+    overrides = dict(given["params"] or {})
+    if given["env_kwargs"]:
+        overrides["env_kwargs"] = {
+            **dict(overrides.get("env_kwargs") or {}),
+            **given["env_kwargs"],
+        }
+    agent_config = config.get("config") or {}
+    if given["device"] is not None:
+        if "device" in agent_config:
+            overrides.setdefault("device", given["device"])
+        elif given["device"] != "cpu":
+            raise UserError(f"{where}: {config['agent']} is a numpy agent: it runs on the CPU only")
+    for key, value in overrides.items():
+        if key == "env_kwargs" and isinstance(value, dict):
+            have_kwargs = config.get("env_kwargs") or {}
+            pairs = [
+                (f"env_kwargs.{k}", v, have_kwargs.get(k, "<unset>")) for k, v in value.items()
+            ]
+        elif key in ("num_queries", "num_iterations", "env_kwargs"):
+            pairs = [(key, value, config.get(key))]
+        else:
+            pairs = [(key, value, agent_config.get(key, "<unset>"))]
+        for name, want, have in pairs:
+            if not _same_value(want, have):
+                raise UserError(
+                    f"{where}: --params {name}:{want} differs from the run's {name}: {have} (in "
+                    f"config.yml); a resumed run keeps its config: start a new run to change it"
+                )
+    have_tb = recorded.get("tensorboard_log")
+    tb_given = given["tensorboard_log"]
+    same_tb = (
+        tb_given is None or Path(tb_given).resolve() == Path(have_tb or run_dir / "tb").resolve()
+    )
+    if not same_tb:
+        raise UserError(
+            f"{where}: the run logs TensorBoard events to {have_tb or run_dir / 'tb'}; "
+            f"--tensorboard-log {tb_given} cannot change it"
+        )
+    tb = have_tb if have_tb is not None else run_dir / "tb"
+    changes: list[tuple[str, dict[str, Any], str]] = []
+    new_budget = given["num_queries"]
+    if new_budget is not None and new_budget != config.get("num_queries"):
+        message = (
+            f"{where}: -n/--num-queries {new_budget} is the run's new total budget (was "
+            f"{config.get('num_queries')}); recorded in {run_dir / 'config.yml'}"
+        )
+        config["num_queries"] = new_budget
+        changes.append(("config.yml", config, message))
+    freqs = {}
+    for key, option in (("save_freq", "--save-freq"), ("eval_freq", "--eval-freq")):
+        have, want = recorded.get(key), given[key]
+        freqs[key] = have if want is None else want
+        if want is not None and want != have:
+            recorded[key] = want
+            message = f"{where}: {option} is now {want} (was {have}); recorded in args.yml"
+            changes.append(("args.yml", recorded, message))
+    return freqs["save_freq"], freqs["eval_freq"], tb, changes
+
+
+def _entry_of_run(run_dir: Path, config: dict[str, Any]) -> Any:
+    """The :class:`ZooEntry` a run's ``config.yml`` records (validated like a zoo file)."""
+    from agents.config import build_config
+    from agents.registry import config_class, resolve_target
+    from agents.zoo.configs import ZooEntry
+
+    env_id = config["env_id"]
+    kind = resolve_target(env_id, None, build_text=False)[0] if "/" in env_id else "matrix"
+    source = str(run_dir / "config.yml")
+    cls = config_class(config["agent"], kind)
+    return ZooEntry(
+        agent=config["agent"],
+        env_id=env_id,
+        kind=kind,
+        config=build_config(cls, dict(config.get("config") or {}), source=source),
+        num_queries=config.get("num_queries"),
+        num_iterations=config.get("num_iterations"),
+        env_kwargs=dict(config.get("env_kwargs") or {}),
+        sources=[source],
+    )
+
+
+def _check_identity(
+    path: Path, meta: dict[str, Any], agent: Any, run_dir: Path, config: dict[str, Any], seed: int
+) -> None:
+    """Refuse a saved state that is not this run's (agent, config, seed, game or env)."""
+    import numpy as np
+
+    cfg = run_dir / "config.yml"
+    if meta["name"] != config["agent"]:
+        raise UserError(f"{path} holds a {meta['name']} agent, but {cfg} trains {config['agent']}")
+    env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
+    if agent.kind == "text":
+        from nlhf_envs.registration import TEXT_ENV_IDS
+
+        env = meta.get("env") or {}
+        world = kwargs.get("world", dict(TEXT_ENV_IDS.get(env_id) or {}).get("world", "default"))
+        expected = {"id": env_id, "world": getattr(world, "name", world)}
+        for key in ("max_new_tokens", "beta", "judge_version", "prompt_split"):
+            if key in kwargs:
+                expected[key] = kwargs[key]
+        for key, want in expected.items():
+            if not _same_value(env.get(key), want):
+                raise UserError(
+                    f"{path} was trained on {env.get('id')} with {key}={env.get(key)!r}, but {cfg} "
+                    f"configures {env_id} with {key}={want!r}; refusing to resume another "
+                    "environment's state"
+                )
+        _check_seed_and_config(path, meta, cfg, config, seed)
+        return
+    from agents.registry import resolve_target, user_env_kwargs
+
+    with user_env_kwargs(env_id, kwargs):
+        game = resolve_target(env_id, kwargs or None)[1]
+    mine = agent.game
+    same = (
+        mine.shape == game.shape
+        and np.isclose(mine.beta, game.beta, rtol=1e-9, atol=0.0)
+        and all(
+            np.allclose(a, b, rtol=1e-9, atol=1e-12)
+            for a, b in ((mine.P, game.P), (mine.pi_ref, game.pi_ref), (mine.rho, game.rho))
+        )
+    )
+    if not same:
+        raise UserError(
+            f"{path} was trained on {mine.describe()}, but {cfg} configures {env_id}: "
+            f"{game.describe()}; refusing to resume another game's state"
+        )
+    _check_seed_and_config(path, meta, cfg, config, seed)
+
+
+def _check_seed_and_config(
+    path: Path, meta: dict[str, Any], cfg: Path, config: dict[str, Any], seed: int
+) -> None:
+    if meta["seed"] != seed:
+        raise UserError(f"{path} was trained with seed {meta['seed']}, but the run's is {seed}")
+    stored = dict(meta.get("config") or {})
+    for key, have in (config.get("config") or {}).items():
+        if key in stored and not _same_value(stored[key], have):
+            raise UserError(
+                f"{path} was trained with {key}={stored[key]!r}, but {cfg} has {key}={have!r}"
+            )
+
+
+def _resumed_agent(
+    run_dir: Path, config: dict[str, Any], recorded: dict[str, Any], notify: Callable[[str], None]
+) -> Any:
+    """The most advanced valid state of ``run_dir`` (see :func:`train_run`).
+
+    A state whose file is damaged (:class:`CheckpointError`) is skipped with a notice, down to the
+    newest older valid one; none saved yet: a fresh agent from the recorded config.
+    """
+    import agents
+    from agents.checkpoint import CheckpointError, read_meta
+    from agents.zoo.runs import HistoryDigest, history_from_csv, saved_states
+
+    seed = int(recorded.get("seed", 0) or 0)
+    states, unreadable = saved_states(run_dir)
+    for _, why in unreadable:
+        notify(f"skipping a damaged saved state: {why}")
+    for number, path in enumerate(states):
+        try:
+            agent = agents.load(path)
+            meta = read_meta(path)
+            stored = _stored_digest(path) if meta.get("history_keys", []) is None else None
+        except CheckpointError as exc:
+            notify(f"skipping a damaged saved state: {exc}")
+            continue
+        _check_identity(path, meta, agent, run_dir, config, seed)
+        if meta.get("history_keys", []) is None:  # a periodic checkpoint: rows are in metrics.csv
+            rows = meta.get("history_len", 0)
+            csv_path = run_dir / "metrics.csv"
+            agent.history = history_from_csv(csv_path, rows)
+            if stored is not None and HistoryDigest().of(agent.history) != stored:
+                raise UserError(
+                    f"{csv_path}: its first {rows} rows are not those {path.name} was saved with "
+                    "(edited or duplicated rows); restore the file or resume from final.npz"
+                )
+        if number or unreadable:
+            notify(f"resuming from {path} (iteration {agent.num_iterations})")
+        return agent
+    if states or unreadable:
+        raise UserError(f"--resume {run_dir}: every saved state is damaged; nothing to resume")
+    notify(
+        f"--resume {run_dir}: no saved state yet (stopped during start-up); training from scratch "
+        "with its config.yml"
+    )
+    entry = _entry_of_run(run_dir, config)
+    return _build_agent(entry.agent, entry.env_id, entry, seed)
+
+
+def _stored_digest(path: Path) -> str | None:
+    """The history digest a periodic checkpoint records (``None`` for files from before it)."""
+    import numpy as np
+
+    from agents.checkpoint import CheckpointError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if HISTORY_DIGEST_KEY not in data.files:
+                return None
+            arr = data[HISTORY_DIGEST_KEY]
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable agent checkpoint: {exc}") from None
+    if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size != 64:
+        raise CheckpointError(f"{str(path)!r}: field {HISTORY_DIGEST_KEY!r}: not a SHA-256 digest")
+    try:
+        return arr.tobytes().decode("ascii")
+    except UnicodeDecodeError:
+        raise CheckpointError(
+            f"{str(path)!r}: field {HISTORY_DIGEST_KEY!r}: not a SHA-256 digest"
+        ) from None
 
 
 def _text_ids() -> list[str]:
@@ -489,6 +957,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from agents.zoo import configs as zoo
 
     params = zoo.parse_params(args.params)
+    record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")}
+    if record.get("log_folder") is None:
+        record["log_folder"] = "logs"
     agent, run_dir = train_run(
         args.agent,
         args.env,
@@ -501,7 +972,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         save_freq=args.save_freq,
         config_dir=args.conf_dir,
         progress=not args.no_progress,
-        args_record={k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")},
+        args_record=record,
         resume=args.resume,
         eval_freq=args.eval_freq,
         env_kwargs=zoo.parse_params(args.env_kwargs),
@@ -1002,6 +1473,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
 
     p = add("train", "train an agent from its zoo config", _cmd_train)
+    p.epilog = (
+        "With --resume RUN_DIR the run continues from its most advanced valid state (a damaged "
+        "newest checkpoint falls back to an older one, said on stderr) and nothing changes it "
+        "silently: -n is applied as the run's new total query budget (recorded in config.yml and "
+        "said on stderr); --save-freq and --eval-freq default to the recorded values (a new value "
+        "is recorded and said); --seed, --params, --env-kwargs, --device and --tensorboard-log "
+        "must equal the recorded run's or are refused; --log-folder and --conf-dir are refused. "
+        "One train at a time holds a run folder (a second is refused). Ctrl-C or SIGTERM stops at "
+        "the next iteration boundary with a resumable final.npz."
+    )
     p.add_argument("--agent", default=None, help="agent name (see `nlhf-zoo list`); required")
     p.add_argument("--env", default=None, help="environment id, e.g. nlhf/RPS-v0; required")
     p.add_argument(
@@ -1010,25 +1491,41 @@ def build_parser() -> argparse.ArgumentParser:
         dest="resume",
         default=None,
         metavar="RUN_DIR",
-        help="continue a train run folder from its latest checkpoint or final.npz to its budget",
+        help="continue a train run folder from its latest valid checkpoint or final.npz to its "
+        "budget (see below for the options it accepts)",
     )
-    p.add_argument("--params", nargs="*", default=[], metavar="KEY:VALUE", help="config overrides")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--params",
+        nargs="*",
+        default=[],
+        metavar="KEY:VALUE",
+        help="config overrides (with --resume: refused unless equal to the run's)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed (default 0; with --resume: must be the run's)"
+    )
     p.add_argument("--device", default=None, help="torch device for neural agents (cpu, cuda)")
-    p.add_argument("--log-folder", default="logs", help="root of the run folders (default: logs)")
+    p.add_argument("--log-folder", default=None, help="root of the run folders (default: logs)")
     p.add_argument("--tensorboard-log", default=None, help="TensorBoard folder (default: <run>/tb)")
-    p.add_argument("-n", "--num-queries", type=int, default=None, help="override the query budget")
+    p.add_argument(
+        "-n",
+        "--num-queries",
+        type=int,
+        default=None,
+        help="override the query budget (with --resume: the run's new total budget)",
+    )
     p.add_argument(
         "--save-freq",
         type=int,
         default=None,
-        help="checkpoint every N >= 1 iterations (default: off)",
+        help="checkpoint every N >= 1 iterations (default: off; with --resume: the recorded one)",
     )
     p.add_argument(
         "--eval-freq",
         type=int,
         default=None,
-        help="evaluate every N >= 1 iterations into evaluations.npz and keep best_model.npz",
+        help="evaluate every N >= 1 iterations into evaluations.npz and keep best_model.npz "
+        "(with --resume: default the recorded one)",
     )
     p.add_argument(
         "--env-kwargs",
@@ -1037,7 +1534,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY:VALUE",
         help="environment keyword arguments (merged over the zoo entry's env_kwargs)",
     )
-    p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
+    p.add_argument(
+        "--conf-dir",
+        default=None,
+        help="folder of the zoo YAML files (must exist; not with --resume)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("eval", "evaluate a saved agent against pi_ref or another agent", _cmd_eval)

@@ -10,18 +10,34 @@ These are the pieces of ``nlhf-zoo train`` that make an interrupted or killed ru
 * :class:`DeferredInterrupt` turns the first Ctrl-C (SIGINT) into a request that the training loop
   honours at the next iteration boundary, so the state saved then is one an uninterrupted run
   passes through (a second Ctrl-C interrupts at once);
-* :func:`latest_state` finds the most advanced of ``final.npz`` and ``checkpoints/*.npz`` in a run.
+* :func:`latest_state` finds the most advanced of ``final.npz`` and ``checkpoints/*.npz`` in a run
+  (:func:`saved_states` lists them all, most advanced first, for the fallback past a damaged one);
+* :class:`RunLock` holds a run folder for one ``train`` at a time (``fcntl.flock`` on its
+  ``.lock``), so two processes never write into one run;
+* :class:`TerminateAsInterrupt` makes SIGTERM (schedulers, containers, ``timeout``) take the path of
+  Ctrl-C, so a terminated run also stops at an iteration boundary and saves a resumable state;
+* :func:`check_no_outside_links` refuses a run folder holding a symbolic link that points out of it
+  (a resumed run would write wherever the link points);
+* :class:`HistoryDigest` fingerprints the metric rows a periodic checkpoint relies on, so rows of
+  ``metrics.csv`` edited or duplicated after the checkpoint are detected on resume.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import IO, Any
 
 from agents.api import DeferredInterrupt
 from nlhf_envs.atomic import atomic_open
+from nlhf_envs.errors import NlhfError
 
 __all__ = [
     "make_run_dir",
@@ -29,8 +45,22 @@ __all__ = [
     "MetricsCSV",
     "DeferredInterrupt",
     "latest_state",
+    "saved_states",
     "history_from_csv",
+    "RunFolderError",
+    "RunLock",
+    "TerminateAsInterrupt",
+    "check_no_outside_links",
+    "HistoryDigest",
+    "LOCK_NAME",
 ]
+
+#: the lock file of a run folder (held with ``fcntl.flock`` while a ``train`` writes the run).
+LOCK_NAME = ".lock"
+
+
+class RunFolderError(NlhfError, ValueError):
+    """A run folder cannot be used as asked: busy, damaged or unsafe (the message names the file)."""
 
 
 def next_run_number(root: Path, prefix: str) -> int:
@@ -111,22 +141,90 @@ def history_from_csv(path: str | os.PathLike[str], rows: int) -> list[dict[str, 
     CSV cells hold ``repr(float)``, which reads back to the same float, so the history is exact.
 
     Raises:
-        ValueError: if the file has fewer than ``rows`` complete rows.
+        RunFolderError: naming the file (and the row and column) if it is unreadable, holds fewer
+            than ``rows`` complete rows or a cell that is not a number.
     """
     out: list[dict[str, float]] = []
     if rows:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if len(out) == rows:
-                    break
-                if None in row or any(v is None for v in row.values()):
-                    break  # a row cut short by a kill
-                out.append({k: float(v) for k, v in row.items() if v != ""})
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                for line, row in enumerate(csv.DictReader(f), start=2):
+                    if len(out) == rows:
+                        break
+                    if None in row or any(v is None for v in row.values()):
+                        break  # a row cut short by a kill
+                    parsed: dict[str, float] = {}
+                    for k, v in row.items():
+                        if v == "":
+                            continue
+                        try:
+                            parsed[k] = float(v)
+                        except ValueError:
+                            raise RunFolderError(
+                                f"{path}: line {line}, column {k!r}: {v!r} is not a number"
+                            ) from None
+                    out.append(parsed)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise RunFolderError(f"{path}: unreadable metrics file: {exc}") from None
     if len(out) != rows:
-        raise ValueError(
+        raise RunFolderError(
             f"{path} holds {len(out)} complete metric rows; the checkpoint needs {rows}"
         )
     return out
+
+
+class HistoryDigest:
+    """SHA-256 of the first rows of a metric history, advanced incrementally as rows are added.
+
+    A row is digested as the JSON list of its ``[name, repr(value)]`` pairs sorted by name: the
+    exact text ``metrics.csv`` stores (``repr`` of a float reads back to the same float), so the
+    rows read back from the file give the digest of the rows the agent logged. It is a checksum of
+    recorded data, never of a recomputed result. The rows already digested must not change.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._rows = 0
+
+    @staticmethod
+    def _row_bytes(row: dict[str, float]) -> bytes:
+        pairs = sorted((str(k), repr(float(v))) for k, v in row.items())
+        return (json.dumps(pairs) + "\n").encode("utf-8")
+
+    def of(self, history: Sequence[dict[str, float]]) -> str:
+        """The hex digest of ``history`` (whose first rows are those digested before)."""
+        if len(history) < self._rows:
+            raise ValueError("HistoryDigest: the history became shorter")
+        for row in history[self._rows :]:
+            self._hash.update(self._row_bytes(row))
+        self._rows = len(history)
+        return self._hash.copy().hexdigest()
+
+
+def saved_states(run_dir: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``(states, unreadable)``: the saved states of a run, most advanced first, and the others.
+
+    ``states`` are ``final.npz`` and ``checkpoints/*.npz`` whose header reads, ordered by
+    iterations (``final.npz`` first in a tie, then the newer checkpoint); ``unreadable`` pairs each
+    file whose header does not read with the reason (its :class:`CheckpointError`).
+    """
+    from agents.checkpoint import CheckpointError, read_meta
+
+    run = Path(run_dir)
+    candidates = [run / "final.npz", *sorted((run / "checkpoints").glob("*.npz"))]
+    ranked: list[tuple[int, int, int, Path]] = []
+    unreadable: list[tuple[Path, str]] = []
+    for order, path in enumerate(candidates):  # final.npz first: it wins a tie
+        if not path.is_file():
+            continue
+        try:
+            meta = read_meta(path)
+        except CheckpointError as exc:
+            unreadable.append((path, str(exc)))
+            continue
+        ranked.append((-int(meta["num_iterations"]), min(order, 1), -order, path))
+    ranked.sort(key=lambda t: t[:3])
+    return [t[3] for t in ranked], unreadable
 
 
 def latest_state(run_dir: str | os.PathLike[str]) -> Path | None:
@@ -134,18 +232,111 @@ def latest_state(run_dir: str | os.PathLike[str]) -> Path | None:
 
     Files that are not readable checkpoints are skipped; ``final.npz`` wins a tie.
     """
-    from agents.checkpoint import CheckpointError, read_meta
+    states, _ = saved_states(run_dir)
+    return states[0] if states else None
 
-    run = Path(run_dir)
-    candidates = [run / "final.npz", *sorted((run / "checkpoints").glob("*.npz"))]
-    best: tuple[int, Path] | None = None
-    for path in candidates:  # final.npz first: it wins a tie
-        if not path.is_file():
-            continue
+
+def check_no_outside_links(run_dir: str | os.PathLike[str]) -> None:
+    """Refuse a run folder holding a symbolic link that points outside it.
+
+    A resumed run writes into ``checkpoints/``, ``metrics.csv``, ``tb/``, ...; through a link it
+    would write wherever the link points. Links inside the folder that stay inside it are allowed.
+
+    Raises:
+        RunFolderError: naming the link and its target.
+    """
+    root = os.path.realpath(run_dir)
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in [*dirs, *files]:
+            entry = os.path.join(folder, name)
+            if not os.path.islink(entry):
+                continue
+            target = os.path.realpath(entry)
+            if os.path.commonpath([root, target]) != root:
+                shown = os.path.join(os.fspath(run_dir), os.path.relpath(entry, root))
+                raise RunFolderError(
+                    f"{shown} is a symbolic link to {target}, outside the run folder; "
+                    "refusing to write through it (replace it with a real file or folder)"
+                )
+
+
+class RunLock:
+    """Exclusive hold of a run folder while a ``train`` writes it (``with RunLock(run_dir):``).
+
+    An ``fcntl.flock`` on ``<run_dir>/.lock``, taken without waiting: a second process is refused
+    at once. The lock goes with the process (a killed run leaves no stale lock); the empty lock
+    file stays. The lock file is never opened through a symbolic link.
+
+    Raises:
+        RunFolderError: when another process holds the folder.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self._fh: IO[bytes] | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock (see the class docstring)."""
+        import fcntl
+
+        path = self.run_dir / LOCK_NAME
         try:
-            meta = read_meta(path)
-        except CheckpointError:
-            continue
-        if best is None or meta["num_iterations"] > best[0]:
-            best = (meta["num_iterations"], path)
-    return None if best is None else best[1]
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise RunFolderError(f"cannot lock the run folder {self.run_dir}: {exc}") from None
+        fh = os.fdopen(fd, "r+b")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise RunFolderError(
+                f"the run folder {self.run_dir} is in use by another nlhf-zoo train "
+                f"(it holds {path}); wait until it finishes"
+            ) from None
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (closing the lock file)."""
+        if self._fh is not None:
+            self._fh.close()  # closing the descriptor releases the flock
+            self._fh = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class TerminateAsInterrupt:
+    """Context manager: SIGTERM takes the path of Ctrl-C (SIGINT) while it is active.
+
+    The handler calls the SIGINT handler installed at that moment, so inside a training loop's
+    :class:`DeferredInterrupt` a SIGTERM stops at the next iteration boundary as Ctrl-C does, and
+    elsewhere it raises :class:`KeyboardInterrupt`. The previous SIGTERM handler is restored on
+    exit. Outside the main thread it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._old: Any = None
+        self._installed = False
+
+    @staticmethod
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIG_IGN (a background job) or SIG_DFL: still stop, as Ctrl-C would
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> TerminateAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._old)
+            self._installed = False
