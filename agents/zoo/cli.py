@@ -306,8 +306,6 @@ class Evaluations:
     """
 
     FIELDS = ("queries", "iterations", "exploitability", "kl_to_nash")
-    #: the most a valid ``evaluations.npz`` may declare uncompressed (4 floats per evaluation).
-    MAX_BYTES = 64 * 2**20
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -320,21 +318,16 @@ class Evaluations:
 
     @classmethod
     def _read(cls, path: Path) -> dict[str, list[float]]:
-        import zipfile
-
         import numpy as np
+
+        from nlhf_envs.archives import READ_ERRORS, open_zip
 
         hint = "move it away to restart the evaluation record"
         try:
-            with zipfile.ZipFile(path) as zf:
-                declared = sum(info.file_size for info in zf.infolist())
-            if declared > cls.MAX_BYTES:
-                raise UserError(f"{path}: declares {declared} bytes uncompressed; {hint}")
+            open_zip(path, what="evaluations file").close()  # bounded before numpy reads it
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in cls.FIELDS if k in data.files}
-        except UserError:
-            raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except READ_ERRORS as exc:  # a CheckpointError from open_zip is a ValueError
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise UserError(f"{path}: damaged evaluations file ({detail}); {hint}") from None
         lengths = set()
