@@ -89,13 +89,16 @@ def write_metrics_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
 
 
 def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
-    """Columns of a ``metrics.csv`` as float lists."""
-    cols: dict[str, list[float]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                cols.setdefault(k, []).append(float(v) if v not in ("", None) else float("nan"))
-    return cols
+    """Columns of a ``metrics.csv`` as float lists (NaN where a row has no value).
+
+    Raises:
+        agents.zoo.runs.RunFolderError: naming the file, line and column of a non-numeric cell.
+    """
+    from agents.zoo.runs import metric_rows
+
+    rows = metric_rows(path)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return {k: [row.get(k, float("nan")) for row in rows] for k in keys}
 
 
 def _progress(total: int | None, desc: str, enabled: bool = True):

@@ -135,37 +135,48 @@ class MetricsCSV:
         self.rows = len(history)
 
 
-def history_from_csv(path: str | os.PathLike[str], rows: int) -> list[dict[str, float]]:
-    """The first ``rows`` rows of a ``metrics.csv`` as history dicts (empty cells omitted).
+def metric_rows(path: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, float]]:
+    """The complete rows of a ``metrics.csv`` (at most ``limit``) as dicts, empty cells omitted.
 
-    CSV cells hold ``repr(float)``, which reads back to the same float, so the history is exact.
+    Reading stops at a row cut short by a kill. CSV cells hold ``repr(float)``, which reads back to
+    the same float, so the rows are exact.
+
+    Raises:
+        RunFolderError: naming the file (and the line and column) if it is unreadable or holds a
+            cell that is not a number.
+    """
+    out: list[dict[str, float]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                if len(out) == limit:
+                    break
+                if None in row or any(v is None for v in row.values()):
+                    break  # a row cut short by a kill
+                parsed: dict[str, float] = {}
+                for k, v in row.items():
+                    if v == "":
+                        continue
+                    try:
+                        parsed[k] = float(v)
+                    except ValueError:
+                        raise RunFolderError(
+                            f"{path}: line {line}, column {k!r}: {v!r} is not a number"
+                        ) from None
+                out.append(parsed)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunFolderError(f"{path}: unreadable metrics file: {exc}") from None
+    return out
+
+
+def history_from_csv(path: str | os.PathLike[str], rows: int) -> list[dict[str, float]]:
+    """The first ``rows`` rows of a ``metrics.csv`` as history dicts (:func:`metric_rows`).
 
     Raises:
         RunFolderError: naming the file (and the row and column) if it is unreadable, holds fewer
             than ``rows`` complete rows or a cell that is not a number.
     """
-    out: list[dict[str, float]] = []
-    if rows:
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                for line, row in enumerate(csv.DictReader(f), start=2):
-                    if len(out) == rows:
-                        break
-                    if None in row or any(v is None for v in row.values()):
-                        break  # a row cut short by a kill
-                    parsed: dict[str, float] = {}
-                    for k, v in row.items():
-                        if v == "":
-                            continue
-                        try:
-                            parsed[k] = float(v)
-                        except ValueError:
-                            raise RunFolderError(
-                                f"{path}: line {line}, column {k!r}: {v!r} is not a number"
-                            ) from None
-                    out.append(parsed)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise RunFolderError(f"{path}: unreadable metrics file: {exc}") from None
+    out = metric_rows(path, rows) if rows else []
     if len(out) != rows:
         raise RunFolderError(
             f"{path} holds {len(out)} complete metric rows; the checkpoint needs {rows}"

@@ -268,3 +268,17 @@ def test_agents_make_refuses_a_seed_beyond_64_bits(env):
         ConfigError, match=r"seed must be at most 2\*\*63 - 1; got 1180591620717411303424"
     ):
         agents.make("online_ipo", env, seed=2**70)
+
+
+def test_plot_names_a_non_numeric_metrics_cell(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    assert main(_train(tmp_path)) == 0
+    capsys.readouterr()
+    csv_path = next(logs.glob("nash_mp/RPS-v0_1/metrics.csv"))
+    lines = csv_path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("game/queries")] = "abc"
+    csv_path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    message = _one_line_error(capsys, ["plot", "--env", "nlhf/RPS-v0", "--log-folder", str(logs)])
+    assert message.endswith(f"{csv_path}: line 2, column 'game/queries': 'abc' is not a number")
