@@ -5,10 +5,10 @@ are documented in its docstring. Values may come from Python (``agents.make(...,
 YAML file of the zoo or from the command line; all of them go through :func:`build_config`, which
 
 * rejects unknown keys (naming the key, the valid keys and where the value came from);
-* checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``) and
-  ``Literal[...]``; an ``int`` is accepted for a ``float`` field, a ``bool`` is never accepted for a
-  number, and a string is never converted to a number (PyYAML reads ``3e-4`` as a string: write
-  ``3.0e-4``);
+* checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``),
+  ``Literal[...]`` and ``list[X]`` (a YAML sequence, each item checked as ``X``); an ``int`` is
+  accepted for a ``float`` field, a ``bool`` is never accepted for a number, and a string is never
+  converted to a number (PyYAML reads ``3e-4`` as a string: write ``3.0e-4``);
 * runs the config's own range checks (``__post_init__``), which raise :class:`ConfigError`
   naming the key.
 
@@ -166,6 +166,13 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
                 f"{_where(source)}"
             )
         return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_check_value(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        raise ConfigError(
+            f"{key}: expected a list of {_type_name(item_tp)}; got {value!r}{_where(source)}"
+        )
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{key}: expected None; got {value!r}{_where(source)}")
