@@ -26,9 +26,11 @@ import numbers
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, Union
+
+import numpy as np
 
 from nlhf_envs.errors import ConfigError
 
@@ -38,6 +40,7 @@ __all__ = [
     "ConfigError",
     "build_config",
     "config_to_dict",
+    "check_population_weights",
 ]
 
 
@@ -253,3 +256,34 @@ def build_config(
 def config_to_dict(config: Any) -> dict[str, Any]:
     """The resolved config as a plain ``{field: value}`` dict (JSON/YAML serialisable)."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+#: tolerance of the "weights sum to 1" check
+WEIGHT_SUM_ATOL = 1e-9
+
+
+def check_population_weights(weights: Sequence[float] | np.ndarray, history: int) -> np.ndarray:
+    """The population weights ``lambda_0..lambda_{H-1}`` of MNPO (:mod:`agents.mnpo`, token level
+    :mod:`agents.text.mnpo`) as a float64 array, validated.
+
+    Args:
+        weights: one weight per history policy, ``weights[0]`` for the newest (``pi_t``).
+        history: ``H``, the number of history policies.
+
+    Raises:
+        ConfigError: (one line) for a wrong length, a non-finite or negative weight, or weights
+            that do not sum to 1 (within ``1e-9``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (history,):
+        raise ConfigError(
+            f"weights: need one weight per history policy ({history}); got {w.size}: {w.tolist()}"
+        )
+    if not np.all(np.isfinite(w)):
+        raise ConfigError(f"weights: must be finite; got {w.tolist()}")
+    if np.any(w < 0):
+        j = int(np.argmax(w < 0))
+        raise ConfigError(f"weights: must be non-negative; weights[{j}] = {w[j]:g}")
+    if abs(w.sum() - 1.0) > WEIGHT_SUM_ATOL:
+        raise ConfigError(f"weights: must sum to 1; they sum to {w.sum():.12g}")
+    return w

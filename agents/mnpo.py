@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.base import Agent
-from agents.config import ConfigError, PGConfig
+from agents.config import ConfigError, PGConfig, check_population_weights
 from agents.estimators import sample_actions
 from agents.registry import register_agent
 from agents.updates import (
@@ -53,36 +53,7 @@ from agents.updates import (
 )
 from nlhf_envs.game import PreferenceGame
 
-__all__ = ["MNPOConfig", "MNPO", "check_population_weights", "mnpo_step"]
-
-#: tolerance of the "weights sum to 1" check
-WEIGHT_SUM_ATOL = 1e-9
-
-
-def check_population_weights(weights: list[float] | np.ndarray, history: int) -> np.ndarray:
-    """The population weights ``lambda_0..lambda_{H-1}`` as a float64 array, validated.
-
-    Args:
-        weights: one weight per history policy, ``weights[0]`` for the newest (``pi_t``).
-        history: ``H``, the number of history policies.
-
-    Raises:
-        ConfigError: (one line) for a wrong length, a non-finite or negative weight, or weights
-            that do not sum to 1 (within ``1e-9``).
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (history,):
-        raise ConfigError(
-            f"weights: need one weight per history policy ({history}); got {len(w)}: {list(weights)}"
-        )
-    if not np.all(np.isfinite(w)):
-        raise ConfigError(f"weights: must be finite; got {list(weights)}")
-    if np.any(w < 0):
-        j = int(np.argmax(w < 0))
-        raise ConfigError(f"weights: must be non-negative; weights[{j}] = {w[j]:g}")
-    if abs(w.sum() - 1.0) > WEIGHT_SUM_ATOL:
-        raise ConfigError(f"weights: must sum to 1; they sum to {w.sum():.12g}")
-    return w
+__all__ = ["MNPOConfig", "MNPO", "mnpo_step"]
 
 
 def mnpo_step(

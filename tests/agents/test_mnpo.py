@@ -7,8 +7,8 @@ import pytest
 import agents
 import nlhf_envs
 import nlhf_envs.multiplayer
-from agents.config import ConfigError
-from agents.mnpo import check_population_weights, mnpo_step
+from agents.config import ConfigError, check_population_weights
+from agents.mnpo import mnpo_step
 from agents.updates import log_normalize, softmax
 from agents.zoo.cli import main
 from nlhf_envs import solvers
