@@ -31,6 +31,10 @@ Modes (as :mod:`agents.inpo`):
 
 Before ``H`` iterates exist the missing ones are the initial policy ``pi_0`` (the population starts
 as ``H`` copies of it). Default ``eta`` is INPO's, ``beta / (beta^2 + L^2)``.
+
+Metrics: those of :mod:`agents.base`, plus ``game/population_duality_gap`` (the multiplayer duality
+gap of the population, :func:`nlhf_envs.solvers.multiplayer_duality_gap`) and, in ``pg`` mode,
+``loss/mnpo``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from agents.updates import (
     regularized_explicit_step,
     softmax,
 )
+from nlhf_envs import solvers
 from nlhf_envs.game import PreferenceGame
 
 __all__ = ["MNPOConfig", "MNPO", "mnpo_step"]
@@ -159,6 +164,18 @@ class MNPO(Agent):
     def population(self) -> np.ndarray:
         """``(H, C, K)`` log-policies ``l_t, l_{t-1}, ..., l_{t-H+1}`` of the population."""
         return np.concatenate([self.log_pi[None], self._past], axis=0)
+
+    def metrics(self) -> dict[str, float]:
+        """The shared metrics plus ``game/population_duality_gap``: the multiplayer duality gap
+        (:func:`nlhf_envs.solvers.multiplayer_duality_gap`) of the population
+        ``pi_t, ..., pi_{t-H+1}`` (for ``H = 1`` the two-seat population ``(pi_t, pi_t)``, whose
+        gap is ``2 Expl_beta(pi_t)``). No queries are counted."""
+        row = super().metrics()
+        pols = list(softmax(self.population()))
+        if len(pols) == 1:
+            pols = pols * 2
+        row["game/population_duality_gap"] = solvers.multiplayer_duality_gap(self.game, pols)
+        return row
 
     def _mixture(self, logs: np.ndarray) -> np.ndarray:
         """``mu_t = sum_j lambda_j pi_{t-j}`` (``pi_t`` itself, unchanged, when ``H = 1``)."""

@@ -79,6 +79,19 @@ def test_fixed_point_is_the_regularised_nash(make, weights):
     agent.learn(num_iterations=1500)
     assert solvers.kl_to_nash(game, agent.policy_table()) < 1e-10
     assert solvers.multiplayer_duality_gap(game, softmax(agent.population())) < 1e-9
+    assert agent.history[-1]["game/population_duality_gap"] < 1e-9
+
+
+def test_population_duality_gap_metric():
+    game = nlhf_envs.make_game("uniform", num_actions=5, seed=0)
+    agent = agents.make("mnpo", game, seed=0, init="random", history=2).learn(num_iterations=3)
+    pops = [softmax(agent.log_pi), softmax(agent.past[0])]
+    want = solvers.multiplayer_duality_gap(game, pops)
+    assert agent.history[-1]["game/population_duality_gap"] == pytest.approx(want, abs=1e-15)
+    assert want > 1e-3
+    one = agents.make("mnpo", game, seed=0, init="random", history=1).learn(num_iterations=3)
+    expl = one.history[-1]["game/exploitability"]
+    assert one.history[-1]["game/population_duality_gap"] == pytest.approx(2 * expl, abs=1e-12)
 
 
 def test_sampled_mode_learns():
