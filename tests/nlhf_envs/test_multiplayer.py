@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pettingzoo
 import pytest
-from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
 
 import nlhf_envs
 from nlhf_envs import matrix_game, multiplayer
@@ -30,6 +30,11 @@ def test_pettingzoo_conformance(env_id, n):
     api_test(make("aec"), num_cycles=20)
     seed_test(lambda: make("aec"), num_cycles=8)
     parallel_seed_test(lambda: make("parallel"))
+    render_test(
+        lambda render_mode=None: pettingzoo.make(
+            "aec", env_id, num_players=n, render_mode=render_mode
+        )
+    )
     env = make("parallel")
     assert env.possible_agents == [f"player_{i}" for i in range(n)]
 
