@@ -26,6 +26,7 @@ from agents.registry import available, config_class, make, register_agent
 from agents.egpo import EGPO, EGPOConfig  # noqa: E402  isort: skip
 from agents.inpo import INPO, INPOConfig  # noqa: E402  isort: skip
 from agents.mmd import MMD, MMDConfig  # noqa: E402  isort: skip
+from agents.mnpo import MNPO, MNPOConfig  # noqa: E402  isort: skip
 from agents.nash_md import NashMD, NashMDConfig  # noqa: E402  isort: skip
 from agents.nash_mp import NashMP, NashMPConfig  # noqa: E402  isort: skip
 from agents.omwu import OMWU, OMWUConfig  # noqa: E402  isort: skip
@@ -57,6 +58,8 @@ __all__ = [
     "INPOConfig",
     "MMD",
     "MMDConfig",
+    "MNPO",
+    "MNPOConfig",
     "NashMD",
     "NashMDConfig",
     "NashMP",

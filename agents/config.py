@@ -5,11 +5,12 @@ are documented in its docstring. Values may come from Python (``agents.make(...,
 YAML file of the zoo or from the command line; all of them go through :func:`build_config`, which
 
 * rejects unknown keys (naming the key, the valid keys and where the value came from);
-* checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``) and
-  ``Literal[...]``; an ``int`` is accepted for a ``float`` field, a ``bool`` is never accepted for a
-  number, a string is never converted to a number except plain scientific notation such as
-  ``3e-4`` (which PyYAML's YAML 1.1 resolver reads as a string), and a ``float`` must be finite
-  (``.inf`` and ``.nan`` are refused for every field of every agent);
+* checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``),
+  ``Literal[...]`` and ``list[X]`` (a YAML sequence, each item checked as ``X``); an ``int`` is
+  accepted for a ``float`` field, a ``bool`` is never accepted for a number, a string is never
+  converted to a number except plain scientific notation such as ``3e-4`` (which PyYAML's YAML 1.1
+  resolver reads as a string), and a ``float`` must be finite (``.inf`` and ``.nan`` are refused for
+  every field of every agent);
 * runs the config's own range checks (``__post_init__``), which raise :class:`ConfigError`
   naming the key.
 
@@ -28,9 +29,11 @@ import numbers
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, Union
+
+import numpy as np
 
 from nlhf_envs.errors import ConfigError
 
@@ -41,6 +44,7 @@ __all__ = [
     "build_config",
     "check_regularized_step",
     "config_to_dict",
+    "check_population_weights",
 ]
 
 
@@ -211,6 +215,13 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
                 f"{_where(source)}"
             )
         return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_check_value(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        raise ConfigError(
+            f"{key}: expected a list of {_type_name(item_tp)}; got {value!r}{_where(source)}"
+        )
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{key}: expected None; got {value!r}{_where(source)}")
@@ -299,3 +310,34 @@ def build_config(
 def config_to_dict(config: Any) -> dict[str, Any]:
     """The resolved config as a plain ``{field: value}`` dict (JSON/YAML serialisable)."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+#: tolerance of the "weights sum to 1" check
+WEIGHT_SUM_ATOL = 1e-9
+
+
+def check_population_weights(weights: Sequence[float] | np.ndarray, history: int) -> np.ndarray:
+    """The population weights ``lambda_0..lambda_{H-1}`` of MNPO (:mod:`agents.mnpo`, token level
+    :mod:`agents.text.mnpo`) as a float64 array, validated.
+
+    Args:
+        weights: one weight per history policy, ``weights[0]`` for the newest (``pi_t``).
+        history: ``H``, the number of history policies.
+
+    Raises:
+        ConfigError: (one line) for a wrong length, a non-finite or negative weight, or weights
+            that do not sum to 1 (within ``1e-9``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (history,):
+        raise ConfigError(
+            f"weights: need one weight per history policy ({history}); got {w.size}: {w.tolist()}"
+        )
+    if not np.all(np.isfinite(w)):
+        raise ConfigError(f"weights: must be finite; got {w.tolist()}")
+    if np.any(w < 0):
+        j = int(np.argmax(w < 0))
+        raise ConfigError(f"weights: must be non-negative; weights[{j}] = {w[j]:g}")
+    if abs(w.sum() - 1.0) > WEIGHT_SUM_ATOL:
+        raise ConfigError(f"weights: must sum to 1; they sum to {w.sum():.12g}")
+    return w

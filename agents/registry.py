@@ -2,8 +2,9 @@
 
 ``kind`` is ``"matrix"`` (tabular agents on :class:`~nlhf_envs.game.PreferenceGame`) or ``"text"``
 (token-level agents on the text duel). :func:`make` decides the kind from its target: a game, a
-family name, a matrix env id or env instance is ``"matrix"``; a text env id
-(:data:`nlhf_envs.registration.TEXT_ENV_IDS`) or a text env instance is ``"text"``.
+family name, a matrix or n-player env id or env instance is ``"matrix"`` (the agent learns the
+env's game); a text env id (:data:`nlhf_envs.registration.TEXT_ENV_IDS`) or a text env instance is
+``"text"``.
 
 A text agent registered with ``@register_agent("nash_mp", kind="text")`` must have a ``config_cls``
 dataclass attribute and accept ``cls(env, config, *, seed=..., tensorboard_log=...)``, where ``env``
@@ -173,7 +174,7 @@ def resolve_target(
 
         import nlhf_envs
         from nlhf_envs.families import FAMILIES
-        from nlhf_envs.registration import MATRIX_ENV_IDS, TEXT_ENV_IDS
+        from nlhf_envs.registration import MATRIX_ENV_IDS, MULTIPLAYER_ENV_IDS, TEXT_ENV_IDS
 
         name = game_or_env
         if name in FAMILIES:
@@ -182,7 +183,7 @@ def resolve_target(
             if not build_text:
                 return "text", name
             return "text", pettingzoo.make("parallel", name, **kwargs)
-        if name in MATRIX_ENV_IDS:
+        if name in MATRIX_ENV_IDS or name in MULTIPLAYER_ENV_IDS:
             env = pettingzoo.make("parallel", name, **kwargs)
             game = _game_of_env(env)
             if game is None:

@@ -39,8 +39,8 @@ from nlhf_envs.game import PreferenceGame
 __all__ = ["main", "build_parser", "step_grid", "run_one"]
 
 FAMILIES = {"uniform": "uniform", "skew-gaussian": "skew_gaussian", "cyclic": "cyclic"}
-EXACT_AGENTS = ["nash_mp", "nash_md", "online_ipo", "inpo", "mmd", "egpo", "omwu", "sppo"]
-PG_AGENTS = ["nash_mp", "online_ipo", "inpo"]
+EXACT_AGENTS = ["nash_mp", "nash_md", "online_ipo", "inpo", "mmd", "egpo", "omwu", "sppo", "mnpo"]
+PG_AGENTS = ["nash_mp", "online_ipo", "inpo", "mnpo"]
 
 
 def theory_queries(beta: float, reduction: float = 1e6) -> float:
@@ -68,7 +68,7 @@ def step_grid(name: str, game: PreferenceGame, mode: str) -> list[dict[str, Any]
     grid = []
     for m in mults:
         value = base * m
-        if name == "inpo" and value * beta > 1.0:
+        if name in ("inpo", "mnpo") and value * beta > 1.0:
             continue
         grid.append({key: value})
     return [{key: base}] + grid
@@ -97,7 +97,7 @@ def _resolve_pg(name: str, game: PreferenceGame, cfg: dict[str, Any]) -> dict[st
         base = K / (2.0 * game.beta * (1.0 + 1.0 / probe.eta))
     elif name == "online_ipo":
         base = probe.lam * game.beta * K / 4.0
-    else:  # inpo: 1 / (8 max pi), about K / 8 near uniform
+    else:  # inpo, mnpo: 1 / (8 max pi), about K / 8 near uniform
         base = K / 8.0
     cfg["pg_lr"] = base * scale
     return cfg

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MATRIX_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
+__all__ = ["MATRIX_ENV_IDS", "MULTIPLAYER_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
 
 #: Matrix-game ids: id -> default keyword arguments of :func:`nlhf_envs.matrix_game.parallel_env`.
 MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
@@ -22,6 +22,14 @@ MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
     "nlhf/Condorcet-v0": {"game": "condorcet"},
     "nlhf/DiscGame-v0": {"game": "disc"},
     "nlhf/ContextualUniform-v0": {"game": "uniform", "num_contexts": 8},
+}
+
+#: n-player preference-game ids: id -> default keyword arguments of
+#: :func:`nlhf_envs.multiplayer.parallel_env` (``num_players`` may be overridden at ``make``). They
+#: are not in :func:`registered_ids`, whose ids are all two-seat games (single-seat views, duels).
+MULTIPLAYER_ENV_IDS: dict[str, dict[str, Any]] = {
+    "nlhf/MultiMatrixGame-v0": {"num_players": 3},
+    "nlhf/MultiRPS-v0": {"game": "rps", "num_players": 3},
 }
 
 #: Token-level text duel ids: id -> default keyword arguments of the text env factories.

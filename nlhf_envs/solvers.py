@@ -6,7 +6,8 @@ Every function takes a :class:`~nlhf_envs.game.PreferenceGame` and policies of s
 
 * regularised Nash ``pi*_beta(y|x) ∝ pi_ref(y|x) exp(g_{pi*}(y|x) / beta)``;
 * exploitability ``Expl_beta(pi) = beta E_x log sum_y pi_ref exp(g_pi / beta) + beta KL(pi||pi_ref) - 1/2``;
-* duality gap ``= 2 Expl_beta``;
+* duality gap ``= 2 Expl_beta``, and the multiplayer duality gap of a population of ``n`` policies
+  (Wu et al. 2025), which is ``2 Expl_beta(pi)`` when every seat plays ``pi``;
 * span semi-norm ``max_x [max_y d - min_y d]``, ``d = log pi - log pi*_beta``;
 * unregularised Nash by linear programming, unregularised exploitability ``max_y g_pi(y) - 1/2``.
 
@@ -16,7 +17,7 @@ These functions never count preference queries: they are oracles for tests and m
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.linalg import solve
@@ -33,6 +34,7 @@ __all__ = [
     "DENSE_MAX_K",
     "exploitability",
     "duality_gap",
+    "multiplayer_duality_gap",
     "kl_to_nash",
     "span_to_nash",
     "best_response",
@@ -436,6 +438,69 @@ def exploitability(game: PreferenceGame, pi: ArrayLike) -> float:
 def duality_gap(game: PreferenceGame, pi: ArrayLike) -> float:
     """``max_pi' P_beta(pi' > pi) - min_pi' P_beta(pi > pi')``, which equals ``2 Expl_beta(pi)``."""
     return 2.0 * exploitability(game, pi)
+
+
+def multiplayer_duality_gap(game: PreferenceGame, population: Sequence[ArrayLike]) -> float:
+    """Duality gap of a population ``(pi_1, ..., pi_n)`` in the beta-regularised n-player game.
+
+    In the n-player preference game of Wu et al. ("Multiplayer Nash Preference Optimization",
+    arXiv 2509.23102, 2025; the game of :mod:`nlhf_envs.multiplayer`) seat ``i`` is paid its
+    mean regularised preference against the others,
+
+        J(pi_i, pi_{-i}) = 1/(n-1) sum_{j != i} P_beta(pi_i > pi_j),
+        P_beta(pi > pi') = P(pi > pi') - beta KL(pi || pi_ref) + beta KL(pi' || pi_ref).
+
+    Wu et al. measure distance from equilibrium by a multiplayer duality gap. We use the reading
+    that extends the two-player duality gap term by term (this definition is ours, written from the
+    two-player one, not transcribed from the paper): for a policy ``pi``,
+    ``max_{pi'} J(pi', (pi, ..., pi)) - min_{pi_2..pi_n} J(pi, (pi_2, ..., pi_n))``, what a best
+    responder gains against a population of ``pi`` plus what ``pi`` loses against the worst
+    population. For a population we take seat ``i``'s gap with the actual others in place of the
+    copies of ``pi`` and average over the seats:
+
+        DG(pi_1..pi_n) = 1/n sum_i [ max_{pi'} J(pi', pi_{-i}) - min_{pi'_{-i}} J(pi_i, pi'_{-i}) ].
+
+    Both terms are closed-form (``algorithms.md`` §2): with ``gbar_i = 1/(n-1) sum_{j != i} g_{pi_j}``
+    the win rates against the others' mixture,
+
+        max_{pi'} J(pi', pi_{-i}) = beta E_x log sum_y pi_ref exp(gbar_i / beta)
+                                    + beta/(n-1) sum_{j != i} E_x KL(pi_j || pi_ref),
+        min_{pi'_{-i}} J(pi_i, pi'_{-i}) = 1/2 - Expl_beta(pi_i)
+
+    (the worst opponents each minimise the same two-player term). Hence ``DG >= 0``;
+    ``DG = 2 Expl_beta(pi)`` when every seat plays ``pi`` (Wu et al.'s gap, for every ``n``),
+    ``DG = Expl_beta(pi_1) + Expl_beta(pi_2)`` for ``n = 2`` (the two-player duality gap
+    ``max_{pi'} P_beta(pi' > pi_2) - min_{pi'} P_beta(pi_1 > pi')`` of the profile), and
+    ``DG = 0`` iff every seat plays ``pi*_beta`` (the properties any such gap must have; the tests
+    check each).
+
+    Args:
+        game: the game (``beta``, ``pi_ref``, ``rho`` as in :func:`exploitability`).
+        population: ``n >= 2`` policies, each of shape ``(K,)`` or ``(C, K)`` (a ``(n, K)`` or
+            ``(n, C, K)`` array is read as ``n`` policies).
+
+    Returns:
+        The gap (a float ``>= 0`` up to rounding).
+
+    Raises:
+        ValueError: for fewer than two policies or a policy that is not a distribution.
+    """
+    pols = [_policy(game, pi) for pi in population]
+    n = len(pols)
+    if n < 2:
+        raise ValueError(f"population must hold at least 2 policies (one per seat); got {n}")
+    beta = game.beta
+    g = np.stack([game.win_rates_all(pi) for pi in pols])  # (n, C, K)
+    kls = np.stack([kl(pi, game.pi_ref) for pi in pols])  # (n, C)
+    g_sum, kl_sum = g.sum(axis=0), kls.sum(axis=0)
+    total = 0.0
+    for i in range(n):
+        g_others = (g_sum - g[i]) / (n - 1)
+        best = beta * logsumexp(g_others / beta, b=game.pi_ref, axis=1)
+        best = best + beta * (kl_sum - kls[i]) / (n - 1)
+        worst = 0.5 - exploitability(game, pols[i])
+        total += float(game.rho @ best) - worst
+    return total / n
 
 
 def kl_to_nash(game: PreferenceGame, pi: ArrayLike, nash: ArrayLike | None = None) -> float:

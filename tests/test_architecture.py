@@ -163,6 +163,8 @@ def test_agent_files_do_not_import_each_other():
         "agents.egpo",
         "agents.inpo",
         "agents.sppo",
+        "agents.mnpo",
+        "agents.text.mnpo",
         "agents.text.nash_mp",
         "agents.text.nash_md",
         "agents.text.online_ipo",

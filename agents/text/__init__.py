@@ -4,7 +4,9 @@ package on the first request for ``kind="text"``).
 * ``nash_mp``: approximate Nash Mirror Prox, target-network design (A) or extragradient (B)
   (:mod:`agents.text.nash_mp`);
 * ``online_ipo``: Online IPO on self-play pairs (:mod:`agents.text.online_ipo`);
-* ``nash_md``: Nash-MD-PG with a per-token geometric-mixture opponent (:mod:`agents.text.nash_md`).
+* ``nash_md``: Nash-MD-PG with a per-token geometric-mixture opponent (:mod:`agents.text.nash_md`);
+* ``mnpo``: MNPO's squared loss against a weighted population of the last iterates and ``pi_ref``
+  (:mod:`agents.text.mnpo`).
 
     >>> import agents
     >>> agent = agents.make("nash_mp", "nlhf/TokenDuel-v0", seed=0, device="cpu")
@@ -15,6 +17,7 @@ Shared plumbing and metric names: :mod:`agents.text.common`; losses: :mod:`agent
 """
 
 from agents.text.common import TEXT_METRIC_NAMES, TextAgent, TextAgentConfig
+from agents.text.mnpo import TextMNPO, TextMNPOConfig
 from agents.text.nash_md import TextNashMD, TextNashMDConfig
 from agents.text.nash_mp import TextNashMP, TextNashMPConfig
 from agents.text.online_ipo import TextOnlineIPO, TextOnlineIPOConfig
@@ -23,6 +26,8 @@ __all__ = [
     "TEXT_METRIC_NAMES",
     "TextAgent",
     "TextAgentConfig",
+    "TextMNPO",
+    "TextMNPOConfig",
     "TextNashMD",
     "TextNashMDConfig",
     "TextNashMP",
