@@ -34,20 +34,58 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 TextJudge = Callable[[list[str], list[tuple[str, str]]], Any]
 
 
+def _cache_keyword(model: Any) -> str:
+    """The keyword under which ``model.forward`` takes the KV cache.
+
+    transformers 5.x renamed ``past_key_values=`` to ``cache=`` (the old keyword is deprecated and
+    goes away in 5.40); older releases only know ``past_key_values=``. This is the one
+    compatibility point of the Hugging Face path.
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The cache of a model output (``cache`` in transformers 5.x, ``past_key_values`` before)."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
 class HFPolicy:
     """A ``transformers`` causal LM as a duel policy.
 
     Args:
-        model: a causal LM (``AutoModelForCausalLM``-like: returns ``logits`` and ``past_key_values``).
+        model: a causal LM (``AutoModelForCausalLM``-like: returns ``logits`` and a cache).
+        num_tokens: keep only the first ``num_tokens`` logits (the tokenizer's size, when the model
+            pads its embedding matrix beyond it); default all.
+        suppress_tokens: token ids whose logits are set to ``-1e4`` (never sampled), as
+            :class:`~nlhf_envs.text.models.TinyCausalLM` does with its suppressed tokens.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        num_tokens: int | None = None,
+        suppress_tokens: Sequence[int] = (),
+    ) -> None:
         self.model = model
+        self._cache_kw = _cache_keyword(model)
+        width = int(model.config.vocab_size) if num_tokens is None else int(num_tokens)
+        self.num_tokens = width
+        suppress = torch.zeros(width, dtype=torch.bool)
+        suppress[list(suppress_tokens)] = True
+        self.suppress_mask = suppress if bool(suppress.any()) else None
 
     @property
     def vocab_size(self) -> int:
-        """The model's output vocabulary size."""
-        return int(self.model.config.vocab_size)
+        """The number of tokens the policy scores (``num_tokens``, default the model's vocabulary)."""
+        return self.num_tokens
 
     def __call__(
         self,
@@ -64,34 +102,51 @@ class HFPolicy:
             )
         mask = attention_mask.long()
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=True,
+            **kwargs,
         )
-        return out.logits, out.past_key_values
+        logits = out.logits
+        if logits.shape[-1] != self.num_tokens:
+            logits = logits[..., : self.num_tokens]
+        if self.suppress_mask is not None:
+            self.suppress_mask = self.suppress_mask.to(logits.device)
+            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
+        return logits, _output_cache(out)
 
 
 def make_hf_tokenizer(tokenizer: Tokenizer | None = None) -> Any:
-    """A ``PreTrainedTokenizerFast`` with the world's vocabulary and ids (word level, whitespace split)."""
+    """A ``PreTrainedTokenizerFast`` with the world's vocabulary and ids (word level, whitespace split).
+
+    With ``add_special_tokens=True`` (the default of ``tokenizer(text)``) a text is framed as the
+    world's models read a prompt, ``<bos> words <sep>``; with ``add_special_tokens=False`` it gives the
+    words' ids only. Decoding joins words with single spaces (no clean-up of spaces).
+    """
     from tokenizers import Tokenizer as RawTokenizer
-    from tokenizers import models, normalizers, pre_tokenizers
+    from tokenizers import models, normalizers, pre_tokenizers, processors
 
     tok = tokenizer or world.default_tokenizer()
     raw = RawTokenizer(models.WordLevel({w: i for i, w in enumerate(tok.vocab)}, unk_token="<unk>"))
     raw.normalizer = normalizers.Lowercase()
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    pad, bos, eos, _, unk = SPECIAL_TOKENS
+    pad, bos, eos, sep, unk = SPECIAL_TOKENS
+    raw.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {sep}",
+        special_tokens=[(bos, tok.bos_id), (sep, tok.sep_id)],
+    )
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=raw,
         pad_token=pad,
         bos_token=bos,
         eos_token=eos,
         unk_token=unk,
-        sep_token="<sep>",
+        sep_token=sep,
         padding_side="left",
+        clean_up_tokenization_spaces=False,
     )
 
 
