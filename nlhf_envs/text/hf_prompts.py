@@ -88,7 +88,10 @@ def _field(record: Any, line: int, path: Path) -> Any:
 
 def _read_file(path: Path) -> list[Any]:
     if not path.is_file():
-        raise GameError(f"no prompt file at {path}")
+        raise GameError(
+            f"no prompt file at {path} (prompts takes a list, a .txt/.jsonl/.json file or a "
+            "datasets.Dataset)"
+        )
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
     if suffix == ".txt":
