@@ -523,6 +523,11 @@ def _resolve_participant(
     if vector is not None:
         return name or "policy", vector, None
     path = Path(value)
+    from agents.zoo.hf_participants import load_hf_participant
+
+    hf_model = load_hf_participant(path, spec)  # a Hugging Face model or PEFT adapter folder
+    if hf_model is not None:
+        return name or path.name, hf_model, None
     if path.is_dir() and (path / "final.npz").exists():
         path = path / "final.npz"
     if not path.exists():

@@ -43,8 +43,9 @@ def _cache_keyword(model: Any) -> str:
     """
     import inspect
 
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrappers
     try:
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(base.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
@@ -54,6 +55,43 @@ def _output_cache(out: Any) -> Any:
     """The cache of a model output (``cache`` in transformers 5.x, ``past_key_values`` before)."""
     cache = out.get("cache") if hasattr(out, "get") else None
     return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def is_causal_lm(model: Any) -> bool:
+    """Whether ``model`` is a ``transformers`` causal language model (a class of the
+    ``AutoModelForCausalLM`` mapping, or named ``...ForCausalLM``/``...LMHeadModel``, as PEFT's
+    ``PeftModelForCausalLM`` is)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = type(model).__name__
+    return name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith(
+        ("ForCausalLM", "LMHeadModel")
+    )
+
+
+def saved_architecture(folder: Any) -> str | None:
+    """The non-causal-LM architecture a saved model folder declares (``config.json``'s
+    ``architectures``), or ``None`` when it declares a causal LM or nothing.
+
+    ``AutoModelForCausalLM.from_pretrained`` would build a causal LM from, e.g., a saved
+    ``GPT2ForSequenceClassification`` (same ``model_type``) with a fresh output head; this check
+    refuses that instead.
+    """
+    import json
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = Path(folder) / "config.json"
+    try:
+        archs = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    names = [str(a) for a in archs]
+    if not names or any(a in known or a.endswith(("ForCausalLM", "LMHeadModel")) for a in names):
+        return None
+    return ", ".join(names)
 
 
 class HFPolicy:

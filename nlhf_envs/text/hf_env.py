@@ -96,8 +96,9 @@ from pettingzoo.utils.conversions import parallel_to_aec
 from nlhf_envs.errors import GameError
 from nlhf_envs.rewards import check_reward_mode
 from nlhf_envs.text.engine import AnswerState, apply_tokens, new_answers, pay
-from nlhf_envs.text.hf import HFPolicy
+from nlhf_envs.text.hf import HFPolicy, is_causal_lm, saved_architecture
 from nlhf_envs.text.hf_judges import ValidatedJudge, as_text_judge
+from nlhf_envs.text.hf_players import HFModelPlayer, UniformTokenPlayer
 from nlhf_envs.text.hf_prompts import (
     Prompt,
     check_prompts,
@@ -132,19 +133,17 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _is_causal_lm(model: Any) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    name = type(model).__name__
-    known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    return name in known or name.endswith(("ForCausalLM", "LMHeadModel"))
-
-
 def _load_reference(reference: Any) -> Any:
     if isinstance(reference, (str, os.PathLike)):
         path = Path(reference)
         if not path.is_dir():
             raise GameError(f"no reference model folder at {path}")
+        arch = saved_architecture(path)
+        if arch is not None:
+            raise GameError(
+                f"the reference {arch} saved in {path} is not a causal language model "
+                "(AutoModelForCausalLM)"
+            )
         try:
             return transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as err:
@@ -228,7 +227,7 @@ class HFTokenDuelEnv(ParallelEnv):
 
         # -- the model and its tokenizer
         model = _load_reference(reference)
-        if not _is_causal_lm(model):
+        if not is_causal_lm(model):
             raise GameError(
                 f"the reference {type(model).__name__} is not a causal language model "
                 "(AutoModelForCausalLM)"
@@ -537,6 +536,22 @@ class HFTokenDuelEnv(ParallelEnv):
         state = self._answers[agent]
         ids = state.tokens[0][state.mask[0]].tolist()
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ----------------------------------------------------------------------------- players
+
+    def fixed_player(self, spec: str) -> HFModelPlayer | UniformTokenPlayer:
+        """The seat player of a tournament's fixed participant: ``"pi_ref"`` (the reference LM,
+        with the answer alphabet's mask) or ``"uniform"`` (a uniformly random allowed token).
+
+        Raises:
+            GameError: for another name.
+        """
+        if spec == "pi_ref":
+            return HFModelPlayer(self.reference)
+        if spec == "uniform":
+            tokens = self.allowed_token_ids or tuple(range(self.vocab_size))
+            return UniformTokenPlayer(tokens, self.vocab_size)
+        raise GameError(f"unknown fixed participant {spec!r}; expected 'pi_ref' or 'uniform'")
 
     # ----------------------------------------------------------------------------- exact game
 

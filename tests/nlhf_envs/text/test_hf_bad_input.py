@@ -81,6 +81,14 @@ def test_a_model_that_is_not_a_causal_lm_is_refused(tmp_path):
         r"the reference GPT2ForSequenceClassification is not a causal language model "
         r"\(AutoModelForCausalLM\)",
     )
+    classifier.save_pretrained(tmp_path / "cls")
+    with pytest.raises(GameError) as e:
+        _env(str(tmp_path / "cls"))
+    _one_line(
+        e,
+        rf"the reference GPT2ForSequenceClassification saved in {re.escape(str(tmp_path / 'cls'))} "
+        r"is not a causal language model \(AutoModelForCausalLM\)",
+    )
     with pytest.raises(GameError) as e:
         _env(str(tmp_path / "missing"))
     _one_line(e, f"no reference model folder at {re.escape(str(tmp_path / 'missing'))}")
