@@ -193,3 +193,18 @@ def test_peft_adapter_folders_are_participants(tmp_path):
         match=r"^participant 'seq': .*seq holds a GPT2ForSequenceClassification, not a causal LM$",
     ):
         load_hf_participant(seq, "seq")
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_end_to_end(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "hf_token_duel.py"
+    spec = importlib.util.spec_from_file_location("hf_token_duel_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path / "demo"), "--n-duels", "10"]) == 0
+    data = json.loads((tmp_path / "demo" / "tournament" / "tournament.json").read_text())
+    a = data["names"].index("model_a")
+    assert all(data["win_rate"][a][j] == 1.0 for j in range(3) if j != a)
