@@ -9,6 +9,13 @@
   answers decoded to text and scored by any text judge ``judge(prompts, completion_pairs)`` (the learned
   judge, the ground truth, or your own callable).
 
+The token duel over Hugging Face parts builds on these: :mod:`nlhf_envs.text.hf_env`
+(``nlhf/HFTokenDuel-v0``), :mod:`~nlhf_envs.text.hf_judges` (callable, reward-model, pairwise and
+TRL-style judges), :mod:`~nlhf_envs.text.hf_prompts` (prompt files, datasets, splits),
+:mod:`~nlhf_envs.text.hf_convert` (the tiny worlds' models as GPT-2),
+:mod:`~nlhf_envs.text.hf_players` (causal LMs in tournament seats) and
+:mod:`~nlhf_envs.text.hf_estimate` (estimated Nash metrics).
+
 Nothing here downloads anything; tests build tiny random models from configs.
 """
 
