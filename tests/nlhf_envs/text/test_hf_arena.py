@@ -80,9 +80,13 @@ def test_arena_ranks_transformers_models_and_pi_ref():
     assert np.array_equal(result.win_rate, again.win_rate)
 
 
-def test_tournament_command_ranks_saved_hf_models_and_pi_ref(tmp_path, capsys):
-    from agents.zoo.cli import main
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Folders of a reference, a w5-writing model, another model, a reward-model judge that
+    rewards w5, and a prompt file."""
+    import transformers
 
+    tmp_path = tmp_path_factory.mktemp("hf_folders")
     tok = word_tokenizer(V)
     for name, seed in (("ref", 0), ("model_a", 1), ("model_b", 2)):
         model = tiny_gpt2(V, seed=seed)
@@ -95,9 +99,6 @@ def test_tournament_command_ranks_saved_hf_models_and_pi_ref(tmp_path, capsys):
                 model.transformer.wte.weight[W5, 0] = 10.0  # logit 100 for w5, 0 for the rest
         model.save_pretrained(tmp_path / name)
         tok.save_pretrained(tmp_path / name)
-    # a reward-model judge saved to a folder: rewards the w5 token
-    import transformers
-
     config = transformers.GPT2Config(vocab_size=V, n_layer=1, n_embd=8, n_head=2, num_labels=1)
     config.pad_token_id = 0
     rm = transformers.GPT2ForSequenceClassification(config)
@@ -112,27 +113,30 @@ def test_tournament_command_ranks_saved_hf_models_and_pi_ref(tmp_path, capsys):
     (tmp_path / "prompts.jsonl").write_text(
         "".join(json.dumps({"prompt": p}) + "\n" for p in ("w10 w11", "w12", "w13 w14"))
     )
+    return tmp_path
+
+
+def _env_args(folder):
+    return [
+        "--env",
+        "nlhf/HFTokenDuel-v0",
+        "--env-kwargs",
+        f"reference:{folder / 'ref'}",
+        f"judge:{folder / 'judge'}",
+        f"prompts:{folder / 'prompts.jsonl'}",
+        "max_prompt_tokens:4",
+        "max_new_tokens:2",
+    ]
+
+
+def test_tournament_command_ranks_saved_hf_models_and_pi_ref(saved, tmp_path, capsys):
+    from agents.zoo.cli import main
+
     out = tmp_path / "tour"
     code = main(
-        [
-            "tournament",
-            f"a={tmp_path / 'model_a'}",
-            f"b={tmp_path / 'model_b'}",
-            "pi_ref",
-            "--env",
-            "nlhf/HFTokenDuel-v0",
-            "--env-kwargs",
-            f"reference:{tmp_path / 'ref'}",
-            f"judge:{tmp_path / 'judge'}",
-            f"prompts:{tmp_path / 'prompts.jsonl'}",
-            "max_prompt_tokens:4",
-            "max_new_tokens:2",
-            "--n-duels",
-            "20",
-            "--output-dir",
-            str(out),
-            "--no-progress",
-        ]
+        ["tournament", f"a={saved / 'model_a'}", f"b={saved / 'model_b'}", "pi_ref"]
+        + _env_args(saved)
+        + ["--n-duels", "20", "--output-dir", str(out), "--no-progress"]
     )
     assert code == 0
     text = capsys.readouterr().out
@@ -146,6 +150,24 @@ def test_tournament_command_ranks_saved_hf_models_and_pi_ref(tmp_path, capsys):
     a = data["names"].index("a")
     assert all(wr[a, j] >= 0.9 for j in range(3) if j != a)  # the w5 writer wins
     assert "| 1 | a |" in text  # ranked first
+
+
+def test_eval_command_takes_a_saved_hf_model_against_pi_ref(saved, capsys):
+    from agents.zoo.cli import main
+
+    args = ["eval", str(saved / "model_a")] + _env_args(saved) + ["--n-duels", "20"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"win rate of {saved / 'model_a'} vs pi_ref on nlhf/HFTokenDuel-v0: 1.0000" in out
+    assert (
+        main(
+            ["eval", str(saved / "model_b"), "--opponent", str(saved / "model_a")]
+            + _env_args(saved)
+            + ["--n-duels", "10"]
+        )
+        == 0
+    )
+    assert "0.0000 (95% CI [0.0000," in capsys.readouterr().out
 
 
 def test_peft_adapter_folders_are_participants(tmp_path):
