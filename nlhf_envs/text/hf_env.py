@@ -17,9 +17,11 @@ Agents:
 Action Space:
     ``Discrete(V)`` with ``V = len(tokenizer)`` (the tokenizer's size, added tokens included; not
     the model's possibly padded embedding count): a token id. The tokenizer's EOS ends the player's
-    answer (it counts as the answer's last token). With ``allowed_token_ids`` only those ids are
-    legal (others raise ``ValueError``) and ``env.reference`` never samples the others. After a
-    player's answer has ended its actions are ignored (it may omit its action or pass ``None``).
+    answer (it counts as the answer's last token). Every token id is a legal action (as in
+    ``nlhf/TokenDuel-v1``); with ``allowed_token_ids`` (the answer alphabet) ``env.reference`` and
+    the ``"uniform"`` participant never emit the others, and ``env.action_mask`` marks the alphabet
+    (for ``action_space.sample(mask=...)``). After a player's answer has ended its actions are
+    ignored (it may omit its action or pass ``None``).
 
 Observation Space:
     ``Box(0, V - 1, (2, L), int64)`` with ``L = max_prompt_tokens + max_new_tokens``: a fixed shape
@@ -61,7 +63,7 @@ Arguments:
     prompt (a first system message with a chat template, else text and a blank line).
     ``chat_template`` ("auto"): ``"auto"`` renders prompts with the tokenizer's chat template when
     it has one, ``True`` requires one, ``False`` never uses one (conversations then need one).
-    ``allowed_token_ids`` (None): the answer alphabet (EOS included).
+    ``allowed_token_ids`` (None): the answer alphabet (EOS included) of the reference policy.
     ``render_mode`` (None): ``None``, ``"ansi"`` or ``"human"``.
     ``reset(options={"prompt": p})`` fixes the prompt of one duel (checked like the prompt set).
 
@@ -270,10 +272,11 @@ class HFTokenDuelEnv(ParallelEnv):
             suppress = [t for t in range(self.vocab_size) if t not in keep]
         self.reference_model = model.eval()
         self.reference = HFPolicy(model, num_tokens=self.vocab_size, suppress_tokens=suppress)
-        self._allowed = None
+        #: int8 ``[V]``: 1 on the answer alphabet (all ones without ``allowed_token_ids``)
+        self.action_mask = np.ones(self.vocab_size, dtype=np.int8)
         if self.allowed_token_ids is not None:
-            self._allowed = np.zeros(self.vocab_size, dtype=bool)
-            self._allowed[list(self.allowed_token_ids)] = True
+            self.action_mask[:] = 0
+            self.action_mask[list(self.allowed_token_ids)] = 1
 
         # -- the judge
         if judge is None:
@@ -475,11 +478,6 @@ class HFTokenDuelEnv(ParallelEnv):
             raise ValueError(
                 f"action {action!r} of {agent} is not a token id in [0, {self.vocab_size})"
             )
-        if self._allowed is not None and not self._allowed[token]:
-            raise ValueError(
-                f"action {token} of {agent} is not in allowed_token_ids "
-                f"({len(self.allowed_token_ids or ())} ids)"
-            )
         return token
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -488,7 +486,7 @@ class HFTokenDuelEnv(ParallelEnv):
         Raises:
             RuntimeError: if the duel has ended (call ``reset``).
             ValueError: on a missing action of an unfinished player, an action that is not a
-                (allowed) token id, an unknown agent, or an invalid judge output.
+                token id, an unknown agent, or an invalid judge output.
         """
         if not self.agents:
             raise RuntimeError("step() called after the duel ended; call reset() first")

@@ -149,9 +149,14 @@ def test_the_reference_policy_reads_the_observation_and_respects_the_alphabet(bi
     for t in written:  # the env accepts what the reference writes
         acts = {a: t for a in env.agents}
         env.step(acts)
-    with pytest.raises(ValueError, match="action 14 of player_0 is not in allowed_token_ids"):
-        env.reset(seed=1)
-        env.step({"player_0": 14, "player_1": allowed[1]})
+    # as in nlhf/TokenDuel-v1 every token id is a legal action; the mask marks the alphabet
+    assert env.action_mask.sum() == 4 and env.action_mask[allowed].all()
+    env.reset(seed=1)
+    space = env.action_space("player_0")
+    masked = {int(space.sample(mask=env.action_mask)) for _ in range(50)}
+    assert masked <= set(allowed)
+    env.step({"player_0": 14, "player_1": allowed[1]})
+    assert env._text("player_0") == "w14"
 
 
 def test_render_and_fixed_prompt(big):

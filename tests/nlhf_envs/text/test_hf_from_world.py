@@ -124,3 +124,10 @@ def test_exact_game_needs_a_world_and_the_converter_a_tiny_lm():
         ValueError, match="exact_game needs an env built by HFTokenDuelEnv.from_world"
     ):
         env.exact_game()
+
+
+def test_from_world_env_passes_the_parallel_api_test(hf_env):
+    from pettingzoo.test import parallel_api_test
+
+    parallel_api_test(HFTokenDuelEnv.from_world("tiny", reward_mode="centered"), num_cycles=20)
+    assert hf_env.world is TINY and hf_env.allowed_token_ids == TINY.answer_token_ids
