@@ -133,3 +133,17 @@ def test_from_world_env_passes_the_parallel_api_test(hf_env):
 
     parallel_api_test(HFTokenDuelEnv.from_world("tiny", reward_mode="centered"), num_cycles=20)
     assert hf_env.world is TINY and hf_env.allowed_token_ids == TINY.answer_token_ids
+
+
+def test_the_benchmark_script_runs(capsys):
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "hf_token_duel.py"
+    bench = runpy.run_path(str(path), run_name="hf_token_duel")
+    assert bench["main"](["--rounds", "1", "--duels", "4", "--batch", "4"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ")]
+    assert len(rows) == 2 + 4  # header, separator, two anchors and two Hugging Face rows
+    assert rows[3].startswith(
+        "| HFTokenDuelEnv.from_world(tiny) env duels/s, same seeds and rewards |"
+    )
