@@ -62,10 +62,17 @@ Arguments:
     ``reward_mode`` ("outcome"). ``system_prompt`` (None): a system message put before every
     prompt (a first system message with a chat template, else text and a blank line).
     ``chat_template`` ("auto"): ``"auto"`` renders prompts with the tokenizer's chat template when
-    it has one, ``True`` requires one, ``False`` never uses one (conversations then need one).
+    it has one, ``True`` requires one, ``False`` never uses one (conversations are then refused).
     ``allowed_token_ids`` (None): the answer alphabet (EOS included) of the reference policy.
     ``render_mode`` (None): ``None``, ``"ansi"`` or ``"human"``.
     ``reset(options={"prompt": p})`` fixes the prompt of one duel (checked like the prompt set).
+
+Exact Solution:
+    Known when the env is a synthetic world built by :meth:`HFTokenDuelEnv.from_world` on an
+    enumerable world (the tiny worlds): :meth:`HFTokenDuelEnv.exact_game` is the contextual matrix
+    game of :func:`nlhf_envs.text.exact.exact_game` through this env's Hugging Face reference. For
+    other parts, :func:`nlhf_envs.text.hf_estimate.estimate_hf_nash_metrics` estimates the Nash
+    metrics.
 
 Registered ids:
     ``nlhf/HFTokenDuel-v0`` (no defaults: pass the parts as keyword arguments of
