@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MATRIX_ENV_IDS", "MULTIPLAYER_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
+__all__ = ["HF_ENV_IDS", "MATRIX_ENV_IDS", "MULTIPLAYER_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
 
 #: Matrix-game ids: id -> default keyword arguments of :func:`nlhf_envs.matrix_game.parallel_env`.
 MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
@@ -40,6 +40,11 @@ TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
     "nlhf/TinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-Cyclic-v0": {"world": "tiny-cyclic", "judge_version": "latest"},
 }
+
+#: Ids of envs built from the user's own parts (no defaults: every part is a keyword argument of
+#: ``pettingzoo.make``), registered with PettingZoo but left out of :func:`registered_ids`, whose
+#: ids all make an env without arguments: id -> entry module under ``nlhf_envs``.
+HF_ENV_IDS: dict[str, str] = {"nlhf/HFTokenDuel-v0": "nlhf_envs.text.hf_env"}
 
 
 def registered_ids() -> list[str]:

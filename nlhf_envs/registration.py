@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import pettingzoo
 
-from nlhf_envs.env_ids import MATRIX_ENV_IDS, MULTIPLAYER_ENV_IDS, TEXT_ENV_IDS, registered_ids
+from nlhf_envs.env_ids import (
+    HF_ENV_IDS,
+    MATRIX_ENV_IDS,
+    MULTIPLAYER_ENV_IDS,
+    TEXT_ENV_IDS,
+    registered_ids,
+)
 from nlhf_envs.gym_views import register_gym_views
 
 __all__ = [
+    "HF_ENV_IDS",
     "MATRIX_ENV_IDS",
     "MULTIPLAYER_ENV_IDS",
     "TEXT_ENV_IDS",
@@ -43,5 +50,8 @@ def register_all() -> None:
             "parallel", env_id, entry_point="nlhf_envs.text.env:parallel_env", kwargs=kwargs
         )
         pettingzoo.register("aec", env_id, entry_point="nlhf_envs.text.env:env", kwargs=kwargs)
+    for env_id, module in HF_ENV_IDS.items():  # needs the 'hf' extra only when made
+        pettingzoo.register("parallel", env_id, entry_point=f"{module}:parallel_env")
+        pettingzoo.register("aec", env_id, entry_point=f"{module}:env")
     register_gym_views()
     _registered = True

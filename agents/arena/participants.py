@@ -86,6 +86,10 @@ def as_participant(
         return spec
     if isinstance(spec, str):
         if spec in ("pi_ref", "uniform"):
+            fixed = getattr(getattr(env, "unwrapped", env), "fixed_player", None)
+            if game is None and callable(fixed):  # an env that seats them itself (HF token duel)
+                seated = fixed(spec)
+                return Participant(name, seated, seated)
             world = getattr(getattr(env, "unwrapped", env), "world", None)
             if game is None and world is not None:
                 from nlhf_envs.text.players import ReferencePlayer, UniformAnswerPlayer

@@ -148,7 +148,9 @@ def _prepare(
         raise ConfigError(f"participant names must be unique; got {names}")
     if isinstance(num_duels, bool) or not isinstance(num_duels, (int, np.integer)) or num_duels < 1:
         raise ConfigError(f"num_duels must be a positive integer; got {num_duels!r}")
-    if env not in nlhf_envs.registered_ids():
+    from nlhf_envs.env_ids import HF_ENV_IDS
+
+    if env not in nlhf_envs.registered_ids() and env not in HF_ENV_IDS:
         raise EnvironmentSetupError(
             f"unknown environment id {env!r}; registered: {', '.join(nlhf_envs.registered_ids())}"
         )

@@ -1026,6 +1026,11 @@ def _resolve_participant(
     if vector is not None:
         return name or "policy", vector, None
     path = Path(value)
+    from agents.zoo.hf_participants import load_hf_participant
+
+    hf_model = load_hf_participant(path, spec)  # a Hugging Face model or PEFT adapter folder
+    if hf_model is not None:
+        return name or path.name, hf_model, None
     if path.is_dir() and (path / "final.npz").exists():
         path = path / "final.npz"
     if not path.exists():
@@ -1181,7 +1186,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return 0
     opp = _resolve_participant(f"opponent={args.opponent}", args.env, args)
     parts = [(me[0], me[1]), (opp[0], opp[1])]
-    env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, {})
+    from agents.zoo.configs import parse_params
+
+    env_kwargs = parse_params(getattr(args, "env_kwargs", None))
+    env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, env_kwargs)
     result = arena.run(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed)
     lo, hi = result.ci_low[0, 1], result.ci_high[0, 1]
     print(
@@ -1543,6 +1551,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--opponent", default="pi_ref", help="pi_ref, uniform or a checkpoint/run folder"
     )
     p.add_argument("--env", default=None, help="environment id (default: the agent's own game)")
+    p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE")
     p.add_argument("--n-duels", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-folder", default="logs")

@@ -9,6 +9,13 @@
   answers decoded to text and scored by any text judge ``judge(prompts, completion_pairs)`` (the learned
   judge, the ground truth, or your own callable).
 
+The token duel over Hugging Face parts builds on these: :mod:`nlhf_envs.text.hf_env`
+(``nlhf/HFTokenDuel-v0``), :mod:`~nlhf_envs.text.hf_judges` (callable, reward-model, pairwise and
+TRL-style judges), :mod:`~nlhf_envs.text.hf_prompts` (prompt files, datasets, splits),
+:mod:`~nlhf_envs.text.hf_convert` (the tiny worlds' models as GPT-2),
+:mod:`~nlhf_envs.text.hf_players` (causal LMs in tournament seats) and
+:mod:`~nlhf_envs.text.hf_estimate` (estimated Nash metrics).
+
 Nothing here downloads anything; tests build tiny random models from configs.
 """
 
@@ -34,20 +41,96 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 TextJudge = Callable[[list[str], list[tuple[str, str]]], Any]
 
 
+def _cache_keyword(model: Any) -> str:
+    """The keyword under which ``model.forward`` takes the KV cache.
+
+    transformers 5.x renamed ``past_key_values=`` to ``cache=`` (the old keyword is deprecated and
+    goes away in 5.40); older releases only know ``past_key_values=``. This is the one
+    compatibility point of the Hugging Face path.
+    """
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrappers
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The cache of a model output (``cache`` in transformers 5.x, ``past_key_values`` before)."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def is_causal_lm(model: Any) -> bool:
+    """Whether ``model`` is a ``transformers`` causal language model (a class of the
+    ``AutoModelForCausalLM`` mapping, or named ``...ForCausalLM``/``...LMHeadModel``, as PEFT's
+    ``PeftModelForCausalLM`` is)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = type(model).__name__
+    return name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith(
+        ("ForCausalLM", "LMHeadModel")
+    )
+
+
+def saved_architecture(folder: Any) -> str | None:
+    """The non-causal-LM architecture a saved model folder declares (``config.json``'s
+    ``architectures``), or ``None`` when it declares a causal LM or nothing.
+
+    ``AutoModelForCausalLM.from_pretrained`` would build a causal LM from, e.g., a saved
+    ``GPT2ForSequenceClassification`` (same ``model_type``) with a fresh output head; this check
+    refuses that instead.
+    """
+    import json
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = Path(folder) / "config.json"
+    try:
+        archs = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    names = [str(a) for a in archs]
+    if not names or any(a in known or a.endswith(("ForCausalLM", "LMHeadModel")) for a in names):
+        return None
+    return ", ".join(names)
+
+
 class HFPolicy:
     """A ``transformers`` causal LM as a duel policy.
 
     Args:
-        model: a causal LM (``AutoModelForCausalLM``-like: returns ``logits`` and ``past_key_values``).
+        model: a causal LM (``AutoModelForCausalLM``-like: returns ``logits`` and a cache).
+        num_tokens: keep only the first ``num_tokens`` logits (the tokenizer's size, when the model
+            pads its embedding matrix beyond it); default all.
+        suppress_tokens: token ids whose logits are set to ``-1e4`` (never sampled), as
+            :class:`~nlhf_envs.text.models.TinyCausalLM` does with its suppressed tokens.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        num_tokens: int | None = None,
+        suppress_tokens: Sequence[int] = (),
+    ) -> None:
         self.model = model
+        self._cache_kw = _cache_keyword(model)
+        width = int(model.config.vocab_size) if num_tokens is None else int(num_tokens)
+        self.num_tokens = width
+        suppress = torch.zeros(width, dtype=torch.bool)
+        suppress[list(suppress_tokens)] = True
+        self.suppress_mask = suppress if bool(suppress.any()) else None
 
     @property
     def vocab_size(self) -> int:
-        """The model's output vocabulary size."""
-        return int(self.model.config.vocab_size)
+        """The number of tokens the policy scores (``num_tokens``, default the model's vocabulary)."""
+        return self.num_tokens
 
     def __call__(
         self,
@@ -64,34 +147,51 @@ class HFPolicy:
             )
         mask = attention_mask.long()
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=True,
+            **kwargs,
         )
-        return out.logits, out.past_key_values
+        logits = out.logits
+        if logits.shape[-1] != self.num_tokens:
+            logits = logits[..., : self.num_tokens]
+        if self.suppress_mask is not None:
+            self.suppress_mask = self.suppress_mask.to(logits.device)
+            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
+        return logits, _output_cache(out)
 
 
 def make_hf_tokenizer(tokenizer: Tokenizer | None = None) -> Any:
-    """A ``PreTrainedTokenizerFast`` with the world's vocabulary and ids (word level, whitespace split)."""
+    """A ``PreTrainedTokenizerFast`` with the world's vocabulary and ids (word level, whitespace split).
+
+    With ``add_special_tokens=True`` (the default of ``tokenizer(text)``) a text is framed as the
+    world's models read a prompt, ``<bos> words <sep>``; with ``add_special_tokens=False`` it gives the
+    words' ids only. Decoding joins words with single spaces (no clean-up of spaces).
+    """
     from tokenizers import Tokenizer as RawTokenizer
-    from tokenizers import models, normalizers, pre_tokenizers
+    from tokenizers import models, normalizers, pre_tokenizers, processors
 
     tok = tokenizer or world.default_tokenizer()
     raw = RawTokenizer(models.WordLevel({w: i for i, w in enumerate(tok.vocab)}, unk_token="<unk>"))
     raw.normalizer = normalizers.Lowercase()
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    pad, bos, eos, _, unk = SPECIAL_TOKENS
+    pad, bos, eos, sep, unk = SPECIAL_TOKENS
+    raw.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {sep}",
+        special_tokens=[(bos, tok.bos_id), (sep, tok.sep_id)],
+    )
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=raw,
         pad_token=pad,
         bos_token=bos,
         eos_token=eos,
         unk_token=unk,
-        sep_token="<sep>",
+        sep_token=sep,
         padding_side="left",
+        clean_up_tokenization_spaces=False,
     )
 
 
