@@ -89,6 +89,7 @@ Version History:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -336,6 +337,7 @@ class HFTokenDuelEnv(ParallelEnv):
         self._prompt_mask = torch.zeros(1, self.max_prompt_tokens, dtype=torch.bool)
         self._answers: dict[str, AnswerState] = {}
         self._result: dict[str, Any] | None = None
+        self._fingerprint: str | None = None
 
     # ----------------------------------------------------------------------------- construction
 
@@ -426,6 +428,35 @@ class HFTokenDuelEnv(ParallelEnv):
         return ids
 
     # ----------------------------------------------------------------------------- spaces
+
+    def fingerprint(self) -> str:
+        """A short hash of the game this env plays (cached): the reference model's weights, the
+        tokenizer's vocabulary, special tokens and chat template, the judge (the weights of every
+        torch module it holds; a judge without one, a plain callable, by its qualified name only),
+        the prompts of both splits, the system prompt, the answer alphabet, ``beta``, the reward
+        mode and both length limits. Two envs with the same fingerprint pay the same duels;
+        tournaments refuse participants whose envs differ and reuse a logged match only under the
+        same fingerprint."""
+        if self._fingerprint is None:
+            from nlhf_envs.text.models import module_digest
+
+            h = hashlib.sha256()
+            for part in (
+                module_digest(self.reference_model),
+                sorted(self.tokenizer.get_vocab().items()),
+                (self.eos_id, self.pad_id, self.use_chat_template),
+                getattr(self.tokenizer, "chat_template", None) if self.use_chat_template else None,
+                _content_digest(self._judge),
+                self.prompts["train"],
+                self.prompts["heldout"],
+                self.system_prompt,
+                self.allowed_token_ids,
+                (self.beta, self.reward_mode, self.max_prompt_tokens, self.max_new_tokens),
+            ):
+                h.update(repr(part).encode())
+                h.update(b"\0")
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def observation_space(self, agent: str) -> spaces.Space:
         """The observation space of ``agent`` (the same object on every call)."""
@@ -608,6 +639,25 @@ class HFTokenDuelEnv(ParallelEnv):
 
 
 raw_env = HFTokenDuelEnv
+
+
+def _content_digest(obj: Any, depth: int = 0) -> str:
+    """The weights of the torch modules ``obj`` holds (searched three attributes deep), with the
+    class names on the way; ``custom:<qualname>`` for an object that holds none."""
+    from nlhf_envs.text.models import module_digest
+
+    if isinstance(obj, torch.nn.Module):
+        return f"module:{type(obj).__qualname__}:{module_digest(obj)}"
+    found = []
+    if depth < 3:
+        for value in getattr(obj, "__dict__", {}).values():
+            digest = _content_digest(value, depth + 1)
+            if not digest.startswith("custom:"):
+                found.append(digest)
+    if not found:  # a judge's own name (ValidatedJudge.name), a function's or a class's
+        name = getattr(obj, "name", None) or getattr(obj, "__qualname__", None)
+        return f"custom:{name if isinstance(name, str) else type(obj).__qualname__}"
+    return f"{type(obj).__qualname__}({','.join(found)})"
 
 
 def parallel_env(**kwargs: Any) -> HFTokenDuelEnv:

@@ -240,6 +240,7 @@ class PairwiseClassifierJudge:
                 return torch.sigmoid(pooled_scores(model, tokenizer, texts, max_length))
 
             self.f: Callable[[list[str], list[str], list[str]], Any] = f
+            self.model = model  # held for the env's content fingerprint
             self.name = type(model).__name__
         elif callable(classifier):
             self.f = classifier

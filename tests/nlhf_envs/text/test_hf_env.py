@@ -168,3 +168,38 @@ def test_render_and_fixed_prompt(big):
     text = env.render()
     assert text.splitlines()[0] == "prompt   : w5 w6"
     assert "judge P(player_0 > player_1) = 0.500" in text
+
+
+def test_the_fingerprint_covers_the_weights_the_judge_and_the_prompts():
+    """Two envs pay the same duels iff their fingerprints agree: same parts give the same
+    fingerprint; other reference weights, another judge model's weights, other prompts or another
+    beta give another one (a tournament's resume key and game check rely on it)."""
+    import transformers
+
+    from nlhf_envs.text.hf_judges import RewardModelJudge
+
+    tok = word_tokenizer(40)
+
+    def reward_model(seed):
+        config = transformers.GPT2Config(vocab_size=40, n_layer=1, n_embd=8, n_head=2,
+                                         num_labels=1, pad_token_id=0)  # fmt: skip
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return transformers.GPT2ForSequenceClassification(config).eval()
+
+    def env(seed=0, judge_seed=0, **over):
+        judge = RewardModelJudge(reward_model(judge_seed), tok)
+        kw = {"reference": tiny_gpt2(40, seed=seed), "tokenizer": tok, "judge": judge,
+              "prompts": prompts(6), "max_prompt_tokens": 5, "max_new_tokens": 4, **over}  # fmt: skip
+        return HFTokenDuelEnv(**kw)
+
+    base = env().fingerprint()
+    assert env().fingerprint() == base and len(base) == 16
+    others = [
+        env(seed=1),
+        env(judge_seed=1),
+        env(prompts=prompts(5)),
+        env(beta=0.2),
+        env(judge=length_judge),
+    ]
+    assert len({e.fingerprint() for e in others} | {base}) == len(others) + 1
