@@ -18,7 +18,10 @@ Every ratio is taken against an anchor measured in the same run, interleaved (me
    including ``<eos>``), for every row.
 2. **Mixture.** Nash-MD's opponent ``GeometricMixture(pi_theta, pi_ref, 1/8)`` at B = 64, cached
    vs uncached (the uncached loop re-runs both models on the whole sequence each step).
-3. **Training.** ``agent.learn`` of ``nash_mp``, ``online_ipo`` and ``nash_md`` at their zoo settings
+3. **Hugging Face path** (``--hf``, on by default on CUDA): a random GPT-2-small-sized model (124M,
+   50,257 tokens): answer tokens/s of ``generate`` and env steps/s of ``nlhf/HFTokenDuel-v0``
+   (:func:`hf_token_duel.gpt2_small_rows`).
+4. **Training.** ``agent.learn`` of ``nash_mp``, ``online_ipo`` and ``nash_md`` at their zoo settings
    on ``nlhf/TokenDuel-v0`` (evaluation off), preference queries per second, each in a fresh
    process. With ``--baseline-ref GITREV`` the same runs with the code of that revision (exported
    by ``git archive`` into a temporary directory, alternating with this checkout) are the anchor.
@@ -65,61 +68,11 @@ def device_name(device: torch.device, threads: int) -> str:
 
 
 def gpt2_from_tiny(model: Any) -> Any:
-    """A ``transformers`` GPT-2 with the weights of a :class:`~nlhf_envs.text.models.TinyCausalLM`.
+    """A ``transformers`` GPT-2 with the weights of ``model`` on its device
+    (:func:`nlhf_envs.text.hf_convert.tiny_to_gpt2`, the library's one converter)."""
+    from nlhf_envs.text.hf_convert import tiny_to_gpt2
 
-    Both are pre-LayerNorm transformers with learned positions, exact GELU and tied embeddings;
-    GPT-2's ``Conv1D`` stores ``Linear`` weights transposed. Suppressed tokens (if any) are not part
-    of GPT-2: pass ``suppress_tokens`` to ``generate``.
-    """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from nlhf_envs.text.tokenizer import EOS, PAD
-
-    cfg = model.config
-    gcfg = GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.max_len,
-        n_embd=cfg.d_model,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        n_inner=cfg.d_ff,
-        activation_function="gelu",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=EOS,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-    )
-    gpt = GPT2LMHeadModel(gcfg).eval()
-    sd = model.state_dict()
-    new = {
-        "transformer.wte.weight": sd["tok_emb.weight"],
-        "transformer.wpe.weight": sd["pos_emb.weight"],
-        "transformer.ln_f.weight": sd["ln_f.weight"],
-        "transformer.ln_f.bias": sd["ln_f.bias"],
-        "lm_head.weight": sd["tok_emb.weight"],
-    }
-    for i in range(cfg.n_layers):
-        b, h = f"blocks.{i}.", f"transformer.h.{i}."
-        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            new[h + theirs + ".weight"] = sd[b + ours + ".weight"]
-            new[h + theirs + ".bias"] = sd[b + ours + ".bias"]
-        for ours, theirs in (
-            ("qkv", "attn.c_attn"),
-            ("proj", "attn.c_proj"),
-            ("ff.0", "mlp.c_fc"),
-            ("ff.2", "mlp.c_proj"),
-        ):
-            new[h + theirs + ".weight"] = sd[b + ours + ".weight"].T.contiguous()
-            new[h + theirs + ".bias"] = sd[b + ours + ".bias"]
-    missing, unexpected = gpt.load_state_dict(new, strict=False)
-    missing = [k for k in missing if not k.endswith("attn.bias") and "masked_bias" not in k]
-    if missing or unexpected:
-        raise RuntimeError(f"GPT-2 conversion: missing {missing}, unexpected {unexpected}")
-    return gpt.to(next(model.parameters()).device)
+    return tiny_to_gpt2(model).to(next(model.parameters()).device)
 
 
 def _answer_tokens(tokens: torch.Tensor, eos: int) -> int:
@@ -416,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also train with the code of this git revision (git archive to a temp dir), interleaved",
     )
+    p.add_argument(
+        "--hf",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the GPT-2-small rows of nlhf/HFTokenDuel-v0 (default: on CUDA only)",
+    )
     p.add_argument("--out", type=Path, default=None, help="default results/gpu_<device type>.md")
     p.add_argument("--readme", type=Path, default=None, help="also replace its bench:engine table")
     args = p.parse_args(argv)
@@ -430,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(
         device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
     )
+    if args.hf if args.hf is not None else device.type == "cuda":
+        from hf_token_duel import gpt2_small_rows  # the sibling benchmark (needs transformers)
+
+        rows += gpt2_small_rows(device, rounds, batch=64)
     shown = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/gpu.py", *[a for a in shown if a]])
     lines = [
