@@ -166,7 +166,9 @@ def test_a_damaged_match_record_is_replayed_with_a_warning(tmp_path, edit, reaso
     assert len(messages) == 1
     assert messages[0].startswith(f"{log}:2: damaged match record (")
     assert reason in messages[0]
-    assert messages[0].endswith("the match is replayed and the line moved to matches.rejected.jsonl")
+    assert messages[0].endswith(
+        "the match is replayed and the line moved to matches.rejected.jsonl"
+    )
     # only the damaged match was replayed, and the result is the undamaged one
     assert len(played) == 1
     np.testing.assert_array_equal(resumed.win_rate, full.win_rate)
