@@ -790,7 +790,7 @@ def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
             else ""
         )
         print(
-            f"{how} Nash metrics (beta = {agent.beta:g}, {split} split): exploitability "
+            f"{how} Nash metrics (beta = {agent.beta:g}): exploitability "
             f"{m['eval/exploitability']:.6g}{ci}, KL(pi* || pi) = {m['eval/kl_to_nash']:.6g}"
         )
 

@@ -43,7 +43,7 @@ def test_token_eval_names_the_prompts_and_gives_wilson_intervals(token_run, caps
         assert float(lo) == pytest.approx(want[0], abs=6e-4)
         assert float(hi) == pytest.approx(want[1], abs=6e-4)
         assert float(lo) < float(p) < float(hi) and float(hi) - float(lo) > 0.05
-    assert out[1].startswith("exact Nash metrics (beta = 0.1, heldout split): exploitability ")
+    assert out[1].startswith("exact Nash metrics (beta = 0.1): exploitability ")
 
 
 def test_token_tournament_fills_exploitability_and_reports_threads(
