@@ -33,7 +33,11 @@ from agents.arena.stats import (
     wilson_interval,
 )
 from agents.arena.tournament import (
+    MatchLogWarning,
+    canonical_pair,
     default_name,
+    lock_folder,
+    match_seed,
     named_participants,
     repair_match_log,
     run,
@@ -47,6 +51,7 @@ __all__ = [
     "TournamentResult",
     "Participant",
     "IntransitivityWarning",
+    "MatchLogWarning",
     "as_participant",
     "play_match",
     "run",
@@ -62,4 +67,7 @@ __all__ = [
     "default_name",
     "named_participants",
     "unique_names",
+    "canonical_pair",
+    "match_seed",
+    "lock_folder",
 ]

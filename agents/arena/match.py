@@ -19,7 +19,8 @@ class MatchSpec:
     Attributes:
         i: index of the first participant.
         j: index of the second participant.
-        first: the first participant (``player_0`` in even duels).
+        first: the first participant (``player_0`` in even duels); a tournament seats first the
+            participant whose name sorts first (:func:`agents.arena.tournament.canonical_pair`).
         second: the second participant.
         env_id: the PettingZoo id of the environment.
         env_kwargs: its keyword arguments (a ``PreferenceGame`` may be passed as ``game``).

@@ -60,6 +60,30 @@ class Participant:
             return np.array(game.as_policy(pi.reshape(game.shape)))
         return None
 
+    def exact_token_policy(self, env: Any, split: str = "heldout") -> np.ndarray | None:
+        """The exact ``(C, N)`` answer distribution of this participant on an enumerable token duel.
+
+        Rows are the prompts of ``split``, columns the answers of
+        :func:`nlhf_envs.text.exact.enumerate_answers`; computed by
+        :func:`nlhf_envs.text.exact.sequence_policy` (as a token agent's exact ``nash_metrics``
+        does) from the network that plays the seat: a token agent's ``model``, the reference
+        player's language model, or any player that gives its next-token probabilities
+        (``action_probabilities``, e.g. uniformly random answer words). ``None`` when ``env`` is not
+        an enumerable token duel or the policy is not known (it puts mass outside the answers).
+        """
+        base = getattr(env, "unwrapped", env)
+        if getattr(base, "world", None) is None:
+            return None
+        from nlhf_envs.text.exact import sequence_policy
+
+        model = _token_network(self)
+        if model is None:
+            return None
+        try:
+            return sequence_policy(model, base, split)
+        except ValueError:  # too many answers to enumerate, or mass outside the answers
+            return None
+
     def act(self, observation: Any, rng: np.random.Generator) -> Any:
         """One action for ``observation``; the match's generator drives every random choice."""
         return self.player.act(observation, rng)
@@ -132,6 +156,47 @@ def as_participant(
         f"participant {name!r}: cannot play a {type(spec).__name__} (expected an agent, a saved "
         "agent's path, 'pi_ref', 'uniform', a probability vector, an SB3 model or a callable)"
     )
+
+
+def _token_network(participant: Participant) -> Any:
+    """A policy with the token engine's signature (``policy(ids, attention_mask) -> (logits, _)``)
+    that draws what ``participant`` plays in a token duel, else ``None``."""
+    import torch
+
+    source = participant.source
+    model = getattr(source, "model", None)
+    if getattr(source, "kind", None) == "text" and isinstance(model, torch.nn.Module):
+        return model  # a token agent's seat samples from softmax(model logits) (its ``act``)
+    player = participant.player
+    if isinstance(getattr(player, "model", None), torch.nn.Module):
+        return player.model  # the reference player
+    if callable(getattr(player, "action_probabilities", None)):
+        return _NextTokenPolicy(player)
+    return None
+
+
+class _NextTokenPolicy:
+    """A token-duel player's ``action_probabilities`` as a policy of the engine's signature: the
+    last-position log-probabilities of each row (prompt and answer prefix) of a batch."""
+
+    def __init__(self, player: Any) -> None:
+        self.player = player
+
+    def __call__(self, input_ids: Any, attention_mask: Any = None) -> tuple[Any, None]:
+        import torch
+
+        ids = input_ids.cpu().numpy()
+        mask = (
+            np.ones_like(ids) if attention_mask is None else attention_mask.cpu().numpy()
+        ).astype(np.int64)
+        rows = []
+        for k in range(ids.shape[0]):
+            p = self.player.action_probabilities(np.stack([ids[k], mask[k]]))
+            if p is None:
+                raise ValueError("the player does not give its next-token probabilities")
+            with np.errstate(divide="ignore"):
+                rows.append(np.log(np.asarray(p, dtype=np.float64)))
+        return torch.as_tensor(np.stack(rows))[:, None, :], None
 
 
 def _detached(obj: Any) -> Any:

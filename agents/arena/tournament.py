@@ -19,19 +19,24 @@ agents (:func:`agents.load`), the strings ``"pi_ref"`` and ``"uniform"`` (matrix
 probability vector, a Stable-Baselines3 model (anything with ``predict(obs, deterministic=...)``) or
 a plain callable ``observation -> action``.
 
-Every match is a pure function of a picklable :class:`MatchSpec` whose seed is derived from the
-tournament seed and the pair, so results are identical whether matches run in this process, in any
-order, resumed after an interruption, or on a Ray cluster (``use_ray=True``).
+Every match is a pure function of a picklable :class:`MatchSpec`. Its seats and seed depend only
+on the tournament seed and the two participants' names (:func:`canonical_pair`, :func:`match_seed`:
+a SHA-256 digest, not list positions), so results are identical whether matches run in this
+process, in any order, resumed after an interruption, or on a Ray cluster (``use_ray=True``); the
+participants may be listed in any order (the win rate of ``(a, b)`` is ``1 -`` that of ``(b, a)``),
+and a tournament with more participants reuses the matches of the old pairs from the match log.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,23 +61,57 @@ from nlhf_envs.atomic import atomic_open
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
 
+#: The version tag hashed into every match seed and record (bump it if the derivation changes).
+_SEED_TAG = "nlhf-zoo/arena/match/v2"
 
-def _match_seed(seed: int, i: int, j: int) -> int:
-    return int(np.random.SeedSequence([seed, i, j]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+class MatchLogWarning(UserWarning):
+    """A record of a tournament's ``matches.jsonl`` is damaged: its match is replayed."""
 
 
-def _fingerprint(
-    env_id: str, env_kwargs: Mapping[str, Any], names: Sequence[str], n: int, seed: int
-) -> str:
+def canonical_pair(first: str, second: str) -> tuple[str, str]:
+    """The seat order of a match between two named participants: sorted by name.
+
+    Whatever the order of the participant list, the participant whose name sorts first sits as
+    ``player_0`` in the match's even duels, so a match (and its seed, :func:`match_seed`) depends
+    only on the two names.
+    """
+    if first == second:
+        raise ValueError(f"a match needs two different participants; got {first!r} twice")
+    return (first, second) if first < second else (second, first)
+
+
+def match_seed(seed: int, first: str, second: str) -> int:
+    """The seed of the match between the participants named ``first`` and ``second``.
+
+    A SHA-256 digest of the tournament seed and the canonically ordered pair of names
+    (:func:`canonical_pair`), cut to 63 bits: the same for any order of the participant list and
+    in any tournament holding both names, so a superset tournament reuses the matches already
+    played, and stable across Python processes and versions (unlike the salted ``hash()``).
+    """
+    a, b = canonical_pair(first, second)
+    blob = json.dumps([_SEED_TAG, int(seed), a, b], ensure_ascii=True).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
+
+
+def _spec_fingerprint(env_id: str, env_kwargs: Mapping[str, Any], n: int, seed: int) -> str:
+    """What every match of a tournament shares (env, its arguments, duels per pair, seed)."""
+
     def default(o: Any) -> Any:
         if isinstance(o, PreferenceGame):
             return o.fingerprint()
         return repr(o)
 
     blob = json.dumps(
-        [env_id, dict(env_kwargs), list(names), n, seed], default=default, sort_keys=True
+        [_SEED_TAG, env_id, dict(env_kwargs), int(n), int(seed)], default=default, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _record_digest(row: Mapping[str, Any]) -> str:
+    """A checksum of a match record's fields (all but ``check``), to detect damaged lines."""
+    body = {k: v for k, v in row.items() if k != "check"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_name(spec: Any) -> str:
@@ -201,14 +240,21 @@ def run(
         env: a registered PettingZoo id (``"nlhf/RPS-v0"``, ``"nlhf/TokenDuel-v0"``, ...).
         env_kwargs: keyword arguments of the environment (e.g. ``game=PreferenceGame(...)``).
         num_duels: duels per pair (seats alternate).
-        seed: tournament seed; each match's seed is derived from it and the pair.
+        seed: tournament seed; each match's seed is derived from it and the two participants'
+            names (:func:`match_seed`).
         out_dir: if given, finished matches are appended to ``out_dir/matches.jsonl`` as they end
             (an interrupted tournament resumes from there without replaying them) and the
-            markdown, CSV, JSON and heatmap outputs are written at the end.
-        resume: reuse finished matches found in ``out_dir`` (only those of the same tournament:
-            same env, kwargs, names, duels and seed, and only when both participants' content
-            (:func:`participant_fingerprint`) is unchanged; a partial last line of the log is
-            dropped first, see :func:`repair_match_log`).
+            markdown, CSV, JSON and heatmap outputs are written at the end. The folder is locked
+            while the tournament runs (:func:`lock_folder`): a second tournament writing into it
+            at the same time is refused.
+        resume: reuse finished matches found in ``out_dir``: those of a tournament with the same
+            env, kwargs, duels per pair and seed, between two participants of this one (by name,
+            in any order, so a superset tournament reuses them) whose content
+            (:func:`participant_fingerprint`) is unchanged. Every record is checked first (its
+            checksum, ``0 <= wins <= duels``, whole wins where duels score 0 or 1, the duel count,
+            the probabilities and the match seed); a damaged one is replayed with a
+            :class:`MatchLogWarning` naming the file and line (see :func:`repair_match_log` for a
+            partial last line).
         use_ray: distribute the matches over a Ray cluster (:func:`agents.arena.distributed.ray_map`).
         ray_address: the cluster address (``None``: start or reuse a local cluster).
         on_match: called with each :class:`MatchResult` as it finishes (progress bars).
@@ -219,43 +265,114 @@ def run(
 
     Raises:
         ValueError: fewer than two participants, duplicate names, ``num_duels < 1`` or a bad spec.
-        EnvironmentSetupError: a participant was trained on another game than ``env`` plays.
+        EnvironmentSetupError: a participant was trained on another game than ``env`` plays, or
+            another tournament is writing into ``out_dir``.
     """
     items, players, probe, game, env_kwargs = _prepare(participants, env, env_kwargs, num_duels)
     names = [str(n) for n, _ in items]
-    n = len(players)
+    with contextlib.ExitStack() as stack:
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            stack.enter_context(lock_folder(out_dir))
+        result = _play(
+            names,
+            players,
+            probe,
+            game,
+            env,
+            env_kwargs,
+            int(num_duels),
+            int(seed),
+            out_dir,
+            resume,
+            use_ray,
+            ray_address,
+            on_match,
+        )
+        if out_dir is not None:
+            result.write(out_dir)
+    if result.intransitive:
+        warnings.warn(
+            "the tournament's meta-game is intransitive: Elo/Bradley-Terry ratings are "
+            "misleading; rank by the Nash-averaged scores",
+            IntransitivityWarning,
+            stacklevel=2,
+        )
+    return result
 
-    fingerprint = _fingerprint(env, env_kwargs, names, int(num_duels), int(seed))
-    contents = [participant_fingerprint(p) for p in players]
+
+def _play(
+    names: list[str],
+    players: list[Participant],
+    probe: Any,
+    game: PreferenceGame | None,
+    env: str,
+    env_kwargs: dict[str, Any],
+    num_duels: int,
+    seed: int,
+    out_dir: str | os.PathLike[str] | None,
+    resume: bool,
+    use_ray: bool,
+    ray_address: str | None,
+    on_match: Callable[[MatchResult], None] | None,
+) -> TournamentResult:
+    """Play (or reuse from the log) every match of a tournament and summarise it."""
+    n = len(players)
+    spec_fp = _spec_fingerprint(env, env_kwargs, num_duels, seed)
+    contents = {name: participant_fingerprint(p) for name, p in zip(names, players, strict=True)}
+    index = {name: k for k, name in enumerate(names)}
+    # every pair once, in its canonical seat order (names sorted): (first index, second index)
+    pairs = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = canonical_pair(names[i], names[j])
+            pairs.append((index[a], index[b]))
     done: dict[tuple[int, int], MatchResult] = {}
     log_path = None
     if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
         log_path = os.path.join(os.fspath(out_dir), "matches.jsonl")
         if resume and os.path.exists(log_path):
             repair_match_log(log_path)
-            done = _read_match_log(log_path, fingerprint, contents)
+            expected = _Expected(spec_fp, num_duels, seed, contents, _integral_wins(probe))
+            for (a, b), res in _read_match_log(log_path, expected).items():
+                if a in index and b in index:
+                    i, j = index[a], index[b]
+                    done[(i, j)] = dataclasses.replace(res, i=i, j=j)
         elif os.path.exists(log_path):
             os.remove(log_path)
 
     specs = [
         MatchSpec(
-            i, j, players[i], players[j], env, env_kwargs, int(num_duels), _match_seed(seed, i, j)
+            i,
+            j,
+            players[i],
+            players[j],
+            env,
+            env_kwargs,
+            num_duels,
+            match_seed(seed, names[i], names[j]),
         )
-        for i in range(n)
-        for j in range(i + 1, n)
+        for i, j in pairs
         if (i, j) not in done
     ]
 
     def finished(result: MatchResult) -> None:
         done[(result.i, result.j)] = result
         if log_path is not None:
+            a, b = names[result.i], names[result.j]
+            row: dict[str, Any] = {
+                "format": _LOG_FORMAT,
+                "spec": spec_fp,
+                "names": [a, b],
+                "participants": [contents[a], contents[b]],
+                "seed": result.seed,
+                "wins": result.wins,
+                "duels": result.duels,
+                "mean_prob": result.mean_prob,
+                "mean_true_prob": result.mean_true_prob,
+            }
+            row["check"] = _record_digest(row)
             with open(log_path, "a") as f:
-                row = {
-                    "fingerprint": fingerprint,
-                    "participants": [contents[result.i], contents[result.j]],
-                    **asdict(result),
-                }
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -271,30 +388,59 @@ def run(
         for spec in specs:
             finished(play_match(spec))
 
-    result = _summarise(names, done, n, env, int(seed), players, game)
-    if result.intransitive:
-        warnings.warn(
-            "the tournament's meta-game is intransitive: Elo/Bradley-Terry ratings are "
-            "misleading; rank by the Nash-averaged scores",
-            IntransitivityWarning,
-            stacklevel=2,
-        )
-    if out_dir is not None:
-        result.write(out_dir)
-    return result
+    return _summarise(names, done, n, env, seed, players, game, probe)
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on a tournament's output folder (``.tournament.lock``) while inside.
+
+    The lock is a non-blocking ``fcntl.flock`` on a file in the folder: released by the operating
+    system when the holder exits, even after a kill, so a stale lock file never blocks anyone. On a
+    platform without ``fcntl`` (Windows) nothing is locked.
+
+    Raises:
+        EnvironmentSetupError: another process (or another tournament of this process) holds the
+            folder; the message names it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    path = os.path.join(os.fspath(folder), ".tournament.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EnvironmentSetupError(
+                f"another tournament is writing to {os.fspath(folder)} (it holds {path}); wait "
+                "for it to finish or choose another output folder"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def repair_match_log(path: str | os.PathLike[str]) -> int:
     """Drop the lines of a match log that are not complete JSON records; returns how many.
 
     An interrupted write can leave a partial last line (no newline); appending to it would glue
-    the next record onto it. The log is rewritten atomically when something is dropped.
+    the next record onto it, so it is dropped silently (its match is replayed). An unreadable line
+    elsewhere is damage, not an interruption: it is dropped with a :class:`MatchLogWarning` naming
+    the file and line and kept in ``matches.rejected.jsonl`` beside the log. The log is rewritten
+    atomically when something is dropped.
     """
     with open(path, "rb") as f:
         raw = f.read()
     keep: list[bytes] = []
-    dropped = 0
-    for line in raw.split(b"\n"):
+    bad: list[tuple[int, bytes]] = []
+    lines = raw.split(b"\n")
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -305,38 +451,161 @@ def repair_match_log(path: str | os.PathLike[str]) -> int:
         if ok:
             keep.append(line)
         else:
-            dropped += 1
-    if dropped or (raw and not raw.endswith(b"\n")):
+            bad.append((lineno, line))
+    partial = raw and not raw.endswith(b"\n")
+    damaged = [(k, line) for k, line in bad if not (partial and k == len(lines))]
+    if damaged:
+        warnings.warn(
+            f"{os.fspath(path)}: line(s) {', '.join(str(k) for k, _ in damaged)} are not match "
+            "records (damaged); their matches are replayed and the lines moved to "
+            "matches.rejected.jsonl",
+            MatchLogWarning,
+            stacklevel=3,
+        )
+        with open(_rejected_path(os.fspath(path)), "ab") as f:
+            f.write(b"".join(line + b"\n" for _, line in damaged))
+            f.flush()
+            os.fsync(f.fileno())
+    if bad or partial:
         with atomic_open(path, "wb") as f:
             f.write(b"".join(line + b"\n" for line in keep))
-    return dropped
+    return len(bad)
 
 
-def _read_match_log(
-    path: str, fingerprint: str, contents: Sequence[str | None]
-) -> dict[tuple[int, int], MatchResult]:
-    """Finished matches of this tournament whose two participants are unchanged."""
-    done = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cannot happen after repair_match_log; replay to be safe
-            if not isinstance(row, dict) or row.pop("fingerprint", None) != fingerprint:
-                continue
-            used = row.pop("participants", None)
-            try:
-                res = MatchResult(**row)
-            except TypeError:
-                continue
-            if not (0 <= res.i < res.j < len(contents)):
-                continue
-            now = [contents[res.i], contents[res.j]]
-            if None in now or used != now:
-                continue  # a participant changed (or cannot be fingerprinted): replay
-            done[(res.i, res.j)] = res
+_LOG_FORMAT = 2
+_RECORD_KEYS = frozenset(
+    {
+        "format",
+        "spec",
+        "names",
+        "participants",
+        "seed",
+        "wins",
+        "duels",
+        "mean_prob",
+        "mean_true_prob",
+        "check",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Expected:
+    """What a reusable record of this tournament must hold."""
+
+    spec: str
+    num_duels: int
+    seed: int
+    contents: Mapping[str, str | None]
+    integral: bool
+
+
+def _integral_wins(env: Any) -> bool:
+    """Whether every duel of ``env`` scores 0 or 1 (one round, outcome rewards): wins are whole."""
+    base = getattr(env, "unwrapped", env)
+    return (
+        getattr(base, "reward_mode", "outcome") in ("outcome", "centered")
+        and getattr(base, "num_rounds", 1) == 1
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _record_problem(row: dict[str, Any], exp: _Expected) -> str | None:
+    """Why a record of this tournament (its ``spec`` matches) cannot be reused, else ``None``."""
+    if set(row) != _RECORD_KEYS:
+        return f"unexpected fields {sorted(set(row) ^ _RECORD_KEYS)}"
+    if row["check"] != _record_digest(row):
+        return "its checksum does not match its content (the line was edited or damaged)"
+    names = row["names"]
+    if not (
+        isinstance(names, list)
+        and len(names) == 2
+        and all(isinstance(x, str) for x in names)
+        and names[0] < names[1]
+    ):
+        return f"names must be two participant names in sorted order; got {names!r}"
+    duels, wins = row["duels"], row["wins"]
+    if not isinstance(duels, int) or isinstance(duels, bool) or duels != exp.num_duels:
+        return f"duels must be {exp.num_duels} (the tournament's duels per pair); got {duels!r}"
+    if not _is_number(wins) or not math.isfinite(wins) or not 0 <= wins <= duels:
+        return f"wins must be a number in [0, {duels}]; got {wins!r}"
+    if exp.integral and float(wins) != int(wins):
+        return f"wins must be a whole number (every duel scores 0 or 1); got {wins!r}"
+    for key in ("mean_prob", "mean_true_prob"):
+        v = row[key]
+        if not _is_number(v) or not (math.isnan(v) or 0.0 <= v <= 1.0):
+            return f"{key} must be a probability or NaN; got {v!r}"
+    if row["seed"] != match_seed(exp.seed, names[0], names[1]):
+        return f"seed {row['seed']!r} is not the match seed of {names[0]!r} vs {names[1]!r}"
+    return None
+
+
+def _read_match_log(path: str, exp: _Expected) -> dict[tuple[str, str], MatchResult]:
+    """Finished matches of this tournament, keyed by their canonical pair of names.
+
+    A record is reused when it belongs to this tournament (same env, kwargs, duels and seed), both
+    participants' content is unchanged and it passes :func:`_record_problem`. Records of other
+    tournaments, of a participant that changed or of an older log format are skipped silently
+    (they are replayed). A damaged record (checksum, counts, probabilities or seed wrong) is
+    replayed with a :class:`MatchLogWarning` naming the file and line; the damaged lines are moved
+    out of the log into ``matches.rejected.jsonl`` beside it, so nothing is lost and the warning
+    is not repeated.
+    """
+    done: dict[tuple[str, str], MatchResult] = {}
+    keep: list[str] = []
+    rejected: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for lineno, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None  # cannot happen after repair_match_log
+        if not isinstance(row, dict) or row.get("format") != _LOG_FORMAT:
+            keep.append(line)
+            continue  # an older log format: its matches are replayed
+        if row.get("spec") != exp.spec:
+            keep.append(line)
+            continue  # another tournament's match
+        problem = _record_problem(row, exp)
+        if problem is not None:
+            warnings.warn(
+                f"{path}:{lineno}: damaged match record ({problem}); the match is replayed and "
+                f"the line moved to {os.path.basename(_rejected_path(path))}",
+                MatchLogWarning,
+                stacklevel=4,
+            )
+            rejected.append(line)
+            continue
+        keep.append(line)
+        a, b = row["names"]
+        now = [exp.contents.get(a), exp.contents.get(b)]
+        if None in now or row["participants"] != now:
+            continue  # a participant changed, cannot be fingerprinted or is absent: replay
+        done[(a, b)] = MatchResult(
+            -1,
+            -1,
+            float(row["wins"]),
+            int(row["duels"]),
+            float(row["mean_prob"]),
+            int(row["seed"]),
+            float(row["mean_true_prob"]),
+        )
+    if rejected:
+        with open(_rejected_path(path), "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in rejected))
+            f.flush()
+            os.fsync(f.fileno())
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in keep))
     return done
+
+
+def _rejected_path(path: str) -> str:
+    return os.path.join(os.path.dirname(path), "matches.rejected.jsonl")
 
 
 def _summarise(
@@ -347,6 +616,7 @@ def _summarise(
     seed: int,
     players: list[Participant],
     game: PreferenceGame | None,
+    probe: Any = None,
 ) -> TournamentResult:
     W = np.zeros((n, n))
     N = np.zeros((n, n), dtype=np.int64)
@@ -383,7 +653,34 @@ def _summarise(
             from nlhf_envs.solvers import exploitability
 
             expl.append(float(exploitability(game, pi)))
+    if game is None and probe is not None:
+        expl = _token_exploitability(players, probe)
     matches = [done[k] for k in sorted(done)]
     return TournamentResult(
         names, M, lo, hi, N, nash, score, elo, intransitive, expl, env_id, seed, matches, exact_M
     )
+
+
+def _token_exploitability(players: list[Participant], env: Any) -> list[float | None]:
+    """Exact ``Expl_beta`` of each participant on an enumerable token duel, else ``None`` each.
+
+    The exact game is the duel's own (:func:`nlhf_envs.text.exact.exact_game`: held-out prompts,
+    the judge the env pays, the env's ``beta``), the game a token agent's exact ``nash_metrics``
+    measures with the zoo's default ``payer="judge"``; each participant's answer distribution comes
+    from :meth:`Participant.exact_token_policy`.
+    """
+    base = getattr(env, "unwrapped", env)
+    if getattr(base, "world", None) is None:
+        return [None] * len(players)
+    from nlhf_envs.solvers import exploitability
+    from nlhf_envs.text.exact import exact_game
+
+    try:
+        token_game = exact_game(base, "heldout")
+    except ValueError:  # too many answers to enumerate: no exact figure
+        return [None] * len(players)
+    out: list[float | None] = []
+    for p in players:
+        pi = p.exact_token_policy(base, "heldout")
+        out.append(None if pi is None else float(exploitability(token_game, pi)))
+    return out

@@ -101,6 +101,64 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
     return {k: [row.get(k, float("nan")) for row in rows] for k in keys}
 
 
+#: torch CPU threads of ``train``, ``eval`` and ``tournament`` unless ``--threads`` (or
+#: ``OMP_NUM_THREADS``) says otherwise: the zoo's networks are tiny, and extra threads only add
+#: synchronisation (a 5-agent token tournament on 2 cores: see ``--threads``).
+DEFAULT_TORCH_THREADS = 1
+
+THREADS_HELP = (
+    "torch CPU threads (default: 1, or $OMP_NUM_THREADS when set); the zoo's networks are tiny, "
+    "so more threads rarely help and oversubscribe shared machines"
+)
+
+
+def _add_trust_pickle_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load SB3 .zip models with SB3's own loader, which unpickles them and so runs any "
+        "code they hold (only for files you trust; default: rebuilt from plain data, no code runs)",
+    )
+
+
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
+def torch_threads(threads: int | None) -> int:
+    """The torch CPU thread count a command runs with: ``threads`` (``>= 1``) when given, else
+    ``$OMP_NUM_THREADS`` when it is set to a positive integer, else :data:`DEFAULT_TORCH_THREADS`.
+
+    Raises:
+        UserError: for ``threads < 1``.
+    """
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise UserError(f"--threads must be an integer >= 1; got {threads!r}")
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) >= 1 else DEFAULT_TORCH_THREADS
+
+
+def _threads_note() -> str:
+    """`` on N torch thread(s)`` when the command used torch, else ``""``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return ""
+    k = torch.get_num_threads()
+    return f" on {k} torch thread{'s' if k != 1 else ''}"
+
+
+def _set_torch_threads(n: int) -> None:
+    """Run torch on ``n`` CPU threads: now if torch is imported, else when it is (torch reads
+    ``OMP_NUM_THREADS`` at import; numpy-only commands never pay for importing torch)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+
+
 def _progress(total: int | None, desc: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
@@ -1151,8 +1209,16 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
     )
     n = len(parts)
     bar = _progress(n * (n - 1) // 2, "tournament", not args.no_progress)
+    played = []
+    start = time.perf_counter()
+
+    def on_match(r: Any) -> None:
+        played.append(r)
+        bar.update(1)
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", arena.IntransitivityWarning)
+        warnings.simplefilter("always", arena.MatchLogWarning)
         result = arena.run(
             parts,
             env_id,
@@ -1163,15 +1229,20 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             use_ray=args.ray,
             ray_address=args.address,
-            on_match=lambda r: bar.update(1),
+            on_match=on_match,
         )
     bar.close()
     print(f"tournament on {env_id}:\n")
     print(result.to_markdown())
     for w in caught:
-        if issubclass(w.category, arena.IntransitivityWarning):
+        if issubclass(w.category, (arena.IntransitivityWarning, arena.MatchLogWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
     print(f"\nwritten to {out}/ (tournament.md, win_rates.csv, tournament.json, heatmap.png)")
+    total = n * (n - 1) // 2
+    print(
+        f"{len(played)} of {total} matches played, {total - len(played)} reused from "
+        f"{out / 'matches.jsonl'}; {time.perf_counter() - start:.1f} s{_threads_note()}"
+    )
     return 0
 
 
@@ -1179,10 +1250,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from agents import arena
 
     _check_count("--n-duels", args.n_duels, 1)
+    start = time.perf_counter()
     me = _resolve_participant(f"agent={args.agent_path}", args.env, args)
     if getattr(me[1], "kind", "") == "text":
         _print_text_eval(me[1], args)
         if args.opponent == "pi_ref":
+            print(f"evaluated in {time.perf_counter() - start:.1f} s{_threads_note()}")
             return 0
     opp = _resolve_participant(f"opponent={args.opponent}", args.env, args)
     parts = [(me[0], me[1]), (opp[0], opp[1])]
@@ -1198,24 +1271,51 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     match = result.matches[0] if result.matches else None
     if match is not None and match.mean_true_prob == match.mean_true_prob:  # the token duel
-        print(  # the agent is the match's first participant
-            f"mean P(agent's answer preferred): {match.mean_prob:.4f} under the judge, "
-            f"{match.mean_true_prob:.4f} under the ground truth"
+        # a match reports from its first seat's view (the participant whose name sorts first)
+        judge, truth = match.mean_prob, match.mean_true_prob
+        if match.i != 0:
+            judge, truth = 1.0 - judge, 1.0 - truth
+        print(
+            f"mean P(agent's answer preferred): {judge:.4f} under the judge, "
+            f"{truth:.4f} under the ground truth"
         )
     if result.exploitability[0] is not None:
         print(f"exact exploitability Expl_beta = {result.exploitability[0]:.6g}")
+    print(f"evaluated in {time.perf_counter() - start:.1f} s{_threads_note()}")
     return 0
 
 
 def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
-    """Win rates against pi_ref (judge and ground truth) and the Nash metrics of a token agent."""
-    m = agent.evaluate(num_prompts=args.n_duels)
+    """Win rates against pi_ref (judge and ground truth) and the Nash metrics of a token agent.
+
+    ``--n-duels`` answer pairs are evaluated on prompts drawn with replacement from the world's
+    held-out split (:meth:`agents.text.common.TextAgent.evaluate`); the line names that split and
+    how many distinct prompts it holds. Each win rate is the mean of the pairs' preference
+    probabilities ``P(y > y_ref | x)``, values in ``[0, 1]`` whose variance is at most
+    ``p (1 - p)``, so the 95% Wilson interval of a binomial proportion
+    (:func:`agents.arena.stats.wilson_interval`) covers it (conservatively).
+    """
+    from agents.arena.stats import wilson_interval
+
+    split = "heldout"
+    n = int(args.n_duels)
+    m = agent.evaluate(num_prompts=n, split=split)
     env_id = getattr(agent.env, "env_id", None) or "nlhf/TokenDuel-v0"
     exact = agent.enumerable() and agent.config.nash_eval in ("auto", "exact")
+    world = getattr(agent, "world", None)
+    prompts = len(world.prompts.indices(split)) if world is not None else None
+    where = f"the {prompts} prompts of the {split} split" if prompts else f"the {split} split"
+
+    def rate(key: str) -> str:
+        p = float(m[key])
+        lo, hi = wilson_interval(p * n, n)
+        return f"{p:.4f} (95% CI [{lo:.4f}, {hi:.4f}])"
+
     print(
-        f"{args.agent_path} vs pi_ref on {env_id} ({args.n_duels} held-out prompts): win rate "
-        f"{m['eval/win_rate_ref_judge']:.4f} under the judge, {m['eval/win_rate_ref_true']:.4f} "
-        f"under the ground truth; KL(pi || pi_ref) = {m['eval/kl_ref']:.4f}"
+        f"{args.agent_path} vs pi_ref on {env_id}: {n} answer pairs on prompts drawn from "
+        f"{where}: win rate {rate('eval/win_rate_ref_judge')} under the judge, "
+        f"{rate('eval/win_rate_ref_true')} under the ground truth; "
+        f"KL(pi || pi_ref) = {m['eval/kl_ref']:.4f}"
     )
     if "eval/exploitability" in m:
         how = "exact" if exact else "estimated"
@@ -1544,6 +1644,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the zoo YAML files (must exist; not with --resume)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
 
     p = add("eval", "evaluate a saved agent against pi_ref or another agent", _cmd_eval)
     p.add_argument("agent_path", help="checkpoint file or train run folder")
@@ -1556,12 +1657,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-folder", default="logs")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="load SB3 .zip models with SB3's own loader, which unpickles them and so runs any "
-        "code they hold (only for files you trust; default: rebuilt from plain data, no code runs)",
-    )
+    _add_threads_option(p)
+    _add_trust_pickle_option(p)
 
     p = add("tournament", "round-robin tournament among participants", _cmd_tournament)
     p.add_argument(
@@ -1586,12 +1683,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", action="store_true", help="distribute matches over a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local cluster)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="load SB3 .zip models with SB3's own loader, which unpickles them and so runs any "
-        "code they hold (only for files you trust; default: rebuilt from plain data, no code runs)",
-    )
+    _add_threads_option(p)
+    _add_trust_pickle_option(p)
 
     p = add(
         "plot", "plot a metric against preference queries for the runs of a log folder", _cmd_plot
@@ -1636,7 +1729,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    saved = _ThreadState() if hasattr(args, "threads") else None
     try:
+        if saved is not None:
+            _set_torch_threads(torch_threads(args.threads))
         return int(args.func(args) or 0)
     except NlhfError as exc:  # a user's mistake, named by the library: one line
         if getattr(args, "debug", False):
@@ -1649,6 +1745,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nlhf-zoo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if saved is not None:
+            saved.restore()
+
+
+class _ThreadState:
+    """The caller's ``OMP_NUM_THREADS`` and torch thread count, restored after an in-process
+    command (tests and notebooks call :func:`main`)."""
+
+    def __init__(self) -> None:
+        self.env = os.environ.get("OMP_NUM_THREADS")
+        torch = sys.modules.get("torch")
+        self.torch = torch.get_num_threads() if torch is not None else None
+
+    def restore(self) -> None:
+        if self.env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = self.env
+        torch = sys.modules.get("torch")
+        if torch is not None and self.torch is not None:
+            torch.set_num_threads(self.torch)
 
 
 if __name__ == "__main__":

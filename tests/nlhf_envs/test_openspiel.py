@@ -314,7 +314,10 @@ def test_alpharank_and_nash_averaging_agree_on_a_transitive_tournament():
     W = result.win_rate
     np.testing.assert_allclose(W + W.T, 1.0, atol=1e-12)  # a symmetric constant-sum meta-game
     best = result.names.index("best")
-    assert np.all(np.delete(W[best], best) >= 0.75)  # the Condorcet winner of the meta-game
+    # the Condorcet winner of the meta-game: exactly (P(best > x) >= 0.748 for every x) and beyond
+    # the 95% intervals of the 200 duels per pair
+    assert np.all(np.delete(result.exact_win_rate[best], best) > 0.74)
+    assert np.all(np.delete(result.ci_low[best], best) > 0.5)
     nash, scores = arena.nash_averaging(W)
     np.testing.assert_allclose(nash, np.eye(4)[best], atol=1e-9)
     np.testing.assert_allclose(result.nash, np.eye(4)[best], atol=1e-9)  # exact win rates

@@ -161,7 +161,8 @@ def test_truncated_match_log_is_repaired_before_appending(tmp_path):
     T.run(parts, "nlhf/BiasedRPS-v0", on_match=played.append, **kw)
     assert len(played) == 2
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(rows) == 3 and sorted((r["i"], r["j"]) for r in rows) == [(0, 1), (0, 2), (1, 2)]
+    assert len(rows) == 3
+    assert sorted(tuple(r["names"]) for r in rows) == [("a", "b"), ("a", "c"), ("b", "c")]
     again = []
     T.run(parts, "nlhf/BiasedRPS-v0", on_match=again.append, **kw)
     assert again == []
