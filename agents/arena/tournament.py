@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.arena.match import MatchResult, MatchSpec, play_match
+from agents.arena.match import MAX_DUELS, MatchResult, MatchSpec, play_match
 from agents.arena.participants import (
     Participant,
     as_participant,
@@ -187,6 +187,8 @@ def _prepare(
         raise ConfigError(f"participant names must be unique; got {names}")
     if isinstance(num_duels, bool) or not isinstance(num_duels, (int, np.integer)) or num_duels < 1:
         raise ConfigError(f"num_duels must be a positive integer; got {num_duels!r}")
+    if num_duels > MAX_DUELS:
+        raise ConfigError(f"num_duels must be at most {MAX_DUELS:,} per pair; got {num_duels:,}")
     from nlhf_envs.env_ids import HF_ENV_IDS
 
     if env not in nlhf_envs.registered_ids() and env not in HF_ENV_IDS:

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from agents.arena.match import MAX_DUELS
 from nlhf_envs.atomic import atomic_open, atomic_write_text
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 
@@ -48,9 +49,6 @@ DEMO_ENV = "nlhf/UniformGame-v0"
 DEMO_AGENTS = ("nash_mp", "online_ipo", "nash_md", "mmd", "sppo")
 #: the largest seed: seeds are recorded as 64-bit integers and torch's generators take at most 2**63 - 1
 MAX_SEED = 2**63 - 1
-#: the most duels per pair: a vectorised match holds about a dozen 8-byte arrays of this length
-#: (~1 GB at the limit), and the 95% interval of a win rate is already +-0.0003 there
-MAX_DUELS = 10_000_000
 
 
 class UserError(NlhfError, ValueError):
@@ -1249,7 +1247,8 @@ def _cmd_tournament(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from agents import arena
 
-    _check_count("--n-duels", args.n_duels, 1)
+    _check_count("--n-duels", args.n_duels, 1, MAX_DUELS)
+    _check_count("--seed", args.seed, 0, MAX_SEED)
     start = time.perf_counter()
     me = _resolve_participant(f"agent={args.agent_path}", args.env, args)
     if getattr(me[1], "kind", "") == "text":

@@ -229,6 +229,13 @@ def test_huge_n_duels_is_refused_before_allocating(capsys, tmp_path):
         f"--n-duels must be an integer <= {MAX_DUELS:,}; got 1,000,000,000,000"
     )
     assert not (tmp_path / "t").exists()
+    for argv in (["eval", "pi_ref", "--env", "nlhf/RPS-v0", "--n-duels", str(10**12)],
+                 ["eval", "pi_ref", "--env", "nlhf/RPS-v0", "--seed", str(2**70)]):  # fmt: skip
+        assert "must be an integer <=" in _one_line_error(capsys, argv)
+    from agents import arena
+
+    with pytest.raises(ConfigError, match="num_duels must be at most 10,000,000 per pair"):
+        arena.run(["pi_ref", "uniform"], "nlhf/RPS-v0", num_duels=10**12)
 
 
 # ------------------------------------------------------------------ one notation, validate first
