@@ -94,8 +94,12 @@ def match_seed(seed: int, first: str, second: str) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
 
 
-def _spec_fingerprint(env_id: str, env_kwargs: Mapping[str, Any], n: int, seed: int) -> str:
-    """What every match of a tournament shares (env, its arguments, duels per pair, seed)."""
+def _spec_fingerprint(
+    env_id: str, env_kwargs: Mapping[str, Any], n: int, seed: int, content: str | None = None
+) -> str:
+    """What every match of a tournament shares (env, its arguments, duels per pair, seed) and the
+    content of the game it plays (``content``: the matrix game's or the env's own fingerprint, so a
+    model or judge folder whose files changed under the same path is not reused)."""
 
     def default(o: Any) -> Any:
         if isinstance(o, PreferenceGame):
@@ -103,7 +107,9 @@ def _spec_fingerprint(env_id: str, env_kwargs: Mapping[str, Any], n: int, seed: 
         return repr(o)
 
     blob = json.dumps(
-        [_SEED_TAG, env_id, dict(env_kwargs), int(n), int(seed)], default=default, sort_keys=True
+        [_SEED_TAG, env_id, dict(env_kwargs), int(n), int(seed), content],
+        default=default,
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -320,7 +326,9 @@ def _play(
 ) -> TournamentResult:
     """Play (or reuse from the log) every match of a tournament and summarise it."""
     n = len(players)
-    spec_fp = _spec_fingerprint(env, env_kwargs, num_duels, seed)
+    own = getattr(probe, "fingerprint", None)
+    content = game.fingerprint() if game is not None else own() if callable(own) else None
+    spec_fp = _spec_fingerprint(env, env_kwargs, num_duels, seed, content)
     contents = {name: participant_fingerprint(p) for name, p in zip(names, players, strict=True)}
     index = {name: k for k, name in enumerate(names)}
     # every pair once, in its canonical seat order (names sorted): (first index, second index)

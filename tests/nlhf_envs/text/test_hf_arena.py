@@ -230,3 +230,33 @@ def test_the_example_script_runs_end_to_end(tmp_path):
     data = json.loads((tmp_path / "demo" / "tournament" / "tournament.json").read_text())
     a = data["names"].index("model_a")
     assert all(data["win_rate"][a][j] == 1.0 for j in range(3) if j != a)
+
+
+def test_a_changed_judge_folder_replays_the_logged_matches(saved, tmp_path, capsys):
+    """The resume key holds the env's content fingerprint: the same paths with another judge's
+    weights replay every match instead of reusing the log (and the same files reuse all)."""
+    import shutil
+
+    import transformers
+
+    from agents.zoo.cli import main
+
+    folder = tmp_path / "parts"
+    shutil.copytree(saved, folder, ignore=shutil.ignore_patterns("tour*"))
+    out = tmp_path / "tour"
+    argv = ["tournament", f"a={folder / 'model_a'}", "pi_ref", *_env_args(folder),
+            "--n-duels", "20", "--output-dir", str(out), "--no-progress"]  # fmt: skip
+    summaries = []
+    for change in (False, False, True):
+        if change:  # the judge now prefers every token but w5
+            rm = transformers.GPT2ForSequenceClassification.from_pretrained(folder / "judge")
+            with torch.no_grad():
+                rm.score.weight.neg_()
+            rm.save_pretrained(folder / "judge")
+        assert main(argv) == 0
+        summaries.append(
+            next(line for line in capsys.readouterr().out.splitlines() if "reused" in line)
+        )
+    assert summaries[0].startswith("1 of 1 matches played, 0 reused")
+    assert summaries[1].startswith("0 of 1 matches played, 1 reused")
+    assert summaries[2].startswith("1 of 1 matches played, 0 reused")
