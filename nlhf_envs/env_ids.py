@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MATRIX_ENV_IDS", "MULTIPLAYER_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
+__all__ = [
+    "MATRIX_ENV_IDS",
+    "MULTIPLAYER_ENV_IDS",
+    "MULTIPLAYER_TEXT_ENV_IDS",
+    "TEXT_ENV_IDS",
+    "registered_ids",
+]
 
 #: Matrix-game ids: id -> default keyword arguments of :func:`nlhf_envs.matrix_game.parallel_env`.
 MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
@@ -39,6 +45,14 @@ TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
     "nlhf/TokenDuel-Cyclic-v0": {"world": "default-cyclic", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-Cyclic-v0": {"world": "tiny-cyclic", "judge_version": "latest"},
+}
+
+#: n-player token-duel ids: id -> default keyword arguments of
+#: :func:`nlhf_envs.text.multiplayer.parallel_env` (``num_players`` may be overridden at ``make``).
+#: Like :data:`MULTIPLAYER_ENV_IDS`, they are not in :func:`registered_ids`.
+MULTIPLAYER_TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
+    "nlhf/MultiTokenDuel-v0": {"world": "default", "judge_version": "latest", "num_players": 3},
+    "nlhf/MultiTinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest", "num_players": 3},
 }
 
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import pettingzoo
 
-from nlhf_envs.env_ids import MATRIX_ENV_IDS, MULTIPLAYER_ENV_IDS, TEXT_ENV_IDS, registered_ids
+from nlhf_envs.env_ids import (
+    MATRIX_ENV_IDS,
+    MULTIPLAYER_ENV_IDS,
+    MULTIPLAYER_TEXT_ENV_IDS,
+    TEXT_ENV_IDS,
+    registered_ids,
+)
 from nlhf_envs.gym_views import register_gym_views
 
 __all__ = [
     "MATRIX_ENV_IDS",
     "MULTIPLAYER_ENV_IDS",
+    "MULTIPLAYER_TEXT_ENV_IDS",
     "TEXT_ENV_IDS",
     "register_all",
     "registered_ids",
@@ -43,5 +50,12 @@ def register_all() -> None:
             "parallel", env_id, entry_point="nlhf_envs.text.env:parallel_env", kwargs=kwargs
         )
         pettingzoo.register("aec", env_id, entry_point="nlhf_envs.text.env:env", kwargs=kwargs)
+    for env_id, kwargs in MULTIPLAYER_TEXT_ENV_IDS.items():
+        pettingzoo.register(
+            "parallel", env_id, entry_point="nlhf_envs.text.multiplayer:parallel_env", kwargs=kwargs
+        )
+        pettingzoo.register(
+            "aec", env_id, entry_point="nlhf_envs.text.multiplayer:env", kwargs=kwargs
+        )
     register_gym_views()
     _registered = True
