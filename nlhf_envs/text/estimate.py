@@ -307,7 +307,8 @@ def estimate_population_gap(
     Args:
         population: the seats' policies (engine signature); the same object may fill several seats
             (it is then sampled and measured once).
-        env_or_id: a token-duel env (two-seat or n-seat), id or world name.
+        env_or_id: a token-duel env (two-seat or n-seat), id (``nlhf/MultiTokenDuel-v0`` too) or
+            world name.
         split: prompt split.
         num_prompts: prompts drawn without replacement from the split (all of them when fewer).
         n: ``pi_ref`` support samples per prompt of :func:`estimate_nash_metrics` (its
@@ -325,6 +326,9 @@ def estimate_population_gap(
     Raises:
         ValueError: for fewer than two policies, non-positive sample sizes or an unknown payer.
     """
+    from nlhf_envs.text.multiplayer import resolve_multi_id
+
+    env_or_id = resolve_multi_id(env_or_id)
     members = list(population)
     k = len(members)
     if k < 2:

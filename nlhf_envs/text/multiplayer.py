@@ -89,7 +89,14 @@ from nlhf_envs.text.engine import AnswerState, apply_tokens, new_answers, settle
 from nlhf_envs.text.env import TokenDuelEnv
 from nlhf_envs.text.judging import PairwiseJudge
 
-__all__ = ["MultiTokenDuelEnv", "parallel_env", "raw_env", "env", "multi_env_id_of"]
+__all__ = [
+    "MultiTokenDuelEnv",
+    "parallel_env",
+    "raw_env",
+    "env",
+    "multi_env_id_of",
+    "resolve_multi_id",
+]
 
 
 def multi_env_id_of(world: str, judge_version: str = "latest") -> str | None:
@@ -100,6 +107,16 @@ def multi_env_id_of(world: str, judge_version: str = "latest") -> str | None:
         if kwargs.get("world") == world and kwargs.get("judge_version", "latest") == judge_version:
             return env_id
     return None
+
+
+def resolve_multi_id(env_or_id: Any) -> Any:
+    """The env of a registered n-player token-duel id (built with its default arguments), else
+    ``env_or_id`` unchanged: what the exact and estimated metrics read a game from."""
+    from nlhf_envs.env_ids import MULTIPLAYER_TEXT_ENV_IDS
+
+    if isinstance(env_or_id, str) and env_or_id in MULTIPLAYER_TEXT_ENV_IDS:
+        return MultiTokenDuelEnv(**MULTIPLAYER_TEXT_ENV_IDS[env_or_id])
+    return env_or_id
 
 
 def _stack(states: list[AnswerState]) -> AnswerState:

@@ -24,6 +24,7 @@ from nlhf_envs.game import PreferenceGame
 from nlhf_envs.solvers import multiplayer_duality_gap
 from nlhf_envs.text.estimate import estimate_population_gap
 from nlhf_envs.text.exact import MAX_ANSWERS, exact_game, resolve_setting, sequence_policy
+from nlhf_envs.text.multiplayer import resolve_multi_id
 
 __all__ = ["enumerable", "exact_population_gap", "population_duality_gap"]
 
@@ -34,7 +35,7 @@ GAP_MODES: tuple[str, ...] = ("auto", "exact", "estimate")
 def enumerable(env_or_id: Any) -> bool:
     """Whether the answers of the env's world can be enumerated (:data:`~nlhf_envs.text.exact.
     MAX_ANSWERS` at most), so that exact metrics apply."""
-    s = resolve_setting(env_or_id)
+    s = resolve_setting(resolve_multi_id(env_or_id))
     words = len(s.world.answer_token_ids) - 1
     return sum(words**k for k in range(s.max_new_tokens + 1)) <= MAX_ANSWERS
 
@@ -57,7 +58,7 @@ def exact_population_gap(
 
     Args:
         population: ``k >= 2`` policies, one per seat (an object filling several seats is read once).
-        env_or_id: a token-duel env (two-seat or n-seat), id or world name.
+        env_or_id: a token-duel env (two-seat or n-seat), id (n-player ids too) or world name.
         split: prompt split (the game's contexts).
         payer: ``"judge"`` or ``"ground_truth"`` (ignored when ``game`` is given).
         beta: KL strength (default: the env's; ignored when ``game`` is given).
@@ -68,6 +69,7 @@ def exact_population_gap(
         ValueError: for fewer than two policies, a world too large to enumerate, or a policy with
             mass outside the enumerated answers.
     """
+    env_or_id = resolve_multi_id(env_or_id)
     members = list(population)
     if len(members) < 2:
         raise ValueError(
@@ -101,7 +103,7 @@ def population_duality_gap(
 
     Args:
         population: ``k >= 2`` policies, one per seat.
-        env_or_id: a token-duel env (two-seat or n-seat), id or world name.
+        env_or_id: a token-duel env (two-seat or n-seat), id (n-player ids too) or world name.
         mode: ``"exact"`` (:func:`exact_population_gap`), ``"estimate"``
             (:func:`~nlhf_envs.text.estimate.estimate_population_gap`) or ``"auto"`` (exact when the
             world is :func:`enumerable`).
@@ -124,6 +126,7 @@ def population_duality_gap(
     """
     if mode not in GAP_MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(GAP_MODES)}")
+    env_or_id = resolve_multi_id(env_or_id)
     if mode == "exact" or (mode == "auto" and enumerable(env_or_id)):
         gap = exact_population_gap(
             population,

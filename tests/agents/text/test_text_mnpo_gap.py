@@ -10,6 +10,8 @@ import pytest
 import agents
 from nlhf_envs.solvers import multiplayer_duality_gap
 from nlhf_envs.text import exact
+from nlhf_envs.text.multiplayer import MultiTokenDuelEnv
+from nlhf_envs.text.population import population_duality_gap
 
 TINY = "nlhf/TinyTokenDuel-v0"
 
@@ -67,3 +69,18 @@ def test_estimated_population_gap_on_the_full_world():
     off = agents.make("mnpo", "nlhf/TokenDuel-v0", **{**common, "nash_eval": "off"})
     off.learn(num_iterations=1)
     assert not any(k.startswith("eval/population") for k in off.history[-1])
+
+
+def test_trains_on_the_n_player_env_and_its_population_plays_the_seats():
+    env = MultiTokenDuelEnv(3, world="tiny", reward_mode="probability")
+    agent = agents.make("mnpo", env, seed=0, history=2, batch_size=4, inner_steps=1, eval_every=0)
+    agent.learn(num_iterations=2)
+    assert agent.queries_used == 2 * 4
+    gap = population_duality_gap(agent.members(), env)["population_duality_gap"]
+    assert gap == pytest.approx(agent.population_gap()["eval/population_duality_gap"], abs=1e-12)
+    obs, _ = env.reset(seed=0)
+    while env.agents:
+        acts = {a: agent.act(obs[a]) for a in env.agents if not env._answers[a].finished[0]}
+        obs, rewards, terms, _, infos = env.step(acts)
+    assert all(terms.values()) and sum(rewards.values()) == pytest.approx(1.5, abs=1e-6)
+    assert len(infos["player_2"]["answers"]) == 3

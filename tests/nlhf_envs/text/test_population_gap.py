@@ -61,6 +61,8 @@ def test_exact_gap_is_the_solvers_gap_of_the_sequence_policies(tiny_env, populat
     assert enumerable(multi) and not enumerable("default")
     auto = population_duality_gap(population, multi)
     assert auto == {"population_duality_gap": pytest.approx(gap, abs=1e-12)}
+    by_id = population_duality_gap(population, "nlhf/MultiTinyTokenDuel-v0")
+    assert by_id == {"population_duality_gap": pytest.approx(gap, abs=1e-12)}
 
 
 def test_estimated_gap_interval_covers_the_exact_gap(tiny_env, population, game):
