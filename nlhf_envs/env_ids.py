@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HF_ENV_IDS", "MATRIX_ENV_IDS", "MULTIPLAYER_ENV_IDS", "TEXT_ENV_IDS", "registered_ids"]
+__all__ = [
+    "HF_ENV_IDS",
+    "MATRIX_ENV_IDS",
+    "MULTIPLAYER_ENV_IDS",
+    "MULTIPLAYER_TEXT_ENV_IDS",
+    "TEXT_ENV_IDS",
+    "registered_ids",
+]
 
 #: Matrix-game ids: id -> default keyword arguments of :func:`nlhf_envs.matrix_game.parallel_env`.
 MATRIX_ENV_IDS: dict[str, dict[str, Any]] = {
@@ -45,6 +52,14 @@ TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
 #: ``pettingzoo.make``), registered with PettingZoo but left out of :func:`registered_ids`, whose
 #: ids all make an env without arguments: id -> entry module under ``nlhf_envs``.
 HF_ENV_IDS: dict[str, str] = {"nlhf/HFTokenDuel-v0": "nlhf_envs.text.hf_env"}
+
+#: n-player token-duel ids: id -> default keyword arguments of
+#: :func:`nlhf_envs.text.multiplayer.parallel_env` (``num_players`` may be overridden at ``make``).
+#: Like :data:`MULTIPLAYER_ENV_IDS`, they are not in :func:`registered_ids`.
+MULTIPLAYER_TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
+    "nlhf/MultiTokenDuel-v0": {"world": "default", "judge_version": "latest", "num_players": 3},
+    "nlhf/MultiTinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest", "num_players": 3},
+}
 
 
 def registered_ids() -> list[str]:

@@ -61,7 +61,8 @@ References:
     "Nash Learning from Human Feedback", ICML 2024.
 
 Version History:
-    * v0: initial release (the matrix and contextual families; token duels are not yet n-player).
+    * v0: initial release (the matrix and contextual families; the n-player token duel is
+      :mod:`nlhf_envs.text.multiplayer`, ``nlhf/MultiTokenDuel-v0``).
 """
 
 from __future__ import annotations

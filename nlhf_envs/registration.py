@@ -13,6 +13,7 @@ from nlhf_envs.env_ids import (
     HF_ENV_IDS,
     MATRIX_ENV_IDS,
     MULTIPLAYER_ENV_IDS,
+    MULTIPLAYER_TEXT_ENV_IDS,
     TEXT_ENV_IDS,
     registered_ids,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "HF_ENV_IDS",
     "MATRIX_ENV_IDS",
     "MULTIPLAYER_ENV_IDS",
+    "MULTIPLAYER_TEXT_ENV_IDS",
     "TEXT_ENV_IDS",
     "register_all",
     "registered_ids",
@@ -50,6 +52,13 @@ def register_all() -> None:
             "parallel", env_id, entry_point="nlhf_envs.text.env:parallel_env", kwargs=kwargs
         )
         pettingzoo.register("aec", env_id, entry_point="nlhf_envs.text.env:env", kwargs=kwargs)
+    for env_id, kwargs in MULTIPLAYER_TEXT_ENV_IDS.items():
+        pettingzoo.register(
+            "parallel", env_id, entry_point="nlhf_envs.text.multiplayer:parallel_env", kwargs=kwargs
+        )
+        pettingzoo.register(
+            "aec", env_id, entry_point="nlhf_envs.text.multiplayer:env", kwargs=kwargs
+        )
     for env_id, module in HF_ENV_IDS.items():  # needs the 'hf' extra only when made
         pettingzoo.register("parallel", env_id, entry_point=f"{module}:parallel_env")
         pettingzoo.register("aec", env_id, entry_point=f"{module}:env")

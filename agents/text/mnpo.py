@@ -21,6 +21,14 @@ only with true sequence log-probabilities).
 
 ``eta`` defaults to ``1 / (3 beta)``: the authors' released configs mix the reference and the
 population with ``ratio = eta beta = 1/3``.
+
+Metrics: those of :mod:`agents.text.common`, ``loss/mnpo`` and ``loss/mnpo_margin``, and at every
+evaluation (``eval_every``, unless ``nash_eval`` is ``"off"``) ``eval/population_duality_gap``: the
+multiplayer duality gap (:mod:`nlhf_envs.text.population`) of the population ``pi_t, ...,
+pi_{t-H+1}`` (for ``H = 1`` the two seats ``(pi_t, pi_t)``, whose gap is ``2 Expl_beta(pi_t)``) on
+held-out prompts, exact on enumerable worlds and estimated elsewhere (then also
+``eval/population_duality_gap_low``/``_high``, a 95% interval over prompts), as
+``eval/exploitability``.
 """
 
 from __future__ import annotations
@@ -170,6 +178,61 @@ class TextMNPO(TextAgent):
         )
         start = frozen_copy(self.model)  # pi_0 (= pi_ref): every member before H iterates exist
         self.population: list[torch.nn.Module] = [start] * cfg.history
+
+    def members(self) -> list[torch.nn.Module]:
+        """The population ``pi_t, ..., pi_{t-H+1}`` as seats (``pi_t`` is ``pi_theta``); for
+        ``H = 1``, ``pi_t`` in two seats."""
+        members = [self.model, *self.population[1:]]
+        return members * 2 if len(members) == 1 else members
+
+    def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
+        """:meth:`TextAgent.evaluate` plus :meth:`population_gap` (unless ``nash_eval`` is
+        ``"off"``)."""
+        out = super().evaluate(num_prompts, split)
+        if self.config.nash_eval != "off":
+            out.update(self.population_gap())
+        return out
+
+    @torch.no_grad()
+    def population_gap(self, exact: bool | None = None) -> dict[str, float]:
+        """``eval/population_duality_gap`` of :meth:`members` on held-out prompts (no queries counted).
+
+        Args:
+            exact: ``True``: exact (enumerable worlds, in the game of :meth:`exact_game`);
+                ``False``: estimated with ``nash_eval_prompts`` prompts and ``nash_eval_samples``
+                samples (then also ``_low``/``_high``); ``None``: from ``config.nash_eval``, as
+                :meth:`nash_metrics`.
+        """
+        from nlhf_envs.text.estimate import estimate_population_gap
+        from nlhf_envs.text.population import exact_population_gap
+
+        mode = self.config.nash_eval
+        if exact is None:
+            exact = mode == "exact" or (mode in ("auto", "off") and self.enumerable())
+        members = self.members()
+        self.model.eval()
+        try:
+            if exact:
+                game, _ = self.exact_game()
+                gap = exact_population_gap(members, self.env, split="heldout", game=game)
+                return {"eval/population_duality_gap": gap}
+            n = self.config.nash_eval_samples
+            seed = np.random.SeedSequence([self.seed, 10, self.num_iterations]).generate_state(1)
+            est = estimate_population_gap(
+                members,
+                self.env,
+                split="heldout",
+                num_prompts=self.config.nash_eval_prompts,
+                n=n,
+                m=2 * n,
+                seed=int(seed[0]),
+                payer=self.config.payer,
+                beta=self.beta,
+                reference=self.reference,
+            )
+            return est.as_dict("eval/")
+        finally:
+            self.model.train()
 
     def _sample_pairs(self) -> Duel:
         """``batch_size`` prompts with ``y, y' ~ mu_t`` (independently), judged: counted queries."""

@@ -41,7 +41,13 @@ from nlhf_envs.text.exact import (
 )
 from nlhf_envs.text.ground_truth import ground_truth
 
-__all__ = ["NashEstimate", "estimate_nash_metrics", "forced_log_probs"]
+__all__ = [
+    "NashEstimate",
+    "PopulationGapEstimate",
+    "estimate_nash_metrics",
+    "estimate_population_gap",
+    "forced_log_probs",
+]
 
 
 @dataclass
@@ -232,3 +238,171 @@ def _copy_to(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(model).to(device)
+
+
+@dataclass
+class PopulationGapEstimate:
+    """Estimated multiplayer duality gap of a population of token policies (95% t-interval).
+
+    Attributes:
+        gap: mean over prompts of the estimated per-prompt gap.
+        gap_ci: its interval ``(low, high)`` over prompts.
+        exploitability: ``[k]`` each member's mean estimated exploitability (the worst-opponents
+            term of its seat).
+        kl_ref: ``[k]`` each member's mean Monte-Carlo ``KL(pi_i || pi_ref)``.
+        per_prompt: ``"prompt_index"``, ``"gap"`` ``[C]``, ``"exploitability"`` ``[k, C]`` and
+            ``"best_response"`` ``[k, C]`` (the best responder's value against seat ``i``'s others).
+        n: support samples per prompt of the member estimates; ``m``: fresh samples per prompt.
+    """
+
+    gap: float
+    gap_ci: tuple[float, float]
+    exploitability: np.ndarray
+    kl_ref: np.ndarray
+    n: int
+    m: int
+    per_prompt: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        """``{prefix}population_duality_gap`` and its ``_low`` and ``_high`` bounds."""
+        return {
+            f"{prefix}population_duality_gap": self.gap,
+            f"{prefix}population_duality_gap_low": self.gap_ci[0],
+            f"{prefix}population_duality_gap_high": self.gap_ci[1],
+        }
+
+
+@torch.no_grad()
+def estimate_population_gap(
+    population: list[Any],
+    env_or_id: Any,
+    *,
+    split: str = "heldout",
+    num_prompts: int = 64,
+    n: int = 64,
+    m: int = 128,
+    seed: int = 0,
+    payer: str = "judge",
+    beta: float | None = None,
+    reference: Any = None,
+    device: torch.device | str | None = None,
+) -> PopulationGapEstimate:
+    """Estimate the multiplayer duality gap of ``k >= 2`` token policies, one per seat.
+
+    The gap is that of :func:`nlhf_envs.solvers.multiplayer_duality_gap` (Wu et al., "Multiplayer
+    Nash Preference Optimization", arXiv 2509.23102, 2025, read term by term from the two-player
+    duality gap): per prompt ``x``,
+
+        DG_x = 1/k sum_i [ B_i(x) - 1/2 + Expl_beta(pi_i)(x) ],
+        B_i(x) = beta log E_{y ~ pi_ref} exp(gbar_i(y) / beta) + beta/(k-1) sum_{j != i} KL(pi_j || pi_ref),
+
+    with ``gbar_i = 1/(k-1) sum_{j != i} g_{pi_j}`` the win rate against seat ``i``'s others.
+    ``Expl_beta(pi_i)(x)`` and ``KL(pi_i || pi_ref)`` are :func:`estimate_nash_metrics`' per-prompt
+    estimates (every member with the same ``seed``, so on the same prompts); ``B_i`` is estimated
+    the same way with one set of ``m`` fresh ``pi_ref`` answers per prompt and ``m`` fresh answers of
+    every member, ``g_{pi_j}(y)`` the mean judge preference of ``y`` over ``pi_j``'s answers. The mean
+    over prompts comes with a 95% t-interval over prompts. The log of a Monte-Carlo mean
+    under-estimates, so small ``m`` biases the gap down, as it does the exploitability.
+
+    Args:
+        population: the seats' policies (engine signature); the same object may fill several seats
+            (it is then sampled and measured once).
+        env_or_id: a token-duel env (two-seat or n-seat), id (``nlhf/MultiTokenDuel-v0`` too) or
+            world name.
+        split: prompt split.
+        num_prompts: prompts drawn without replacement from the split (all of them when fewer).
+        n: ``pi_ref`` support samples per prompt of :func:`estimate_nash_metrics` (its
+            ``kl_to_nash``, not used by the gap).
+        m: fresh samples per prompt of ``pi_ref`` and of every member.
+        seed: seed of the prompt choice and of every sample.
+        payer: ``"judge"`` or ``"ground_truth"``.
+        beta: KL strength (default: the env's).
+        reference: ``pi_ref`` (default: the world's shipped reference policy).
+        device: where generation runs (default: the first member's parameters' device, else CPU).
+
+    Returns:
+        A :class:`PopulationGapEstimate`.
+
+    Raises:
+        ValueError: for fewer than two policies, non-positive sample sizes or an unknown payer.
+    """
+    from nlhf_envs.text.multiplayer import resolve_multi_id
+
+    env_or_id = resolve_multi_id(env_or_id)
+    members = list(population)
+    k = len(members)
+    if k < 2:
+        raise ValueError(f"population must hold at least 2 policies (one per seat); got {k}")
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"m must be a positive integer, got {m!r}")
+    unique: dict[int, int] = {}  # id(policy) -> row of the distinct policies
+    distinct: list[Any] = []
+    for p in members:
+        if id(p) not in unique:
+            unique[id(p)] = len(distinct)
+            distinct.append(p)
+    rows = [unique[id(p)] for p in members]
+    kw = {"split": split, "num_prompts": num_prompts, "n": n, "m": m, "payer": payer}
+    kw.update(beta=beta, reference=reference, device=device)
+    ests = [estimate_nash_metrics(p, env_or_id, seed=seed, **kw) for p in distinct]
+    chosen = ests[0].per_prompt["prompt_index"]
+    expl = np.stack([ests[r].per_prompt["exploitability"] for r in rows])  # [k, C]
+    kls = np.stack([ests[r].per_prompt["kl_ref"] for r in rows])  # [k, C]
+
+    s = resolve_setting(env_or_id)
+    world = s.world
+    judge = s.judge if payer == "judge" else ground_truth(world)
+    beta = s.beta if beta is None else float(beta)
+    ref = reference if reference is not None else _reference(world)
+    if device is None:
+        first = distinct[0]
+        params = list(first.parameters()) if isinstance(first, torch.nn.Module) else []
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    if isinstance(ref, torch.nn.Module):
+        ref_params = list(ref.parameters())
+        if ref_params and ref_params[0].device != device:
+            ref = _copy_to(ref, device)
+    texts = [world.prompts.texts[i] for i in chosen]
+    C, L = len(texts), s.max_new_tokens
+    p_ids, p_mask = world.tokenizer.encode_prompts(texts, world.prompt_len, device=device)
+    ids, mask = p_ids.repeat_interleave(m, 0), p_mask.repeat_interleave(m, 0)
+    # a stream of its own, apart from the member estimates' (seeded with ``seed`` itself)
+    state = np.random.SeedSequence([int(seed), 1]).generate_state(1)[0]
+    gen = torch.Generator(device).manual_seed(int(state))
+    y_ref = generate(ref, ids, mask, L, generator=gen)
+    g = np.empty((len(distinct), C, m))  # g_{pi_j}(y) at the fresh pi_ref answers
+    for r, policy in enumerate(distinct):
+        y_pol = generate(policy, ids, mask, L, generator=gen)
+        for c in range(C):
+            sl = slice(c * m, (c + 1) * m)
+            g[r, c] = preference_matrix(
+                judge,
+                world,
+                p_ids[c : c + 1].cpu(),
+                p_mask[c : c + 1].cpu(),
+                (y_ref.tokens[sl].cpu(), y_ref.mask[sl].cpu()),
+                (y_pol.tokens[sl].cpu(), y_pol.mask[sl].cpu()),
+            ).mean(axis=1)
+    g_seats = g[rows]  # [k, C, m]
+    g_sum, kl_sum = g_seats.sum(axis=0), kls.sum(axis=0)
+    best = np.empty((k, C))
+    for i in range(k):
+        g_others = (g_sum - g_seats[i]) / (k - 1)
+        lse = beta * (np.logaddexp.reduce(g_others / beta, axis=1) - np.log(m))
+        best[i] = lse + beta * (kl_sum - kls[i]) / (k - 1)
+    gap = (best - 0.5 + expl).mean(axis=0)  # [C]
+    return PopulationGapEstimate(
+        gap=float(gap.mean()),
+        gap_ci=_interval(gap),
+        exploitability=expl.mean(axis=1),
+        kl_ref=kls.mean(axis=1),
+        n=n,
+        m=m,
+        per_prompt={
+            "prompt_index": chosen,
+            "gap": gap,
+            "exploitability": expl,
+            "best_response": best,
+        },
+    )

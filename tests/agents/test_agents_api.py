@@ -17,7 +17,13 @@ def test_available_lists_matrix_agents():
     names = agents.available("matrix")
     assert "nash_mp" in names
     assert names == sorted(names)
-    assert agents.available("text") == ["mnpo", "nash_md", "nash_mp", "online_ipo", "sb3_ppo_selfplay"]
+    assert agents.available("text") == [
+        "mnpo",
+        "nash_md",
+        "nash_mp",
+        "online_ipo",
+        "sb3_ppo_selfplay",
+    ]
     assert agents.available() == sorted(set(names) | set(agents.available("text")))
     with pytest.raises(ValueError, match="kind must be one of"):
         agents.available("neural")
