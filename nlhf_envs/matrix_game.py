@@ -63,15 +63,18 @@ from pettingzoo.utils import wrappers
 
 from nlhf_envs.families import make_game
 from nlhf_envs.game import GameValidationError, PreferenceGame, check_int
+from nlhf_envs.rendering import render_text
 from nlhf_envs.rewards import check_reward_mode
 
 __all__ = [
+    "ContextGameEnvBase",
     "PreferenceGameEnv",
     "PreferenceGameAECEnv",
     "parallel_env",
     "raw_env",
     "env",
     "check_actions",
+    "pair_rewards",
 ]
 
 AGENTS = ("player_0", "player_1")
@@ -109,56 +112,83 @@ def check_actions(actions: dict[str, Any], agents: list[str], num_actions: int) 
     return out
 
 
-class PreferenceGameEnv(ParallelEnv):
-    """Parallel PettingZoo environment of a preference game (see the module docstring)."""
+def pair_rewards(mode: str, p: float, o: float) -> tuple[float, float]:
+    """The two players' rewards of one duel with probability ``p`` and outcome ``o`` in reward mode
+    ``mode`` (:func:`nlhf_envs.rewards.duel_rewards` on Python floats: the same float64
+    arithmetic, without the arrays)."""
+    if mode == "outcome":
+        return o, 1.0 - o
+    if mode == "centered":
+        return o - 0.5, 0.5 - o
+    return p, 1.0 - p
 
-    metadata = {
-        "name": "nlhf_matrix_game_v0",
-        "render_modes": ["ansi", "human", "rgb_array"],
-        "is_parallelizable": True,
-    }
 
-    def __init__(
-        self,
-        game: PreferenceGame | str = "rps",
-        num_rounds: int = 1,
-        reward_mode: str = "outcome",
-        render_mode: str | None = None,
-        max_cycles: int | None = None,
-        **game_kwargs: Any,
-    ) -> None:
-        if isinstance(game, str):
-            game = make_game(game, **game_kwargs)
-        elif isinstance(game, PreferenceGame):
-            if game_kwargs:
-                raise GameValidationError(
-                    f"game family arguments {sorted(game_kwargs)} given with a PreferenceGame instance"
-                )
-        else:
+def resolve_game(game: PreferenceGame | str, game_kwargs: dict[str, Any]) -> PreferenceGame:
+    """``game`` itself, or the family ``game`` built with ``game_kwargs``.
+
+    Raises:
+        GameValidationError: for family arguments given with a game, or a ``game`` of another type.
+    """
+    if isinstance(game, str):
+        return make_game(game, **game_kwargs)
+    if isinstance(game, PreferenceGame):
+        if game_kwargs:
             raise GameValidationError(
-                f"game must be a PreferenceGame or a family name; got {type(game).__name__}"
+                f"game family arguments {sorted(game_kwargs)} given with a PreferenceGame instance"
             )
+        return game
+    raise GameValidationError(
+        f"game must be a PreferenceGame or a family name; got {type(game).__name__}"
+    )
+
+
+class ContextGameEnvBase(ParallelEnv):
+    """What the parallel matrix-game envs share (:class:`PreferenceGameEnv` and the n-player
+    :class:`~nlhf_envs.multiplayer.MultiplayerPreferenceGameEnv`): the game and its arguments, the
+    one-hot context observation of every seat, the context draws and ``reset``."""
+
+    metadata: dict[str, Any]
+
+    def _init_game(
+        self,
+        agents: list[str],
+        game: PreferenceGame | str,
+        num_rounds: int,
+        reward_mode: str,
+        render_mode: str | None,
+        max_cycles: int | None,
+        game_kwargs: dict[str, Any],
+    ) -> None:
+        """Check the arguments and set the game, the seats ``agents`` and their spaces.
+
+        Raises:
+            GameValidationError: for an unknown family or render mode or a bad number of rounds.
+            ValueError: for an unknown reward mode.
+        """
+        game = resolve_game(game, game_kwargs)
         if max_cycles is not None:
             num_rounds = check_int("max_cycles", max_cycles, 1)
         check_int("num_rounds", num_rounds, 1)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+        modes = self.metadata["render_modes"]
+        if render_mode is not None and render_mode not in modes:
+            names = ", ".join(repr(m) for m in modes[:-1])
             raise GameValidationError(
-                f"render_mode must be None, 'ansi', 'human' or 'rgb_array'; got {render_mode!r}"
+                f"render_mode must be None, {names} or {modes[-1]!r}; got {render_mode!r}"
             )
         self.game: PreferenceGame = game
         self.num_rounds = int(num_rounds)
         self.reward_mode = check_reward_mode(reward_mode)
         self.render_mode = render_mode
-        self.possible_agents = list(AGENTS)
+        self.possible_agents = list(agents)
         self.agents: list[str] = []
         C, K = game.shape
         self._C, self._K = C, K
         self._eye = np.eye(C, dtype=np.float32)
         obs_space = spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32)
-        self.observation_spaces = {a: obs_space for a in AGENTS}
+        self.observation_spaces = {a: obs_space for a in self.possible_agents}
         #: the space of :meth:`state` (PettingZoo's convention for envs with a global state)
         self.state_space = obs_space
-        self.action_spaces = {a: spaces.Discrete(K) for a in AGENTS}
+        self.action_spaces = {a: spaces.Discrete(K) for a in self.possible_agents}
         self.np_random, _ = seeding.np_random(None)
         self._round = 0
         self._context = 0
@@ -180,7 +210,7 @@ class PreferenceGameEnv(ParallelEnv):
         return self._eye[self._context].copy()
 
     def state(self) -> np.ndarray:
-        """Global state: the one-hot current context (what both players observe)."""
+        """Global state: the one-hot current context (what every player observes)."""
         return self._observe()
 
     def reset(
@@ -196,6 +226,32 @@ class PreferenceGameEnv(ParallelEnv):
         infos = {a: {"context": self._context} for a in self.agents}
         return obs, infos
 
+    def close(self) -> None:
+        pass
+
+
+class PreferenceGameEnv(ContextGameEnvBase):
+    """Parallel PettingZoo environment of a preference game (see the module docstring)."""
+
+    metadata = {
+        "name": "nlhf_matrix_game_v0",
+        "render_modes": ["ansi", "human", "rgb_array"],
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        game: PreferenceGame | str = "rps",
+        num_rounds: int = 1,
+        reward_mode: str = "outcome",
+        render_mode: str | None = None,
+        max_cycles: int | None = None,
+        **game_kwargs: Any,
+    ) -> None:
+        self._init_game(
+            list(AGENTS), game, num_rounds, reward_mode, render_mode, max_cycles, game_kwargs
+        )
+
     def _play(self, a0: int, a1: int) -> tuple[int, float, float, float, bool]:
         """Resolve one round on validated actions: ``(context, p, r0, r1, done)``.
 
@@ -204,13 +260,7 @@ class PreferenceGameEnv(ParallelEnv):
         """
         x = self._context
         p, o = self.game.duel(x, a0, a1, self.np_random)  # one counted query
-        mode = self.reward_mode  # duel_rewards on Python floats (the same float64 arithmetic)
-        if mode == "outcome":
-            r0, r1 = o, 1.0 - o
-        elif mode == "centered":
-            r0, r1 = o - 0.5, 0.5 - o
-        else:
-            r0, r1 = p, 1.0 - p
+        r0, r1 = pair_rewards(self.reward_mode, p, o)
         self._round += 1
         self._last = {"context": x, "actions": (a0, a1), "prob": p, "outcome": o}
         done = self._round >= self.num_rounds
@@ -244,8 +294,6 @@ class PreferenceGameEnv(ParallelEnv):
         """``"ansi"``: return the last round as text; ``"human"``: print it; ``"rgb_array"``: a
         ``(360, 480, 3)`` frame of the round on the context's preference matrix
         (:func:`nlhf_envs.rendering.matrix_frame`); ``None``: nothing."""
-        if self.render_mode is None:
-            return None
         if self.render_mode == "rgb_array":
             from nlhf_envs.rendering import matrix_frame
 
@@ -258,11 +306,7 @@ class PreferenceGameEnv(ParallelEnv):
                 None if last is None else last["outcome"],
                 title,
             )
-        text = self._render_text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
+        return render_text(self.render_mode, self._render_text)
 
     def _render_text(self) -> str:
         header = (
@@ -276,9 +320,6 @@ class PreferenceGameEnv(ParallelEnv):
             f"P(player_0 preferred) = {self._last['prob']:.3f} | outcome "
             f"{'player_0' if self._last['outcome'] else 'player_1'}"
         )
-
-    def close(self) -> None:
-        pass
 
 
 class PreferenceGameAECEnv(AECEnv):

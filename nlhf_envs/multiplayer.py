@@ -69,16 +69,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from gymnasium import spaces
-from gymnasium.utils import seeding
-from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
-from nlhf_envs.families import make_game
-from nlhf_envs.game import GameValidationError, PreferenceGame, check_int
-from nlhf_envs.matrix_game import check_actions
-from nlhf_envs.rewards import check_reward_mode
+from nlhf_envs.game import PreferenceGame, check_int
+from nlhf_envs.matrix_game import ContextGameEnvBase, check_actions, pair_rewards
+from nlhf_envs.rendering import render_text
 
 __all__ = ["MultiplayerPreferenceGameEnv", "parallel_env", "raw_env", "env", "seat_names"]
 
@@ -88,7 +83,7 @@ def seat_names(num_players: int) -> list[str]:
     return [f"player_{i}" for i in range(num_players)]
 
 
-class MultiplayerPreferenceGameEnv(ParallelEnv):
+class MultiplayerPreferenceGameEnv(ContextGameEnvBase):
     """Parallel PettingZoo environment of the n-player preference game (see the module docstring).
 
     Args:
@@ -121,88 +116,14 @@ class MultiplayerPreferenceGameEnv(ParallelEnv):
         **game_kwargs: Any,
     ) -> None:
         n = check_int("num_players", num_players, 2)
-        if isinstance(game, str):
-            game = make_game(game, **game_kwargs)
-        elif isinstance(game, PreferenceGame):
-            if game_kwargs:
-                raise GameValidationError(
-                    f"game family arguments {sorted(game_kwargs)} given with a PreferenceGame instance"
-                )
-        else:
-            raise GameValidationError(
-                f"game must be a PreferenceGame or a family name; got {type(game).__name__}"
-            )
-        if max_cycles is not None:
-            num_rounds = check_int("max_cycles", max_cycles, 1)
-        check_int("num_rounds", num_rounds, 1)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise GameValidationError(
-                f"render_mode must be None, 'ansi' or 'human'; got {render_mode!r}"
-            )
-        self.game: PreferenceGame = game
         self.num_players = n
-        self.num_rounds = int(num_rounds)
-        self.reward_mode = check_reward_mode(reward_mode)
-        self.render_mode = render_mode
-        self.possible_agents = seat_names(n)
-        self.agents: list[str] = []
-        C, K = game.shape
-        self._C, self._K = C, K
-        self._eye = np.eye(C, dtype=np.float32)
-        obs_space = spaces.Box(0.0, 1.0, shape=(C,), dtype=np.float32)
-        self.observation_spaces = {a: obs_space for a in self.possible_agents}
-        #: the space of :meth:`state` (PettingZoo's convention for envs with a global state)
-        self.state_space = obs_space
-        self.action_spaces = {a: spaces.Discrete(K) for a in self.possible_agents}
+        self._init_game(
+            seat_names(n), game, num_rounds, reward_mode, render_mode, max_cycles, game_kwargs
+        )
         #: the pairs ``(i, j)``, ``i < j``, in the order their duels are drawn
         self.pairs: tuple[tuple[int, int], ...] = tuple(
             (i, j) for i in range(n) for j in range(i + 1, n)
         )
-        self.np_random, _ = seeding.np_random(None)
-        self._round = 0
-        self._context = 0
-        self._last: dict[str, Any] | None = None
-
-    def observation_space(self, agent: str) -> spaces.Space:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        return self.action_spaces[agent]
-
-    def _draw_context(self) -> None:
-        if self._C == 1:
-            self._context = 0
-        else:
-            self._context = int(self.np_random.choice(self._C, p=self.game.rho))
-
-    def _observe(self) -> np.ndarray:
-        return self._eye[self._context].copy()
-
-    def state(self) -> np.ndarray:
-        """Global state: the one-hot current context (what every player observes)."""
-        return self._observe()
-
-    def reset(
-        self, seed: int | None = None, options: dict | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-        if seed is not None:
-            self.np_random, _ = seeding.np_random(seed)
-        self.agents = list(self.possible_agents)
-        self._round = 0
-        self._last = None
-        self._draw_context()
-        obs = {a: self._observe() for a in self.agents}
-        infos = {a: {"context": self._context} for a in self.agents}
-        return obs, infos
-
-    def _pair_rewards(self, p: float, o: float) -> tuple[float, float]:
-        """The two-player rewards of one duel (the arithmetic of :mod:`nlhf_envs.matrix_game`)."""
-        mode = self.reward_mode
-        if mode == "outcome":
-            return o, 1.0 - o
-        if mode == "centered":
-            return o - 0.5, 0.5 - o
-        return p, 1.0 - p
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
@@ -220,7 +141,7 @@ class MultiplayerPreferenceGameEnv(ParallelEnv):
         outcomes: dict[tuple[int, int], float] = {}
         for i, j in self.pairs:
             p, o = self.game.duel(x, acts[i], acts[j], self.np_random)  # one counted query
-            ri, rj = self._pair_rewards(p, o)
+            ri, rj = pair_rewards(self.reward_mode, p, o)
             rewards[i] += ri
             rewards[j] += rj
             probs[i] += p
@@ -251,13 +172,7 @@ class MultiplayerPreferenceGameEnv(ParallelEnv):
 
     def render(self) -> str | None:
         """``"ansi"``: return the last round as text; ``"human"``: print it; ``None``: nothing."""
-        if self.render_mode is None:
-            return None
-        text = self._render_text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
+        return render_text(self.render_mode, self._render_text)
 
     def _render_text(self) -> str:
         header = (
@@ -271,9 +186,6 @@ class MultiplayerPreferenceGameEnv(ParallelEnv):
             f"{i}>{j}" if o else f"{j}>{i}" for (i, j), o in self._last["outcomes"].items()
         )
         return f"{header}: context {self._last['context']} | {acts} | outcomes {wins}"
-
-    def close(self) -> None:
-        pass
 
 
 def parallel_env(**kwargs: Any) -> MultiplayerPreferenceGameEnv:

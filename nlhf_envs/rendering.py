@@ -2,7 +2,8 @@
 
 * :func:`matrix_frame`: the round on the preference matrix ``P_x`` (a heat map of ``P(y > y' | x)``,
   the played cell outlined, the outcome in the title);
-* :func:`text_frame`: lines of text (the token duel's prompt, both answers and the verdict).
+* :func:`text_frame`: lines of text (the token duel's prompt, both answers and the verdict);
+* :func:`render_text`: the ``"ansi"`` and ``"human"`` modes every env shares (return or print).
 
 Frames are ``uint8`` arrays of shape ``(height, width, 3)`` with a fixed size per env, as video
 recorders (Gymnasium's ``RecordVideo``, SB3's ``VecVideoRecorder``) need. matplotlib is imported
@@ -11,15 +12,28 @@ only when a frame is drawn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["FRAME_SIZE", "matrix_frame", "text_frame"]
+__all__ = ["FRAME_SIZE", "matrix_frame", "text_frame", "render_text"]
 
 #: ``(width, height)`` of every frame in pixels.
 FRAME_SIZE: tuple[int, int] = (480, 360)
 _DPI = 100
+
+
+def render_text(render_mode: str | None, text: Callable[[], str]) -> str | None:
+    """The text render modes of every nlhf-zoo env: ``None`` renders nothing, ``"ansi"`` returns
+    ``text()`` and ``"human"`` prints it (and returns ``None``). ``text`` is called only when a
+    mode is set."""
+    if render_mode is None:
+        return None
+    shown = text()
+    if render_mode == "human":
+        print(shown)
+        return None
+    return shown
 
 
 def _canvas():
