@@ -92,6 +92,7 @@ from gymnasium.utils import seeding
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from nlhf_envs.rendering import render_text
 from nlhf_envs.rewards import check_reward_mode
 from nlhf_envs.text.engine import PAYERS, AnswerState, apply_tokens, new_answers, settle
 from nlhf_envs.text.judging import PairwiseJudge
@@ -130,7 +131,132 @@ def env_id_of(world: str, judge_version: str = "latest") -> str | None:
     return None
 
 
-class TokenDuelEnv(ParallelEnv):
+class AnswerDuelBase(ParallelEnv):
+    """What the token duels share (:class:`TokenDuelEnv`, its n-player form
+    :class:`~nlhf_envs.text.multiplayer.MultiTokenDuelEnv` and
+    :class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`): every seat writes an answer to the same
+    prompt, one token per step, and observes ``int64 [2, L]`` (the token ids and the mask of the
+    prompt and its answer so far). A subclass sets the prompt, the answers and the spaces
+    (:meth:`_init_spaces`) and says how a finished two-seat duel is paid (:meth:`_pay`)."""
+
+    max_new_tokens: int
+    _answers: dict[str, AnswerState]
+    _prompt_ids: torch.Tensor
+    _prompt_mask: torch.Tensor
+
+    def _init_spaces(self, agents: list[str], vocab_size: int, length: int) -> None:
+        """``Discrete(vocab_size)`` actions and ``[2, length]`` observations for every seat."""
+        high = np.ones((2, length), dtype=np.int64)
+        high[0] = vocab_size - 1
+        self._action_spaces = {a: spaces.Discrete(vocab_size) for a in agents}
+        self._observation_spaces = {
+            a: spaces.Box(np.zeros_like(high), high, dtype=np.int64) for a in agents
+        }
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """The observation space of ``agent`` (the same object on every call)."""
+        return self._observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """The action space of ``agent`` (the same object on every call)."""
+        return self._action_spaces[agent]
+
+    def _observe(self, agent: str) -> np.ndarray:
+        ans = self._answers[agent]
+        tokens = torch.cat([self._prompt_ids[0], ans.tokens[0]])
+        mask = torch.cat([self._prompt_mask[0], ans.mask[0]])
+        return torch.stack([tokens, mask.long()]).numpy().astype(np.int64)
+
+    def _token(self, agent: str, action: Any) -> int:
+        raise NotImplementedError
+
+    def _text(self, agent: str) -> str:
+        raise NotImplementedError
+
+    def _eos_token_id(self) -> int:
+        """The token that ends an answer."""
+        raise NotImplementedError
+
+    def _pay(self) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+        """The rewards and infos of a finished two-seat duel (and ``self._result``)."""
+        raise NotImplementedError
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Both players emit one token; pays both players when both answers have ended.
+
+        Raises:
+            RuntimeError: if the duel has ended (call ``reset``).
+            ValueError: on a missing action of an unfinished player, an action that is not a
+                token id, an unknown agent, or (a Hugging Face duel) an invalid judge output.
+        """
+        if not self.agents:
+            raise RuntimeError("step() called after the duel ended; call reset() first")
+        unknown = set(actions) - set(AGENTS)
+        if unknown:
+            raise ValueError(f"actions for unknown agents {sorted(unknown)}; agents are {AGENTS}")
+        for agent in AGENTS:
+            state = self._answers[agent]
+            if bool(state.finished[0]):
+                continue  # a finished player's actions are ignored
+            if actions.get(agent) is None:
+                raise ValueError(f"{agent} has not finished its answer and must act")
+            token = self._token(agent, actions[agent])
+            apply_tokens(state, torch.tensor([token]), self._eos_token_id())
+        done = all(bool(self._answers[a].finished[0]) for a in AGENTS)
+        rewards = dict.fromkeys(AGENTS, 0.0)
+        infos: dict[str, dict[str, Any]] = {a: {} for a in AGENTS}
+        if done:
+            rewards, infos = self._pay()
+        return self._step_result(list(AGENTS), done, rewards, infos)
+
+    def _step_result(
+        self,
+        names: list[str],
+        done: bool,
+        rewards: dict[str, float],
+        infos: dict[str, dict[str, Any]],
+    ) -> tuple[dict, dict, dict, dict, dict]:
+        """The step's five dicts over the seats ``names``; ends the episode when ``done``."""
+        observations = {a: self._observe(a) for a in names}
+        terminations = dict.fromkeys(names, done)
+        truncations = dict.fromkeys(names, False)
+        if done:
+            self.agents = []
+        return observations, rewards, terminations, truncations, infos
+
+    @staticmethod
+    def _mirrored_infos(result: dict[str, Any], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Both seats' infos of a two-seat result: ``player_1`` sees ``1 - v`` for ``keys``."""
+        infos = {"player_0": dict(result), "player_1": dict(result)}
+        for key in keys:
+            infos["player_1"][key] = 1.0 - result[key]
+        return infos
+
+    def _answer_line(self, agent: str) -> str:
+        """One line of the text render: ``agent``'s answer so far, its length and status."""
+        state = self._answers[agent]
+        status = "done" if bool(state.finished[0]) else "writing"
+        n = int(state.lengths[0])
+        return f"{agent} : {self._text(agent)}  [{n}/{self.max_new_tokens} {status}]"
+
+    def _render_text(self) -> str:
+        raise NotImplementedError
+
+    def render(self) -> str | np.ndarray | None:
+        """The prompt as the policies read it, the answers so far and, at the end, the verdict
+        (``"ansi"``: returned, ``"human"``: printed, ``"rgb_array"`` where the env offers it: a
+        ``(360, 480, 3)`` frame of that text, :func:`nlhf_envs.rendering.text_frame`)."""
+        if self.render_mode == "rgb_array":
+            from nlhf_envs.rendering import text_frame
+
+            return text_frame(self._render_text().splitlines())
+        return render_text(self.render_mode, self._render_text)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class TokenDuelEnv(AnswerDuelBase):
     """The token duel as a PettingZoo ``ParallelEnv`` (see the module docstring)."""
 
     metadata = {
@@ -205,15 +331,9 @@ class TokenDuelEnv(ParallelEnv):
         self.render_mode = render_mode
         self.possible_agents = list(AGENTS)
         self.agents: list[str] = []
-        v = self.tokenizer.vocab_size
         self.prompt_len = self.world.prompt_len
         length = self.prompt_len + self.max_new_tokens
-        self._action_spaces = {a: spaces.Discrete(v) for a in AGENTS}
-        high = np.ones((2, length), dtype=np.int64)
-        high[0] = v - 1
-        self._observation_spaces = {
-            a: spaces.Box(np.zeros_like(high), high, dtype=np.int64) for a in AGENTS
-        }
+        self._init_spaces(list(AGENTS), self.tokenizer.vocab_size, length)
         self.np_random, self.np_random_seed = seeding.np_random(None)
         self._prompt = ""
         self._prompt_ids = torch.zeros(1, self.prompt_len, dtype=torch.long)
@@ -235,20 +355,6 @@ class TokenDuelEnv(ParallelEnv):
             self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         return self._fingerprint
 
-    def observation_space(self, agent: str) -> spaces.Space:
-        """The observation space of ``agent`` (the same object on every call)."""
-        return self._observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        """The action space of ``agent`` (the same object on every call)."""
-        return self._action_spaces[agent]
-
-    def _observe(self, agent: str) -> np.ndarray:
-        ans = self._answers[agent]
-        tokens = torch.cat([self._prompt_ids[0], ans.tokens[0]])
-        mask = torch.cat([self._prompt_mask[0], ans.mask[0]])
-        return torch.stack([tokens, mask.long()]).numpy().astype(np.int64)
-
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -264,9 +370,9 @@ class TokenDuelEnv(ParallelEnv):
         self._prompt_ids, self._prompt_mask = self.tokenizer.encode_prompts(
             [self._prompt], self.prompt_len
         )
-        self._answers = {a: new_answers(1, self.max_new_tokens) for a in AGENTS}
+        self._answers = {a: new_answers(1, self.max_new_tokens) for a in self.possible_agents}
         self._result = None
-        self.agents = list(AGENTS)
+        self.agents = list(self.possible_agents)
         observations = {a: self._observe(a) for a in self.agents}
         infos = {a: {"prompt": self._prompt} for a in self.agents}
         return observations, infos
@@ -285,81 +391,37 @@ class TokenDuelEnv(ParallelEnv):
             )
         return token
 
-    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        """Both players emit one token; pays both players when both answers have ended.
+    def _eos_token_id(self) -> int:
+        return self.tokenizer.eos_id
 
-        Raises:
-            RuntimeError: if the duel has ended (call ``reset``).
-            ValueError: on a missing action of an unfinished player, an action that is not a token id,
-                or an unknown agent.
-        """
-        if not self.agents:
-            raise RuntimeError("step() called after the duel ended; call reset() first")
-        unknown = set(actions) - set(AGENTS)
-        if unknown:
-            raise ValueError(f"actions for unknown agents {sorted(unknown)}; agents are {AGENTS}")
-        for agent in AGENTS:
-            state = self._answers[agent]
-            if bool(state.finished[0]):
-                continue  # a finished player's actions are ignored
-            if actions.get(agent) is None:
-                raise ValueError(f"{agent} has not finished its answer and must act")
-            token = self._token(agent, actions[agent])
-            apply_tokens(state, torch.tensor([token]), self.tokenizer.eos_id)
-        done = all(bool(self._answers[a].finished[0]) for a in AGENTS)
-        rewards = dict.fromkeys(AGENTS, 0.0)
-        infos: dict[str, dict[str, Any]] = {a: {} for a in AGENTS}
-        if done:
-            payoff = settle(
-                self._prompt_ids,
-                self._prompt_mask,
-                self._answers["player_0"],
-                self._answers["player_1"],
-                torch.tensor([self.np_random.random()]),
-                judge=self.judge,
-                truth=self.truth,
-                payer=self.payer,
-                reward_mode=self.reward_mode,
-            )
-            rewards = {"player_0": float(payoff.reward_0[0]), "player_1": float(payoff.reward_1[0])}
-            self._result = {
-                "prompt": self._prompt,
-                "answer_0": self._text("player_0"),
-                "answer_1": self._text("player_1"),
-                "judge_prob": float(payoff.judge_prob[0]),
-                "true_prob": float(payoff.true_prob[0]),
-                "prob": float(payoff.prob[0]),
-                "outcome": float(payoff.outcome[0]),
-            }
-            infos = {"player_0": dict(self._result), "player_1": dict(self._result)}
-            for key in ("judge_prob", "true_prob", "prob", "outcome"):
-                infos["player_1"][key] = 1.0 - self._result[key]
-        observations = {a: self._observe(a) for a in AGENTS}
-        terminations = dict.fromkeys(AGENTS, done)
-        truncations = dict.fromkeys(AGENTS, False)
-        if done:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+    def _pay(self) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+        payoff = settle(
+            self._prompt_ids,
+            self._prompt_mask,
+            self._answers["player_0"],
+            self._answers["player_1"],
+            torch.tensor([self.np_random.random()]),
+            judge=self.judge,
+            truth=self.truth,
+            payer=self.payer,
+            reward_mode=self.reward_mode,
+        )
+        rewards = {"player_0": float(payoff.reward_0[0]), "player_1": float(payoff.reward_1[0])}
+        self._result = {
+            "prompt": self._prompt,
+            "answer_0": self._text("player_0"),
+            "answer_1": self._text("player_1"),
+            "judge_prob": float(payoff.judge_prob[0]),
+            "true_prob": float(payoff.true_prob[0]),
+            "prob": float(payoff.prob[0]),
+            "outcome": float(payoff.outcome[0]),
+        }
+        keys = ("judge_prob", "true_prob", "prob", "outcome")
+        return rewards, self._mirrored_infos(self._result, keys)
 
     def _text(self, agent: str) -> str:
         state = self._answers[agent]
         return self.tokenizer.decode(state.tokens[0][state.mask[0]].tolist())
-
-    def render(self) -> str | np.ndarray | None:
-        """The prompt as the policies read it, both answers so far and, at the end, the verdict
-        (``"ansi"``: returned, ``"human"``: printed, ``"rgb_array"``: a ``(360, 480, 3)`` frame of
-        that text, :func:`nlhf_envs.rendering.text_frame`)."""
-        if self.render_mode is None:
-            return None
-        text = self._render_text()
-        if self.render_mode == "rgb_array":
-            from nlhf_envs.rendering import text_frame
-
-            return text_frame(text.splitlines())
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
 
     def _render_text(self) -> str:
         if not self._answers:
@@ -368,11 +430,7 @@ class TokenDuelEnv(ParallelEnv):
         lines = [
             f"prompt   : {seen}"
         ]  # what the policies read (lower-cased, special tokens dropped)
-        for agent in AGENTS:
-            state = self._answers[agent]
-            status = "done" if bool(state.finished[0]) else "writing"
-            n = int(state.lengths[0])
-            lines.append(f"{agent} : {self._text(agent)}  [{n}/{self.max_new_tokens} {status}]")
+        lines.extend(self._answer_line(agent) for agent in AGENTS)
         if self._result is not None:
             r = self._result
             winner = "player_0" if r["outcome"] == 1.0 else "player_1"
@@ -381,9 +439,6 @@ class TokenDuelEnv(ParallelEnv):
                 f"{r['true_prob']:.3f}, paid by {self.payer}: {winner} wins"
             )
         return "\n".join(lines)
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 raw_env = TokenDuelEnv

@@ -98,14 +98,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from gymnasium.utils import seeding
-from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo import AECEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from nlhf_envs.errors import GameError
 from nlhf_envs.rewards import check_reward_mode
-from nlhf_envs.text.engine import AnswerState, apply_tokens, new_answers, pay
+from nlhf_envs.text.engine import AnswerState, new_answers, pay
+from nlhf_envs.text.env import AnswerDuelBase
 from nlhf_envs.text.hf import HFPolicy, is_causal_lm, saved_architecture
 from nlhf_envs.text.hf_judges import ValidatedJudge, as_text_judge
 from nlhf_envs.text.hf_players import HFModelPlayer, UniformTokenPlayer
@@ -190,7 +190,7 @@ def _model_vocab(model: Any) -> int:
     return int(model.config.vocab_size)
 
 
-class HFTokenDuelEnv(ParallelEnv):
+class HFTokenDuelEnv(AnswerDuelBase):
     """The token duel over Hugging Face parts, as a PettingZoo ``ParallelEnv`` (module docstring)."""
 
     metadata = {"name": ENV_ID, "render_modes": ["ansi", "human"], "is_parallelizable": True}
@@ -325,12 +325,7 @@ class HFTokenDuelEnv(ParallelEnv):
         self.possible_agents = list(AGENTS)
         self.agents: list[str] = []
         length = self.max_prompt_tokens + self.max_new_tokens
-        high = np.ones((2, length), dtype=np.int64)
-        high[0] = self.vocab_size - 1
-        self._action_spaces = {a: spaces.Discrete(self.vocab_size) for a in AGENTS}
-        self._observation_spaces = {
-            a: spaces.Box(np.zeros_like(high), high, dtype=np.int64) for a in AGENTS
-        }
+        self._init_spaces(list(AGENTS), self.vocab_size, length)
         self.np_random, self.np_random_seed = seeding.np_random(None)
         self._prompt: Prompt = ""
         self._prompt_ids = torch.full((1, self.max_prompt_tokens), self.pad_id, dtype=torch.long)
@@ -458,21 +453,7 @@ class HFTokenDuelEnv(ParallelEnv):
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
-    def observation_space(self, agent: str) -> spaces.Space:
-        """The observation space of ``agent`` (the same object on every call)."""
-        return self._observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        """The action space of ``agent`` (the same object on every call)."""
-        return self._action_spaces[agent]
-
     # ----------------------------------------------------------------------------- play
-
-    def _observe(self, agent: str) -> np.ndarray:
-        ans = self._answers[agent]
-        tokens = torch.cat([self._prompt_ids[0], ans.tokens[0]])
-        mask = torch.cat([self._prompt_mask[0], ans.mask[0]])
-        return torch.stack([tokens, mask.long()]).numpy().astype(np.int64)
 
     def _set_prompt(self, ids: list[int]) -> None:
         p = self.max_prompt_tokens
@@ -518,55 +499,26 @@ class HFTokenDuelEnv(ParallelEnv):
             )
         return token
 
-    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        """Both players emit one token; pays both players when both answers have ended.
+    def _eos_token_id(self) -> int:
+        return self.eos_id
 
-        Raises:
-            RuntimeError: if the duel has ended (call ``reset``).
-            ValueError: on a missing action of an unfinished player, an action that is not a
-                token id, an unknown agent, or an invalid judge output.
-        """
-        if not self.agents:
-            raise RuntimeError("step() called after the duel ended; call reset() first")
-        unknown = set(actions) - set(AGENTS)
-        if unknown:
-            raise ValueError(f"actions for unknown agents {sorted(unknown)}; agents are {AGENTS}")
-        for agent in AGENTS:
-            state = self._answers[agent]
-            if bool(state.finished[0]):
-                continue
-            if actions.get(agent) is None:
-                raise ValueError(f"{agent} has not finished its answer and must act")
-            token = self._token(agent, actions[agent])
-            apply_tokens(state, torch.tensor([token]), self.eos_id)
-        done = all(bool(self._answers[a].finished[0]) for a in AGENTS)
-        rewards = dict.fromkeys(AGENTS, 0.0)
-        infos: dict[str, dict[str, Any]] = {a: {} for a in AGENTS}
-        if done:
-            text = prompt_text(self._prompt)
-            answers = (self._text("player_0"), self._text("player_1"))
-            prob = self._judge([text], [answers])
-            u = torch.tensor([self.np_random.random()])  # float32, as nlhf/TokenDuel-v1 draws it
-            outcome, r0, r1 = pay(prob, u, self.reward_mode)
-            rewards = {"player_0": float(r0[0]), "player_1": float(r1[0])}
-            p = float(prob[0])
-            self._result = {
-                "prompt": text,
-                "answer_0": answers[0],
-                "answer_1": answers[1],
-                "judge_prob": p,
-                "prob": p,
-                "outcome": float(outcome[0]),
-            }
-            infos = {"player_0": dict(self._result), "player_1": dict(self._result)}
-            for key in ("judge_prob", "prob", "outcome"):
-                infos["player_1"][key] = 1.0 - self._result[key]
-        observations = {a: self._observe(a) for a in AGENTS}
-        terminations = dict.fromkeys(AGENTS, done)
-        truncations = dict.fromkeys(AGENTS, False)
-        if done:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+    def _pay(self) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+        text = prompt_text(self._prompt)
+        answers = (self._text("player_0"), self._text("player_1"))
+        prob = self._judge([text], [answers])
+        u = torch.tensor([self.np_random.random()])  # float32, as nlhf/TokenDuel-v1 draws it
+        outcome, r0, r1 = pay(prob, u, self.reward_mode)
+        rewards = {"player_0": float(r0[0]), "player_1": float(r1[0])}
+        p = float(prob[0])
+        self._result = {
+            "prompt": text,
+            "answer_0": answers[0],
+            "answer_1": answers[1],
+            "judge_prob": p,
+            "prob": p,
+            "outcome": float(outcome[0]),
+        }
+        return rewards, self._mirrored_infos(self._result, ("judge_prob", "prob", "outcome"))
 
     def _text(self, agent: str) -> str:
         state = self._answers[agent]
@@ -609,33 +561,16 @@ class HFTokenDuelEnv(ParallelEnv):
 
     # ----------------------------------------------------------------------------- render
 
-    def render(self) -> str | None:
-        """The duel as text (``"ansi"``: returned, ``"human"``: printed)."""
-        if self.render_mode is None:
-            return None
-        text = self._render_text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
-
     def _render_text(self) -> str:
         if not self._answers:
             return "HFTokenDuel: call reset() first"
         lines = [f"prompt   : {prompt_text(self._prompt)}"]
-        for agent in AGENTS:
-            state = self._answers[agent]
-            status = "done" if bool(state.finished[0]) else "writing"
-            n = int(state.lengths[0])
-            lines.append(f"{agent} : {self._text(agent)}  [{n}/{self.max_new_tokens} {status}]")
+        lines.extend(self._answer_line(agent) for agent in AGENTS)
         if self._result is not None:
             r = self._result
             winner = "player_0" if r["outcome"] == 1.0 else "player_1"
             lines.append(f"judge P(player_0 > player_1) = {r['judge_prob']:.3f}: {winner} wins")
         return "\n".join(lines)
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 raw_env = HFTokenDuelEnv

@@ -77,15 +77,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from gymnasium.utils import seeding
 from pettingzoo import AECEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from nlhf_envs.game import check_int
 from nlhf_envs.multiplayer import seat_names
-from nlhf_envs.text.engine import AnswerState, apply_tokens, new_answers, settle
+from nlhf_envs.text.engine import AnswerState, apply_tokens, settle
 from nlhf_envs.text.env import TokenDuelEnv
 from nlhf_envs.text.judging import PairwiseJudge
 
@@ -168,28 +166,6 @@ class MultiTokenDuelEnv(TokenDuelEnv):
             (i, j) for i in range(n) for j in range(i + 1, n)
         )
 
-    def reset(
-        self, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """Start an episode: draw a prompt (or take ``options["prompt"]``), empty answers."""
-        if seed is not None:
-            self.np_random, self.np_random_seed = seeding.np_random(seed)
-        options = options or {}
-        if "prompt" in options:
-            self.tokenizer.check_prompt(options["prompt"])
-            self._prompt = options["prompt"]
-        else:
-            self._prompt = self.world.prompts.texts[int(self.np_random.choice(self.prompt_pool))]
-        self._prompt_ids, self._prompt_mask = self.tokenizer.encode_prompts(
-            [self._prompt], self.prompt_len
-        )
-        self._answers = {a: new_answers(1, self.max_new_tokens) for a in self.possible_agents}
-        self._result = None
-        self.agents = list(self.possible_agents)
-        observations = {a: self._observe(a) for a in self.agents}
-        infos = {a: {"prompt": self._prompt} for a in self.agents}
-        return observations, infos
-
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Every unfinished player emits one token; pays everyone when every answer has ended.
 
@@ -221,12 +197,7 @@ class MultiTokenDuelEnv(TokenDuelEnv):
         infos: dict[str, dict[str, Any]] = {a: {} for a in names}
         if done:
             rewards, infos = self._settle()
-        observations = {a: self._observe(a) for a in names}
-        terminations = dict.fromkeys(names, done)
-        truncations = dict.fromkeys(names, False)
-        if done:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return self._step_result(names, done, rewards, infos)
 
     def _settle(self) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
         """Judge every pair once (one batched pass) and pay each seat its mean over the others."""
@@ -282,11 +253,7 @@ class MultiTokenDuelEnv(TokenDuelEnv):
             return "MultiTokenDuel: call reset() first"
         seen = self.tokenizer.decode(self._prompt_ids[0][self._prompt_mask[0]].tolist())
         lines = [f"prompt   : {seen}"]
-        for agent in self.possible_agents:
-            state = self._answers[agent]
-            status = "done" if bool(state.finished[0]) else "writing"
-            k = int(state.lengths[0])
-            lines.append(f"{agent} : {self._text(agent)}  [{k}/{self.max_new_tokens} {status}]")
+        lines.extend(self._answer_line(agent) for agent in self.possible_agents)
         if self._result is not None:
             for (i, j), (p, o) in self._result["pair_prob"].items():
                 winner = i if o == 1.0 else j
