@@ -96,6 +96,75 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return (mean - half, mean + half)
 
 
+def _nash_estimate(
+    P_sup: np.ndarray,
+    sup_ref: torch.Tensor,
+    sup_pol: torch.Tensor,
+    fp_pol: torch.Tensor,
+    fp_ref: torch.Tensor,
+    g_pi: np.ndarray,
+    beta: float,
+    chosen: np.ndarray,
+) -> NashEstimate:
+    """Steps 1-3 of the module docstring from the sampled quantities, per prompt ``c``:
+    ``P_sup[c]`` (``[n, n]``, the preferences among the ``n`` support answers of ``pi_ref``),
+    ``sup_ref[c]``/``sup_pol[c]`` (their log-probabilities under ``pi_ref`` and ``pi``),
+    ``fp_pol[c]``/``fp_ref[c]`` (those of the ``m`` fresh answers of ``pi``) and ``g_pi[c]``
+    (``[m]``, the fresh ``pi_ref`` answers' preference over ``pi``'s); ``chosen`` names the
+    prompts."""
+    C, n = P_sup.shape[:2]
+    m = g_pi.shape[1]
+    q = regularized_nash(PreferenceGame(P_sup, np.full((C, n), 1.0 / n), beta))
+    q = q.reshape(C, n)
+    log_star = sup_ref.cpu().numpy() + np.log(n * q)
+    kl_star = (q * (log_star - sup_pol.cpu().numpy())).sum(axis=1)
+    kl_ref = (fp_pol - fp_ref).cpu().numpy().mean(axis=1)
+    lse = beta * (np.logaddexp.reduce(g_pi / beta, axis=1) - np.log(m))
+    expl = lse + beta * kl_ref - 0.5
+    return NashEstimate(
+        exploitability=float(expl.mean()),
+        exploitability_ci=_interval(expl),
+        kl_to_nash=float(kl_star.mean()),
+        kl_to_nash_ci=_interval(kl_star),
+        kl_ref=float(kl_ref.mean()),
+        n=n,
+        m=m,
+        per_prompt={
+            "prompt_index": chosen,
+            "exploitability": expl,
+            "kl_to_nash": kl_star,
+            "kl_ref": kl_ref,
+        },
+    )
+
+
+def _judged_setting(
+    env_or_id: Any,
+    payer: str,
+    beta: float | None,
+    reference: Any,
+    device: torch.device | str | None,
+    policy: Any,
+) -> tuple[Any, Any, Any, float, Any, torch.device]:
+    """``(setting, world, paying judge, beta, pi_ref, device)`` of an estimate: ``beta`` defaults
+    to the env's, ``pi_ref`` to the world's shipped reference (copied to ``device``), ``device`` to
+    that of ``policy``'s parameters (else CPU)."""
+    s = resolve_setting(env_or_id)
+    world = s.world
+    judge = s.judge if payer == "judge" else ground_truth(world)
+    beta = s.beta if beta is None else float(beta)
+    ref = reference if reference is not None else _reference(world)
+    if device is None:
+        params = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    if isinstance(ref, torch.nn.Module):
+        ref_params = list(ref.parameters())
+        if ref_params and ref_params[0].device != device:
+            ref = _copy_to(ref, device)
+    return s, world, judge, beta, ref, device
+
+
 @torch.no_grad()
 def estimate_nash_metrics(
     policy: Any,
@@ -137,19 +206,9 @@ def estimate_nash_metrics(
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if payer not in ("judge", "ground_truth"):
         raise ValueError(f"unknown payer {payer!r}; expected 'judge' or 'ground_truth'")
-    s = resolve_setting(env_or_id)
-    world = s.world
-    judge = s.judge if payer == "judge" else ground_truth(world)
-    beta = s.beta if beta is None else float(beta)
-    ref = reference if reference is not None else _reference(world)
-    if device is None:
-        params = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
-        device = params[0].device if params else torch.device("cpu")
-    device = torch.device(device)
-    if isinstance(ref, torch.nn.Module):
-        ref_params = list(ref.parameters())
-        if ref_params and ref_params[0].device != device:
-            ref = _copy_to(ref, device)
+    s, world, judge, beta, ref, device = _judged_setting(
+        env_or_id, payer, beta, reference, device, policy
+    )
     rng = np.random.default_rng(seed)
     pool = world.prompts.indices(split)
     chosen = np.sort(rng.choice(pool, size=min(num_prompts, len(pool)), replace=False))
@@ -183,28 +242,7 @@ def estimate_nash_metrics(
             (fp_ids[fl].cpu(), fp_mask[fl].cpu()),
         ).mean(axis=1)
     P_sup = _antisymmetrise(P_sup, f"the {payer} of world {world.name!r}")
-    q = regularized_nash(PreferenceGame(P_sup, np.full((C, n), 1.0 / n), beta))
-    q = q.reshape(C, n)
-    log_star = sup_ref.cpu().numpy() + np.log(n * q)
-    kl_star = (q * (log_star - sup_pol.cpu().numpy())).sum(axis=1)
-    kl_ref = (fp_pol - fp_ref).cpu().numpy().mean(axis=1)
-    lse = beta * (np.logaddexp.reduce(g_pi / beta, axis=1) - np.log(m))
-    expl = lse + beta * kl_ref - 0.5
-    return NashEstimate(
-        exploitability=float(expl.mean()),
-        exploitability_ci=_interval(expl),
-        kl_to_nash=float(kl_star.mean()),
-        kl_to_nash_ci=_interval(kl_star),
-        kl_ref=float(kl_ref.mean()),
-        n=n,
-        m=m,
-        per_prompt={
-            "prompt_index": chosen,
-            "exploitability": expl,
-            "kl_to_nash": kl_star,
-            "kl_ref": kl_ref,
-        },
-    )
+    return _nash_estimate(P_sup, sup_ref, sup_pol, fp_pol, fp_ref, g_pi, beta, chosen)
 
 
 @torch.no_grad()
@@ -349,20 +387,9 @@ def estimate_population_gap(
     expl = np.stack([ests[r].per_prompt["exploitability"] for r in rows])  # [k, C]
     kls = np.stack([ests[r].per_prompt["kl_ref"] for r in rows])  # [k, C]
 
-    s = resolve_setting(env_or_id)
-    world = s.world
-    judge = s.judge if payer == "judge" else ground_truth(world)
-    beta = s.beta if beta is None else float(beta)
-    ref = reference if reference is not None else _reference(world)
-    if device is None:
-        first = distinct[0]
-        params = list(first.parameters()) if isinstance(first, torch.nn.Module) else []
-        device = params[0].device if params else torch.device("cpu")
-    device = torch.device(device)
-    if isinstance(ref, torch.nn.Module):
-        ref_params = list(ref.parameters())
-        if ref_params and ref_params[0].device != device:
-            ref = _copy_to(ref, device)
+    s, world, judge, beta, ref, device = _judged_setting(
+        env_or_id, payer, beta, reference, device, distinct[0]
+    )
     texts = [world.prompts.texts[i] for i in chosen]
     C, L = len(texts), s.max_new_tokens
     p_ids, p_mask = world.tokenizer.encode_prompts(texts, world.prompt_len, device=device)

@@ -25,10 +25,8 @@ import numpy as np
 import torch
 
 from nlhf_envs.errors import GameError
-from nlhf_envs.game import PreferenceGame
-from nlhf_envs.solvers import regularized_nash
 from nlhf_envs.text.engine import Generation, generate
-from nlhf_envs.text.estimate import NashEstimate, _interval, forced_log_probs
+from nlhf_envs.text.estimate import NashEstimate, _nash_estimate, forced_log_probs
 
 __all__ = ["estimate_hf_nash_metrics"]
 
@@ -129,24 +127,4 @@ def estimate_hf_nash_metrics(
         )
     i = np.arange(n)
     P_sup[:, i, i] = 0.5
-    q = regularized_nash(PreferenceGame(P_sup, np.full((C, n), 1.0 / n), beta)).reshape(C, n)
-    log_star = sup_ref.numpy() + np.log(n * q)
-    kl_star = (q * (log_star - sup_pol.numpy())).sum(axis=1)
-    kl_ref = (fp_pol - fp_ref).numpy().mean(axis=1)
-    lse = beta * (np.logaddexp.reduce(g_pi / beta, axis=1) - np.log(m))
-    expl = lse + beta * kl_ref - 0.5
-    return NashEstimate(
-        exploitability=float(expl.mean()),
-        exploitability_ci=_interval(expl),
-        kl_to_nash=float(kl_star.mean()),
-        kl_to_nash_ci=_interval(kl_star),
-        kl_ref=float(kl_ref.mean()),
-        n=n,
-        m=m,
-        per_prompt={
-            "prompt_index": chosen,
-            "exploitability": expl,
-            "kl_to_nash": kl_star,
-            "kl_ref": kl_ref,
-        },
-    )
+    return _nash_estimate(P_sup, sup_ref, sup_pol, fp_pol, fp_ref, g_pi, beta, chosen)
