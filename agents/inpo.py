@@ -27,17 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from agents.base import Agent
 from agents.config import ConfigError, PGConfig
-from agents.estimators import sample_actions
 from agents.registry import register_agent
 from agents.updates import (
-    TailAverage,
     default_explicit_step,
-    inpo_loss_gradient,
-    log_normalize,
+    inpo_pg_fit,
     regularized_explicit_step,
     softmax,
 )
@@ -97,32 +92,21 @@ class INPO(Agent):
         return {}
 
     def _pg_iteration(self) -> dict[str, float]:
-        game, cfg, rng = self.game, self.config, self.rng
-        C, K, n = game.num_contexts, game.num_actions, cfg.pg_batch_size
-        eta, beta = self.eta, self.beta
+        cfg = self.config
         l_t = self.log_pi
         pi_t = softmax(l_t)
-        lr = cfg.pg_lr or 1.0 / (8.0 * pi_t.max())
-        theta = l_t.copy()
-        tail, loss = TailAverage(cfg.inner_steps, theta), 0.0
-        for m in range(cfg.inner_steps):
-            x = game.sample_contexts(n, rng)
-            y = sample_actions(pi_t, x, rng)
-            y2 = sample_actions(pi_t, x, rng)
-            o = game.sample(y, y2, rng, contexts=x if C > 1 else None).astype(bool)
-            yw, yl = np.where(o, y, y2), np.where(o, y2, y)
-            loss, dh = inpo_loss_gradient(
-                theta[x, yw] - theta[x, yl],
-                self.l_ref[x, yw] - self.l_ref[x, yl],
-                l_t[x, yw] - l_t[x, yl],
-                eta,
-                beta,
-            )
-            grad = np.zeros((C, K))
-            np.add.at(grad, (x, yw), dh)
-            np.add.at(grad, (x, yl), -dh)
-            theta = log_normalize(theta - lr * grad / n)
-            if cfg.pg_average:
-                tail.add(m, theta)
-        self.log_pi = tail.result() if cfg.pg_average else theta
+        self.log_pi, loss = inpo_pg_fit(
+            self.game,
+            self.rng,
+            pi_t,
+            l_t,
+            self.l_ref,
+            l_t,
+            self.eta,
+            self.beta,
+            inner_steps=cfg.inner_steps,
+            batch_size=cfg.pg_batch_size,
+            lr=cfg.pg_lr or 1.0 / (8.0 * pi_t.max()),
+            average=cfg.pg_average,
+        )
         return {"loss/inpo": loss}

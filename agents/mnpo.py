@@ -45,13 +45,10 @@ import numpy as np
 
 from agents.base import Agent
 from agents.config import ConfigError, PGConfig, check_population_weights
-from agents.estimators import sample_actions
 from agents.registry import register_agent
 from agents.updates import (
-    TailAverage,
     default_explicit_step,
-    inpo_loss_gradient,
-    log_normalize,
+    inpo_pg_fit,
     regularized_explicit_step,
     softmax,
 )
@@ -195,31 +192,22 @@ class MNPO(Agent):
         return extra
 
     def _pg_iteration(self, logs: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        game, cfg, rng = self.game, self.config, self.rng
-        C, K, n = game.num_contexts, game.num_actions, cfg.pg_batch_size
+        cfg = self.config
         mu = self._mixture(logs)
+        # the loss is linear in the history log-ratios: sum_j lambda_j (l_j(yw) - l_j(yl))
         anchor = np.tensordot(self.weights, logs, axes=1) if len(self.weights) > 1 else logs[0]
-        lr = cfg.pg_lr or 1.0 / (8.0 * mu.max())
-        theta = logs[0].copy()
-        tail, loss = TailAverage(cfg.inner_steps, theta), 0.0
-        for m in range(cfg.inner_steps):
-            x = game.sample_contexts(n, rng)
-            y = sample_actions(mu, x, rng)
-            y2 = sample_actions(mu, x, rng)
-            o = game.sample(y, y2, rng, contexts=x if C > 1 else None).astype(bool)
-            yw, yl = np.where(o, y, y2), np.where(o, y2, y)
-            # the loss is linear in the history log-ratios: sum_j lambda_j (l_j(yw) - l_j(yl))
-            loss, dh = inpo_loss_gradient(
-                theta[x, yw] - theta[x, yl],
-                self.l_ref[x, yw] - self.l_ref[x, yl],
-                anchor[x, yw] - anchor[x, yl],
-                self.eta,
-                self.beta,
-            )
-            grad = np.zeros((C, K))
-            np.add.at(grad, (x, yw), dh)
-            np.add.at(grad, (x, yl), -dh)
-            theta = log_normalize(theta - lr * grad / n)
-            if cfg.pg_average:
-                tail.add(m, theta)
-        return (tail.result() if cfg.pg_average else theta), {"loss/mnpo": loss}
+        theta, loss = inpo_pg_fit(
+            self.game,
+            self.rng,
+            mu,
+            logs[0],
+            self.l_ref,
+            anchor,
+            self.eta,
+            self.beta,
+            inner_steps=cfg.inner_steps,
+            batch_size=cfg.pg_batch_size,
+            lr=cfg.pg_lr or 1.0 / (8.0 * mu.max()),
+            average=cfg.pg_average,
+        )
+        return theta, {"loss/mnpo": loss}

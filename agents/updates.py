@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents.estimators import sample_actions
+from nlhf_envs.game import PreferenceGame
+
 __all__ = [
     "log_normalize",
     "softmax",
@@ -25,6 +28,7 @@ __all__ = [
     "softmax_score_gradient",
     "ipo_loss_gradient",
     "inpo_loss_gradient",
+    "inpo_pg_fit",
 ]
 
 
@@ -267,3 +271,52 @@ class TailAverage:
     def result(self) -> np.ndarray:
         """The normalised mean of the averaged iterates."""
         return log_normalize(self.total / self.count)
+
+
+def inpo_pg_fit(
+    game: PreferenceGame,
+    rng: np.random.Generator,
+    sampler: np.ndarray,
+    theta: np.ndarray,
+    l_ref: np.ndarray,
+    anchor: np.ndarray,
+    eta: float,
+    beta: float,
+    *,
+    inner_steps: int,
+    batch_size: int,
+    lr: float,
+    average: bool,
+) -> tuple[np.ndarray, float]:
+    """SGD on INPO's loss (:func:`inpo_loss_gradient`) from the tabular logits ``theta``.
+
+    Each of ``inner_steps`` steps draws ``batch_size`` contexts, two answers of each from the
+    policy ``sampler`` and one preference query each (Zhang et al. 2025, INPO loss; Wu et al.
+    2025, MNPO's form with ``anchor`` the weighted history of log-policies and ``sampler`` their
+    mixture), and moves ``theta`` by ``lr`` times the mean gradient, ``e_{y_w} - e_{y_l}`` per pair
+    by the chain rule, then normalises. Returns ``(theta, last loss)``, ``theta`` the
+    :class:`TailAverage` of the iterates when ``average``. Draws only from ``rng``.
+    """
+    C, K, n = game.num_contexts, game.num_actions, batch_size
+    theta = theta.copy()
+    tail, loss = TailAverage(inner_steps, theta), 0.0
+    for m in range(inner_steps):
+        x = game.sample_contexts(n, rng)
+        y = sample_actions(sampler, x, rng)
+        y2 = sample_actions(sampler, x, rng)
+        o = game.sample(y, y2, rng, contexts=x if C > 1 else None).astype(bool)
+        yw, yl = np.where(o, y, y2), np.where(o, y2, y)
+        loss, dh = inpo_loss_gradient(
+            theta[x, yw] - theta[x, yl],
+            l_ref[x, yw] - l_ref[x, yl],
+            anchor[x, yw] - anchor[x, yl],
+            eta,
+            beta,
+        )
+        grad = np.zeros((C, K))
+        np.add.at(grad, (x, yw), dh)
+        np.add.at(grad, (x, yl), -dh)
+        theta = log_normalize(theta - lr * grad / n)
+        if average:
+            tail.add(m, theta)
+    return (tail.result() if average else theta), loss
