@@ -24,20 +24,9 @@ from gymnasium import spaces
 
 from nlhf_envs.players import BasePlayer, register_adapter
 from nlhf_envs.text.hf import HFPolicy, is_causal_lm
+from nlhf_envs.text.players import observation_prefix
 
 __all__ = ["HFModelPlayer", "UniformTokenPlayer"]
-
-
-def _prefix(observation: Any) -> np.ndarray:
-    obs = np.asarray(observation)
-    if obs.ndim != 2 or obs.shape[0] != 2:
-        raise ValueError(
-            f"observation must be the token duel's array of shape (2, L); got shape {obs.shape}"
-        )
-    ids = obs[0][obs[1].astype(bool)]
-    if ids.size == 0:
-        raise ValueError("observation holds no tokens (its mask row is all zero)")
-    return ids
 
 
 class HFModelPlayer(BasePlayer):
@@ -67,7 +56,7 @@ class HFModelPlayer(BasePlayer):
     @torch.no_grad()
     def action_probabilities(self, observation: Any) -> np.ndarray:
         """The model's next-token distribution after the observed prefix, float64 ``[V]``."""
-        ids = torch.as_tensor(_prefix(observation), dtype=torch.long)
+        ids = torch.as_tensor(observation_prefix(observation), dtype=torch.long)
         device = next(self.policy.model.parameters()).device
         logits, _ = self.policy(ids[None].to(device))
         p = torch.softmax(logits[0, -1].double(), -1).cpu().numpy()
@@ -96,7 +85,7 @@ class UniformTokenPlayer(BasePlayer):
 
     def act(self, observation: Any, rng: np.random.Generator) -> int:
         """One of ``tokens``, drawn with ``rng``."""
-        _prefix(observation)
+        observation_prefix(observation)
         return int(self.tokens[rng.integers(self.tokens.size)])
 
 

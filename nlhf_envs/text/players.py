@@ -24,7 +24,13 @@ from nlhf_envs.text.world import World
 __all__ = ["ReferencePlayer", "UniformAnswerPlayer"]
 
 
-def _prefix(observation: Any) -> np.ndarray:
+def observation_prefix(observation: Any) -> np.ndarray:
+    """The token ids of a token duel seat's observation (``int64 [2, L]``) where its mask is set:
+    the prompt and the answer so far, as the seat's policy reads them.
+
+    Raises:
+        ValueError: for an array of another shape, or one whose mask row is all zero.
+    """
     obs = np.asarray(observation)
     if obs.ndim != 2 or obs.shape[0] != 2:
         raise ValueError(
@@ -53,7 +59,7 @@ class ReferencePlayer(BasePlayer):
 
     @torch.no_grad()
     def action_probabilities(self, observation: Any) -> np.ndarray:
-        ids = torch.as_tensor(_prefix(observation), dtype=torch.long)
+        ids = torch.as_tensor(observation_prefix(observation), dtype=torch.long)
         logits, _ = self.model(ids[None])
         p = torch.softmax(logits[0, -1].double(), -1).cpu().numpy()
         return p / p.sum()
@@ -76,5 +82,5 @@ class UniformAnswerPlayer(BasePlayer):
         return p
 
     def act(self, observation: Any, rng: np.random.Generator) -> int:
-        _prefix(observation)  # the observation must be the duel's
+        observation_prefix(observation)  # the observation must be the duel's
         return int(self.tokens[rng.integers(self.tokens.size)])
