@@ -8,6 +8,7 @@ import numpy as np
 import pettingzoo
 import pytest
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
+from trace_equality import assert_same
 
 import nlhf_envs
 from nlhf_envs import matrix_game, multiplayer
@@ -60,19 +61,6 @@ def _rollout(env, seed, rounds, action_seed):
     return trace
 
 
-def _assert_same(a, b):
-    assert type(a) is type(b)
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("n", [3, 5])
 def test_multi_round_determinism(n):
     # parallel_seed_test only checks the first step: check whole contextual episodes
@@ -82,13 +70,13 @@ def test_multi_round_determinism(n):
     a, b = _rollout(make(), 7, 30, 0), _rollout(make(), 7, 30, 0)
     assert len(a) == 2 + 5 * 30
     for x, y in zip(a, b):
-        _assert_same(x, y)
+        assert_same(x, y)
     c = _rollout(make(), 8, 30, 0)
     assert any(not np.array_equal(x["player_0"], y["player_0"]) for x, y in zip(a[2::5], c[2::5]))
     env = make()
     first, again = _rollout(env, 3, 30, 1), _rollout(env, 3, 30, 1)
     for x, y in zip(first, again):
-        _assert_same(x, y)
+        assert_same(x, y)
 
 
 @pytest.mark.parametrize("mode", ["outcome", "centered", "probability"])
@@ -105,9 +93,9 @@ def test_two_players_is_the_two_player_game(mode, kwargs):
             for agent in x:
                 extra = dict(y[agent])
                 assert extra.pop("opponent_actions") == (x[agent]["opponent_action"],)
-                _assert_same(x[agent], extra)
+                assert_same(x[agent], extra)
         else:
-            _assert_same(x, y)
+            assert_same(x, y)
     assert two.game.queries == multi.game.queries == 50
 
 

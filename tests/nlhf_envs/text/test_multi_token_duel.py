@@ -12,6 +12,7 @@ import pettingzoo
 import pytest
 import torch
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
+from trace_equality import assert_same
 
 import nlhf_envs  # noqa: F401  (registers the ids)
 from nlhf_envs.game import GameValidationError
@@ -72,19 +73,6 @@ def _rollout(env, seed, action_seed, **reset_kw):
     return trace
 
 
-def _assert_same(a, b):
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("n", [3, 5])
 def test_multi_step_determinism(n):
     # parallel_seed_test checks only the first step: compare whole episodes, several in a row
@@ -98,7 +86,7 @@ def test_multi_step_determinism(n):
     a, b = episodes(4), episodes(4)
     assert len(a) == len(b) > 4 * 7
     for x, y in zip(a, b, strict=True):
-        _assert_same(x, y)
+        assert_same(x, y)
     c = episodes(5)
     prompts = [t["player_0"]["prompt"] for t in (a[1], c[1])]
     assert (
@@ -136,7 +124,7 @@ def test_two_players_is_the_two_player_duel(world, judge_version, mode, payer):
         for agent in last:
             assert last[agent].pop("answers") == (last[agent]["answer_0"], last[agent]["answer_1"])
         for x, y in zip(a, b, strict=True):
-            _assert_same(x, y)
+            assert_same(x, y)
         info = a[-1]["player_0"]
         assert 0.0 < info["judge_prob"] < 1.0 and 0.0 < info["true_prob"] < 1.0
 
