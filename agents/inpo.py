@@ -106,7 +106,7 @@ class INPO(Agent):
             self.beta,
             inner_steps=cfg.inner_steps,
             batch_size=cfg.pg_batch_size,
-            lr=cfg.pg_lr or 1.0 / (8.0 * pi_t.max()),
+            lr=cfg.pg_lr,
             average=cfg.pg_average,
         )
         return {"loss/inpo": loss}

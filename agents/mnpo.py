@@ -207,7 +207,7 @@ class MNPO(Agent):
             self.beta,
             inner_steps=cfg.inner_steps,
             batch_size=cfg.pg_batch_size,
-            lr=cfg.pg_lr or 1.0 / (8.0 * mu.max()),
+            lr=cfg.pg_lr,
             average=cfg.pg_average,
         )
         return theta, {"loss/mnpo": loss}

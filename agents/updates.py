@@ -285,7 +285,7 @@ def inpo_pg_fit(
     *,
     inner_steps: int,
     batch_size: int,
-    lr: float,
+    lr: float | None,
     average: bool,
 ) -> tuple[np.ndarray, float]:
     """SGD on INPO's loss (:func:`inpo_loss_gradient`) from the tabular logits ``theta``.
@@ -293,11 +293,12 @@ def inpo_pg_fit(
     Each of ``inner_steps`` steps draws ``batch_size`` contexts, two answers of each from the
     policy ``sampler`` and one preference query each (Zhang et al. 2025, INPO loss; Wu et al.
     2025, MNPO's form with ``anchor`` the weighted history of log-policies and ``sampler`` their
-    mixture), and moves ``theta`` by ``lr`` times the mean gradient, ``e_{y_w} - e_{y_l}`` per pair
-    by the chain rule, then normalises. Returns ``(theta, last loss)``, ``theta`` the
+    mixture), and moves ``theta`` by ``lr`` (``None``: ``1 / (8 max sampler)``) times the mean
+    gradient, ``e_{y_w} - e_{y_l}`` per pair by the chain rule, then normalises. Returns ``(theta, last loss)``, ``theta`` the
     :class:`TailAverage` of the iterates when ``average``. Draws only from ``rng``.
     """
     C, K, n = game.num_contexts, game.num_actions, batch_size
+    lr = lr or 1.0 / (8.0 * sampler.max())
     theta = theta.copy()
     tail, loss = TailAverage(inner_steps, theta), 0.0
     for m in range(inner_steps):
