@@ -47,6 +47,11 @@ def test_the_estimate_through_the_hf_path_equals_the_native_estimate():
     texts = env.world.prompts.texts
     held = [env.prompts["heldout"][i] for i in got.per_prompt["prompt_index"]]
     assert held == [texts[i] for i in want.per_prompt["prompt_index"]]
+    # estimate_nash_metrics takes the Hugging Face env too (it dispatches to the HF estimator)
+    same = estimate_nash_metrics(Tempered(env.reference, 0.5), env, **kw)
+    assert same.exploitability == got.exploitability and same.kl_to_nash == got.kl_to_nash
+    with pytest.raises(ValueError, match="no ground truth"):
+        estimate_nash_metrics(env.reference, env, payer="ground_truth", **kw)
 
 
 def test_a_seat_biased_judge_is_averaged_over_seats():
