@@ -102,6 +102,11 @@ class TextNashMP(TextAgent):
         cfg = self.config
         return 2.0 * self.beta if cfg.eta is None else cfg.eta
 
+    def iteration_queries(self) -> int:
+        """Preference queries of one iteration: ``2 inner_steps batch_size`` (two half-steps)."""
+        cfg = self.config
+        return 2 * cfg.inner_steps * cfg.batch_size
+
     def _fresh_optimizer(self) -> None:
         self.optimizer = self.new_optimizer(self.model, self.current_lr())
 

@@ -42,7 +42,15 @@ import yaml
 from nlhf_envs.atomic import atomic_open, atomic_write_text
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 
-__all__ = ["main", "build_parser", "UserError", "TrainingInterrupted", "train_run", "check_device"]
+__all__ = [
+    "main",
+    "build_parser",
+    "UserError",
+    "TrainingInterrupted",
+    "train_run",
+    "check_device",
+    "check_query_budget",
+]
 
 DEMO_ENV = "nlhf/UniformGame-v0"
 DEMO_AGENTS = ("nash_mp", "online_ipo", "nash_md", "mmd", "sppo")
@@ -391,6 +399,34 @@ def _notify(message: str) -> None:
     print(f"nlhf-zoo: {message}", file=sys.stderr)
 
 
+def check_query_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
+    """Say what a query budget buys before a run starts (``learn`` never exceeds it).
+
+    A budget that is not a whole number of iterations is announced through ``notify`` (the
+    iterations and queries it buys); ``0`` trains nothing (an untrained run, on purpose).
+
+    Raises:
+        UserError: for a positive budget below one iteration (it would train nothing).
+    """
+    from agents.api import plan_budget
+
+    if not budget:
+        return
+    plan = plan_budget(agent, budget)
+    if plan.iterations == 0:
+        raise UserError(
+            f"a budget of {budget:,} queries is below one iteration of {agent.name} "
+            f"({plan.per_iteration:,} queries); give --num-queries {plan.per_iteration} or more"
+        )
+    if plan.unused:
+        notify(
+            f"{agent.name} uses {plan.per_iteration:,} queries per iteration: a budget of "
+            f"{budget:,} buys {plan.iterations:,} iteration{'s' if plan.iterations > 1 else ''} "
+            f"({plan.queries:,} queries; "
+            f"{plan.unused:,} left unused)"
+        )
+
+
 def train_run(
     agent_name: str | None,
     env_id: str | None,
@@ -560,6 +596,7 @@ def _train_run(
                 f"zoo_configs/{agent_name}.yml or pass --num-queries"
             )
         agent = _build_agent(agent_name, env_id, entry, seed)
+        check_query_budget(agent, budget_q, notify)
         record = dict(
             args_record or {"agent": agent_name, "env": env_id, "params": params, "device": device}
         )
