@@ -983,6 +983,12 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
     return config_to_dict(config)
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from agents.zoo.tune import cmd_tune
+
+    return cmd_tune(args)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from agents.zoo import configs as zoo
 
@@ -1570,6 +1576,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the zoo YAML files (must exist; not with --resume)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add("tune", "tune an agent's settings with Optuna (TPE sampler, median pruner)", _cmd_tune)
+    from agents.zoo.tune import add_arguments as _tune_arguments
+
+    _tune_arguments(p)
 
     p = add("eval", "evaluate a saved agent against pi_ref or another agent", _cmd_eval)
     p.add_argument("agent_path", help="checkpoint file or train run folder")
