@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 import agents
@@ -59,10 +60,13 @@ def test_matrix_agent_query_budget_is_never_exceeded(name: str, mode: str) -> No
 
 
 def test_sb3_matrix_agent_query_budget_is_exact() -> None:
-    agent = agents.make("sb3_ppo_selfplay", "rps", seed=0, batch_size=32, n_epochs=1, log_every=0)
-    assert agent.iteration_queries() == 32
+    kw = dict(seed=0, batch_size=32, n_epochs=1, log_every=0)
+    agent = agents.make("sb3_ppo_selfplay", "rps", **kw)
+    assert agent.iteration_queries() == 32  # measured on a copy: the agent is untouched
     agent.learn(num_queries=95)
     assert agent.queries_used == 64 and agent.num_iterations == 2
+    twin = agents.make("sb3_ppo_selfplay", "rps", **kw).learn(num_iterations=2)  # never probed
+    np.testing.assert_array_equal(agent.policy_table(), twin.policy_table())
 
 
 def test_iteration_queries_probe_leaves_the_agent_untouched() -> None:
