@@ -427,6 +427,18 @@ def check_query_budget(agent: Any, budget: int | None, notify: Callable[[str], N
         )
 
 
+def _note_resumed_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
+    """On resume: say when the run's remaining queries are below one iteration (nothing trains)."""
+    from agents.api import plan_budget
+
+    left = 0 if budget is None else budget - agent.queries_used
+    if left > 0 and plan_budget(agent, left).iterations == 0:
+        notify(
+            f"the run's remaining {left:,} queries are below one iteration of {agent.name} "
+            f"({plan_budget(agent, left).per_iteration:,} queries): nothing more is trained"
+        )
+
+
 def train_run(
     agent_name: str | None,
     env_id: str | None,
@@ -563,6 +575,7 @@ def _train_run(
                 lock.release()
                 raise
         setup_interrupted = setup.requested
+        _note_resumed_budget(agent, budget_q, notify)
     else:
         if agent_name is None or env_id is None:
             raise UserError("train needs --agent and --env (or --resume RUN_DIR)")

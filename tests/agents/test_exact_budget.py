@@ -146,3 +146,19 @@ def test_cli_says_what_a_budget_buys(tmp_path) -> None:
         notify=said.append,
     )  # fmt: skip
     assert said == [] and agent.queries_used == 0  # 0: an untrained run, on purpose
+
+
+def test_a_resumed_run_says_when_its_remainder_is_below_one_iteration(tmp_path) -> None:
+    from agents.zoo.cli import train_run
+
+    kw = dict(log_folder=tmp_path, progress=False, params={"mode": "sampled", "batch_size": 100})
+    agent, run = train_run("nash_mp", "nlhf/RPS-v0", num_queries=400, **kw)
+    assert agent.queries_used == 400
+    said: list[str] = []
+    agent, _ = train_run(None, None, resume=run, num_queries=550, progress=False,
+                         notify=said.append)  # fmt: skip
+    assert agent.queries_used == 400
+    assert said[-1] == (
+        "the run's remaining 150 queries are below one iteration of nash_mp (200 queries): "
+        "nothing more is trained"
+    )
