@@ -19,7 +19,7 @@ $(VENV)/.base: $(BIN)/activate pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[dev,ray,hf,openspiel]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray,hf,openspiel,tune]"
 	touch $@
 
 setup: $(VENV)/.base

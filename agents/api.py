@@ -2,8 +2,12 @@
 
 Every agent, whatever it learns on, offers (the :class:`ZooAgent` protocol):
 
-* ``learn(num_queries=None, num_iterations=None, callback=None) -> self``: iterations until a budget
-  of this call is spent (checked between iterations) or ``callback(agent)`` returns ``False``;
+* ``learn(num_queries=None, num_iterations=None, callback=None) -> self``: iterations while the
+  next one fits the budgets of this call (``num_queries`` is never exceeded: the loop stops before an
+  iteration that would take it past, see :func:`iterations_within_budget`) or until
+  ``callback(agent)`` returns ``False``;
+* ``iteration_queries()``: the preference queries the next iteration will use (an upper bound where
+  the count is random);
 * ``act(observation, deterministic=False)`` and the Stable-Baselines3-style ``predict``;
 * ``evaluate()``: a dict of evaluation metrics (exact game metrics for tabular agents, win rates and
   Nash metrics for token agents);
@@ -23,10 +27,12 @@ accounted (``_run_iteration``) and which metrics a logged row holds (``_log_row`
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -44,6 +50,8 @@ __all__ = [
     "DeferredInterrupt",
     "check_learn_args",
     "iterations_within_budget",
+    "BudgetPlan",
+    "plan_budget",
     "logs_iteration",
 ]
 
@@ -81,6 +89,8 @@ class ZooAgent(Protocol):
     ) -> tuple[Any, None]: ...
 
     def evaluate(self) -> dict[str, float]: ...
+
+    def iteration_queries(self) -> int: ...
 
     def save(self, path: str | os.PathLike[str]) -> str: ...
 
@@ -158,26 +168,88 @@ def iterations_within_budget(
 ) -> Iterator[None]:
     """The budget loop of every agent's ``learn``: yields once per iteration to run.
 
-    Validates the arguments (:func:`check_learn_args`), then yields while this call has used fewer
-    than ``num_queries`` queries (``agent.queries_used``) and fewer than ``num_iterations``
-    iterations (``agent.num_iterations``, which the loop body increments); after each iteration it
-    stops if ``callback(agent)`` returns ``False``.
+    Validates the arguments (:func:`check_learn_args`), then yields while the next iteration fits
+    both budgets of this call: fewer than ``num_iterations`` iterations done (``agent.num_iterations``,
+    which the loop body increments) and, with ``num_queries``, the queries used so far by this call
+    plus ``agent.iteration_queries()`` (the next iteration's cost) at most ``num_queries``. The query
+    budget is therefore exact: a call never uses more than ``num_queries`` queries; it stops
+    *before* an iteration that would exceed it (no iteration is truncated, so every iteration is
+    the algorithm's whole step), and the remainder (less than one iteration) is left unused. After
+    each iteration it stops if ``callback(agent)`` returns ``False``.
 
     Ctrl-C (SIGINT, main thread) during an iteration is deferred: the iteration and its callback
     finish, then :class:`LearningInterrupted` (a ``KeyboardInterrupt``) is raised at the boundary,
     so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once.
+
+    Raises:
+        ConfigError: bad budgets (:func:`check_learn_args`), or an agent whose iteration claims to
+            use no queries under a query budget alone (the loop would never end).
     """
     check_learn_args(num_queries, num_iterations, callback)
     q0, i0 = agent.queries_used, agent.num_iterations
+
+    def fits() -> bool:
+        if num_iterations is not None and agent.num_iterations - i0 >= num_iterations:
+            return False
+        if num_queries is None:
+            return True
+        cost = int(agent.iteration_queries())
+        if cost < 1 and num_iterations is None:
+            raise ConfigError(
+                f"{type(agent).__name__}.iteration_queries() is {cost}: a query budget cannot "
+                "end this loop; give num_iterations"
+            )
+        return agent.queries_used - q0 + cost <= num_queries
+
     with DeferredInterrupt() as interrupt:
-        while (num_iterations is None or agent.num_iterations - i0 < num_iterations) and (
-            num_queries is None or agent.queries_used - q0 < num_queries
-        ):
+        while fits():
             yield
             if callback is not None and callback(agent) is False:
                 return
             if interrupt.requested:
                 raise LearningInterrupted(agent)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What ``learn(num_queries=budget)`` will do from an agent's current state.
+
+    Attributes:
+        budget: the query budget of the call.
+        per_iteration: queries of one iteration (``agent.iteration_queries()``; an upper bound
+            where the count is random).
+        iterations: whole iterations that fit: ``budget // per_iteration``.
+        queries: queries they use at most: ``iterations * per_iteration`` (``<= budget``).
+    """
+
+    budget: int
+    per_iteration: int
+    iterations: int
+    queries: int
+
+    @property
+    def unused(self) -> int:
+        """Queries of the budget left unused (less than one iteration)."""
+        return self.budget - self.queries
+
+
+def plan_budget(agent: Any, num_queries: int) -> BudgetPlan:
+    """How many whole iterations of ``agent`` a budget of ``num_queries`` queries buys.
+
+    Args:
+        agent: any nlhf-zoo agent (:class:`ZooAgent`).
+        num_queries: the query budget (a non-negative integer).
+
+    Returns:
+        The :class:`BudgetPlan` (``iterations == 0`` when the budget is below one iteration).
+
+    Raises:
+        ConfigError: if ``num_queries`` is not a non-negative integer.
+    """
+    check_learn_args(num_queries, None, None)
+    cost = max(int(agent.iteration_queries()), 1)
+    iterations = int(num_queries) // cost
+    return BudgetPlan(int(num_queries), cost, iterations, iterations * cost)
 
 
 def logs_iteration(t: int, every: int | None) -> bool:
@@ -273,6 +345,32 @@ class AgentBase:
         """An action for ``observation`` (sampled with the agent's acting generator)."""
         raise NotImplementedError
 
+    def iteration_queries(self) -> int:
+        """Preference queries the next iteration will use (an upper bound where the count is random).
+
+        The budget loop (:func:`iterations_within_budget`) runs an iteration only if this many more
+        queries fit ``learn(num_queries=...)``. Agents that know their cost from the config
+        override this (the token agents do). Default: measured by running one iteration on a deep
+        copy of the agent (the agent itself is untouched), once per config value; this is exact for
+        agents whose every iteration costs the same queries, as every tabular agent's does (its
+        cost is set by ``mode``, ``batch_size`` and, in ``pg`` mode, ``inner_steps`` and
+        ``pg_batch_size``; ``tests/agents/test_exact_budget.py`` checks it for every agent and mode).
+        """
+        key = repr(self.config)
+        cached = getattr(self, "_probed_iteration_queries", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        logger, self.logger = self.logger, None  # a TensorBoard writer is not copied
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self.logger = logger
+        before = twin.queries_used
+        twin._run_iteration()
+        cost = int(twin.queries_used - before)
+        self._probed_iteration_queries = (key, cost)
+        return cost
+
     # ------------------------------------------------------------------ shared
     def learn(
         self,
@@ -283,8 +381,9 @@ class AgentBase:
         """Run iterations until a budget of this call is spent or the callback says stop.
 
         Args:
-            num_queries: stop at the first iteration boundary where at least this many queries have
-                been used by this call.
+            num_queries: use at most this many queries in this call: the loop stops before an
+                iteration that would exceed it (:meth:`iteration_queries` says what one costs), so
+                up to one iteration's queries of the budget may stay unused.
             num_iterations: stop after this many iterations of this call.
             callback: ``callback(agent)`` after every iteration; returning ``False`` stops.
 

@@ -4,9 +4,10 @@ An agent owns a log-policy ``log_pi`` of shape ``(C, K)`` over the game's contex
 improves it by its paper's iteration (:meth:`Agent._iteration`, the only method an algorithm must
 write). Everything else is shared plumbing:
 
-* ``learn(num_queries=None, num_iterations=None, callback=None) -> self`` runs iterations until a
-  budget of this call is spent (checked between iterations, so it stops at the first iteration
-  boundary at or past ``num_queries``) or ``callback(agent)`` returns ``False``;
+* ``learn(num_queries=None, num_iterations=None, callback=None) -> self`` runs iterations while the
+  next one fits the budgets of this call (it never uses more than ``num_queries``: it stops before
+  an iteration that would exceed it, :func:`agents.api.iterations_within_budget`) or until
+  ``callback(agent)`` returns ``False``;
 * ``policy(context=None)`` returns probabilities: ``(K,)`` for a matrix game or one context,
   ``(C, K)`` for all contexts of a contextual game;
 * ``act(observation, deterministic=False)`` maps the matrix environment's observation (the float32

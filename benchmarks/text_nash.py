@@ -35,7 +35,14 @@ Sub-commands:
 
 * ``full``: the full-size worlds (``--env nlhf/TokenDuel-v0``), estimated Nash metrics at the
   budgets of ``--points``; ``--device cuda`` for the larger budgets on a GPU machine;
-* ``report``: ``benchmarks/results/text_nash.md`` and the curves from the JSON results.
+* ``report``: ``benchmarks/results/text_nash.md`` and the curves from the JSON results;
+* ``prox``: prox fidelity of Nash-MP's neural half-step at the zoo entry (``text_nash_prox.md``);
+* ``floor``: prox fidelity and test exploitability along training (``text_nash_floor_{tag}``);
+* ``designs``: Nash-MP's designs (A) target networks, (B) extragradient and (C) EMA anchor and
+  opponent at the same budgets and seeds (``text_nash_designs_{tag}``).
+
+Every sub-command takes ``--results DIR`` (default ``benchmarks/results``); run it from the
+repository root with the repository on ``PYTHONPATH`` (``PYTHONPATH=. python benchmarks/...``).
 
 Results go to ``benchmarks/results/text_nash*.json``/``.md``. Example (small CPU run)::
 
@@ -49,6 +56,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -335,8 +343,8 @@ def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[st
 
 
 def same_budget(a: float, b: float, tol: float = 0.05) -> bool:
-    """Whether two evaluations were taken at the same budget (agents overshoot a requested budget
-    by at most one iteration: within ``tol`` of it)."""
+    """Whether two evaluations were taken at the same budget (an agent stops up to one iteration
+    short of a requested budget, never past it: within ``tol`` of it)."""
     return abs(a - b) <= tol * max(a, b)
 
 
@@ -442,7 +450,7 @@ def _tags() -> list[str]:
     found = set()
     for path in RESULTS.glob("text_nash_*.json"):
         name = path.stem.removeprefix("text_nash_").removeprefix("tune_")
-        if not name.startswith(("full_", "prox", "floor_")):
+        if not name.startswith(("full_", "prox", "floor_", "designs_")):
             found.add(name)
     return sorted(found, key=lambda t: (t.startswith("heldout_"), "beta" in t, "cyclic" in t, t))
 
@@ -670,7 +678,7 @@ def cmd_floor(args: argparse.Namespace) -> None:
         for q in [int(p) for p in args.points.split(",")]:
             if q > agent.queries_used:
                 agent.learn(num_queries=q - agent.queries_used)
-            e, _ = judge.metrics(judge.policy(agent.policy, "test"), "test")
+            e, _ = judge.metrics(judge.policy(agent.model, "test"), "test")
             f = prox_fidelity(copy.deepcopy(agent), "heldout")
             rows.append({"seed": 100 + s, "queries": agent.queries_used, "test_expl": float(e.mean()),
                          "correlation": f.correlation, "kl_neural_to_exact": f.kl_neural_to_exact,
@@ -693,6 +701,66 @@ def cmd_floor(args: argparse.Namespace) -> None:
             f"{r['kl_neural_to_exact']:.5f} | {r['kl_step_exact']:.5f} | {r['kl_step_neural']:.5f} |"
         )
     (RESULTS / f"text_nash_floor_{name_tag}.md").write_text("\n".join(lines) + "\n")
+
+
+#: Nash-MP's three neural designs (``agents.text.nash_mp``): (A) target networks, (B) extragradient,
+#: (C) EMA anchor and opponent
+DESIGNS: dict[str, dict[str, Any]] = {
+    "A_target": {"variant": "target"},
+    "B_extragradient": {"variant": "extragradient", "inner_steps": 1},
+    "C_ema": {"variant": "ema", "inner_steps": 1},
+}
+
+
+def cmd_designs(args: argparse.Namespace) -> None:
+    """Nash-MP's designs (A), (B), (C) side by side at the same budgets and seeds (issue 23, item
+    5): exact test exploitability (last iterate) per evaluation point, mean over (seed, prompt)
+    cells with a 95% bootstrap interval, for every learning rate of ``--lrs``; ``--baseline`` adds
+    agents at their shared setting for scale. Writes ``results/text_nash_designs_{tag}.json``/``.md``.
+    """
+    judge = make_judge(args)
+    name_tag = tag(args.world, args.protocol, args.beta)
+    points = [int(p) for p in args.points.split(",")]
+    shared = json.loads(args.config)
+    lrs = [float(x) for x in args.lrs.split(",")]
+    runs: list[tuple[str, str, dict[str, Any]]] = []
+    for label in args.designs.split(","):
+        if label not in DESIGNS:
+            raise SystemExit(f"--designs: unknown design {label!r}; expected {sorted(DESIGNS)}")
+        runs += [(label, "nash_mp", {**shared, **DESIGNS[label], "lr": lr}) for lr in lrs]
+    for name in filter(None, args.baseline.split(",")):
+        runs += [(name, name, {"lr": lr}) for lr in lrs]
+    rng = np.random.default_rng(0)
+    ref = judge.metrics(judge.games["test"][1].pi_ref, "test")
+    rows = []
+    for label, name, cfg in runs:
+        rs = [run(judge, name, cfg, 100 + s, args.budget, points) for s in range(args.seeds)]
+        raw = _raw(rs)
+        summary = summarise(raw, rng)
+        rows.append({"label": label, "agent": name, "raw": raw, "summary": summary})
+        last = summary["curve"][-1]
+        print(f"{label} {cfg}: q={last['queries']} expl={last['expl']:.4f} "
+              f"{last['expl_ci']} {summary['seconds_per_run']:.0f}s/run", flush=True)  # fmt: skip
+    out = {"world": args.world, "protocol": args.protocol, "train_split": PROTOCOLS[args.protocol],
+           "beta": judge.beta, "budget": args.budget, "seeds": args.seeds, "common": COMMON,
+           "pi_ref": {"expl": float(ref[0].mean()), "kl": float(ref[1].mean())},
+           "rows": rows}  # fmt: skip
+    (RESULTS / f"text_nash_designs_{name_tag}.json").write_text(json.dumps(out))
+    lines = [f"# Nash-MP designs (A), (B), (C) ({name_tag}: {_describe(out, name_tag)})", "",
+             f"Written by `python benchmarks/text_nash.py designs {' '.join(args.argv)}`. Exact "
+             f"exploitability (last iterate) on the 8 test prompts, mean over {args.seeds} seeds x "
+             f"8 prompts [95% bootstrap interval]; shared setting {COMMON} plus {shared}; pi_ref: "
+             f"{out['pi_ref']['expl']:.4f}. Seeds 100.. (the same for every row).", "",
+             "| design | agent | lr | queries | test exploitability | KL(pi* \\|\\| pi) | s/run |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        s = r["summary"]
+        for c in s["curve"][1:]:
+            lines.append(
+                f"| {r['label']} | {r['agent']} | {s['config']['lr']:g} | {c['queries']} | "
+                f"{_fmt(c['expl'], c['expl_ci'])} | {c['kl']:.4f} | {s['seconds_per_run']:.0f} |"
+            )
+    (RESULTS / f"text_nash_designs_{name_tag}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -752,10 +820,32 @@ def main(argv: list[str] | None = None) -> None:
     fl.add_argument("--seeds", type=int, default=2)
     fl.add_argument("--points", default="0,8192,24576,40960")
     fl.add_argument("--config", default="{}", help="JSON of agent config overrides")
+    d = sub.add_parser("designs", help="Nash-MP designs (A), (B), (C) at equal budgets")
+    d.add_argument("--world", choices=sorted(WORLDS), default="plain")
+    d.add_argument("--protocol", choices=sorted(PROTOCOLS), default="nash")
+    d.add_argument("--beta", type=float, default=None)
+    d.add_argument("--budget", type=int, default=12288)
+    d.add_argument("--seeds", type=int, default=3)
+    d.add_argument("--points", default="4096,8192,12288")
+    d.add_argument("--designs", default=",".join(DESIGNS))
+    d.add_argument("--lrs", default="3e-4", help="learning rates (each design runs every one)")
+    d.add_argument("--baseline", default="", help="agents added at the same lrs (online_ipo,...)")
+    d.add_argument("--config", default="{}", help="JSON of overrides shared by the designs")
+    for p in sub.choices.values():
+        p.add_argument(
+            "--results", default=None, help="folder of the result files (default: results/)"
+        )
+    raw_argv = list(argv) if argv is not None else sys.argv[1:]
     args = parser.parse_args(argv)
+    args.argv = raw_argv[1:]
+    if args.results is not None:
+        global RESULTS
+        RESULTS = Path(args.results)
+        RESULTS.mkdir(parents=True, exist_ok=True)
     commands = {"tune": cmd_tune, "h2h": cmd_h2h, "full": cmd_full, "report": cmd_report}
     commands["prox"] = cmd_prox
     commands["floor"] = cmd_floor
+    commands["designs"] = cmd_designs
     commands[args.cmd](args)
 
 
@@ -763,4 +853,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["per_prompt", "run", "grid", "bootstrap", "ceiling", "main"]
+__all__ = ["per_prompt", "run", "grid", "bootstrap", "ceiling", "cmd_designs", "main"]

@@ -6,7 +6,7 @@ The learner is an SB3 ``PPO`` (``MlpPolicy``) playing ``player_0`` of
 tables, one per iteration). One iteration is one PPO rollout of ``batch_size`` environment steps
 (``n_envs`` copies of the view, ``batch_size / n_envs`` steps each) followed by PPO's update; every
 environment step is one preference query (one Bernoulli outcome of the judge), so
-``learn(num_queries=N)`` stops at the first iteration boundary past ``N`` env steps.
+``learn(num_queries=N)`` runs ``N // batch_size`` iterations (never more than ``N`` env steps).
 
 Objective. With ``ent_coef=None`` (default) PPO maximises, against the opponent ``pi_opp``,
 

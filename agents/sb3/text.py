@@ -17,7 +17,8 @@ One iteration is one PPO rollout of ``batch_size`` environment steps (``n_envs``
 ``batch_size / n_envs`` tokens each) followed by PPO's update. A preference query is one *judged*
 duel: an episode that ended inside the rollout (SB3 resets the views at the start of every rollout,
 so an answer cut by the rollout's end is never judged and not counted). ``learn(num_queries=N)``
-therefore stops at the first iteration boundary where at least ``N`` duels have been judged.
+counts ``batch_size`` (the most duels a rollout can judge, :meth:`iteration_queries`) against the
+budget, so it never judges more than ``N`` duels; it may judge fewer.
 
 The reward is the env's (``mode="sampled"``: the Bernoulli outcome, ``"probability"``: the judge's
 probability), paid once at the end of the answer; ``gamma`` (default 1) carries it back to every

@@ -1,7 +1,7 @@
 """Token-level NLHF agents on ``nlhf/TokenDuel-v0`` (imports torch; :mod:`agents.registry` imports this
 package on the first request for ``kind="text"``).
 
-* ``nash_mp``: approximate Nash Mirror Prox, target-network design (A) or extragradient (B)
+* ``nash_mp``: approximate Nash Mirror Prox, target-network design (A), extragradient (B) or EMA (C)
   (:mod:`agents.text.nash_mp`);
 * ``online_ipo``: Online IPO on self-play pairs (:mod:`agents.text.online_ipo`);
 * ``nash_md``: Nash-MD-PG with a per-token geometric-mixture opponent (:mod:`agents.text.nash_md`);

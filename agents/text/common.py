@@ -338,6 +338,12 @@ class TextAgent(AgentBase):
     def _setup(self) -> None:
         """Algorithm-specific state. Default: nothing."""
 
+    def iteration_queries(self) -> int:
+        """Preference queries of one iteration: ``batch_size`` (one judged batch). An agent that
+        judges more per iteration overrides this; for an agent whose count is random it is an
+        upper bound (the budget loop of :mod:`agents.api` never exceeds ``num_queries``)."""
+        return int(self.config.batch_size)
+
     def _iteration(self) -> None:
         """One iteration of the algorithm (uses :meth:`duel`, :meth:`optimise`, :meth:`note`)."""
         raise NotImplementedError

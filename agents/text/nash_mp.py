@@ -30,14 +30,34 @@ one "update" step against ``pi_{k+1/2}`` gives ``theta_{k+1}``. Both gradients a
 ``theta = theta_k``, where the anchor term ``log(pi_theta/pi_k)`` is identically zero, so no ``pi_k``
 network is kept (the ``(beta/eta)`` term drops out exactly).
 
-The EMA anchor of design (C) is not implemented.
+Design (C), the practical Nash-MP (``variant="ema"``, requires ``M = 1``): one policy-gradient step
+per query batch, no half-step and nothing thrown away. The paper's practical recipe for language
+models (Tiapkin et al. 2025, the section on fine-tuning language models) replaces the prox steps by
+policy gradients and keeps an exponential moving average of the parameters for stability, without
+saying in a form we could check which policy the average stands for. This library's reading: the
+EMA network ``pi_bar`` (parameters ``theta_bar``) is both the prox centre (``pi_k`` in the half-step
+objective above) and the opponent, as the parameter-EMA opponent of Munos et al.'s Nash-EMA
+("Nash Learning from Human Feedback", ICML 2024, §7). Every iteration:
+
+1. ``x ~ rho``, ``y ~ pi_theta``, ``y' ~ pi_bar``, one query per pair;
+2. one optimiser step on :func:`~agents.text.losses.nash_mp_pg_loss` with anchor ``pi_bar``, i.e. the
+   half-step objective ``P(pi > pi_bar) - beta KL(pi||pi_ref) - (beta/eta) KL(pi||pi_bar)``;
+3. ``theta_bar <- (1 - ema_rate) theta_bar + ema_rate theta`` (``ema_rate`` is ``kappa``).
+
+One optimiser serves the whole run (there are no half-steps to reset it for; ``optimizer_state``
+does not apply). At a rest point ``theta_bar = theta``, the anchor term vanishes and the expected
+gradient is zero exactly at the beta-regularised Nash equilibrium ``pi ∝ pi_ref exp(g_pi/beta)``:
+the anchor shapes the path, not the fixed point. :mod:`agents.nash_mp_ema` is the exact-gradient
+tabular analogue whose fixed point the tests compare with the exact regularised Nash. The policy
+the agent plays and is evaluated on is ``pi_theta`` (``agent.model``); ``agent.ema_model`` is
+``pi_bar``. Checkpoints hold ``theta_bar`` too (``ema/*``), so a resumed run is exact.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,6 +66,7 @@ from agents.config import ConfigError
 from agents.registry import register_agent
 from agents.text.common import TextAgent, TextAgentConfig, frozen_copy
 from agents.text.losses import nash_mp_pg_loss
+from nlhf_envs.errors import CheckpointError
 
 __all__ = ["TextNashMPConfig", "TextNashMP", "ProxFidelity", "exact_prox_step", "prox_fidelity"]
 
@@ -57,7 +78,10 @@ class TextNashMPConfig(TextAgentConfig):
     Attributes:
         eta: prox step ``eta`` (``None``: ``2 beta``, the step of the paper's theorem).
         inner_steps: ``M``, policy-gradient steps per half-step (``batch_size`` queries each).
-        variant: ``"target"`` (design (A), default) or ``"extragradient"`` (design (B), ``M = 1``).
+        variant: ``"target"`` (design (A), default), ``"extragradient"`` (design (B), ``M = 1``) or
+            ``"ema"`` (design (C), ``M = 1``: one step per batch against the EMA network).
+        ema_rate: ``kappa`` in ``(0, 1]``, the EMA rate of design (C) per iteration (the average
+            spans about ``1 / kappa`` iterations); unused by the other designs.
         optimizer_state: ``"reset"`` (default): a fresh Adam per half-step, so the inner loop
             computes the prox step; ``"carry"``: restore ``theta_k``'s Adam state before each phase
             (the behaviour before issue 11).
@@ -67,6 +91,9 @@ class TextNashMPConfig(TextAgentConfig):
     inner_steps: int = 8
     variant: str = "target"
     optimizer_state: str = "reset"
+    ema_rate: float = 0.1
+
+    VARIANTS: ClassVar[tuple[str, ...]] = ("target", "extragradient", "ema")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,10 +101,13 @@ class TextNashMPConfig(TextAgentConfig):
             raise ConfigError(f"eta: must be > 0 (or None for 2 beta); got {self.eta}")
         if self.inner_steps < 1:
             raise ConfigError(f"inner_steps: must be an integer >= 1; got {self.inner_steps}")
-        if self.variant not in ("target", "extragradient"):
+        if self.variant not in self.VARIANTS:
             raise ConfigError(
-                f"variant: expected 'target' or 'extragradient'; got {self.variant!r}"
+                f"variant: expected one of {', '.join(map(repr, self.VARIANTS))}; "
+                f"got {self.variant!r}"
             )
+        if not 0.0 < self.ema_rate <= 1.0:
+            raise ConfigError(f"ema_rate: must lie in (0, 1]; got {self.ema_rate}")
         if self.optimizer_state not in ("reset", "carry"):
             raise ConfigError(
                 f"optimizer_state: expected 'reset' or 'carry'; got {self.optimizer_state!r}"
@@ -85,6 +115,11 @@ class TextNashMPConfig(TextAgentConfig):
         if self.variant == "extragradient" and self.inner_steps != 1:
             raise ConfigError(
                 f"inner_steps: the extragradient variant takes one step per half-step; got "
+                f"{self.inner_steps} (set inner_steps: 1 or variant: target)"
+            )
+        if self.variant == "ema" and self.inner_steps != 1:
+            raise ConfigError(
+                f"inner_steps: the ema variant takes one step per query batch; got "
                 f"{self.inner_steps} (set inner_steps: 1 or variant: target)"
             )
 
@@ -101,6 +136,70 @@ class TextNashMP(TextAgent):
         """The prox step ``eta`` (``2 beta`` unless configured)."""
         cfg = self.config
         return 2.0 * self.beta if cfg.eta is None else cfg.eta
+
+    def iteration_queries(self) -> int:
+        """Preference queries of one iteration: ``2 inner_steps batch_size`` (two half-steps of
+        designs (A)/(B)) or ``batch_size`` (design (C))."""
+        cfg = self.config
+        if cfg.variant == "ema":
+            return cfg.batch_size
+        return 2 * cfg.inner_steps * cfg.batch_size
+
+    def _setup(self) -> None:
+        #: design (C): ``pi_bar``, the EMA of ``pi_theta``'s parameters (``None`` otherwise)
+        self.ema_model: torch.nn.Module | None = None
+        if self.config.variant == "ema":
+            self.ema_model = frozen_copy(self.model)
+
+    def _ema_iteration(self) -> None:
+        """Design (C): one step against ``pi_bar`` (anchor and opponent), then the EMA update."""
+        bar = self.ema_model
+        duel = self.duel(opponent=bar)
+        log_pi = self.log_probs(self.model, duel)
+        log_ref = self.log_probs(self.reference, duel).detach()
+        log_bar = self.log_probs(bar, duel).detach()
+        out = nash_mp_pg_loss(
+            log_pi, log_ref, log_bar, duel.y.mask, duel.outcome, beta=self.beta, eta=self.eta
+        )
+        self.optimise(out.loss)
+        self.note(out.terms)
+        self.note_policy(duel, log_pi, log_ref)
+        with torch.no_grad():
+            for p_bar, p in zip(bar.parameters(), self.model.parameters(), strict=True):
+                p_bar.lerp_(p, self.config.ema_rate)
+
+    def checkpoint_arrays(self, include_history: bool = True) -> dict[str, np.ndarray]:
+        """The text-agent checkpoint arrays, plus ``ema/*`` (``theta_bar``) for design (C)."""
+        arrays = super().checkpoint_arrays(include_history)
+        if self.ema_model is not None:
+            for key, val in self.ema_model.state_dict().items():
+                arrays[f"ema/{key}"] = val.detach().cpu().numpy()
+        return arrays
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        p: str,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        game: Any = None,
+        tensorboard_log: Any = None,
+    ) -> TextNashMP:
+        """Rebuild the agent (see :func:`agents.text.common.load_text_agent`), ``theta_bar`` too.
+
+        Raises:
+            CheckpointError: naming ``p`` when a design-(C) checkpoint lacks or garbles ``ema/*``.
+        """
+        agent = super().from_checkpoint(p, meta, arrays, game=game, tensorboard_log=tensorboard_log)
+        if agent.ema_model is not None:
+            state = {k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                     if k.startswith("ema/")}  # fmt: skip
+            try:
+                agent.ema_model.load_state_dict(state)
+            except (RuntimeError, KeyError) as err:
+                raise CheckpointError(f"{p!r}: cannot rebuild the EMA network: {err}") from None
+        return agent
 
     def _fresh_optimizer(self) -> None:
         self.optimizer = self.new_optimizer(self.model, self.current_lr())
@@ -125,6 +224,9 @@ class TextNashMP(TextAgent):
             self.note_policy(duel, log_pi, log_ref)
 
     def _iteration(self) -> None:
+        if self.config.variant == "ema":
+            self._ema_iteration()
+            return
         # 1. targets: pi_k is theta_k, frozen; back up theta_k (and the optimiser state: "carry")
         pi_k = frozen_copy(self.model)
         theta_k = copy.deepcopy(self.model.state_dict())

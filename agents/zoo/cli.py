@@ -43,7 +43,15 @@ from agents.arena.match import MAX_DUELS
 from nlhf_envs.atomic import atomic_open, atomic_write_text
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 
-__all__ = ["main", "build_parser", "UserError", "TrainingInterrupted", "train_run", "check_device"]
+__all__ = [
+    "main",
+    "build_parser",
+    "UserError",
+    "TrainingInterrupted",
+    "train_run",
+    "check_device",
+    "check_query_budget",
+]
 
 DEMO_ENV = "nlhf/UniformGame-v0"
 DEMO_AGENTS = ("nash_mp", "online_ipo", "nash_md", "mmd", "sppo")
@@ -450,6 +458,46 @@ def _notify(message: str) -> None:
     print(f"nlhf-zoo: {message}", file=sys.stderr)
 
 
+def check_query_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
+    """Say what a query budget buys before a run starts (``learn`` never exceeds it).
+
+    A budget that is not a whole number of iterations is announced through ``notify`` (the
+    iterations and queries it buys); ``0`` trains nothing (an untrained run, on purpose).
+
+    Raises:
+        UserError: for a positive budget below one iteration (it would train nothing).
+    """
+    from agents.api import plan_budget
+
+    if not budget:
+        return
+    plan = plan_budget(agent, budget)
+    if plan.iterations == 0:
+        raise UserError(
+            f"a budget of {budget:,} queries is below one iteration of {agent.name} "
+            f"({plan.per_iteration:,} queries); give --num-queries {plan.per_iteration} or more"
+        )
+    if plan.unused:
+        notify(
+            f"{agent.name} uses {plan.per_iteration:,} queries per iteration: a budget of "
+            f"{budget:,} buys {plan.iterations:,} iteration{'s' if plan.iterations > 1 else ''} "
+            f"({plan.queries:,} queries; "
+            f"{plan.unused:,} left unused)"
+        )
+
+
+def _note_resumed_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
+    """On resume: say when the run's remaining queries are below one iteration (nothing trains)."""
+    from agents.api import plan_budget
+
+    left = 0 if budget is None else budget - agent.queries_used
+    if left > 0 and plan_budget(agent, left).iterations == 0:
+        notify(
+            f"the run's remaining {left:,} queries are below one iteration of {agent.name} "
+            f"({plan_budget(agent, left).per_iteration:,} queries): nothing more is trained"
+        )
+
+
 def train_run(
     agent_name: str | None,
     env_id: str | None,
@@ -586,6 +634,7 @@ def _train_run(
                 lock.release()
                 raise
         setup_interrupted = setup.requested
+        _note_resumed_budget(agent, budget_q, notify)
     else:
         if agent_name is None or env_id is None:
             raise UserError("train needs --agent and --env (or --resume RUN_DIR)")
@@ -619,6 +668,7 @@ def _train_run(
                 f"zoo_configs/{agent_name}.yml or pass --num-queries"
             )
         agent = _build_agent(agent_name, env_id, entry, seed)
+        check_query_budget(agent, budget_q, notify)
         record = dict(
             args_record or {"agent": agent_name, "env": env_id, "params": params, "device": device}
         )
@@ -1003,6 +1053,12 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
     from agents.config import config_to_dict
 
     return config_to_dict(config)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from agents.zoo.tune import cmd_tune
+
+    return cmd_tune(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -1644,6 +1700,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_option(p)
+
+    p = add("tune", "tune an agent's settings with Optuna (TPE sampler, median pruner)", _cmd_tune)
+    from agents.zoo.tune import add_arguments as _tune_arguments
+
+    _tune_arguments(p)
 
     p = add("eval", "evaluate a saved agent against pi_ref or another agent", _cmd_eval)
     p.add_argument("agent_path", help="checkpoint file or train run folder")

@@ -130,14 +130,14 @@ def test_act_rejects_bad_observations():
 def test_learn_budgets_and_callback():
     agent = agents.make("nash_mp", "rps", seed=0)
     agent.learn(num_queries=7)
-    assert agent.queries_used == 8  # 2 queries per iteration, stops at the first boundary >= 7
+    assert agent.queries_used == 6  # 2 queries per iteration: never past the budget of 7
     agent.learn(num_iterations=2)
-    assert agent.num_iterations == 6
+    assert agent.num_iterations == 5
     seen = []
     agent.learn(
         num_iterations=100, callback=lambda a: seen.append(a.num_iterations) or len(seen) < 3
     )
-    assert seen == [7, 8, 9]
+    assert seen == [6, 7, 8]
     with pytest.raises(ValueError, match="num_queries or num_iterations"):
         agent.learn()
     with pytest.raises(ValueError, match="num_queries must be a non-negative integer"):

@@ -176,6 +176,6 @@ def test_stochastic_modes_reach_low_exploitability(name, mode, cfg, budget, fami
     agent = agents.make(name, game, seed=0, init="random", mode=mode, **cfg)
     start = agent.metrics()["game/exploitability"]
     agent.learn(num_queries=budget)
-    assert agent.queries_used <= budget + 2 * 40 * 64  # at most one iteration past the budget
+    assert budget - 2 * 20 * 32 < agent.queries_used <= budget  # never past it, < 1 iteration short
     tail = np.mean([r["game/exploitability"] for r in agent.history[-10:]])
     assert tail < 0.01 < start

@@ -56,8 +56,9 @@ def test_queries_history_and_metric_names(name):
     assert 1.0 <= last["policy/answer_length"] <= 8.0
     assert last["policy/entropy"] > 0.0
     assert any(k.startswith("loss/") for k in last)
-    # a query budget stops at the first iteration boundary at or past it
-    agent.learn(num_queries=per_iter + 1)
+    # a query budget is never exceeded: 2 iterations fit 2 * per_iter + 1 queries, not 3
+    assert agent.iteration_queries() == per_iter
+    agent.learn(num_queries=2 * per_iter + 1)
     assert agent.queries_used == 4 * per_iter
 
 

@@ -23,7 +23,7 @@ from agents.zoo.cli import main, train_run
 
 ENV = "nlhf/BiasedRPS-v0"
 PARAMS = {"mode": "sampled", "batch_size": 8}
-KW = {"params": PARAMS, "num_queries": 200, "progress": False}  # 13 iterations of 16 queries
+KW = {"params": PARAMS, "num_queries": 208, "progress": False}  # 13 iterations of 16 queries
 
 
 def _same_agent(a, b):
@@ -116,7 +116,7 @@ def test_resume_with_n_is_a_new_total_budget_said_on_stderr(tmp_path, capsys):
     capsys.readouterr()
     assert _resume(run, "-n", "400") == 0
     err = capsys.readouterr().err
-    assert "-n/--num-queries 400 is the run's new total budget (was 200)" in err
+    assert "-n/--num-queries 400 is the run's new total budget (was 208)" in err
     assert yaml.safe_load((run / "config.yml").read_text())["num_queries"] == 400
     _same_agent(agents.load(run / "final.npz"), longer)
     assert "--num-queries" in cli.build_parser()._subparsers._group_actions[0].choices[

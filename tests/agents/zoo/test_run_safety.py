@@ -151,7 +151,7 @@ def test_failed_runs_leave_nothing_behind(tmp_path):
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert not logs.exists()
     # the numbering is not shifted either
-    assert main(["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "--num-queries", "64",
+    assert main(["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "--num-queries", "512",
                  "--log-folder", str(logs), "--no-progress"]) == 0  # fmt: skip
     assert [p.name for p in (logs / "nash_mp").iterdir()] == ["RPS-v0_1"]
 
@@ -185,7 +185,7 @@ def test_run_folders_are_reserved_exclusively(tmp_path, monkeypatch):
 
 def test_concurrent_train_runs_get_distinct_folders(tmp_path):
     cmd = [sys.executable, "-m", "agents.zoo.cli", "train", "--agent", "nash_mp", "--env",
-           "nlhf/RPS-v0", "--num-queries", "16", "--log-folder", str(tmp_path), "--no-progress"]  # fmt: skip
+           "nlhf/RPS-v0", "--num-queries", "512", "--log-folder", str(tmp_path), "--no-progress"]  # fmt: skip
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)
     ]

@@ -38,7 +38,7 @@ def _train(tmp_path: Path, *extra: str, agent: str = "nash_mp", env: str = "nlhf
         "--env",
         env,
         "-n",
-        "20",
+        "512",
         "--log-folder",
         str(tmp_path / "logs"),
         "--no-progress",

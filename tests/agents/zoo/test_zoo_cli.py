@@ -276,7 +276,7 @@ def test_train_follows_rl_zoo_conventions(tmp_path, capsys):
 
 def test_plot_defaults_per_env_kind_and_skips_runs_without_the_metric(tmp_path, capsys):
     logs = tmp_path / "logs"
-    assert main(["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "-n", "60",
+    assert main(["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "-n", "512",
                  "--log-folder", str(logs), "--no-progress"]) == 0  # fmt: skip
     other = logs / "sppo" / "RPS-v0_1"
     other.mkdir(parents=True)

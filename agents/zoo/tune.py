@@ -1,0 +1,493 @@
+"""``nlhf-zoo tune``: hyper-parameter search with Optuna, in the rl-baselines3-zoo convention.
+
+One study tunes one agent on one environment:
+
+* sampler: Optuna's TPE (``TPESampler``, seeded), so each trial's settings are drawn from what the
+  earlier trials of the study taught;
+* every trial trains a fresh agent from the zoo entry (``zoo_configs/<agent>.yml``, with the
+  fixed ``params`` over it and the trial's settings over those) for ``budget`` preference queries
+  and evaluates it at ``n_evaluations`` evenly spaced points of that budget (the evaluation curve);
+* pruner: Optuna's median pruner on that curve (step ``i`` is the ``i``-th evaluation point, the
+  same for every trial): a trial whose objective is worse than the median of the earlier trials at
+  the same step stops there;
+* objective (minimised): the agent's exploitability at the final budget on the *validation*
+  prompts, never on the held-out prompts the results are reported on. Token worlds have prompt
+  splits ``"train"`` and ``"heldout"``; the validation prompts are ``validation_split``
+  (``"train"`` by default, disjoint from the held-out ones, as in ``benchmarks/text_nash.py``).
+  Exploitability is exact on matrix games and on enumerable token worlds
+  (:func:`nlhf_envs.text.exact.exact_metrics`), estimated on the full-size ones
+  (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`);
+* storage: a SQLite file (``sqlite:///path``, or a plain path) holds the study, so several
+  processes (or machines sharing the file) work on one study, and a stopped study resumes where it
+  was: ``n_trials`` is the study's total of finished (complete or pruned) trials, so every agent
+  tuned with the same ``n_trials`` gets the same trial budget however the work was split.
+
+The result is the best trial's complete zoo entry as a YAML snippet (every config value that
+differs from the agent's defaults, the budget as ``num_queries``, and ``env_kwargs``) with its
+provenance in comments (study, storage, trials, budget, objective, date), ready to go into
+``zoo_configs/<agent>.yml``.
+
+Search spaces (:func:`suggest`): ``lr`` log-uniform in ``[1e-4, 1e-2]`` for every agent with an
+``lr``; token Nash-MP also ``eta`` in ``{1, 2, 4} x beta`` (``ema_rate`` log-uniform in
+``[0.01, 0.5]`` for design (C)); token Nash-MD the mixture schedule (``harmonic`` or a constant
+coefficient, log-uniform in ``[1/32, 1/2]``); a tabular agent without ``lr`` its step (the key of
+``default_step``), log-uniform within a factor 4 of the theory's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.config import ConfigError, config_to_dict
+
+__all__ = [
+    "TuneResult",
+    "tune",
+    "suggest",
+    "validation_exploitability",
+    "storage_url",
+    "to_yaml",
+    "add_arguments",
+    "cmd_tune",
+]
+
+
+@dataclass
+class TuneResult:
+    """What a :func:`tune` call leaves.
+
+    Attributes:
+        study_name: the Optuna study.
+        storage: its storage URL (``None``: in memory).
+        agent: the agent tuned.
+        env_id: the environment.
+        budget: preference queries per trial (the final budget of each trial).
+        n_complete: finished trials that ran their whole budget.
+        n_pruned: trials the median pruner stopped.
+        best_value: the best trial's objective (validation exploitability at the budget).
+        best_number: the best trial's number in the study.
+        best_params: the settings the search chose for the best trial.
+        entry: the best trial's zoo entry (config values differing from the defaults, plus
+            ``num_queries`` and ``env_kwargs``).
+        yaml: :attr:`entry` as a YAML snippet with its provenance.
+        new_trials: trials this call ran.
+    """
+
+    study_name: str
+    storage: str | None
+    agent: str
+    env_id: str
+    budget: int
+    n_complete: int
+    n_pruned: int
+    best_value: float
+    best_number: int
+    best_params: dict[str, Any]
+    entry: dict[str, Any]
+    yaml: str
+    new_trials: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def storage_url(storage: str | os.PathLike[str] | None) -> str | None:
+    """``sqlite:///<absolute path>`` for a path, the URL itself for ``sqlite:///...``.
+
+    Raises:
+        ConfigError: for another URL scheme, or a folder that does not exist.
+    """
+    if storage is None:
+        return None
+    text = os.fspath(storage)
+    if "://" in text:
+        if not text.startswith("sqlite:///"):
+            raise ConfigError(f"--storage {text}: expected a file path or sqlite:///path")
+        path = Path(text.removeprefix("sqlite:///"))
+    else:
+        path = Path(text)
+    if path.is_dir():
+        raise ConfigError(f"--storage {text}: is a folder; give the path of a study file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--storage {text}: folder {path.parent} does not exist")
+    return f"sqlite:///{path.resolve()}"
+
+
+def suggest(trial: Any, agent: Any) -> dict[str, Any]:
+    """The trial's settings for ``agent`` (a probe built from the zoo entry; see the module
+    docstring for the spaces)."""
+    fields = {f.name for f in dataclasses.fields(agent.config)}
+    out: dict[str, Any] = {}
+    if "lr" in fields:
+        out["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    elif agent.kind == "matrix":
+        try:
+            key, value = agent.default_step(agent.game)
+        except NotImplementedError:
+            key, value = None, None
+        if key is not None and key in fields:
+            out[key] = trial.suggest_float(key, value / 4.0, value * 4.0, log=True)
+    if agent.kind == "text" and agent.name == "nash_mp":
+        out["eta"] = trial.suggest_categorical("eta_over_beta", [1.0, 2.0, 4.0]) * agent.beta
+        if agent.config.variant == "ema":
+            out["ema_rate"] = trial.suggest_float("ema_rate", 0.01, 0.5, log=True)
+    if agent.kind == "text" and agent.name == "nash_md":
+        schedule = trial.suggest_categorical("schedule", ["harmonic", "constant"])
+        out["schedule"] = schedule
+        if schedule == "constant":
+            out["mixture_coef"] = trial.suggest_float("mixture_coef", 1 / 32, 0.5, log=True)
+    return out
+
+
+_EXACT_GAMES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def validation_exploitability(agent: Any, split: str = "train") -> float:
+    """Exploitability of ``agent``'s current policy on the prompts of ``split`` (token agents) or
+    of the game (tabular agents); exact where it can be (see the module docstring)."""
+    if agent.kind == "matrix":
+        return float(agent.metrics()["game/exploitability"])
+    agent.model.eval()
+    try:
+        if agent.enumerable():
+            from nlhf_envs.solvers import regularized_nash
+            from nlhf_envs.text.exact import exact_game, exact_metrics
+
+            env_key = (getattr(agent.env, "env_id", None), agent.world.name if agent.world else "")
+            key = (*env_key, split, agent.config.payer, agent.beta, agent.engine.max_new_tokens)
+            if key not in _EXACT_GAMES:
+                game = exact_game(
+                    agent.env, split, payer=agent.config.payer, beta=agent.beta,
+                    reference=agent.reference,
+                )  # fmt: skip
+                _EXACT_GAMES[key] = (game, regularized_nash(game))
+            game, star = _EXACT_GAMES[key]
+            return float(
+                exact_metrics(agent.model, game, agent.env, split, nash=star)["exploitability"]
+            )
+        from nlhf_envs.text.estimate import estimate_nash_metrics
+
+        n = agent.config.nash_eval_samples
+        est = estimate_nash_metrics(
+            agent.model, agent.env, split=split, num_prompts=agent.config.nash_eval_prompts,
+            n=n, m=2 * n, seed=agent.seed, payer=agent.config.payer, beta=agent.beta,
+            reference=agent.reference,
+        )  # fmt: skip
+        return float(est.as_dict("eval/")["eval/exploitability"])
+    finally:
+        agent.model.train()
+
+
+def _yaml_value(value: Any) -> str:
+    """One YAML value as the zoo writes it: floats as ``3.0e-4`` or ``0.2`` (every YAML parser
+    reads these as floats), mappings in flow style."""
+    if isinstance(value, float) and math.isfinite(value):
+        if value != 0 and not 1e-3 <= abs(value) < 1e4:
+            mantissa, exp = f"{value:.4e}".split("e")
+            mantissa = mantissa.rstrip("0")
+            mantissa = mantissa + "0" if mantissa.endswith(".") else mantissa
+            return f"{mantissa}e{exp[0]}{int(exp[1:])}"
+        return repr(float(f"{value:.6g}"))
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=1000)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
+
+
+def to_yaml(env_id: str, entry: Mapping[str, Any], comments: Sequence[str]) -> str:
+    """The zoo snippet ``env_id: {entry}`` with ``comments`` above it."""
+    lines = [f"# {c}" for c in comments]
+    lines.append(f"{env_id}:")
+    for key, value in entry.items():
+        lines.append(f"  {key}: {_yaml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _entry_of(
+    config: Any, defaults: Any, budget: int, env_kwargs: Mapping[str, Any], layer_keys: set[str]
+) -> dict:
+    """Every config value that differs from the dataclass defaults or that a zoo layer sets (so the
+    snippet is the whole entry whatever the file's ``default`` entry holds), then the meta keys."""
+    got, base = config_to_dict(config), config_to_dict(defaults)
+    entry = {k: v for k, v in got.items() if base.get(k) != v or k in layer_keys}
+    entry["num_queries"] = int(budget)
+    if env_kwargs:
+        entry["env_kwargs"] = dict(env_kwargs)
+    return entry
+
+
+def _evaluation_points(budget: int, per_iteration: int, n: int) -> list[int]:
+    """``n`` evenly spaced budgets ending at ``budget``, each a whole number of iterations."""
+    whole = budget // per_iteration
+    pts = sorted({max(1, round(whole * i / n)) * per_iteration for i in range(1, n + 1)})
+    return pts
+
+
+def tune(
+    agent_name: str,
+    env_id: str,
+    *,
+    n_trials: int,
+    budget: int | None = None,
+    n_evaluations: int = 4,
+    seed: int = 0,
+    storage: str | os.PathLike[str] | None = None,
+    study_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    validation_split: str = "train",
+    pruner_startup_trials: int = 5,
+    enqueue: Sequence[Mapping[str, Any]] = (),
+    space: Callable[[Any, Any], dict[str, Any]] | None = None,
+    today: _dt.date | None = None,
+) -> TuneResult:
+    """Tune ``agent_name`` on ``env_id`` (see the module docstring); returns the :class:`TuneResult`.
+
+    Args:
+        agent_name: a registered agent.
+        env_id: an environment id (or game family).
+        n_trials: the study's total of finished trials (complete or pruned); a resumed study runs
+            only the missing ones.
+        budget: preference queries per trial (default: the zoo entry's ``num_queries``).
+        n_evaluations: evaluation points per trial (the pruner's steps).
+        seed: the agents' seed (the same for every trial: common random numbers) and the TPE
+            sampler's.
+        storage: SQLite file of the study (``None``: in memory, nothing kept).
+        study_name: default ``"<agent>:<env_id>:<budget>q:seed<seed>"``.
+        params: fixed overrides of the zoo entry, applied to every trial.
+        config_dir: folder of the zoo YAML files.
+        validation_split: prompts of the objective on token worlds (``"train"`` or ``"all"``;
+            never the held-out prompts).
+        pruner_startup_trials: trials that always finish before the median pruner acts.
+        enqueue: settings (the search's parameter names) to try first, e.g. the current zoo
+            values.
+        space: ``space(trial, probe_agent) -> settings`` replacing :func:`suggest`.
+        today: the date written in the provenance (default: today, UTC).
+
+    Raises:
+        ConfigError: for a bad argument, a budget below one iteration, or a stored study that was
+            run with other settings.
+    """
+    import optuna
+
+    import agents
+    from agents.api import plan_budget
+    from agents.zoo import configs as zoo
+
+    if validation_split not in ("train", "all"):
+        raise ConfigError(
+            f"validation split: expected 'train' or 'all' (the held-out prompts report results, "
+            f"they are never tuned on); got {validation_split!r}"
+        )
+    for key, val, low in (("n_trials", n_trials, 1), ("n_evaluations", n_evaluations, 1),
+                          ("pruner_startup_trials", pruner_startup_trials, 0), ("seed", seed, 0)):  # fmt: skip
+        if isinstance(val, bool) or not isinstance(val, int) or val < low:
+            raise ConfigError(f"{key}: must be an integer >= {low}; got {val!r}")
+    fixed = dict(params or {})
+    base = zoo.resolve(agent_name, env_id, config_dir=config_dir, params=fixed)
+    budget = base.num_queries if budget is None else budget
+    if budget is None:
+        raise ConfigError(f"no budget for {agent_name} on {env_id}: pass the budget")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"budget: must be an integer >= 1; got {budget!r}")
+
+    def build(extra: Mapping[str, Any]) -> Any:
+        entry = zoo.resolve(agent_name, env_id, config_dir=config_dir, params={**fixed, **extra})
+        cfg = config_to_dict(entry.config)
+        agent = agents.make(
+            agent_name, env_id, seed=seed, env_kwargs=entry.env_kwargs or None, **cfg
+        )
+        return entry, agent
+
+    _, probe = build({})
+    plan = plan_budget(probe, budget)
+    if plan.iterations == 0:
+        raise ConfigError(
+            f"a budget of {budget:,} queries is below one iteration of {agent_name} "
+            f"({plan.per_iteration:,} queries)"
+        )
+    space = space or suggest
+    name = study_name or f"{agent_name}:{env_id}:{budget}q:seed{seed}"
+    url = storage_url(storage)
+    attrs = {"agent": agent_name, "env_id": env_id, "budget": int(budget), "seed": int(seed),
+             "params": {k: fixed[k] for k in sorted(fixed)}, "n_evaluations": int(n_evaluations),
+             "validation_split": validation_split}  # fmt: skip
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=pruner_startup_trials)
+    study = optuna.create_study(
+        study_name=name, storage=url, sampler=sampler, pruner=pruner, direction="minimize",
+        load_if_exists=True,
+    )  # fmt: skip
+    stored = study.user_attrs.get("tune")
+    if stored is None:
+        study.set_user_attr("tune", attrs)
+    elif yaml.safe_dump(stored, sort_keys=True) != yaml.safe_dump(attrs, sort_keys=True):
+        diff = sorted(k for k in set(stored) | set(attrs) if stored.get(k) != attrs.get(k))
+        raise ConfigError(
+            f"study {name!r} in {url} was run with other settings ("
+            + ", ".join(f"{k}: {stored.get(k)!r}, not {attrs.get(k)!r}" for k in diff)
+            + "); give another --study-name"
+        )
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    def objective(trial: Any) -> float:
+        settings = space(trial, probe)
+        _, agent = build(settings)
+        points = _evaluation_points(budget, plan_budget(agent, budget).per_iteration,
+                                    n_evaluations)  # fmt: skip
+        value = float("nan")
+        for step, target in enumerate(points, start=1):
+            agent.learn(num_queries=target - agent.queries_used)
+            value = validation_exploitability(agent, validation_split)
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("settings", settings)
+        trial.set_user_attr("queries", int(agent.queries_used))
+        return value
+
+    done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+    for params_ in enqueue:
+        if done == 0:
+            study.enqueue_trial(dict(params_), skip_if_exists=True)
+    before = done
+    if done < n_trials:
+        study.optimize(
+            objective,
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=finished)],
+            catch=(),
+        )
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    if not complete:
+        raise ConfigError(f"study {name!r}: no trial finished its budget; run more trials")
+    best = min(complete, key=lambda t: (t.value, t.number))
+    settings = best.user_attrs["settings"]
+    entry, best_agent = build(settings)
+    layer_keys = set(fixed) | set(settings)
+    zoo_file = Path(config_dir or zoo.default_config_dir()) / f"{agent_name}.yml"
+    if zoo_file.exists():
+        data = zoo.load_yaml(zoo_file)
+        layer_keys |= set(data.get("default", {})) | set(data.get(env_id, {}))
+    body = _entry_of(
+        entry.config, type(best_agent.config)(), budget, entry.env_kwargs,
+        layer_keys - set(zoo.META_KEYS),
+    )  # fmt: skip
+    date = (today or _dt.datetime.now(_dt.timezone.utc).date()).isoformat()
+    where = (
+        "exact"
+        if best_agent.kind == "matrix" or (best_agent.kind == "text" and best_agent.enumerable())
+        else "estimated"
+    )
+    what = "the game" if best_agent.kind == "matrix" else f"the {validation_split!r} prompts"
+    comments = [
+        f"nlhf-zoo tune: study {name!r} ({url or 'in memory'}), {len(complete)} complete + "
+        f"{n_pruned} pruned trials (TPE sampler seed {seed}, median pruner over "
+        f"{n_evaluations} evaluations)",
+        f"budget {budget:,} queries per trial; objective: {where} exploitability on {what} "
+        f"at the budget = {best.value:.6g} (trial {best.number}); date {date}",
+    ]
+    return TuneResult(
+        study_name=name,
+        storage=url,
+        agent=agent_name,
+        env_id=env_id,
+        budget=int(budget),
+        n_complete=len(complete),
+        n_pruned=n_pruned,
+        best_value=float(best.value),
+        best_number=int(best.number),
+        best_params=dict(best.params),
+        entry=body,
+        yaml=to_yaml(env_id, body, comments),
+        new_trials=max(0, sum(t.state in finished for t in trials) - before),
+        attrs=attrs,
+    )
+
+
+def add_arguments(p: Any) -> None:
+    """The options of ``nlhf-zoo tune`` on the argparse subparser ``p``."""
+    p.add_argument("--agent", required=True, help="registered agent to tune")
+    p.add_argument("--env", required=True, help="environment id (or game family)")
+    p.add_argument(
+        "--n-trials", type=int, required=True,
+        help="the study's total of finished trials (the same for every agent: a fair budget)",
+    )  # fmt: skip
+    p.add_argument(
+        "-n", "--num-queries", type=int, default=None,
+        help="preference queries per trial (default: the zoo entry's num_queries)",
+    )  # fmt: skip
+    p.add_argument("--n-evaluations", type=int, default=4, help="evaluations per trial (pruning)")
+    p.add_argument("--seed", type=int, default=0, help="agents' and TPE sampler's seed")
+    p.add_argument(
+        "--storage", default=None,
+        help="study file (sqlite:///path or a path): processes sharing it share the study; a "
+        "stopped study resumes",
+    )  # fmt: skip
+    p.add_argument("--study-name", default=None, help="default: agent:env:budget:seed")
+    p.add_argument(
+        "--params", nargs="*", default=[], metavar="KEY:VALUE",
+        help="fixed config overrides for every trial",
+    )  # fmt: skip
+    p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
+    p.add_argument(
+        "--validation-split", default="train", choices=["train", "all"],
+        help="prompts of the objective on token worlds (never the held-out ones)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pruner-startup-trials", type=int, default=5,
+        help="trials that always finish before the median pruner acts",
+    )  # fmt: skip
+    p.add_argument("--output", default=None, help="write the YAML snippet to this new file")
+
+
+def cmd_tune(args: Any) -> int:
+    """Run ``nlhf-zoo tune``: the study, then the winning zoo snippet on stdout (and ``--output``).
+
+    Raises:
+        ConfigError: for bad arguments or a missing Optuna install (one line each).
+    """
+    import sys
+
+    from agents.zoo import configs as zoo
+
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("tune needs Optuna: install the 'tune' extra of nlhf-zoo") from None
+    out = None if args.output is None else Path(args.output)
+    if out is not None and (out.exists() or not out.parent.is_dir()):
+        what = "exists (nothing is overwritten)" if out.exists() else "has no such folder"
+        raise ConfigError(f"--output {out}: {what}; give the path of a new file")
+    if args.conf_dir is not None and not Path(args.conf_dir).is_dir():
+        raise ConfigError(f"--conf-dir {args.conf_dir}: no such folder")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = tune(
+        args.agent, args.env, n_trials=args.n_trials, budget=args.num_queries,
+        n_evaluations=args.n_evaluations, seed=args.seed, storage=args.storage,
+        study_name=args.study_name, params=zoo.parse_params(args.params),
+        config_dir=args.conf_dir, validation_split=args.validation_split,
+        pruner_startup_trials=args.pruner_startup_trials,
+    )  # fmt: skip
+    print(
+        f"nlhf-zoo: study {result.study_name!r}: {result.new_trials} new trial(s); "
+        f"{result.n_complete} complete, {result.n_pruned} pruned; best {result.best_value:.6g} "
+        f"(trial {result.best_number})",
+        file=sys.stderr,
+    )
+    if out is not None:
+        from nlhf_envs.atomic import atomic_write_text
+
+        atomic_write_text(out, result.yaml)
+    print(result.yaml, end="")
+    return 0

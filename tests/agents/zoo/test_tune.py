@@ -1,0 +1,102 @@
+"""``nlhf-zoo tune`` (issue 23, item 6): Optuna studies with TPE, median pruning on the evaluation
+curve, a shared storage file that resumes, and a winning zoo snippet with its provenance."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+import yaml
+
+pytest.importorskip("optuna", reason="the 'tune' extra (Optuna) is not installed")
+
+import optuna  # noqa: E402
+
+from agents.config import ConfigError  # noqa: E402
+from agents.zoo import resolve  # noqa: E402
+from agents.zoo.cli import main  # noqa: E402
+from agents.zoo.tune import storage_url, to_yaml, tune  # noqa: E402
+
+ENV = "nlhf/BiasedRPS-v0"
+DAY = datetime.date(2026, 12, 6)
+
+
+def test_trials_prune_resume_and_write_a_zoo_entry(tmp_path):
+    db = tmp_path / "study.db"
+    kw = dict(budget=2048, storage=db, pruner_startup_trials=1, today=DAY)
+    # the theory's step first, then a step 4x too small: behind the first at every evaluation
+    first = tune("nash_mp", ENV, n_trials=3, enqueue=[{"eta": 0.2}, {"eta": 0.05}], **kw)
+    assert (first.n_complete, first.n_pruned, first.new_trials) == (2, 1, 3)
+    study = optuna.load_study(study_name=first.study_name, storage=storage_url(db))
+    states = [t.state for t in study.trials]
+    assert states[1] == optuna.trial.TrialState.PRUNED
+    assert study.trials[1].params == {"eta": 0.05}
+    assert len(study.trials[1].intermediate_values) < 4  # stopped before the budget's end
+    # the study resumes from the file: the total is n_trials, only the missing trial runs
+    again = tune("nash_mp", ENV, n_trials=4, **kw)
+    assert again.new_trials == 1 and again.n_complete + again.n_pruned == 4
+    assert tune("nash_mp", ENV, n_trials=4, **kw).new_trials == 0
+    # the snippet is valid YAML with its provenance and loads as a zoo entry
+    text = again.yaml
+    assert text.startswith("# nlhf-zoo tune: study 'nash_mp:nlhf/BiasedRPS-v0:2048q:seed0'")
+    assert "budget 2,048 queries per trial" in text and "date 2026-12-06" in text
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "nash_mp.yml").write_text(text)
+    entry = resolve("nash_mp", ENV, config_dir=conf)
+    assert entry.num_queries == 2048
+    assert entry.config.mode == "sampled" and entry.config.batch_size == 256
+    assert entry.config.eta == pytest.approx(again.best_params["eta"], rel=1e-5)
+    assert isinstance(yaml.safe_load(text)[ENV]["eta"], float)
+    # the same study name with other settings is refused, naming the difference
+    with pytest.raises(
+        ConfigError, match=r"was run with other settings \(budget: 2048, not 1024\)"
+    ):
+        tune("nash_mp", ENV, n_trials=4, study_name=again.study_name, budget=1024, storage=db)
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="below one iteration of nash_mp"):
+        tune("nash_mp", ENV, n_trials=1, budget=100)
+    with pytest.raises(ConfigError, match="--storage postgresql://x: expected a file path"):
+        tune("nash_mp", ENV, n_trials=1, budget=1024, storage="postgresql://x")
+    with pytest.raises(ConfigError, match="validation split: expected 'train' or 'all'"):
+        tune("nash_mp", ENV, n_trials=1, budget=1024, validation_split="heldout")
+    kept = tmp_path / "kept.yml"
+    kept.write_text("mine\n")
+    argv = ["tune", "--agent", "nash_mp", "--env", ENV, "--n-trials", "1", "-n", "1024",
+            "--output", str(kept)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"nlhf-zoo: error: --output {kept}: exists (nothing is overwritten); give the path of a "
+        "new file\n"
+    )
+    assert kept.read_text() == "mine\n"
+
+
+def test_cli_tunes_a_token_agent_and_writes_the_snippet(tmp_path, capsys):
+    out = tmp_path / "tuned.yml"
+    argv = ["tune", "--agent", "online_ipo", "--env", "nlhf/TinyTokenDuel-v0", "--n-trials", "2",
+            "-n", "256", "--params", "batch_size:64", "--n-evaluations", "2",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--output", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == out.read_text()
+    assert "2 new trial(s); 2 complete, 0 pruned" in captured.err
+    data = yaml.safe_load(out.read_text())["nlhf/TinyTokenDuel-v0"]
+    assert data["batch_size"] == 64 and data["num_queries"] == 256
+    assert 1e-4 <= data["lr"] <= 1e-2
+    assert "exact exploitability on the 'train' prompts" in out.read_text()
+
+
+def test_yaml_floats_are_read_as_floats_by_every_parser():
+    text = to_yaml("x", {"lr": 3e-4, "eta": 0.2, "big": 2.5e6, "n": 3, "kw": {"a": 1}}, ["c"])
+    assert text == "# c\nx:\n  lr: 3.0e-4\n  eta: 0.2\n  big: 2.5e+6\n  n: 3\n  kw: {a: 1}\n"
+    assert yaml.safe_load(text)["x"] == {
+        "lr": 3e-4,
+        "eta": 0.2,
+        "big": 2.5e6,
+        "n": 3,
+        "kw": {"a": 1},
+    }
