@@ -1,4 +1,4 @@
-"""Every example in the documentation site (``docs/``) runs.
+"""Every example in the documentation site (``docs/``) and the README runs.
 
 The collector reads the fenced code blocks of each page:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = sorted(ROOT.glob("docs/**/*.md"))
+PAGES = sorted(ROOT.glob("docs/**/*.md")) + [ROOT / "README.md"]
 
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)
 MARKER = re.compile(r"<!--\s*(no-test|slow|test-budget):\s*(.*?)\s*-->\s*$")
