@@ -34,7 +34,7 @@ config = (
     .debugging(seed=0)
 )
 algo = config.build_algo()
-for _ in range(4):  # 4 x 256 env steps (see the README on longer runs)
+for _ in range(4):  # 4 x 256 env steps (see docs/integrations.md on longer runs)
     algo.train()
 logits = algo.get_module("shared").forward_inference({"obs": torch.ones(1, 1)})[
     "action_dist_inputs"

@@ -46,7 +46,7 @@ Episode End:
     bootstrap a value past it (and Gymnasium's checker rejects an env that truncates after one step).
     ``horizon_is_terminal=False`` passes PettingZoo's flags through unchanged.
 
-Arguments:
+Environment arguments:
     See :class:`SingleSeatEnv`.
 
 Seeding:

@@ -30,7 +30,7 @@ Rewards:
 Episode End:
     Never terminates; truncates (both players) after ``num_rounds`` rounds.
 
-Arguments:
+Environment arguments:
     ``game``: a :class:`~nlhf_envs.game.PreferenceGame` or a family name of
     :data:`nlhf_envs.families.FAMILIES` (default ``"rps"``); ``num_rounds`` (default 1);
     ``reward_mode``; ``render_mode`` (``None``, ``"ansi"`` returns the round as text,

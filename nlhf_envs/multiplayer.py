@@ -43,7 +43,7 @@ Rewards:
 Episode End:
     Never terminates; truncates (every player) after ``num_rounds`` rounds.
 
-Arguments:
+Environment arguments:
     ``num_players`` (default 3, at least 2); ``game``: a :class:`~nlhf_envs.game.PreferenceGame`
     or a family name of :data:`nlhf_envs.families.FAMILIES` (default ``"rps"``); ``num_rounds``
     (default 1); ``reward_mode``; ``render_mode`` (``None``, ``"ansi"`` returns the round as text,

@@ -1,6 +1,6 @@
 """The layers of the library import only downward, and no module imports itself back.
 
-Layers (README "Architecture"): games and solvers -> environments -> agents -> arena -> zoo. The
+Layers (docs/architecture.md): games and solvers -> environments -> agents -> arena -> zoo. The
 graph is read from the source (every ``import``, also inside functions), so a lazy import that goes
 up a layer fails here as an eager one would.
 """

@@ -42,7 +42,7 @@ Episode End:
     Termination (for both players at once) when both answers have ended, by ``<eos>`` or by reaching
     ``max_new_tokens`` tokens, so a duel lasts at most ``max_new_tokens`` steps. There is no truncation.
 
-Arguments:
+Environment arguments:
     ``world`` ("default"): the language world (:func:`nlhf_envs.text.world.get_world`): its prompts,
     vocabulary, reference policy, ground truth and shipped judge.
     ``judge``: a :class:`~nlhf_envs.text.judging.PairwiseJudge` (default: the world's shipped judge of

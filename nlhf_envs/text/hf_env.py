@@ -45,7 +45,7 @@ Episode End:
     Termination (for both players at once) when both answers have ended, by EOS or by reaching
     ``max_new_tokens`` tokens. There is no truncation.
 
-Arguments:
+Environment arguments:
     ``reference``: a causal LM (``AutoModelForCausalLM``-like) or the folder of one.
     ``tokenizer``: a ``transformers`` tokenizer or its folder (default: the reference's folder).
     Without a pad token the EOS pads (with a warning).

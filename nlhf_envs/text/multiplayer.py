@@ -47,7 +47,7 @@ Episode End:
     Termination (for every player at once) when every answer has ended, by ``<eos>`` or by reaching
     ``max_new_tokens`` tokens. There is no truncation.
 
-Arguments:
+Environment arguments:
     ``num_players`` (3): ``n >= 2``. Every other argument is the two-player duel's
     (:class:`~nlhf_envs.text.env.TokenDuelEnv`): ``judge``, ``world``, ``judge_version``, ``beta``,
     ``max_new_tokens``, ``max_cycles``, ``reward_mode``, ``payer``, ``prompt_split``,

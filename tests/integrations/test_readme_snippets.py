@@ -1,4 +1,4 @@
-"""The README's SB3 and RLlib snippets are the files in ``examples/``, verbatim, and they run."""
+"""The docs' SB3 and RLlib snippets are the files in ``examples/`` (included, not copied), and they run."""
 
 from __future__ import annotations
 
@@ -16,19 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 RAY_REASON = "needs the ray extra: pip install 'nlhf-zoo[ray]'"
 
 
-def _section_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("<!-- section:integrations -->")
-    end = text.index("<!-- /section:integrations -->")
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+def _page_blocks() -> list[str]:
+    text = (ROOT / "docs" / "integrations.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_snippets_are_the_examples_verbatim():
-    blocks = _section_blocks()
-    assert blocks == [
-        (ROOT / "examples" / "sb3_selfplay.py").read_text(),
-        (ROOT / "examples" / "rllib_selfplay.py").read_text(),
+def test_docs_snippets_are_the_examples():
+    assert _page_blocks() == [
+        '--8<-- "examples/sb3_selfplay.py"\n',
+        '--8<-- "examples/rllib_selfplay.py"\n',
     ]
+    for name in ("sb3_selfplay.py", "rllib_selfplay.py"):
+        assert (ROOT / "examples" / name).is_file()
 
 
 def test_sb3_snippet_runs_and_learns(one_torch_thread, capsys):

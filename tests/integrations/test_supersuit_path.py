@@ -1,7 +1,7 @@
 """The SuperSuit path users try first: ``pettingzoo_env_to_vec_env_v1`` + ``concat_vec_envs_v1`` + SB3.
 
 Both seats are driven by one shared policy (parameter-sharing self-play). Pitfall found here and
-documented in the README: SB3 2.x calls ``env.seed(seed)`` when a model is built with ``seed=...``,
+documented in docs/integrations.md: SB3 2.x calls ``env.seed(seed)`` when a model is built with ``seed=...``,
 and SuperSuit's ``ConcatVecEnv`` has no ``seed`` method, so pass no ``seed`` to the model (seed
 torch with ``stable_baselines3.common.utils.set_random_seed`` instead).
 """

@@ -352,14 +352,14 @@ def test_alpharank_and_nash_averaging_are_uniform_on_the_rps_meta_game():
         )
 
 
-# ---------------------------------------------------------------------------- README
-def test_readme_openspiel_snippet_runs_as_a_doctest():
-    text = (ROOT / "README.md").read_text()
+# ---------------------------------------------------------------------------- docs
+def test_docs_openspiel_snippet_runs_as_a_doctest():
+    text = (ROOT / "docs" / "integrations.md").read_text()
     start = text.index("**OpenSpiel**")
     block = re.search(r"```pycon\n(.*?)```", text[start:], flags=re.S)
     assert block is not None
     parser = doctest.DocTestParser()
-    test = parser.get_doctest(block.group(1), {}, "README OpenSpiel", "README.md", 0)
+    test = parser.get_doctest(block.group(1), {}, "docs OpenSpiel", "docs/integrations.md", 0)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     runner.run(test)
     assert runner.failures == 0 and runner.tries >= 5

@@ -160,7 +160,7 @@ def test_cyclic_share_of_the_tiny_games(env_id):
         payer: float(np.mean(cyclic_share(exact.exact_game(env, "heldout", payer=payer).P)))
         for payer in ("judge", "ground_truth")
     }
-    # README "Token games" table: tiny 0.12 / 0.12, tiny-cyclic 0.49 / 0.49 (judge / ground truth).
+    # docs/games/exact-token-games.md "Intransitivity" table: tiny 0.12 / 0.12, tiny-cyclic 0.49 / 0.49 (judge / ground truth).
     if env_id == TINY_CYCLIC:
         assert min(shares.values()) >= 0.4
     else:
@@ -305,7 +305,7 @@ def test_cyclic_share_of_the_full_size_games_on_pi_ref_samples(env_id, cyclic):
             P = exact.preference_matrix(judge, w, p_ids, p_mask, (g.tokens, g.mask))
             shares[name].append(cyclic_share(P))
     judge_share, truth_share = np.mean(shares["judge"]), np.mean(shares["truth"])
-    # README "Token games" table (48 answers x 32 prompts): see benchmarks/results/token_games.md
+    # docs/games/exact-token-games.md "Intransitivity" table (48 answers x 32 prompts): see benchmarks/results/token_games.md
     if cyclic:
         assert judge_share >= 0.4 and truth_share >= 0.4
     else:

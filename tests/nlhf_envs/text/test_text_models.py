@@ -129,7 +129,7 @@ def test_shipped_judge_agrees_with_the_population_on_heldout_prompts(judge, ref)
         3000, np.random.default_rng(123), w, ref, [], "heldout", 123, source_pairs=on_distribution
     )
     m = evaluate_judge(judge, pairs, w)
-    # Shipped figure (20k pairs): see nlhf_envs/text/assets/default/metrics_v0.json and the README.
+    # Shipped figure (20k pairs): see nlhf_envs/text/assets/default/metrics_v0.json and docs/games/token-duel.md.
     assert m["judge/agreement_confident"] >= 0.85
     assert m["judge/ece"] < 0.05
     assert m["judge/brier"] < m["judge/brier_floor"] + 0.05

@@ -1,4 +1,4 @@
-"""The README's token-games snippet is ``examples/token_nash.py`` verbatim, and it runs."""
+"""The docs' token-games snippet is ``examples/token_nash.py`` (included, not copied), and it runs."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ from nlhf_envs.solvers import exploitability
 
 ROOT = Path(__file__).resolve().parents[3]
 
-#: README figures against a live run: `make test` runs them again on numpy's baseline kernels
+#: documented figures against a live run: `make test` runs them again on numpy's baseline kernels
 pytestmark = pytest.mark.cpu_kernels
 
 
-def test_readme_token_games_snippet_is_the_example_verbatim():
-    text = (ROOT / "README.md").read_text()
-    start = text.index("<!-- section:token-nash -->")
-    end = text.index("<!-- /section:token-nash -->")
-    blocks = re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
-    assert blocks[0] == (ROOT / "examples" / "token_nash.py").read_text()
+def test_docs_token_games_snippet_is_the_example():
+    text = (ROOT / "docs" / "games" / "exact-token-games.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks[0] == '--8<-- "examples/token_nash.py"\n'
+    assert (ROOT / "examples" / "token_nash.py").is_file()
 
 
 def test_token_nash_example_runs_and_measures_exactly(capsys):
