@@ -45,7 +45,7 @@ lint: $(VENV)/.dev
 # The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link, a missing
 # API reference or a docstring that does not render. Its examples run in tests/docs/.
 docs: $(VENV)/.dev
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # Regenerates the tables of benchmarks/README.md (about 5 minutes on 2 CPU cores, one thread);
 # BASELINE_REF=<git rev> adds token training measured with that revision's code as the anchor.
