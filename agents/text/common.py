@@ -65,8 +65,8 @@ from agents.checkpoint import (
 )
 from agents.config import ConfigError, build_config, config_to_dict
 from nlhf_envs.errors import CheckpointError
-from nlhf_envs.text.engine import SAMPLERS, DuelEngine, Generation, token_log_probs
-from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked, load_reference_policy
+from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
+from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked
 
 __all__ = [
     "TEXT_METRIC_NAMES",
@@ -275,41 +275,20 @@ class TextAgent(AgentBase):
         tensorboard_log: str | os.PathLike[str] | None = None,
         reference: TinyCausalLM | None = None,
     ) -> None:
+        from agents.text.backend import make_backend
+
         config = self._init_common(config, seed, tensorboard_log)
-        judge = getattr(env, "judge", None)
-        if judge is None or not hasattr(env, "max_new_tokens"):
-            raise TypeError(
-                f"env must be the {ENV_ID} parallel env (with .judge and .max_new_tokens); "
-                f"got {type(env).__name__}"
-            )
         self.env = env
         #: the KL strength in use: the config's, else the env's (the game's)
         self.beta = float(config.beta if config.beta is not None else getattr(env, "beta", 0.1))
         self.world = getattr(env, "world", None)
         self.device = torch.device(config.device)
-        max_new = config.max_new_tokens or env.max_new_tokens
-        if max_new > env.max_new_tokens:
-            raise ConfigError(
-                f"max_new_tokens: {max_new} exceeds the env's max_new_tokens {env.max_new_tokens}"
-            )
-        if judge.device != self.device and hasattr(judge, "to"):
-            judge = copy.deepcopy(judge).to(self.device)
-        self.engine = DuelEngine(
-            judge,
-            payer=config.payer,
-            max_new_tokens=max_new,
-            device=self.device,
-            world=self.world,
-            sampler=config.sampler,
-        )
-        self.truth = getattr(env, "truth", None)
-        if self.truth is None:
-            from nlhf_envs.text.ground_truth import ground_truth
-
-            self.truth = ground_truth(self.world)
-        ref = reference if reference is not None else load_reference_policy(world=self.world)
-        self.reference = frozen_copy(ref).to(self.device)
-        self.model, self.optimizer = self._build_model(ref)
+        #: the policy backend (native ``TinyCausalLM`` or a Hugging Face causal LM)
+        self.backend = make_backend(env, config, self.device, reference)
+        self.engine = self.backend.engine
+        self.truth = self.backend.truth
+        self.reference = self.backend.reference
+        self.model, self.optimizer = self._build_model(self.backend.initial)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
         self._tokens = 0
@@ -331,9 +310,10 @@ class TextAgent(AgentBase):
 
     def new_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         """A fresh optimiser of ``config.optimizer`` over ``model``'s parameters."""
+        params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter's
         if self.config.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=lr)
-        return torch.optim.Adam(model.parameters(), lr=lr)
+            return torch.optim.SGD(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr)
 
     def _setup(self) -> None:
         """Algorithm-specific state. Default: nothing."""
@@ -451,7 +431,11 @@ class TextAgent(AgentBase):
             y_ref = self.engine.generate(self.reference, ids, mask, gen)
             kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
             p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
-            p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+            p_true = (
+                self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+                if self.truth is not None
+                else torch.full((m,), float("nan"))
+            )
             lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
             kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
             parts.append(
@@ -464,6 +448,8 @@ class TextAgent(AgentBase):
             "eval/win_rate_ref_true": parts[0][2],
             "eval/kl_ref": parts[0][3],
         }
+        if self.truth is None:  # a Hugging Face game without a ground truth
+            del out["eval/win_rate_ref_true"]
         if self.config.nash_eval != "off":
             out.update(self.nash_metrics())
         return out

@@ -1,0 +1,412 @@
+"""Policy backends of the token-level agents: the native ``TinyCausalLM`` and any Hugging Face causal LM.
+
+The token agents (:mod:`agents.text`) have one code path. What they need of a backend is:
+
+* a **policy**: a ``torch.nn.Module`` with the duel engine's signature
+  ``policy(input_ids, attention_mask=None, past_key_values=None) -> (logits, cache)``
+  (:class:`~nlhf_envs.text.engine.Policy`), so that ``copy.deepcopy``, ``state_dict``,
+  ``parameters``, ``train``/``eval`` and :func:`~nlhf_envs.text.engine.token_log_probs` work as
+  they do on :class:`~nlhf_envs.text.models.TinyCausalLM`;
+* a **reference** ``pi_ref`` of the same signature (frozen);
+* a **duel engine**: ``sample_prompts``, ``generate``, ``generate_pair`` and ``score`` of
+  :class:`~nlhf_envs.text.engine.DuelEngine`, a ``judge`` and optionally a ground ``truth``
+  whose ``prob(prompt_ids, a, b, prompt_mask=, mask_a=, mask_b=)`` gives ``P(a > b | x)``.
+
+:func:`make_backend` picks the backend from the env: ``nlhf/TokenDuel-v*`` (the synthetic worlds)
+gets the native one; ``nlhf/HFTokenDuel-v0``
+(:class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`) gets the Hugging Face one:
+
+* the policy is :class:`HFCausalPolicy` around a copy of the env's reference causal LM (full
+  fine-tuning), or a LoRA adapter on it (``lora`` config block, :class:`LoraSettings`);
+* the engine is :class:`HFDuelEngine`: the env's prompts (encoded as the env encodes them,
+  left-padded to ``max_prompt_tokens``), the env's EOS, and the env's *text* judge on decoded
+  answers (:class:`TextJudgeProbs`).
+
+On :meth:`HFTokenDuelEnv.from_world("nlhf/TinyTokenDuel-v0")
+<nlhf_envs.text.hf_env.HFTokenDuelEnv.from_world>` both backends play the same game with the same
+weights, so a seeded run draws the same prompts, answers and outcomes and reaches the same exact
+Nash metrics (``tests/agents/text/test_hf_backend.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agents.config import ConfigError
+from nlhf_envs.text.engine import DuelEngine, Generation, _check_prompts, generate
+
+__all__ = [
+    "Backend",
+    "HFCausalPolicy",
+    "HFDuelEngine",
+    "TextJudgeProbs",
+    "is_hf_env",
+    "make_backend",
+]
+
+
+def is_hf_env(env: Any) -> bool:
+    """Whether ``env`` is the Hugging Face token duel (``nlhf/HFTokenDuel-v0``)."""
+    meta = getattr(env, "metadata", None) or {}
+    return meta.get("name") == "nlhf/HFTokenDuel-v0"
+
+
+@dataclass
+class Backend:
+    """What :class:`~agents.text.common.TextAgent` is built from.
+
+    Attributes:
+        kind: ``"native"`` (``TinyCausalLM``) or ``"hf"`` (a ``transformers`` causal LM).
+        engine: the duel engine (:class:`~nlhf_envs.text.engine.DuelEngine` or
+            :class:`HFDuelEngine`).
+        truth: the ground truth ``P*`` (``None`` when the game has none: a Hugging Face env not
+            built from a synthetic world).
+        reference: ``pi_ref`` (frozen, on the agent's device).
+        initial: what ``pi_theta`` starts as (copied by the agent's ``_build_model``).
+    """
+
+    kind: str
+    engine: Any
+    truth: Any
+    reference: torch.nn.Module
+    initial: torch.nn.Module
+
+
+# ---------------------------------------------------------------------------------- HF policy
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0: generation and scoring must see the same policy."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+class HFCausalPolicy(torch.nn.Module):
+    """A ``transformers`` causal LM (or a PEFT model around one) as a duel policy module.
+
+    ``forward(input_ids, attention_mask=None, past_key_values=None) -> (logits, cache)`` as
+    :class:`~nlhf_envs.text.engine.Policy`: position ids are computed from the attention mask, so
+    left-padded prompts and the KV cache work; logits are cut to ``num_tokens`` (the tokenizer's
+    size, when the model pads its embedding matrix) and returned in float32, and
+    ``suppress_tokens`` get ``-1e4`` (never sampled), as
+    :class:`~nlhf_envs.text.hf.HFPolicy` does for the env's reference.
+
+    Args:
+        lm: the causal LM (its dropout is switched off: log-probs of scoring equal those of
+            sampling).
+        num_tokens: the action space's size (the env's ``vocab_size``).
+        suppress_tokens: bool ``[num_tokens]`` mask of tokens never emitted (or ``None``).
+    """
+
+    def __init__(
+        self, lm: Any, num_tokens: int, suppress_tokens: torch.Tensor | None = None
+    ) -> None:
+        from nlhf_envs.text.hf import _cache_keyword
+
+        super().__init__()
+        self.lm = lm
+        _disable_dropout(lm)
+        self.num_tokens = int(num_tokens)
+        self._cache_kw = _cache_keyword(lm)
+        mask = (
+            torch.zeros(self.num_tokens, dtype=torch.bool)
+            if suppress_tokens is None
+            else suppress_tokens.clone().bool()
+        )
+        self.register_buffer("suppress_mask", mask, persistent=False)
+        self._suppress = bool(mask.any())
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of tokens the policy scores."""
+        return self.num_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits ``[B, T, V]`` (float32) and the model's cache."""
+        from nlhf_envs.text.hf import _output_cache
+
+        t = input_ids.shape[1]
+        if attention_mask is None:
+            past = 0 if past_key_values is None else int(past_key_values.get_seq_length())
+            attention_mask = torch.ones(
+                input_ids.shape[0], past + t, dtype=torch.long, device=input_ids.device
+            )
+        mask = attention_mask.long()
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **kwargs,
+        )
+        logits = out.logits
+        if logits.shape[-1] != self.num_tokens:
+            logits = logits[..., : self.num_tokens]
+        logits = logits.float()
+        if self._suppress:
+            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
+        return logits, _output_cache(out)
+
+
+# ---------------------------------------------------------------------------------- HF engine
+
+
+class TextJudgeProbs:
+    """The env's text judge with the token-level ``prob`` interface of the engine's judges.
+
+    ``prob(prompt_ids, a, b, prompt_mask=, mask_a=, mask_b=)`` maps each prompt row back to the
+    prompt it encodes (every prompt of the env is registered by :class:`HFDuelEngine`), decodes
+    both answers without special tokens (as the env does) and asks the judge, in one batch, for
+    ``P(a > b | x)``.
+    """
+
+    def __init__(self, env: Any, texts: dict[tuple[int, ...], str]) -> None:
+        self.env = env
+        self.texts = texts
+        self.device = torch.device("cpu")
+
+    def _decode(self, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        rows = [tokens[i][mask[i]].tolist() for i in range(tokens.shape[0])]
+        return self.env.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def prob(
+        self,
+        prompt_ids: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        *,
+        prompt_mask: torch.Tensor,
+        mask_a: torch.Tensor,
+        mask_b: torch.Tensor,
+    ) -> torch.Tensor:
+        """``P(a > b | x)``, float32 ``[B]`` on the CPU."""
+        ids, pm = prompt_ids.cpu(), prompt_mask.cpu().bool()
+        prompts = []
+        for i in range(ids.shape[0]):
+            key = tuple(ids[i][pm[i]].tolist())
+            if key not in self.texts:
+                raise ValueError(f"prompt row {i} is not one of the env's prompts")
+            prompts.append(self.texts[key])
+        ta, tb = self._decode(a.cpu(), mask_a.cpu()), self._decode(b.cpu(), mask_b.cpu())
+        return self.env._judge(prompts, list(zip(ta, tb, strict=True)))
+
+
+class HFDuelEngine(DuelEngine):
+    """:class:`~nlhf_envs.text.engine.DuelEngine` over an ``nlhf/HFTokenDuel-v0`` env.
+
+    Prompts are the env's (``env.prompts[split]``, encoded once by ``env.encode_prompt`` and
+    left-padded with the pad id to ``max_prompt_tokens``); answers end with the env's EOS; the
+    judge is the env's text judge on decoded answers (:class:`TextJudgeProbs`). ``generate_pair``,
+    ``score`` and ``play`` are the parent's. The ground truth exists only for envs built by
+    ``HFTokenDuelEnv.from_world`` (the world's annotator population; same token ids).
+
+    Args:
+        env: the :class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`.
+        payer: ``"judge"`` or ``"ground_truth"`` (``from_world`` envs only).
+        max_new_tokens: the longest answer, EOS included.
+        device: where prompts and answers live.
+        sampler: as in :class:`~nlhf_envs.text.engine.DuelEngine`.
+        reward_mode: the payment rule (only ``outcome`` and ``prob`` are read by the agents).
+
+    Raises:
+        agents.config.ConfigError: for ``payer="ground_truth"`` on an env without a ground truth.
+    """
+
+    def __init__(  # noqa: D107 - documented on the class
+        self,
+        env: Any,
+        *,
+        payer: str = "judge",
+        max_new_tokens: int | None = None,
+        device: torch.device | str = "cpu",
+        sampler: str = "multinomial",
+        reward_mode: str = "outcome",
+    ) -> None:
+        from nlhf_envs.rewards import check_reward_mode
+        from nlhf_envs.text.hf_prompts import prompt_text
+
+        self.env = env
+        self.world = getattr(env, "world", None)
+        self.sampler = sampler
+        self.reward_mode = check_reward_mode(reward_mode)
+        self.payer = payer
+        self.device = torch.device(device)
+        self.max_new_tokens = int(env.max_new_tokens if max_new_tokens is None else max_new_tokens)
+        self.prompt_len = int(env.max_prompt_tokens)
+        self.eos_id, self.pad_id = int(env.eos_id), int(env.pad_id)
+        self.vocab_size = int(env.vocab_size)
+        self.tokenizer = env.tokenizer
+        self._splits: dict[str, tuple[list[str], torch.Tensor, torch.Tensor]] = {}
+        texts: dict[tuple[int, ...], str] = {}
+        for split in ("train", "heldout"):
+            for i, prompt in enumerate(env.prompts[split]):
+                texts.setdefault(tuple(env.encode_prompt(prompt, i)), prompt_text(prompt))
+        self.judge = TextJudgeProbs(env, texts)
+        self.truth = None
+        if self.world is not None:
+            from nlhf_envs.text.ground_truth import ground_truth
+
+            self.truth = ground_truth(self.world)
+        elif payer == "ground_truth":
+            raise ConfigError(
+                "payer: 'ground_truth' needs a game with a ground truth (an HFTokenDuel env built "
+                "by HFTokenDuelEnv.from_world); this env has only its judge"
+            )
+
+    def _split(self, split: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        if split not in self._splits:
+            from nlhf_envs.text.hf_prompts import prompt_text
+
+            pool = self.env.prompts.get(split) if split in ("train", "heldout", "all") else None
+            if not pool:
+                raise ValueError(f"the env has no {split!r} prompts")
+            width = self.prompt_len
+            ids = torch.full((len(pool), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(pool), width), dtype=torch.bool)
+            for r, prompt in enumerate(pool):
+                row = self.env.encode_prompt(prompt, r)
+                ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                mask[r, width - len(row) :] = True
+            texts = [prompt_text(p) for p in pool]
+            self._splits[split] = (texts, ids.to(self.device), mask.to(self.device))
+        return self._splits[split]
+
+    def encode_prompts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask of ``texts`` (each must be one of the env's prompts)."""
+        rows = [self.env.encode_prompt(t, i) for i, t in enumerate(texts)]
+        width = self.prompt_len
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[r, width - len(row) :] = True
+        return ids.to(self.device), mask.to(self.device)
+
+    def sample_prompts(
+        self, batch_size: int, generator: torch.Generator, split: str = "train"
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` prompts of the env's ``split`` uniformly: ``(texts, ids, mask)``
+        (the draw of :meth:`DuelEngine.sample_prompts`: one ``randint`` of the generator)."""
+        texts, ids, mask = self._split(split)
+        pick = torch.randint(
+            len(texts), (batch_size,), generator=generator, device=generator.device
+        )
+        pick_list = pick.tolist()
+        pick = pick.to(ids.device)
+        return [texts[i] for i in pick_list], ids[pick], mask[pick]
+
+    def generate(
+        self,
+        policy: Any,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+    ) -> Generation:
+        """:func:`~nlhf_envs.text.engine.generate` with the env's EOS and ``max_new_tokens``."""
+        _check_prompts(prompt_ids, prompt_mask, self.vocab_size)
+        return generate(
+            policy,
+            prompt_ids,
+            prompt_mask,
+            self.max_new_tokens,
+            generator=generator,
+            temperature=temperature,
+            use_cache=use_cache,
+            eos_id=self.eos_id,
+            sampler=self.sampler,
+        )
+
+
+# ---------------------------------------------------------------------------------- factory
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in eval mode without gradients (in place); returns it."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def make_backend(env: Any, config: Any, device: torch.device, reference: Any = None) -> Backend:
+    """The backend of ``env`` (see the module docstring).
+
+    Args:
+        env: the token-duel env (native or ``nlhf/HFTokenDuel-v0``).
+        config: the agent's :class:`~agents.text.common.TextAgentConfig`.
+        device: the agent's device.
+        reference: ``pi_ref`` to use instead of the env's (native: a ``TinyCausalLM``; Hugging
+            Face: a causal LM with the env's vocabulary, e.g. from a checkpoint).
+
+    Raises:
+        agents.config.ConfigError: for a config the backend cannot run.
+        TypeError: for an env that is neither.
+    """
+    max_new = config.max_new_tokens or env.max_new_tokens
+    if max_new > env.max_new_tokens:
+        raise ConfigError(
+            f"max_new_tokens: {max_new} exceeds the env's max_new_tokens {env.max_new_tokens}"
+        )
+    if is_hf_env(env):
+        return _hf_backend(env, config, device, max_new, reference)
+    return _native_backend(env, config, device, max_new, reference)
+
+
+def _native_backend(
+    env: Any, config: Any, device: torch.device, max_new: int, reference: Any
+) -> Backend:
+    from nlhf_envs.text.models import load_reference_policy
+
+    judge = getattr(env, "judge", None)
+    if judge is None or not hasattr(env, "max_new_tokens"):
+        raise TypeError(
+            "env must be a token-duel parallel env (nlhf/TokenDuel-v*, with .judge and "
+            f".max_new_tokens, or nlhf/HFTokenDuel-v0); got {type(env).__name__}"
+        )
+    world = getattr(env, "world", None)
+    if judge.device != device and hasattr(judge, "to"):
+        judge = copy.deepcopy(judge).to(device)
+    engine = DuelEngine(
+        judge,
+        payer=config.payer,
+        max_new_tokens=max_new,
+        device=device,
+        world=world,
+        sampler=config.sampler,
+    )
+    truth = getattr(env, "truth", None)
+    if truth is None:
+        from nlhf_envs.text.ground_truth import ground_truth
+
+        truth = ground_truth(world)
+    ref = reference if reference is not None else load_reference_policy(world=world)
+    return Backend("native", engine, truth, frozen(copy.deepcopy(ref)).to(device), ref)
+
+
+def _hf_backend(
+    env: Any, config: Any, device: torch.device, max_new: int, reference: Any
+) -> Backend:
+    engine = HFDuelEngine(
+        env, payer=config.payer, max_new_tokens=max_new, device=device, sampler=config.sampler
+    )
+    lm = env.reference_model if reference is None else reference
+    suppress = env.reference.suppress_mask
+    policy = HFCausalPolicy(copy.deepcopy(lm), env.vocab_size, suppress)
+    ref = frozen(policy).to(device)
+    return Backend("hf", engine, engine.truth, ref, ref)
