@@ -31,6 +31,7 @@ Nash metrics (``tests/agents/text/test_hf_backend.py``).
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,9 @@ from agents.config import ConfigError
 from nlhf_envs.text.engine import DuelEngine, Generation, _check_prompts, generate
 
 __all__ = [
+    "AdapterDisabled",
     "Backend",
+    "LoraSettings",
     "HFCausalPolicy",
     "HFDuelEngine",
     "TextJudgeProbs",
@@ -56,24 +59,114 @@ def is_hf_env(env: Any) -> bool:
 
 
 @dataclass
+class LoraSettings:
+    """The ``lora`` config block: train a LoRA adapter (Hu et al., "LoRA: Low-Rank Adaptation of
+    Large Language Models", ICLR 2022, arXiv 2106.09685) on the env's reference instead of all its
+    weights (``nlhf/HFTokenDuel-v0`` only; needs ``peft``).
+
+    ``pi_ref`` is then the same model with its adapter *disabled* (``disable_adapter()``), which is
+    exactly the base model (``get_base_model()`` is not: it keeps the LoRA layers active).
+
+    Attributes:
+        rank: the adapter's rank ``r``.
+        alpha: the scaling numerator (the update is ``(alpha / r) B A``).
+        dropout: dropout on the adapter's input while scoring (answers are sampled without it).
+        target_modules: names (or name suffixes) of the layers that get an adapter (``None``:
+            ``peft``'s default for the architecture, e.g. ``c_attn`` for GPT-2).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"rank: must be an integer >= 1; got {self.rank}")
+        if not self.alpha > 0:
+            raise ConfigError(f"alpha: must be > 0; got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must lie in [0, 1); got {self.dropout}")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("target_modules: give at least one module name (or null)")
+
+
+@dataclass
 class Backend:
     """What :class:`~agents.text.common.TextAgent` is built from.
 
     Attributes:
-        kind: ``"native"`` (``TinyCausalLM``) or ``"hf"`` (a ``transformers`` causal LM).
+        kind: ``"native"`` (``TinyCausalLM``), ``"hf"`` (a ``transformers`` causal LM, full
+            fine-tuning) or ``"lora"`` (a LoRA adapter on it).
         engine: the duel engine (:class:`~nlhf_envs.text.engine.DuelEngine` or
             :class:`HFDuelEngine`).
         truth: the ground truth ``P*`` (``None`` when the game has none: a Hugging Face env not
             built from a synthetic world).
-        reference: ``pi_ref`` (frozen, on the agent's device).
-        initial: what ``pi_theta`` starts as (copied by the agent's ``_build_model``).
+        reference: ``pi_ref`` (frozen, on the agent's device); with LoRA, ``None`` until
+            :meth:`reference_for` gives the adapter-disabled view of the policy.
+        initial: what ``pi_theta`` starts as (see :meth:`trainable_copy`).
     """
 
     kind: str
     engine: Any
     truth: Any
-    reference: torch.nn.Module
+    reference: Any
     initial: torch.nn.Module
+
+    def trainable_copy(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``pi_theta``: a trainable copy of ``module`` on ``device``, in training mode (all its
+        weights trainable; with LoRA, only the adapter's)."""
+        memo: dict[int, Any] = {}
+        if self.kind == "lora":  # the frozen base weights are shared, not copied
+            memo = {id(p): p for p in module.parameters() if not p.requires_grad}
+        model = copy.deepcopy(module, memo).to(device).train()
+        if self.kind == "lora":
+            for name, p in model.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        return model
+
+    def reference_for(self, model: Any) -> Any:
+        """``pi_ref`` of an agent whose policy is ``model``: the backend's frozen reference, or,
+        with LoRA, :class:`AdapterDisabled` on ``model``."""
+        if self.kind == "lora" and model is not None:
+            return AdapterDisabled(model)
+        return self.reference
+
+
+class AdapterDisabled:
+    """``pi_ref`` of a LoRA policy: the same :class:`HFCausalPolicy` called with its adapters
+    disabled (``PeftModel.disable_adapter()``, entered around every call, so a KV-cached
+    geometric mixture that alternates policy and reference calls sees each model as it is), and
+    without gradients. This is exactly the base model; ``get_base_model()`` is not (peft keeps its
+    LoRA layers active there).
+
+    Args:
+        policy: an :class:`HFCausalPolicy` around a ``peft`` model.
+    """
+
+    def __init__(self, policy: HFCausalPolicy) -> None:
+        self.policy = policy
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of tokens the policy scores."""
+        return self.policy.vocab_size
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits and cache of the base model (see :class:`HFCausalPolicy`)."""
+        with torch.no_grad(), self.policy.lm.disable_adapter():
+            return self.policy(input_ids, attention_mask, past_key_values)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AdapterDisabled:
+        return AdapterDisabled(copy.deepcopy(self.policy, memo))
 
 
 # ---------------------------------------------------------------------------------- HF policy
@@ -97,8 +190,8 @@ class HFCausalPolicy(torch.nn.Module):
     :class:`~nlhf_envs.text.hf.HFPolicy` does for the env's reference.
 
     Args:
-        lm: the causal LM (its dropout is switched off: log-probs of scoring equal those of
-            sampling).
+        lm: the causal LM (the backend switches its dropout off, so log-probs of scoring equal
+            those of sampling; a LoRA adapter's dropout stays).
         num_tokens: the action space's size (the env's ``vocab_size``).
         suppress_tokens: bool ``[num_tokens]`` mask of tokens never emitted (or ``None``).
     """
@@ -110,7 +203,6 @@ class HFCausalPolicy(torch.nn.Module):
 
         super().__init__()
         self.lm = lm
-        _disable_dropout(lm)
         self.num_tokens = int(num_tokens)
         self._cache_kw = _cache_keyword(lm)
         mask = (
@@ -320,17 +412,38 @@ class HFDuelEngine(DuelEngine):
     ) -> Generation:
         """:func:`~nlhf_envs.text.engine.generate` with the env's EOS and ``max_new_tokens``."""
         _check_prompts(prompt_ids, prompt_mask, self.vocab_size)
-        return generate(
-            policy,
-            prompt_ids,
-            prompt_mask,
-            self.max_new_tokens,
-            generator=generator,
-            temperature=temperature,
-            use_cache=use_cache,
-            eos_id=self.eos_id,
-            sampler=self.sampler,
-        )
+        training = [m for m in _modules_of(policy) if m.training]
+        for m in training:  # sample without (LoRA) dropout
+            m.eval()
+        try:
+            return generate(
+                policy,
+                prompt_ids,
+                prompt_mask,
+                self.max_new_tokens,
+                generator=generator,
+                temperature=temperature,
+                use_cache=use_cache,
+                eos_id=self.eos_id,
+                sampler=self.sampler,
+            )
+        finally:
+            for m in training:
+                m.train()
+
+
+def _modules_of(policy: Any, depth: int = 0) -> list[torch.nn.Module]:
+    """The modules a policy runs: itself, or those of a geometric mixture / reference view."""
+    if isinstance(policy, torch.nn.Module):
+        return [policy]
+    if depth > 2:
+        return []
+    found: list[torch.nn.Module] = []
+    for attr in ("policy", "reference"):
+        part = getattr(policy, attr, None)
+        if part is not None:
+            found += [m for m in _modules_of(part, depth + 1) if all(m is not f for f in found)]
+    return found
 
 
 # ---------------------------------------------------------------------------------- factory
@@ -373,6 +486,11 @@ def _native_backend(
 ) -> Backend:
     from nlhf_envs.text.models import load_reference_policy
 
+    if config.lora is not None:
+        raise ConfigError(
+            "lora: LoRA adapters need a Hugging Face causal LM (nlhf/HFTokenDuel-v0); the native "
+            "TinyCausalLM is fine-tuned fully (remove the lora block)"
+        )
     judge = getattr(env, "judge", None)
     if judge is None or not hasattr(env, "max_new_tokens"):
         raise TypeError(
@@ -402,11 +520,79 @@ def _native_backend(
 def _hf_backend(
     env: Any, config: Any, device: torch.device, max_new: int, reference: Any
 ) -> Backend:
+    if config.eval_every and not env.prompts["heldout"]:
+        raise ConfigError(
+            "eval_every: the env has no held-out prompts to evaluate on (give the env "
+            "heldout_prompts= or heldout_fraction=, or set eval_every: 0)"
+        )
     engine = HFDuelEngine(
         env, payer=config.payer, max_new_tokens=max_new, device=device, sampler=config.sampler
     )
-    lm = env.reference_model if reference is None else reference
+    lm = copy.deepcopy(env.reference_model if reference is None else reference)
+    _disable_dropout(lm)
     suppress = env.reference.suppress_mask
-    policy = HFCausalPolicy(copy.deepcopy(lm), env.vocab_size, suppress)
-    ref = frozen(policy).to(device)
-    return Backend("hf", engine, engine.truth, ref, ref)
+    if config.lora is None:
+        ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress)).to(device)
+        return Backend("hf", engine, engine.truth, ref, ref)
+    policy = HFCausalPolicy(with_lora(lm, config.lora), env.vocab_size, suppress)
+    return Backend("lora", engine, engine.truth, None, policy)
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)
+
+
+def with_lora(lm: Any, lora: LoraSettings) -> Any:
+    """``lm`` (modified in place) inside a ``peft`` model with one fresh LoRA adapter
+    (``"default"``; ``B = 0``, so it starts exactly at ``lm``). GPT-2's ``Conv1D`` layers get
+    ``fan_in_fan_out``. No ``modules_to_save``: every base weight stays frozen.
+
+    Raises:
+        agents.config.ConfigError: when ``peft`` is missing, or a target module matches no layer
+            of ``lm`` (one line naming it and the model's layers).
+    """
+    try:
+        import peft
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+    except ImportError:
+        raise ConfigError("lora: needs the peft package (pip install 'nlhf-zoo[hf]')") from None
+    names = [n for n, _ in lm.named_modules() if n]
+    targets = lora.target_modules
+    if targets is None:
+        model_type = getattr(lm.config, "model_type", None)
+        if model_type not in defaults:
+            raise ConfigError(
+                f"lora.target_modules: peft has no default for model type {model_type!r}; name "
+                "the layers (e.g. [q_proj, v_proj])"
+            )
+        targets = list(defaults[model_type])
+    missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if missing:
+        layers = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in lm.named_modules()
+                if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"
+            }
+        )
+        raise ConfigError(
+            f"lora.target_modules: {', '.join(map(repr, missing))} match no module of "
+            f"{type(lm).__name__} (its linear layers: {', '.join(layers)})"
+        )
+    conv1d = any(
+        type(m).__name__ == "Conv1D"
+        for n, m in lm.named_modules()
+        if any(_matches(n, t) for t in targets)
+    )
+    cfg = peft.LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(targets),
+        fan_in_fan_out=conv1d,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question
+        warnings.simplefilter("ignore", FutureWarning)
+        return peft.get_peft_model(lm, cfg)

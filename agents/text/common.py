@@ -28,8 +28,10 @@ name                           meaning
 ``eval/exploitability``        ``max_pi' P_beta(pi' > pi_theta) - 1/2`` in the regularised game of the
                                paying judge on held-out prompts: exact on enumerable worlds
                                (:func:`nlhf_envs.text.exact.exact_game`), estimated elsewhere
-                               (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`; also
-                               ``eval/exploitability_low``/``_high``, a 95% interval over prompts)
+                               (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`, on
+                               Hugging Face games :func:`nlhf_envs.text.hf_estimate.
+                               estimate_hf_nash_metrics`; also ``eval/exploitability_low``/
+                               ``_high``, a 95% interval over prompts)
 ``eval/kl_to_nash``            ``E_x KL(pi*_beta || pi_theta)`` (exact or estimated, as above)
 ``policy/kl_ref``              sequence ``KL(pi_theta || pi_ref)`` on the iteration's training
                                answers: Monte-Carlo mean of ``sum_n log(pi_theta/pi_ref)(y_n)``
@@ -64,6 +66,7 @@ from agents.checkpoint import (
     write_npz_atomic,
 )
 from agents.config import ConfigError, build_config, config_to_dict
+from agents.text.backend import LoraSettings
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked
@@ -138,6 +141,9 @@ class TextAgentConfig:
         nash_eval_prompts: held-out prompts of an estimate.
         nash_eval_samples: ``pi_ref`` samples per prompt of an estimate (``n``; twice as many fresh
             samples ``m`` for the exploitability).
+        lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
+            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);
+            ``None`` (default): full fine-tuning.
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
@@ -164,6 +170,7 @@ class TextAgentConfig:
     nash_eval: str = "auto"
     nash_eval_prompts: int = 16
     nash_eval_samples: int = 32
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -235,8 +242,13 @@ class Duel:
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A detached copy of ``model`` (eval mode, no gradients): a target network."""
-    twin = copy.deepcopy(model).eval()
+    """A detached copy of ``model`` (eval mode, no gradients): a target network.
+
+    Parameters that are already frozen (a LoRA policy's base weights) are shared with ``model``,
+    not copied: only what trains (the adapter) is duplicated.
+    """
+    memo = {id(p): p for p in model.parameters() if not p.requires_grad}
+    twin = copy.deepcopy(model, memo).eval()
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin
@@ -287,8 +299,9 @@ class TextAgent(AgentBase):
         self.backend = make_backend(env, config, self.device, reference)
         self.engine = self.backend.engine
         self.truth = self.backend.truth
-        self.reference = self.backend.reference
         self.model, self.optimizer = self._build_model(self.backend.initial)
+        #: ``pi_ref`` (frozen; with LoRA, the policy with its adapter disabled)
+        self.reference = self.backend.reference_for(self.model)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
         self._tokens = 0
@@ -303,9 +316,7 @@ class TextAgent(AgentBase):
 
         An agent whose network is built elsewhere (in :meth:`_setup`) returns ``(None, None)``.
         """
-        model = copy.deepcopy(reference).to(self.device).train()
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model = self.backend.trainable_copy(reference, self.device)
         return model, self.new_optimizer(model, self.config.lr)
 
     def new_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -504,9 +515,29 @@ class TextAgent(AgentBase):
                     "eval/exploitability": m["exploitability"],
                     "eval/kl_to_nash": m["kl_to_nash"],
                 }
+            n = self.config.nash_eval_samples
+            seed = int(
+                np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
+            )
+            if self.backend.kind != "native":  # the env's own parts (text judge, reference LM)
+                from nlhf_envs.text.hf_estimate import estimate_hf_nash_metrics
+
+                est = estimate_hf_nash_metrics(
+                    self.model,
+                    self.env,
+                    split="heldout",
+                    num_prompts=self.config.nash_eval_prompts,
+                    n=n,
+                    m=2 * n,
+                    seed=seed,
+                    beta=self.beta,
+                    device=self.device,
+                )
+                out = est.as_dict("eval/")
+                out.pop("eval/kl_ref")
+                return out
             from nlhf_envs.text.estimate import estimate_nash_metrics
 
-            n = self.config.nash_eval_samples
             est = estimate_nash_metrics(
                 self.model,
                 self.env,
@@ -514,9 +545,7 @@ class TextAgent(AgentBase):
                 num_prompts=self.config.nash_eval_prompts,
                 n=n,
                 m=2 * n,
-                seed=int(
-                    np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
-                ),
+                seed=seed,
                 payer=self.config.payer,
                 beta=self.beta,
                 reference=self.reference,

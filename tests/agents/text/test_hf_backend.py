@@ -84,12 +84,43 @@ def test_hf_engine_draws_the_native_prompts_and_judges_decoded_text(hf_env):
     assert torch.equal(pn.outcome, ph.outcome)
 
 
-def test_ground_truth_payer_needs_a_world(hf_env):
+def _random_env(**kwargs):
     from tests.nlhf_envs.text import hf_parts
 
     tok = hf_parts.word_tokenizer(12)
-    env = HFTokenDuelEnv(
-        hf_parts.tiny_gpt2(12), tok, hf_parts.length_judge, hf_parts.prompts(4), max_new_tokens=3
+    return HFTokenDuelEnv(
+        hf_parts.tiny_gpt2(12),
+        tok,
+        hf_parts.length_judge,
+        hf_parts.prompts(6),
+        max_new_tokens=3,
+        **kwargs,
     )
+
+
+def test_ground_truth_payer_needs_a_world():
+    env = _random_env(heldout_fraction=0.5)
     with pytest.raises(ConfigError, match="payer: 'ground_truth' needs a game with a ground truth"):
         agents.make("online_ipo", env, payer="ground_truth")
+
+
+def test_evaluation_needs_held_out_prompts():
+    env = _random_env()
+    with pytest.raises(ConfigError, match="eval_every: the env has no held-out prompts"):
+        agents.make("online_ipo", env)
+    agents.make("online_ipo", env, eval_every=0)  # no evaluation: fine
+
+
+def test_random_model_trains_with_estimated_nash_metrics():
+    env = _random_env(heldout_fraction=0.5)
+    agent = agents.make(
+        "nash_mp", env, seed=0, batch_size=4, inner_steps=1, eval_every=2, eval_prompts=4,
+        nash_eval_prompts=3, nash_eval_samples=4,
+    )  # fmt: skip
+    agent.learn(num_iterations=2)
+    row = agent.history[-1]
+    assert "eval/win_rate_ref_true" not in row  # this game has no ground truth
+    assert 0.0 <= row["eval/win_rate_ref_judge"] <= 1.0
+    low, mid, high = (row[f"eval/exploitability{s}"] for s in ("_low", "", "_high"))
+    assert low <= mid <= high and math.isfinite(mid)
+    assert row["eval/kl_to_nash_low"] <= row["eval/kl_to_nash"] <= row["eval/kl_to_nash_high"]
