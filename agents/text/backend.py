@@ -31,8 +31,11 @@ Nash metrics (``tests/agents/text/test_hf_backend.py``).
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,8 +50,12 @@ __all__ = [
     "HFCausalPolicy",
     "HFDuelEngine",
     "TextJudgeProbs",
+    "export_merged",
+    "hf_folder_of",
     "is_hf_env",
     "make_backend",
+    "save_hf_folder",
+    "with_lora",
 ]
 
 
@@ -128,6 +135,27 @@ class Backend:
                 p.requires_grad_(True)
         return model
 
+    def policy_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores of ``pi_theta``: every weight, or with LoRA the adapter's."""
+        state = model.state_dict()
+        if self.kind == "lora":
+            return {k: v for k, v in state.items() if "lora_" in k}
+        return state
+
+    def load_policy_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`policy_state` output into ``model`` (exact; refuses other keys)."""
+        if self.kind != "lora":
+            model.load_state_dict(state)
+            return
+        own = {k for k in model.state_dict() if "lora_" in k}
+        if set(state) != own:
+            odd = sorted(set(state) ^ own)
+            raise ValueError(
+                f"the stored adapter does not fit the configured lora block ({len(odd)} "
+                f"weights differ, e.g. {odd[0]!r})"
+            )
+        model.load_state_dict(state, strict=False)
+
     def reference_for(self, model: Any) -> Any:
         """``pi_ref`` of an agent whose policy is ``model``: the backend's frozen reference, or,
         with LoRA, :class:`AdapterDisabled` on ``model``."""
@@ -190,8 +218,8 @@ class HFCausalPolicy(torch.nn.Module):
     :class:`~nlhf_envs.text.hf.HFPolicy` does for the env's reference.
 
     Args:
-        lm: the causal LM (the backend switches its dropout off, so log-probs of scoring equal
-            those of sampling; a LoRA adapter's dropout stays).
+        lm: the causal LM. Its dropout never acts (it stays in eval mode, see :meth:`train`), so
+            log-probs of scoring equal those of sampling; a LoRA adapter's dropout stays.
         num_tokens: the action space's size (the env's ``vocab_size``).
         suppress_tokens: bool ``[num_tokens]`` mask of tokens never emitted (or ``None``).
     """
@@ -217,6 +245,18 @@ class HFCausalPolicy(torch.nn.Module):
     def vocab_size(self) -> int:
         """The number of tokens the policy scores."""
         return self.num_tokens
+
+    def train(self, mode: bool = True) -> HFCausalPolicy:
+        """Training mode for the policy, never for the causal LM's own layers: models read
+        ``self.training`` for attention dropout (GPT-2 passes ``config.attn_pdrop`` to SDPA), so
+        the LM stays in eval mode and only a LoRA adapter's dropout follows ``mode``."""
+        super().train(mode)
+        self.lm.eval()
+        if mode:
+            for name, module in self.lm.named_modules():
+                if "lora_dropout" in name:
+                    module.train()
+        return self
 
     def forward(
         self,
@@ -457,7 +497,9 @@ def frozen(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def make_backend(env: Any, config: Any, device: torch.device, reference: Any = None) -> Backend:
+def make_backend(
+    env: Any, config: Any, device: torch.device, reference: Any = None, seed: int = 0
+) -> Backend:
     """The backend of ``env`` (see the module docstring).
 
     Args:
@@ -466,6 +508,7 @@ def make_backend(env: Any, config: Any, device: torch.device, reference: Any = N
         device: the agent's device.
         reference: ``pi_ref`` to use instead of the env's (native: a ``TinyCausalLM``; Hugging
             Face: a causal LM with the env's vocabulary, e.g. from a checkpoint).
+        seed: seeds a LoRA adapter's random initialisation (its ``A`` matrices).
 
     Raises:
         agents.config.ConfigError: for a config the backend cannot run.
@@ -477,7 +520,7 @@ def make_backend(env: Any, config: Any, device: torch.device, reference: Any = N
             f"max_new_tokens: {max_new} exceeds the env's max_new_tokens {env.max_new_tokens}"
         )
     if is_hf_env(env):
-        return _hf_backend(env, config, device, max_new, reference)
+        return _hf_backend(env, config, device, max_new, reference, seed)
     return _native_backend(env, config, device, max_new, reference)
 
 
@@ -518,7 +561,7 @@ def _native_backend(
 
 
 def _hf_backend(
-    env: Any, config: Any, device: torch.device, max_new: int, reference: Any
+    env: Any, config: Any, device: torch.device, max_new: int, reference: Any, seed: int
 ) -> Backend:
     if config.eval_every and not env.prompts["heldout"]:
         raise ConfigError(
@@ -534,7 +577,9 @@ def _hf_backend(
     if config.lora is None:
         ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress)).to(device)
         return Backend("hf", engine, engine.truth, ref, ref)
-    policy = HFCausalPolicy(with_lora(lm, config.lora), env.vocab_size, suppress)
+    with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
+        torch.manual_seed(seed)
+        policy = HFCausalPolicy(with_lora(lm, config.lora), env.vocab_size, suppress)
     return Backend("lora", engine, engine.truth, None, policy)
 
 
@@ -596,3 +641,96 @@ def with_lora(lm: Any, lora: LoraSettings) -> Any:
     with warnings.catch_warnings():  # peft asks transformers a deprecated question
         warnings.simplefilter("ignore", FutureWarning)
         return peft.get_peft_model(lm, cfg)
+
+
+# ---------------------------------------------------------------------------------- HF folders
+
+
+def hf_folder_of(checkpoint: str | os.PathLike[str]) -> Path:
+    """The Hugging Face folder saved next to a checkpoint: ``final.npz`` -> ``final_hf``."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + "_hf")
+
+
+def _local_folder(model: Any) -> Path | None:
+    name = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
+    path = Path(name) if name else None
+    if path is not None and (path / "config.json").is_file():
+        return path.resolve()
+    return None
+
+
+def _replace_folder(tmp: Path, folder: Path) -> None:
+    """Put ``tmp`` at ``folder``, replacing an older one only once the new one is complete."""
+    old = folder.with_name(f"{folder.name}.old{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_hf_folder(agent: Any, folder: str | os.PathLike[str], *, merged: bool = False) -> Path:
+    """Write ``agent``'s policy as a Hugging Face folder (written aside, then moved in place).
+
+    Full fine-tuning: the model's ``save_pretrained`` output (``config.json``,
+    ``model.safetensors``) and the tokenizer. LoRA: the adapter's ``save_pretrained`` output
+    (``adapter_config.json``, ``adapter_model.safetensors``) and the tokenizer; the adapter's
+    ``base_model_name_or_path`` is the env's reference folder when the env loaded it from one,
+    else the reference is saved in ``base_model/`` inside the folder. ``merged=True`` writes the
+    merged model instead (``merge_and_unload``: a plain causal LM). Without LoRA it changes
+    nothing.
+
+    Returns:
+        The folder.
+    """
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(folder)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return _save_hf_folder(agent, folder, merged)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        lm = agent.model.lm
+        kind = agent.backend.kind
+        if kind == "lora" and merged:
+            lm = copy.deepcopy(lm).merge_and_unload()  # a copy: the agent keeps its adapter
+            kind = "hf"
+        if kind == "lora":
+            base = _local_folder(agent.env.reference_model)
+            if base is None:  # the env's reference was built in memory: keep a copy with it
+                base = (folder / "base_model").resolve()
+                agent.env.reference_model.save_pretrained(tmp / "base_model")
+                agent.env.tokenizer.save_pretrained(tmp / "base_model")
+            config = lm.peft_config["default"]
+            before = config.base_model_name_or_path
+            config.base_model_name_or_path = str(base)
+            try:
+                lm.save_pretrained(tmp)
+            finally:
+                config.base_model_name_or_path = before
+        else:
+            lm.save_pretrained(tmp)
+        agent.env.tokenizer.save_pretrained(tmp)
+        _replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def export_merged(agent: Any, folder: str | os.PathLike[str]) -> Path:
+    """Write ``agent``'s policy with its LoRA adapter merged into the base weights (a plain
+    ``AutoModelForCausalLM`` folder with the tokenizer; full fine-tuning: the model as it is)."""
+    return save_hf_folder(agent, folder, merged=True)

@@ -296,7 +296,7 @@ class TextAgent(AgentBase):
         self.world = getattr(env, "world", None)
         self.device = torch.device(config.device)
         #: the policy backend (native ``TinyCausalLM`` or a Hugging Face causal LM)
-        self.backend = make_backend(env, config, self.device, reference)
+        self.backend = make_backend(env, config, self.device, reference, self.seed)
         self.engine = self.backend.engine
         self.truth = self.backend.truth
         self.model, self.optimizer = self._build_model(self.backend.initial)
@@ -598,8 +598,27 @@ class TextAgent(AgentBase):
         game: Any = None,
         tensorboard_log: str | os.PathLike[str] | None = None,
     ) -> TextAgent:
-        """Rebuild an agent from a checkpoint (see :func:`load_text_agent`); ``game`` is unused."""
-        return load_text_agent(cls, p, meta, arrays, tensorboard_log=tensorboard_log)
+        """Rebuild an agent from a checkpoint (see :func:`load_text_agent`); ``game`` is the env
+        to use (needed for ``nlhf/HFTokenDuel-v0`` checkpoints; native ones rebuild theirs)."""
+        return load_text_agent(cls, p, meta, arrays, tensorboard_log=tensorboard_log, env=game)
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the checkpoint (see :func:`save_text_agent`); returns the path written.
+
+        On ``nlhf/HFTokenDuel-v0`` the policy is also written, next to it, as a Hugging Face
+        folder ``<name>_hf/`` (``final.npz`` -> ``final_hf/``): ``save_pretrained`` output (the
+        full model, or the LoRA adapter) and the tokenizer, loadable by
+        ``AutoModelForCausalLM.from_pretrained`` / ``PeftModel.from_pretrained`` without nlhf-zoo
+        and usable as a participant of ``nlhf-zoo eval``/``tournament``
+        (:func:`agents.text.backend.save_hf_folder`). The ``.npz`` holds what an exact resume
+        needs (policy weights, optimiser, generators, history).
+        """
+        target = super().save(path)
+        if self.backend.kind != "native":
+            from agents.text.backend import hf_folder_of, save_hf_folder
+
+            save_hf_folder(self, hf_folder_of(target))
+        return target
 
     def __repr__(self) -> str:
         return (
@@ -628,33 +647,41 @@ def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[s
                 opt_arrays[f"optim/{idx}/{key}"] = val.detach().cpu().numpy()
             else:
                 opt_scalars.setdefault(str(idx), {})[key] = val
+    kind = agent.backend.kind
+    env_id = "nlhf/HFTokenDuel-v0" if kind != "native" else None
     meta = {
         **checkpoint_header(agent),
         "env": {
-            "id": getattr(agent.env, "env_id", None) or ENV_ID,
+            "id": env_id or getattr(agent.env, "env_id", None) or ENV_ID,
             "world": agent.world.name if agent.world is not None else "default",
             "judge_version": getattr(agent.env, "judge_version", "v0"),
             "beta": float(getattr(agent.env, "beta", agent.beta)),
             "max_new_tokens": int(agent.env.max_new_tokens),
             "prompt_split": getattr(agent.env, "prompt_split", "train"),
         },
-        "lm_config": config_to_dict(agent.reference.config),
+        "lm_config": config_to_dict(agent.reference.config) if kind == "native" else {},
+        "backend": kind,
         "optim_param_groups": opt["param_groups"],
         "optim_scalars": opt_scalars,
         "history_len": len(agent.history),
         "history_keys": None,
     }
+    if kind != "native":  # the reference is the env's: the env must be the same game
+        meta["env"]["fingerprint"] = agent.env.fingerprint()
     history: dict[str, np.ndarray] = {}
     if include_history:
         keys, values, present = history_arrays(agent.history)
         meta["history_keys"] = keys
         history = {"history/values": values, "history/present": present}
+    reference = (
+        _tensor_arrays("reference", agent.reference.state_dict()) if kind == "native" else {}
+    )
     return {
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
         "rng": agent.rng.get_state().numpy(),
         "act_rng": agent.act_rng.get_state().numpy(),
-        **_tensor_arrays("policy", agent.model.state_dict()),
-        **_tensor_arrays("reference", agent.reference.state_dict()),
+        **_tensor_arrays("policy", agent.backend.policy_state(agent.model)),
+        **reference,
         **opt_arrays,
         **history,
     }
@@ -696,16 +723,34 @@ def load_text_agent(
     Raises:
         agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
     """
+    kind = meta.get("backend", "native")
+    if kind != "native":
+        from agents.text.backend import is_hf_env
+
+        if env is None or not is_hf_env(env):
+            raise CheckpointError(
+                f"{path!r}: a Hugging Face ({kind}) checkpoint of nlhf/HFTokenDuel-v0 needs its "
+                "env: agents.load(path, game=env) (nlhf-zoo train --resume builds it from the "
+                "run's config.yml)"
+            )
+        want, have = meta["env"].get("fingerprint"), env.fingerprint()
+        if want != have:
+            raise CheckpointError(
+                f"{path!r}: trained on another HFTokenDuel game (fingerprint {want}; this env's "
+                f"is {have}: a different reference model, tokenizer, judge, prompts or beta)"
+            )
     try:
         cls = agent_cls
         config = build_config(cls.config_cls, meta["config"], source=path)
         if env is None:
             env = _rebuild_env(meta["env"])
-        shapes = {k[10:]: v.shape for k, v in arrays.items() if k.startswith("reference/")}
-        reference = build_checked(
-            TinyCausalLM, LMConfig, meta["lm_config"], shapes, f"{path!r}: field 'lm_config'"
-        )
-        reference.load_state_dict(_state(arrays, "reference"))
+        reference = None
+        if kind == "native":
+            shapes = {k[10:]: v.shape for k, v in arrays.items() if k.startswith("reference/")}
+            reference = build_checked(
+                TinyCausalLM, LMConfig, meta["lm_config"], shapes, f"{path!r}: field 'lm_config'"
+            )
+            reference.load_state_dict(_state(arrays, "reference"))
         agent = cls(
             env,
             config,
@@ -713,7 +758,11 @@ def load_text_agent(
             tensorboard_log=tensorboard_log,
             reference=reference,
         )
-        agent.model.load_state_dict(_state(arrays, "policy"))
+        if agent.backend.kind != kind:
+            raise ValueError(
+                f"the checkpoint's backend is {kind!r}, the agent's {agent.backend.kind!r}"
+            )
+        agent.backend.load_policy_state(agent.model, _state(arrays, "policy"))
         opt_state: dict[int, dict[str, Any]] = {}
         for key, val in arrays.items():
             if key.startswith("optim/"):
