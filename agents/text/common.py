@@ -67,6 +67,7 @@ from agents.checkpoint import (
 )
 from agents.config import ConfigError, build_config, config_to_dict
 from agents.text.backend import LoraSettings
+from agents.text.distributed import DataParallel, concat_duels, shard_seed
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked
@@ -144,6 +145,12 @@ class TextAgentConfig:
         lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
             block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);
             ``None`` (default): full fine-tuning.
+        shards: the global batch of a duel is drawn as ``shards`` equal parts, each from its own
+            seeded generator (``None``: the number of data-parallel processes, 1 without them).
+            Under ``N`` data-parallel processes (a ``torch.distributed`` process group, e.g.
+            ``torchrun --nproc_per_node N``) each process draws ``shards / N`` parts, so a run on
+            ``N`` processes equals one process with the same ``shards`` (see
+            :mod:`agents.text.distributed`). ``batch_size`` must be a multiple of it.
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
@@ -171,6 +178,7 @@ class TextAgentConfig:
     nash_eval_prompts: int = 16
     nash_eval_samples: int = 32
     lora: LoraSettings | None = None
+    shards: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -184,6 +192,12 @@ class TextAgentConfig:
             raise ConfigError(
                 f"nash_eval: expected one of {', '.join(map(repr, self.NASH_EVALS))}; "
                 f"got {self.nash_eval!r}"
+            )
+        if self.shards is not None and self.shards < 1:
+            raise ConfigError(f"shards: must be an integer >= 1 or None; got {self.shards}")
+        if self.shards is not None and self.batch_size % self.shards:
+            raise ConfigError(
+                f"batch_size: {self.batch_size} is not a multiple of shards: {self.shards}"
             )
         for key in ("batch_size", "eval_prompts", "nash_eval_prompts", "nash_eval_samples"):
             if getattr(self, key) < 1:
@@ -304,6 +318,15 @@ class TextAgent(AgentBase):
         self.reference = self.backend.reference_for(self.model)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
+        #: data-parallel layout: this process's rank, the process count and the global shards
+        self.dp = DataParallel.current(config, type(self).name)
+        #: the generators of this process's shards (global shard 0 is ``rng``)
+        self.shard_rngs = [
+            self.rng
+            if s == 0
+            else torch.Generator(self.device).manual_seed(shard_seed(self.seed, s))
+            for s in self.dp.local_shards
+        ]
         self._tokens = 0
         self._stats: dict[str, list[float]] = {}
         self._exact: tuple[Any, Any] | None = None
@@ -341,13 +364,17 @@ class TextAgent(AgentBase):
         policy = self.model if policy is None else policy
         # the env's prompt split (``TokenDuelEnv(prompt_split=...)``, default ``"train"``)
         split = getattr(self.env, "prompt_split", "train")
-        _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng, split=split)
-        y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, self.rng)
-        pay = self.engine.score(ids, mask, y, y2, self.rng)
-        self.queries_used += cfg.batch_size
-        self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
-        outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
-        return Duel(ids, mask, y, y2, outcome.to(self.device))
+        n = cfg.batch_size // self.dp.shards
+        parts = []
+        for gen in self.shard_rngs:  # one shard (the whole batch) without data parallelism
+            _, ids, mask = self.engine.sample_prompts(n, gen, split=split)
+            y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen)
+            pay = self.engine.score(ids, mask, y, y2, gen)
+            self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
+            outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
+            parts.append(Duel(ids, mask, y, y2, outcome.to(self.device)))
+        self.queries_used += cfg.batch_size  # counted globally: every process counts them all
+        return parts[0] if len(parts) == 1 else concat_duels(parts)
 
     def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
         """Token log-probs ``[B, N]`` of ``duel.y`` (or ``duel.y2``) under ``model``."""
@@ -372,6 +399,7 @@ class TextAgent(AgentBase):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dp.average_gradients(self.model)  # data parallel: the mean over processes
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -401,7 +429,7 @@ class TextAgent(AgentBase):
         row = {k: float(np.mean(v)) for k, v in self._stats.items()}
         row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
         row["time/tokens_per_s"] = self._tokens / elapsed
-        return row
+        return self.dp.average_row(row)  # data parallel: the means over processes
 
     def _log_row(self, extra: dict[str, float]) -> dict[str, float]:
         row = {
@@ -613,6 +641,9 @@ class TextAgent(AgentBase):
         (:func:`agents.text.backend.save_hf_folder`). The ``.npz`` holds what an exact resume
         needs (policy weights, optimiser, generators, history).
         """
+        if not self.dp.is_main:  # every process gathers; the first one writes
+            self.checkpoint_arrays()
+            return os.fspath(path)
         target = super().save(path)
         if self.backend.kind != "native":
             from agents.text.backend import hf_folder_of, save_hf_folder
@@ -676,10 +707,13 @@ def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[s
     reference = (
         _tensor_arrays("reference", agent.reference.state_dict()) if kind == "native" else {}
     )
+    shards = agent.dp.gather_generator_states(agent.shard_rngs)  # [shards, L] on every process
+    extra = {"rng_shards": shards[1:].numpy()} if shards.shape[0] > 1 else {}
     return {
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-        "rng": agent.rng.get_state().numpy(),
+        "rng": shards[0].numpy(),
         "act_rng": agent.act_rng.get_state().numpy(),
+        **extra,
         **_tensor_arrays("policy", agent.backend.policy_state(agent.model)),
         **reference,
         **opt_arrays,
@@ -742,6 +776,9 @@ def load_text_agent(
     try:
         cls = agent_cls
         config = build_config(cls.config_cls, meta["config"], source=path)
+        stored = 1 + (len(arrays["rng_shards"]) if "rng_shards" in arrays else 0)
+        if config.shards is None and stored > 1:  # "as many as processes" in a sharded run
+            config.shards = stored
         if env is None:
             env = _rebuild_env(meta["env"])
         reference = None
@@ -773,7 +810,16 @@ def load_text_agent(
         agent.optimizer.load_state_dict(
             {"state": opt_state, "param_groups": meta["optim_param_groups"]}
         )
-        agent.rng.set_state(torch.from_numpy(np.array(arrays["rng"])))
+        states = [np.array(arrays["rng"])]
+        if "rng_shards" in arrays:
+            states += list(np.array(arrays["rng_shards"]))
+        if len(states) != agent.dp.shards:
+            raise ValueError(
+                f"the checkpoint holds {len(states)} shard generators; the config has "
+                f"{agent.dp.shards} shards"
+            )
+        for gen, s in zip(agent.shard_rngs, agent.dp.local_shards, strict=True):
+            gen.set_state(torch.from_numpy(states[s]))
         agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
         agent.queries_used = int(meta["queries_used"])
         agent.num_iterations = int(meta["num_iterations"])
