@@ -222,15 +222,22 @@ class HFCausalPolicy(torch.nn.Module):
             log-probs of scoring equal those of sampling; a LoRA adapter's dropout stays.
         num_tokens: the action space's size (the env's ``vocab_size``).
         suppress_tokens: bool ``[num_tokens]`` mask of tokens never emitted (or ``None``).
+        precision: ``"fp32"`` or ``"bf16"`` (the forward pass under ``torch.autocast`` in
+            bfloat16 on the input's device; logits are returned in float32).
     """
 
     def __init__(
-        self, lm: Any, num_tokens: int, suppress_tokens: torch.Tensor | None = None
+        self,
+        lm: Any,
+        num_tokens: int,
+        suppress_tokens: torch.Tensor | None = None,
+        precision: str = "fp32",
     ) -> None:
         from nlhf_envs.text.hf import _cache_keyword
 
         super().__init__()
         self.lm = lm
+        self.precision = precision
         self.num_tokens = int(num_tokens)
         self._cache_kw = _cache_keyword(lm)
         mask = (
@@ -276,13 +283,16 @@ class HFCausalPolicy(torch.nn.Module):
         mask = attention_mask.long()
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
         kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
-        out = self.lm(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            use_cache=True,
-            **kwargs,
-        )
+        with torch.autocast(
+            input_ids.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):
+            out = self.lm(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **kwargs,
+            )
         logits = out.logits
         if logits.shape[-1] != self.num_tokens:
             logits = logits[..., : self.num_tokens]
@@ -534,6 +544,11 @@ def _native_backend(
             "lora: LoRA adapters need a Hugging Face causal LM (nlhf/HFTokenDuel-v0); the native "
             "TinyCausalLM is fine-tuned fully (remove the lora block)"
         )
+    if config.precision != "fp32":
+        raise ConfigError(
+            f"precision: {config.precision!r} is for Hugging Face causal LMs "
+            "(nlhf/HFTokenDuel-v0); the native TinyCausalLM runs in fp32"
+        )
     judge = getattr(env, "judge", None)
     if judge is None or not hasattr(env, "max_new_tokens"):
         raise TypeError(
@@ -575,11 +590,13 @@ def _hf_backend(
     _disable_dropout(lm)
     suppress = env.reference.suppress_mask
     if config.lora is None:
-        ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress)).to(device)
+        ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress, config.precision)).to(device)
         return Backend("hf", engine, engine.truth, ref, ref)
     with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
         torch.manual_seed(seed)
-        policy = HFCausalPolicy(with_lora(lm, config.lora), env.vocab_size, suppress)
+        policy = HFCausalPolicy(
+            with_lora(lm, config.lora), env.vocab_size, suppress, config.precision
+        )
     return Backend("lora", engine, engine.truth, None, policy)
 
 

@@ -151,6 +151,9 @@ class TextAgentConfig:
             ``torchrun --nproc_per_node N``) each process draws ``shards / N`` parts, so a run on
             ``N`` processes equals one process with the same ``shards`` (see
             :mod:`agents.text.distributed`). ``batch_size`` must be a multiple of it.
+        precision: ``"fp32"`` (default) or ``"bf16"``: the Hugging Face policy's forward passes
+            run under ``torch.autocast`` in bfloat16 (weights, optimiser, log-probs and losses
+            stay float32; ``nlhf/HFTokenDuel-v0`` only).
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
@@ -179,6 +182,7 @@ class TextAgentConfig:
     nash_eval_samples: int = 32
     lora: LoraSettings | None = None
     shards: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -231,9 +235,19 @@ class TextAgentConfig:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens: must be >= 1 or None; got {self.max_new_tokens}")
         try:
-            torch.device(self.device)
+            dev = torch.device(self.device)
         except RuntimeError as err:
             raise ConfigError(f"device: {self.device!r} is not a torch device ({err})") from None
+        if dev.type == "cuda" and (dev.index or 0) >= (
+            torch.cuda.device_count() if torch.cuda.is_available() else 0
+        ):
+            raise ConfigError(
+                f"device: {self.device!r} but this machine has "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA device(s)"
+                " (use device: cpu)"
+            )
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision: expected 'fp32' or 'bf16'; got {self.precision!r}")
 
 
 @dataclass

@@ -124,3 +124,25 @@ def test_random_model_trains_with_estimated_nash_metrics():
     low, mid, high = (row[f"eval/exploitability{s}"] for s in ("_low", "", "_high"))
     assert low <= mid <= high and math.isfinite(mid)
     assert row["eval/kl_to_nash_low"] <= row["eval/kl_to_nash"] <= row["eval/kl_to_nash_high"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_one_line(hf_env):
+    with pytest.raises(ConfigError) as err:
+        agents.make("nash_md", hf_env, device="cuda")
+    assert str(err.value).startswith("device: 'cuda' but this machine has 0 CUDA device(s)")
+
+
+def test_bf16_autocast_keeps_weights_log_probs_and_losses_in_fp32(hf_env):
+    fp32 = agents.make("nash_md", hf_env, seed=2, batch_size=4, eval_every=0)
+    bf16 = agents.make("nash_md", hf_env, seed=2, batch_size=4, eval_every=0, precision="bf16")
+    ids = torch.tensor([[1, 5, 6, 3]])
+    with torch.no_grad():
+        a, b = fp32.model(ids)[0], bf16.model(ids)[0]
+    assert b.dtype == torch.float32
+    assert 0.0 < (a - b).abs().max() < 0.5  # bfloat16 matmuls, not a different model
+    bf16.learn(num_iterations=2)
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert all(math.isfinite(v) for v in bf16.history[-1].values())
+    with pytest.raises(ConfigError, match="precision: 'bf16' is for Hugging Face causal LMs"):
+        agents.make("nash_md", ENV_ID, precision="bf16")
