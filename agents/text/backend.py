@@ -544,6 +544,10 @@ def _native_backend(
             "lora: LoRA adapters need a Hugging Face causal LM (nlhf/HFTokenDuel-v0); the native "
             "TinyCausalLM is fine-tuned fully (remove the lora block)"
         )
+    if config.init_from is not None:
+        raise ConfigError(
+            "init_from: starting from a saved Hugging Face folder needs nlhf/HFTokenDuel-v0"
+        )
     if config.precision != "fp32":
         raise ConfigError(
             f"precision: {config.precision!r} is for Hugging Face causal LMs "
@@ -589,15 +593,126 @@ def _hf_backend(
     lm = copy.deepcopy(env.reference_model if reference is None else reference)
     _disable_dropout(lm)
     suppress = env.reference.suppress_mask
+    start = _start_folder(config.init_from, config.lora is not None, env.reference_model)
     if config.lora is None:
         ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress, config.precision)).to(device)
-        return Backend("hf", engine, engine.truth, ref, ref)
+        if start is None:
+            return Backend("hf", engine, engine.truth, ref, ref)
+        init = copy.deepcopy(lm)
+        _load_full(init, start)
+        initial = frozen(HFCausalPolicy(init, env.vocab_size, suppress, config.precision))
+        return Backend("hf", engine, engine.truth, ref, initial)
     with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
         torch.manual_seed(seed)
         policy = HFCausalPolicy(
             with_lora(lm, config.lora), env.vocab_size, suppress, config.precision
         )
+    if start is not None:
+        _load_adapter(policy.lm, start)
     return Backend("lora", engine, engine.truth, None, policy)
+
+
+def _start_folder(init_from: str | None, lora: bool, reference_model: Any) -> Path | None:
+    """The checked folder of ``init_from`` (``None`` without one).
+
+    Raises:
+        agents.config.ConfigError: for a folder that is not a saved model or adapter, an adapter
+            without a ``lora`` block (or a full model with one), or an adapter whose base model
+            is not the env's reference.
+    """
+    if init_from is None:
+        return None
+    folder = Path(init_from)
+    adapter = (folder / "adapter_config.json").is_file()
+    if not adapter and not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"init_from: {folder} is not a saved model or adapter folder (no config.json or "
+            "adapter_config.json)"
+        )
+    if adapter and not lora:
+        raise ConfigError(
+            f"init_from: {folder} holds a LoRA adapter; give the lora block it was trained with"
+        )
+    if not adapter and lora:
+        raise ConfigError(
+            f"init_from: {folder} holds a full model, but with a lora block pi_ref is the model "
+            "under the adapter: start LoRA from the env's reference (remove init_from)"
+        )
+    if adapter:
+        import json
+
+        try:
+            base = json.loads((folder / "adapter_config.json").read_text())[
+                "base_model_name_or_path"
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"init_from: {folder}/adapter_config.json names no base model"
+            ) from None
+        if not base or not Path(base).is_dir():
+            raise ConfigError(f"init_from: the adapter's base model {base!r} is not a local folder")
+        import transformers
+
+        base_model = transformers.AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+        mine, theirs = reference_model.state_dict(), base_model.state_dict()
+        same = set(mine) == set(theirs) and all(
+            mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k]) for k in mine
+        )
+        if not same:
+            raise ConfigError(
+                f"init_from: the adapter's base model {base} is not the env's reference model "
+                "(its weights differ)"
+            )
+    return folder
+
+
+def _safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = folder / name
+    if not path.is_file():
+        raise ConfigError(f"init_from: {folder} has no {name}")
+    return load_file(str(path))  # a safe format: tensors only, nothing is unpickled
+
+
+def _load_full(lm: Any, folder: Path) -> None:
+    """Load a saved full model's weights into ``lm`` (a copy of the env's reference)."""
+    state = _safetensors(folder, "model.safetensors")
+    own = lm.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("lm_head.weight")]
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    extra = [k for k in state if k not in own]
+    if missing or bad or extra:
+        odd = (missing + bad + extra)[0]
+        raise ConfigError(
+            f"init_from: {folder} is not a model of the env's reference architecture "
+            f"({len(missing)} weights missing, {len(bad)} of another shape, {len(extra)} unknown, "
+            f"e.g. {odd!r})"
+        )
+    lm.load_state_dict(state, strict=False)
+    if hasattr(lm, "tie_weights"):
+        lm.tie_weights()
+
+
+def _load_adapter(peft_model: Any, folder: Path) -> None:
+    """Load a saved adapter's weights into the fresh adapter of ``peft_model`` (exactly)."""
+    from peft import set_peft_model_state_dict
+
+    state = _safetensors(folder, "adapter_model.safetensors")
+    try:
+        result = set_peft_model_state_dict(peft_model, state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1]
+        raise ConfigError(
+            f"init_from: the adapter in {folder} does not fit the lora block ({first})"
+        ) from None
+    loaded = {k for k in peft_model.state_dict() if "lora_" in k} - set(result.missing_keys)
+    want = {k for k in peft_model.state_dict() if "lora_" in k}
+    if result.unexpected_keys or loaded != want:
+        raise ConfigError(
+            f"init_from: the adapter in {folder} does not fit the lora block (its layers or "
+            "target modules differ)"
+        )
 
 
 def _matches(name: str, target: str) -> bool:

@@ -154,6 +154,10 @@ class TextAgentConfig:
         precision: ``"fp32"`` (default) or ``"bf16"``: the Hugging Face policy's forward passes
             run under ``torch.autocast`` in bfloat16 (weights, optimiser, log-probs and losses
             stay float32; ``nlhf/HFTokenDuel-v0`` only).
+        init_from: a Hugging Face folder saved by a previous run (``final_hf/``): ``pi_theta``
+            starts from its full model, or (with the same ``lora`` block) from its adapter, whose
+            base model must be the env's reference; ``pi_ref`` stays the env's reference
+            (``nlhf/HFTokenDuel-v0`` only).
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
@@ -183,6 +187,7 @@ class TextAgentConfig:
     lora: LoraSettings | None = None
     shards: int | None = None
     precision: str = "fp32"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
