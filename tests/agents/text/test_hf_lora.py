@@ -150,3 +150,24 @@ def test_bad_lora_blocks(hf_env, block, message):
 def test_lora_on_the_native_model_is_refused():
     with pytest.raises(ConfigError, match="lora: LoRA adapters need a Hugging Face causal LM"):
         agents.make("online_ipo", "nlhf/TinyTokenDuel-v0", lora={"rank": 2})
+
+
+def test_export_merged_writes_a_plain_causal_lm_and_keeps_the_adapter(hf_env, tmp_path):
+    import transformers
+
+    from agents.text.backend import export_merged
+
+    agent = agents.make("online_ipo", hf_env, seed=0, **CONFIG)
+    agent.learn(num_iterations=3)
+    ids = torch.tensor([[1, 5, 6, 7, 3]])
+    with torch.no_grad():
+        before = agent.model.lm(input_ids=ids).logits
+    folder = export_merged(agent, tmp_path / "merged")
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert not (folder / "adapter_config.json").exists()
+    merged = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - before).abs().max() <= 1e-5
+        assert torch.equal(agent.model.lm(input_ids=ids).logits, before)  # adapter kept
+        base = hf_env.reference_model(input_ids=ids).logits
+    assert (before - base).abs().max() > 1e-3
