@@ -277,10 +277,13 @@ class Duel:
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A detached copy of ``model`` (eval mode, no gradients): a target network.
 
-    Parameters that are already frozen (a LoRA policy's base weights) are shared with ``model``,
-    not copied: only what trains (the adapter) is duplicated.
+    Of a model that trains only part of its weights (a LoRA policy: the adapter), the frozen part
+    (the base weights) is shared with ``model``, not copied; a model frozen or trainable as a
+    whole is copied whole (so loading a state into the copy never touches ``model``).
     """
-    memo = {id(p): p for p in model.parameters() if not p.requires_grad}
+    params = list(model.parameters())
+    partial = any(p.requires_grad for p in params) and not all(p.requires_grad for p in params)
+    memo = {id(p): p for p in params if not p.requires_grad} if partial else {}
     twin = copy.deepcopy(model, memo).eval()
     for p in twin.parameters():
         p.requires_grad_(False)
@@ -291,16 +294,22 @@ class TextAgent(AgentBase):
     """Base class of the token-level agents (see the module docstring).
 
     Args:
-        env: the ``nlhf/TokenDuel-v0`` parallel env (its judge, ground truth and ``max_new_tokens``
-            are used; ``agents.make`` builds it from the id).
+        env: the ``nlhf/TokenDuel-v*`` parallel env (its judge, ground truth and
+            ``max_new_tokens`` are used; ``agents.make`` builds it from the id), or an
+            ``nlhf/HFTokenDuel-v0`` env, whose reference causal LM is trained through the Hugging
+            Face backend (:mod:`agents.text.backend`).
         config: the agent's config dataclass (default: its defaults).
         seed: seed of the agent's torch generators (``None``: fresh entropy, recorded in ``seed``).
         tensorboard_log: TensorBoard folder (``None``: no TensorBoard).
-        reference: ``pi_ref`` (default: the shipped reference policy); ``pi_theta`` starts as a copy.
+        reference: ``pi_ref`` (default: the env's reference; the shipped reference policy of the
+            world on the native duels); ``pi_theta`` starts as a copy.
 
     Attributes:
-        model: ``pi_theta`` (trainable :class:`TinyCausalLM`), the token agent's policy.
-        reference: ``pi_ref`` (frozen).
+        model: ``pi_theta`` (trainable :class:`TinyCausalLM`, or an
+            :class:`~agents.text.backend.HFCausalPolicy`), the token agent's policy.
+        reference: ``pi_ref`` (frozen; with LoRA, the policy with its adapter disabled).
+        backend: the :class:`~agents.text.backend.Backend` the policy, reference and engine come
+            from; ``dp`` the data-parallel layout (:mod:`agents.text.distributed`).
         optimizer: the optimiser over ``model``'s parameters (:meth:`new_optimizer`).
         engine: the :class:`DuelEngine` that generates and judges training duels.
         rng: the learning generator (prompts, answers, outcomes); ``act_rng`` is used by :meth:`act`.
