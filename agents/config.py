@@ -6,7 +6,8 @@ YAML file of the zoo or from the command line; all of them go through :func:`bui
 
 * rejects unknown keys (naming the key, the valid keys and where the value came from);
 * checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``),
-  ``Literal[...]`` and ``list[X]`` (a YAML sequence, each item checked as ``X``); an ``int`` is
+  ``Literal[...]``, ``list[X]`` (a YAML sequence, each item checked as ``X``) and nested config
+  dataclasses (a YAML mapping, built and checked by :func:`build_config`); an ``int`` is
   accepted for a ``float`` field, a ``bool`` is never accepted for a number, a string is never
   converted to a number except plain scientific notation such as ``3e-4`` (which PyYAML's YAML 1.1
   resolver reads as a string), and a ``float`` must be finite (``.inf`` and ``.nan`` are refused for
@@ -222,6 +223,20 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
         raise ConfigError(
             f"{key}: expected a list of {_type_name(item_tp)}; got {value!r}{_where(source)}"
         )
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):  # a nested block (e.g. ``lora``)
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{key}: expected a mapping of {tp.__name__} fields; got {value!r}{_where(source)}"
+            )
+        try:
+            return build_config(tp, value, source)
+        except ConfigError as err:  # "lora.rank: ..." for a field, "lora: ..." otherwise
+            text = str(err)
+            names = {f.name for f in dataclasses.fields(tp)}
+            sep = "." if text.split(":", 1)[0] in names else ": "
+            raise ConfigError(f"{key}{sep}{text}") from None
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{key}: expected None; got {value!r}{_where(source)}")
@@ -308,8 +323,13 @@ def build_config(
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """The resolved config as a plain ``{field: value}`` dict (JSON/YAML serialisable)."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    """The resolved config as a plain ``{field: value}`` dict (JSON/YAML serialisable; a nested
+    block such as ``lora`` becomes a dict)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
 
 
 #: tolerance of the "weights sum to 1" check

@@ -175,6 +175,7 @@ def resolve_target(
         import nlhf_envs
         from nlhf_envs.families import FAMILIES
         from nlhf_envs.registration import (
+            HF_ENV_IDS,
             MATRIX_ENV_IDS,
             MULTIPLAYER_ENV_IDS,
             MULTIPLAYER_TEXT_ENV_IDS,
@@ -184,7 +185,8 @@ def resolve_target(
         name = game_or_env
         if name in FAMILIES:
             return "matrix", nlhf_envs.make_game(name, **kwargs)
-        if name in TEXT_ENV_IDS or name in MULTIPLAYER_TEXT_ENV_IDS:
+        # HF: the token agents' Hugging Face path; the n-player token duels are pairwise duels too
+        if name in TEXT_ENV_IDS or name in HF_ENV_IDS or name in MULTIPLAYER_TEXT_ENV_IDS:
             if not build_text:
                 return "text", name
             return "text", pettingzoo.make("parallel", name, **kwargs)

@@ -13,6 +13,10 @@ package on the first request for ``kind="text"``).
     >>> agent.learn(num_queries=1024).history[-1]["game/queries"]
     1024.0
 
+The same agents train any Hugging Face causal LM on ``nlhf/HFTokenDuel-v0`` (full fine-tuning or
+a ``lora`` block; ``init_from`` a saved folder; ``precision: bf16``): the policy backends are in
+:mod:`agents.text.backend`, data-parallel processes in :mod:`agents.text.distributed`.
+
 Shared plumbing and metric names: :mod:`agents.text.common`; losses: :mod:`agents.text.losses`.
 """
 

@@ -28,8 +28,10 @@ name                           meaning
 ``eval/exploitability``        ``max_pi' P_beta(pi' > pi_theta) - 1/2`` in the regularised game of the
                                paying judge on held-out prompts: exact on enumerable worlds
                                (:func:`nlhf_envs.text.exact.exact_game`), estimated elsewhere
-                               (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`; also
-                               ``eval/exploitability_low``/``_high``, a 95% interval over prompts)
+                               (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`, on
+                               Hugging Face games :func:`nlhf_envs.text.hf_estimate.
+                               estimate_hf_nash_metrics`; also ``eval/exploitability_low``/
+                               ``_high``, a 95% interval over prompts)
 ``eval/kl_to_nash``            ``E_x KL(pi*_beta || pi_theta)`` (exact or estimated, as above)
 ``policy/kl_ref``              sequence ``KL(pi_theta || pi_ref)`` on the iteration's training
                                answers: Monte-Carlo mean of ``sum_n log(pi_theta/pi_ref)(y_n)``
@@ -64,9 +66,11 @@ from agents.checkpoint import (
     write_npz_atomic,
 )
 from agents.config import ConfigError, build_config, config_to_dict
+from agents.text.backend import LoraSettings
+from agents.text.distributed import DataParallel, concat_duels, shard_seed
 from nlhf_envs.errors import CheckpointError
-from nlhf_envs.text.engine import SAMPLERS, DuelEngine, Generation, token_log_probs
-from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked, load_reference_policy
+from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
+from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked
 
 __all__ = [
     "TEXT_METRIC_NAMES",
@@ -138,6 +142,22 @@ class TextAgentConfig:
         nash_eval_prompts: held-out prompts of an estimate.
         nash_eval_samples: ``pi_ref`` samples per prompt of an estimate (``n``; twice as many fresh
             samples ``m`` for the exploitability).
+        lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
+            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);
+            ``None`` (default): full fine-tuning.
+        shards: the global batch of a duel is drawn as ``shards`` equal parts, each from its own
+            seeded generator (``None``: the number of data-parallel processes, 1 without them).
+            Under ``N`` data-parallel processes (a ``torch.distributed`` process group, e.g.
+            ``torchrun --nproc_per_node N``) each process draws ``shards / N`` parts, so a run on
+            ``N`` processes equals one process with the same ``shards`` (see
+            :mod:`agents.text.distributed`). ``batch_size`` must be a multiple of it.
+        precision: ``"fp32"`` (default) or ``"bf16"``: the Hugging Face policy's forward passes
+            run under ``torch.autocast`` in bfloat16 (weights, optimiser, log-probs and losses
+            stay float32; ``nlhf/HFTokenDuel-v0`` only).
+        init_from: a Hugging Face folder saved by a previous run (``final_hf/``): ``pi_theta``
+            starts from its full model, or (with the same ``lora`` block) from its adapter, whose
+            base model must be the env's reference; ``pi_ref`` stays the env's reference
+            (``nlhf/HFTokenDuel-v0`` only).
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
@@ -164,6 +184,10 @@ class TextAgentConfig:
     nash_eval: str = "auto"
     nash_eval_prompts: int = 16
     nash_eval_samples: int = 32
+    lora: LoraSettings | None = None
+    shards: int | None = None
+    precision: str = "fp32"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -177,6 +201,12 @@ class TextAgentConfig:
             raise ConfigError(
                 f"nash_eval: expected one of {', '.join(map(repr, self.NASH_EVALS))}; "
                 f"got {self.nash_eval!r}"
+            )
+        if self.shards is not None and self.shards < 1:
+            raise ConfigError(f"shards: must be an integer >= 1 or None; got {self.shards}")
+        if self.shards is not None and self.batch_size % self.shards:
+            raise ConfigError(
+                f"batch_size: {self.batch_size} is not a multiple of shards: {self.shards}"
             )
         for key in ("batch_size", "eval_prompts", "nash_eval_prompts", "nash_eval_samples"):
             if getattr(self, key) < 1:
@@ -210,9 +240,19 @@ class TextAgentConfig:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens: must be >= 1 or None; got {self.max_new_tokens}")
         try:
-            torch.device(self.device)
+            dev = torch.device(self.device)
         except RuntimeError as err:
             raise ConfigError(f"device: {self.device!r} is not a torch device ({err})") from None
+        if dev.type == "cuda" and (dev.index or 0) >= (
+            torch.cuda.device_count() if torch.cuda.is_available() else 0
+        ):
+            raise ConfigError(
+                f"device: {self.device!r} but this machine has "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA device(s)"
+                " (use device: cpu)"
+            )
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision: expected 'fp32' or 'bf16'; got {self.precision!r}")
 
 
 @dataclass
@@ -235,8 +275,16 @@ class Duel:
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A detached copy of ``model`` (eval mode, no gradients): a target network."""
-    twin = copy.deepcopy(model).eval()
+    """A detached copy of ``model`` (eval mode, no gradients): a target network.
+
+    Of a model that trains only part of its weights (a LoRA policy: the adapter), the frozen part
+    (the base weights) is shared with ``model``, not copied; a model frozen or trainable as a
+    whole is copied whole (so loading a state into the copy never touches ``model``).
+    """
+    params = list(model.parameters())
+    partial = any(p.requires_grad for p in params) and not all(p.requires_grad for p in params)
+    memo = {id(p): p for p in params if not p.requires_grad} if partial else {}
+    twin = copy.deepcopy(model, memo).eval()
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin
@@ -246,16 +294,22 @@ class TextAgent(AgentBase):
     """Base class of the token-level agents (see the module docstring).
 
     Args:
-        env: the ``nlhf/TokenDuel-v0`` parallel env (its judge, ground truth and ``max_new_tokens``
-            are used; ``agents.make`` builds it from the id).
+        env: the ``nlhf/TokenDuel-v*`` parallel env (its judge, ground truth and
+            ``max_new_tokens`` are used; ``agents.make`` builds it from the id), or an
+            ``nlhf/HFTokenDuel-v0`` env, whose reference causal LM is trained through the Hugging
+            Face backend (:mod:`agents.text.backend`).
         config: the agent's config dataclass (default: its defaults).
         seed: seed of the agent's torch generators (``None``: fresh entropy, recorded in ``seed``).
         tensorboard_log: TensorBoard folder (``None``: no TensorBoard).
-        reference: ``pi_ref`` (default: the shipped reference policy); ``pi_theta`` starts as a copy.
+        reference: ``pi_ref`` (default: the env's reference; the shipped reference policy of the
+            world on the native duels); ``pi_theta`` starts as a copy.
 
     Attributes:
-        model: ``pi_theta`` (trainable :class:`TinyCausalLM`), the token agent's policy.
-        reference: ``pi_ref`` (frozen).
+        model: ``pi_theta`` (trainable :class:`TinyCausalLM`, or an
+            :class:`~agents.text.backend.HFCausalPolicy`), the token agent's policy.
+        reference: ``pi_ref`` (frozen; with LoRA, the policy with its adapter disabled).
+        backend: the :class:`~agents.text.backend.Backend` the policy, reference and engine come
+            from; ``dp`` the data-parallel layout (:mod:`agents.text.distributed`).
         optimizer: the optimiser over ``model``'s parameters (:meth:`new_optimizer`).
         engine: the :class:`DuelEngine` that generates and judges training duels.
         rng: the learning generator (prompts, answers, outcomes); ``act_rng`` is used by :meth:`act`.
@@ -275,43 +329,32 @@ class TextAgent(AgentBase):
         tensorboard_log: str | os.PathLike[str] | None = None,
         reference: TinyCausalLM | None = None,
     ) -> None:
+        from agents.text.backend import make_backend
+
         config = self._init_common(config, seed, tensorboard_log)
-        judge = getattr(env, "judge", None)
-        if judge is None or not hasattr(env, "max_new_tokens"):
-            raise TypeError(
-                f"env must be the {ENV_ID} parallel env (with .judge and .max_new_tokens); "
-                f"got {type(env).__name__}"
-            )
         self.env = env
         #: the KL strength in use: the config's, else the env's (the game's)
         self.beta = float(config.beta if config.beta is not None else getattr(env, "beta", 0.1))
         self.world = getattr(env, "world", None)
         self.device = torch.device(config.device)
-        max_new = config.max_new_tokens or env.max_new_tokens
-        if max_new > env.max_new_tokens:
-            raise ConfigError(
-                f"max_new_tokens: {max_new} exceeds the env's max_new_tokens {env.max_new_tokens}"
-            )
-        if judge.device != self.device and hasattr(judge, "to"):
-            judge = copy.deepcopy(judge).to(self.device)
-        self.engine = DuelEngine(
-            judge,
-            payer=config.payer,
-            max_new_tokens=max_new,
-            device=self.device,
-            world=self.world,
-            sampler=config.sampler,
-        )
-        self.truth = getattr(env, "truth", None)
-        if self.truth is None:
-            from nlhf_envs.text.ground_truth import ground_truth
-
-            self.truth = ground_truth(self.world)
-        ref = reference if reference is not None else load_reference_policy(world=self.world)
-        self.reference = frozen_copy(ref).to(self.device)
-        self.model, self.optimizer = self._build_model(ref)
+        #: the policy backend (native ``TinyCausalLM`` or a Hugging Face causal LM)
+        self.backend = make_backend(env, config, self.device, reference, self.seed)
+        self.engine = self.backend.engine
+        self.truth = self.backend.truth
+        self.model, self.optimizer = self._build_model(self.backend.initial)
+        #: ``pi_ref`` (frozen; with LoRA, the policy with its adapter disabled)
+        self.reference = self.backend.reference_for(self.model)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
+        #: data-parallel layout: this process's rank, the process count and the global shards
+        self.dp = DataParallel.current(config, type(self).name)
+        #: the generators of this process's shards (global shard 0 is ``rng``)
+        self.shard_rngs = [
+            self.rng
+            if s == 0
+            else torch.Generator(self.device).manual_seed(shard_seed(self.seed, s))
+            for s in self.dp.local_shards
+        ]
         self._tokens = 0
         self._stats: dict[str, list[float]] = {}
         self._exact: tuple[Any, Any] | None = None
@@ -324,16 +367,15 @@ class TextAgent(AgentBase):
 
         An agent whose network is built elsewhere (in :meth:`_setup`) returns ``(None, None)``.
         """
-        model = copy.deepcopy(reference).to(self.device).train()
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model = self.backend.trainable_copy(reference, self.device)
         return model, self.new_optimizer(model, self.config.lr)
 
     def new_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         """A fresh optimiser of ``config.optimizer`` over ``model``'s parameters."""
+        params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter's
         if self.config.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=lr)
-        return torch.optim.Adam(model.parameters(), lr=lr)
+            return torch.optim.SGD(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr)
 
     def _setup(self) -> None:
         """Algorithm-specific state. Default: nothing."""
@@ -356,13 +398,17 @@ class TextAgent(AgentBase):
         policy = self.model if policy is None else policy
         # the env's prompt split (``TokenDuelEnv(prompt_split=...)``, default ``"train"``)
         split = getattr(self.env, "prompt_split", "train")
-        _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng, split=split)
-        y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, self.rng)
-        pay = self.engine.score(ids, mask, y, y2, self.rng)
-        self.queries_used += cfg.batch_size
-        self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
-        outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
-        return Duel(ids, mask, y, y2, outcome.to(self.device))
+        n = cfg.batch_size // self.dp.shards
+        parts = []
+        for gen in self.shard_rngs:  # one shard (the whole batch) without data parallelism
+            _, ids, mask = self.engine.sample_prompts(n, gen, split=split)
+            y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen)
+            pay = self.engine.score(ids, mask, y, y2, gen)
+            self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
+            outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
+            parts.append(Duel(ids, mask, y, y2, outcome.to(self.device)))
+        self.queries_used += cfg.batch_size  # counted globally: every process counts them all
+        return parts[0] if len(parts) == 1 else concat_duels(parts)
 
     def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
         """Token log-probs ``[B, N]`` of ``duel.y`` (or ``duel.y2``) under ``model``."""
@@ -387,6 +433,7 @@ class TextAgent(AgentBase):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dp.average_gradients(self.model)  # data parallel: the mean over processes
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -416,7 +463,7 @@ class TextAgent(AgentBase):
         row = {k: float(np.mean(v)) for k, v in self._stats.items()}
         row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
         row["time/tokens_per_s"] = self._tokens / elapsed
-        return row
+        return self.dp.average_row(row)  # data parallel: the means over processes
 
     def _log_row(self, extra: dict[str, float]) -> dict[str, float]:
         row = {
@@ -457,7 +504,11 @@ class TextAgent(AgentBase):
             y_ref = self.engine.generate(self.reference, ids, mask, gen)
             kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
             p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
-            p_true = self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+            p_true = (
+                self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+                if self.truth is not None
+                else torch.full((m,), float("nan"))
+            )
             lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
             kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
             parts.append(
@@ -470,6 +521,8 @@ class TextAgent(AgentBase):
             "eval/win_rate_ref_true": parts[0][2],
             "eval/kl_ref": parts[0][3],
         }
+        if self.truth is None:  # a Hugging Face game without a ground truth
+            del out["eval/win_rate_ref_true"]
         if self.config.nash_eval != "off":
             out.update(self.nash_metrics())
         return out
@@ -524,9 +577,29 @@ class TextAgent(AgentBase):
                     "eval/exploitability": m["exploitability"],
                     "eval/kl_to_nash": m["kl_to_nash"],
                 }
+            n = self.config.nash_eval_samples
+            seed = int(
+                np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
+            )
+            if self.backend.kind != "native":  # the env's own parts (text judge, reference LM)
+                from nlhf_envs.text.hf_estimate import estimate_hf_nash_metrics
+
+                est = estimate_hf_nash_metrics(
+                    self.model,
+                    self.env,
+                    split="heldout",
+                    num_prompts=self.config.nash_eval_prompts,
+                    n=n,
+                    m=2 * n,
+                    seed=seed,
+                    beta=self.beta,
+                    device=self.device,
+                )
+                out = est.as_dict("eval/")
+                out.pop("eval/kl_ref")
+                return out
             from nlhf_envs.text.estimate import estimate_nash_metrics
 
-            n = self.config.nash_eval_samples
             est = estimate_nash_metrics(
                 self.model,
                 self.env,
@@ -534,9 +607,7 @@ class TextAgent(AgentBase):
                 num_prompts=self.config.nash_eval_prompts,
                 n=n,
                 m=2 * n,
-                seed=int(
-                    np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
-                ),
+                seed=seed,
                 payer=self.config.payer,
                 beta=self.beta,
                 reference=self.reference,
@@ -589,8 +660,30 @@ class TextAgent(AgentBase):
         game: Any = None,
         tensorboard_log: str | os.PathLike[str] | None = None,
     ) -> TextAgent:
-        """Rebuild an agent from a checkpoint (see :func:`load_text_agent`); ``game`` is unused."""
-        return load_text_agent(cls, p, meta, arrays, tensorboard_log=tensorboard_log)
+        """Rebuild an agent from a checkpoint (see :func:`load_text_agent`); ``game`` is the env
+        to use (needed for ``nlhf/HFTokenDuel-v0`` checkpoints; native ones rebuild theirs)."""
+        return load_text_agent(cls, p, meta, arrays, tensorboard_log=tensorboard_log, env=game)
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write the checkpoint (see :func:`save_text_agent`); returns the path written.
+
+        On ``nlhf/HFTokenDuel-v0`` the policy is also written, next to it, as a Hugging Face
+        folder ``<name>_hf/`` (``final.npz`` -> ``final_hf/``): ``save_pretrained`` output (the
+        full model, or the LoRA adapter) and the tokenizer, loadable by
+        ``AutoModelForCausalLM.from_pretrained`` / ``PeftModel.from_pretrained`` without nlhf-zoo
+        and usable as a participant of ``nlhf-zoo eval``/``tournament``
+        (:func:`agents.text.backend.save_hf_folder`). The ``.npz`` holds what an exact resume
+        needs (policy weights, optimiser, generators, history).
+        """
+        if not self.dp.is_main:  # every process gathers; the first one writes
+            self.checkpoint_arrays()
+            return os.fspath(path)
+        target = super().save(path)
+        if self.backend.kind != "native":
+            from agents.text.backend import hf_folder_of, save_hf_folder
+
+            save_hf_folder(self, hf_folder_of(target))
+        return target
 
     def __repr__(self) -> str:
         return (
@@ -619,33 +712,44 @@ def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[s
                 opt_arrays[f"optim/{idx}/{key}"] = val.detach().cpu().numpy()
             else:
                 opt_scalars.setdefault(str(idx), {})[key] = val
+    kind = agent.backend.kind
+    env_id = "nlhf/HFTokenDuel-v0" if kind != "native" else None
     meta = {
         **checkpoint_header(agent),
         "env": {
-            "id": getattr(agent.env, "env_id", None) or ENV_ID,
+            "id": env_id or getattr(agent.env, "env_id", None) or ENV_ID,
             "world": agent.world.name if agent.world is not None else "default",
             "judge_version": getattr(agent.env, "judge_version", "v0"),
             "beta": float(getattr(agent.env, "beta", agent.beta)),
             "max_new_tokens": int(agent.env.max_new_tokens),
             "prompt_split": getattr(agent.env, "prompt_split", "train"),
         },
-        "lm_config": config_to_dict(agent.reference.config),
+        "lm_config": config_to_dict(agent.reference.config) if kind == "native" else {},
+        "backend": kind,
         "optim_param_groups": opt["param_groups"],
         "optim_scalars": opt_scalars,
         "history_len": len(agent.history),
         "history_keys": None,
     }
+    if kind != "native":  # the reference is the env's: the env must be the same game
+        meta["env"]["fingerprint"] = agent.env.fingerprint()
     history: dict[str, np.ndarray] = {}
     if include_history:
         keys, values, present = history_arrays(agent.history)
         meta["history_keys"] = keys
         history = {"history/values": values, "history/present": present}
+    reference = (
+        _tensor_arrays("reference", agent.reference.state_dict()) if kind == "native" else {}
+    )
+    shards = agent.dp.gather_generator_states(agent.shard_rngs)  # [shards, L] on every process
+    extra = {"rng_shards": shards[1:].numpy()} if shards.shape[0] > 1 else {}
     return {
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-        "rng": agent.rng.get_state().numpy(),
+        "rng": shards[0].numpy(),
         "act_rng": agent.act_rng.get_state().numpy(),
-        **_tensor_arrays("policy", agent.model.state_dict()),
-        **_tensor_arrays("reference", agent.reference.state_dict()),
+        **extra,
+        **_tensor_arrays("policy", agent.backend.policy_state(agent.model)),
+        **reference,
         **opt_arrays,
         **history,
     }
@@ -687,16 +791,37 @@ def load_text_agent(
     Raises:
         agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
     """
+    kind = meta.get("backend", "native")
+    if kind != "native":
+        from agents.text.backend import is_hf_env
+
+        if env is None or not is_hf_env(env):
+            raise CheckpointError(
+                f"{path!r}: a Hugging Face ({kind}) checkpoint of nlhf/HFTokenDuel-v0 needs its "
+                "env: agents.load(path, game=env) (nlhf-zoo train --resume builds it from the "
+                "run's config.yml)"
+            )
+        want, have = meta["env"].get("fingerprint"), env.fingerprint()
+        if want != have:
+            raise CheckpointError(
+                f"{path!r}: trained on another HFTokenDuel game (fingerprint {want}; this env's "
+                f"is {have}: a different reference model, tokenizer, judge, prompts or beta)"
+            )
     try:
         cls = agent_cls
         config = build_config(cls.config_cls, meta["config"], source=path)
+        stored = 1 + (len(arrays["rng_shards"]) if "rng_shards" in arrays else 0)
+        if config.shards is None and stored > 1:  # "as many as processes" in a sharded run
+            config.shards = stored
         if env is None:
             env = _rebuild_env(meta["env"])
-        shapes = {k[10:]: v.shape for k, v in arrays.items() if k.startswith("reference/")}
-        reference = build_checked(
-            TinyCausalLM, LMConfig, meta["lm_config"], shapes, f"{path!r}: field 'lm_config'"
-        )
-        reference.load_state_dict(_state(arrays, "reference"))
+        reference = None
+        if kind == "native":
+            shapes = {k[10:]: v.shape for k, v in arrays.items() if k.startswith("reference/")}
+            reference = build_checked(
+                TinyCausalLM, LMConfig, meta["lm_config"], shapes, f"{path!r}: field 'lm_config'"
+            )
+            reference.load_state_dict(_state(arrays, "reference"))
         agent = cls(
             env,
             config,
@@ -704,7 +829,11 @@ def load_text_agent(
             tensorboard_log=tensorboard_log,
             reference=reference,
         )
-        agent.model.load_state_dict(_state(arrays, "policy"))
+        if agent.backend.kind != kind:
+            raise ValueError(
+                f"the checkpoint's backend is {kind!r}, the agent's {agent.backend.kind!r}"
+            )
+        agent.backend.load_policy_state(agent.model, _state(arrays, "policy"))
         opt_state: dict[int, dict[str, Any]] = {}
         for key, val in arrays.items():
             if key.startswith("optim/"):
@@ -715,7 +844,16 @@ def load_text_agent(
         agent.optimizer.load_state_dict(
             {"state": opt_state, "param_groups": meta["optim_param_groups"]}
         )
-        agent.rng.set_state(torch.from_numpy(np.array(arrays["rng"])))
+        states = [np.array(arrays["rng"])]
+        if "rng_shards" in arrays:
+            states += list(np.array(arrays["rng_shards"]))
+        if len(states) != agent.dp.shards:
+            raise ValueError(
+                f"the checkpoint holds {len(states)} shard generators; the config has "
+                f"{agent.dp.shards} shards"
+            )
+        for gen, s in zip(agent.shard_rngs, agent.dp.local_shards, strict=True):
+            gen.set_state(torch.from_numpy(states[s]))
         agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
         agent.queries_used = int(meta["queries_used"])
         agent.num_iterations = int(meta["num_iterations"])

@@ -989,9 +989,10 @@ def _resumed_agent(
     states, unreadable = saved_states(run_dir)
     for _, why in unreadable:
         notify(f"skipping a damaged saved state: {why}")
+    env = _hf_env_of(config) if states else None  # a Hugging Face game is rebuilt, not stored
     for number, path in enumerate(states):
         try:
-            agent = agents.load(path)
+            agent = agents.load(path, game=env)
             meta = read_meta(path)
             stored = _stored_digest(path) if meta.get("history_keys", []) is None else None
         except CheckpointError as exc:
@@ -1020,6 +1021,19 @@ def _resumed_agent(
     return _build_agent(entry.agent, entry.env_id, entry, seed)
 
 
+def _hf_env_of(config: dict[str, Any]) -> Any:
+    """The ``nlhf/HFTokenDuel-v0`` env of a run's ``config.yml`` (``None`` for other envs)."""
+    from nlhf_envs.registration import HF_ENV_IDS
+
+    env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
+    if env_id not in HF_ENV_IDS:
+        return None
+    from agents.registry import resolve_target, user_env_kwargs
+
+    with user_env_kwargs(env_id, kwargs):
+        return resolve_target(env_id, kwargs)[1]
+
+
 def _stored_digest(path: Path) -> str | None:
     """The history digest a periodic checkpoint records (``None`` for files from before it)."""
     import numpy as np
@@ -1044,9 +1058,9 @@ def _stored_digest(path: Path) -> str | None:
 
 
 def _text_ids() -> list[str]:
-    from nlhf_envs.registration import TEXT_ENV_IDS
+    from nlhf_envs.registration import HF_ENV_IDS, TEXT_ENV_IDS
 
-    return list(TEXT_ENV_IDS)
+    return [*TEXT_ENV_IDS, *HF_ENV_IDS]
 
 
 def _config_kwargs(config: Any) -> dict[str, Any]:

@@ -1,0 +1,868 @@
+"""Policy backends of the token-level agents: the native ``TinyCausalLM`` and any Hugging Face causal LM.
+
+The token agents (:mod:`agents.text`) have one code path. What they need of a backend is:
+
+* a **policy**: a ``torch.nn.Module`` with the duel engine's signature
+  ``policy(input_ids, attention_mask=None, past_key_values=None) -> (logits, cache)``
+  (:class:`~nlhf_envs.text.engine.Policy`), so that ``copy.deepcopy``, ``state_dict``,
+  ``parameters``, ``train``/``eval`` and :func:`~nlhf_envs.text.engine.token_log_probs` work as
+  they do on :class:`~nlhf_envs.text.models.TinyCausalLM`;
+* a **reference** ``pi_ref`` of the same signature (frozen);
+* a **duel engine**: ``sample_prompts``, ``generate``, ``generate_pair`` and ``score`` of
+  :class:`~nlhf_envs.text.engine.DuelEngine`, a ``judge`` and optionally a ground ``truth``
+  whose ``prob(prompt_ids, a, b, prompt_mask=, mask_a=, mask_b=)`` gives ``P(a > b | x)``.
+
+:func:`make_backend` picks the backend from the env: ``nlhf/TokenDuel-v*`` (the synthetic worlds)
+gets the native one; ``nlhf/HFTokenDuel-v0``
+(:class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`) gets the Hugging Face one:
+
+* the policy is :class:`HFCausalPolicy` around a copy of the env's reference causal LM (full
+  fine-tuning), or a LoRA adapter on it (``lora`` config block, :class:`LoraSettings`);
+* the engine is :class:`HFDuelEngine`: the env's prompts (encoded as the env encodes them,
+  left-padded to ``max_prompt_tokens``), the env's EOS, and the env's *text* judge on decoded
+  answers (:class:`TextJudgeProbs`).
+
+On :meth:`HFTokenDuelEnv.from_world("nlhf/TinyTokenDuel-v0")
+<nlhf_envs.text.hf_env.HFTokenDuelEnv.from_world>` both backends play the same game with the same
+weights, so a seeded run draws the same prompts, answers and outcomes and reaches the same exact
+Nash metrics (``tests/agents/text/test_hf_backend.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.config import ConfigError
+from nlhf_envs.text.engine import DuelEngine, Generation, _check_prompts, generate
+
+__all__ = [
+    "AdapterDisabled",
+    "Backend",
+    "LoraSettings",
+    "HFCausalPolicy",
+    "HFDuelEngine",
+    "TextJudgeProbs",
+    "export_merged",
+    "hf_folder_of",
+    "is_hf_env",
+    "make_backend",
+    "save_hf_folder",
+    "with_lora",
+]
+
+
+def is_hf_env(env: Any) -> bool:
+    """Whether ``env`` is the Hugging Face token duel (``nlhf/HFTokenDuel-v0``)."""
+    meta = getattr(env, "metadata", None) or {}
+    return meta.get("name") == "nlhf/HFTokenDuel-v0"
+
+
+@dataclass
+class LoraSettings:
+    """The ``lora`` config block: train a LoRA adapter (Hu et al., "LoRA: Low-Rank Adaptation of
+    Large Language Models", ICLR 2022, arXiv 2106.09685) on the env's reference instead of all its
+    weights (``nlhf/HFTokenDuel-v0`` only; needs ``peft``).
+
+    ``pi_ref`` is then the same model with its adapter *disabled* (``disable_adapter()``), which is
+    exactly the base model (``get_base_model()`` is not: it keeps the LoRA layers active).
+
+    Attributes:
+        rank: the adapter's rank ``r``.
+        alpha: the scaling numerator (the update is ``(alpha / r) B A``).
+        dropout: dropout on the adapter's input while scoring (answers are sampled without it).
+        target_modules: names (or name suffixes) of the layers that get an adapter (``None``:
+            ``peft``'s default for the architecture, e.g. ``c_attn`` for GPT-2).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"rank: must be an integer >= 1; got {self.rank}")
+        if not self.alpha > 0:
+            raise ConfigError(f"alpha: must be > 0; got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must lie in [0, 1); got {self.dropout}")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("target_modules: give at least one module name (or null)")
+
+
+@dataclass
+class Backend:
+    """What :class:`~agents.text.common.TextAgent` is built from.
+
+    Attributes:
+        kind: ``"native"`` (``TinyCausalLM``), ``"hf"`` (a ``transformers`` causal LM, full
+            fine-tuning) or ``"lora"`` (a LoRA adapter on it).
+        engine: the duel engine (:class:`~nlhf_envs.text.engine.DuelEngine` or
+            :class:`HFDuelEngine`).
+        truth: the ground truth ``P*`` (``None`` when the game has none: a Hugging Face env not
+            built from a synthetic world).
+        reference: ``pi_ref`` (frozen, on the agent's device); with LoRA, ``None`` until
+            :meth:`reference_for` gives the adapter-disabled view of the policy.
+        initial: what ``pi_theta`` starts as (see :meth:`trainable_copy`).
+    """
+
+    kind: str
+    engine: Any
+    truth: Any
+    reference: Any
+    initial: torch.nn.Module
+
+    def trainable_copy(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``pi_theta``: a trainable copy of ``module`` on ``device``, in training mode (all its
+        weights trainable; with LoRA, only the adapter's)."""
+        memo: dict[int, Any] = {}
+        if self.kind == "lora":  # the frozen base weights are shared, not copied
+            memo = {id(p): p for p in module.parameters() if not p.requires_grad}
+        model = copy.deepcopy(module, memo).to(device).train()
+        if self.kind == "lora":
+            for name, p in model.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        return model
+
+    def policy_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores of ``pi_theta``: every weight, or with LoRA the adapter's."""
+        state = model.state_dict()
+        if self.kind == "lora":
+            return {k: v for k, v in state.items() if "lora_" in k}
+        return state
+
+    def load_policy_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`policy_state` output into ``model`` (exact; refuses other keys)."""
+        if self.kind != "lora":
+            model.load_state_dict(state)
+            return
+        own = {k for k in model.state_dict() if "lora_" in k}
+        if set(state) != own:
+            odd = sorted(set(state) ^ own)
+            raise ValueError(
+                f"the stored adapter does not fit the configured lora block ({len(odd)} "
+                f"weights differ, e.g. {odd[0]!r})"
+            )
+        model.load_state_dict(state, strict=False)
+
+    def reference_for(self, model: Any) -> Any:
+        """``pi_ref`` of an agent whose policy is ``model``: the backend's frozen reference, or,
+        with LoRA, :class:`AdapterDisabled` on ``model``."""
+        if self.kind == "lora" and model is not None:
+            return AdapterDisabled(model)
+        return self.reference
+
+
+class AdapterDisabled:
+    """``pi_ref`` of a LoRA policy: the same :class:`HFCausalPolicy` called with its adapters
+    disabled (``PeftModel.disable_adapter()``, entered around every call, so a KV-cached
+    geometric mixture that alternates policy and reference calls sees each model as it is), and
+    without gradients. This is exactly the base model; ``get_base_model()`` is not (peft keeps its
+    LoRA layers active there).
+
+    Args:
+        policy: an :class:`HFCausalPolicy` around a ``peft`` model.
+    """
+
+    def __init__(self, policy: HFCausalPolicy) -> None:
+        self.policy = policy
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of tokens the policy scores."""
+        return self.policy.vocab_size
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits and cache of the base model (see :class:`HFCausalPolicy`)."""
+        with torch.no_grad(), self.policy.lm.disable_adapter():
+            return self.policy(input_ids, attention_mask, past_key_values)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AdapterDisabled:
+        return AdapterDisabled(copy.deepcopy(self.policy, memo))
+
+
+# ---------------------------------------------------------------------------------- HF policy
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0: generation and scoring must see the same policy."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+class HFCausalPolicy(torch.nn.Module):
+    """A ``transformers`` causal LM (or a PEFT model around one) as a duel policy module.
+
+    ``forward(input_ids, attention_mask=None, past_key_values=None) -> (logits, cache)`` as
+    :class:`~nlhf_envs.text.engine.Policy`: position ids are computed from the attention mask, so
+    left-padded prompts and the KV cache work; logits are cut to ``num_tokens`` (the tokenizer's
+    size, when the model pads its embedding matrix) and returned in float32, and
+    ``suppress_tokens`` get ``-1e4`` (never sampled), as
+    :class:`~nlhf_envs.text.hf.HFPolicy` does for the env's reference.
+
+    Args:
+        lm: the causal LM. Its dropout never acts (it stays in eval mode, see :meth:`train`), so
+            log-probs of scoring equal those of sampling; a LoRA adapter's dropout stays.
+        num_tokens: the action space's size (the env's ``vocab_size``).
+        suppress_tokens: bool ``[num_tokens]`` mask of tokens never emitted (or ``None``).
+        precision: ``"fp32"`` or ``"bf16"`` (the forward pass under ``torch.autocast`` in
+            bfloat16 on the input's device; logits are returned in float32).
+    """
+
+    def __init__(
+        self,
+        lm: Any,
+        num_tokens: int,
+        suppress_tokens: torch.Tensor | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        from nlhf_envs.text.hf import _cache_keyword
+
+        super().__init__()
+        self.lm = lm
+        self.precision = precision
+        self.num_tokens = int(num_tokens)
+        self._cache_kw = _cache_keyword(lm)
+        mask = (
+            torch.zeros(self.num_tokens, dtype=torch.bool)
+            if suppress_tokens is None
+            else suppress_tokens.clone().bool()
+        )
+        self.register_buffer("suppress_mask", mask, persistent=False)
+        self._suppress = bool(mask.any())
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of tokens the policy scores."""
+        return self.num_tokens
+
+    def train(self, mode: bool = True) -> HFCausalPolicy:
+        """Training mode for the policy, never for the causal LM's own layers: models read
+        ``self.training`` for attention dropout (GPT-2 passes ``config.attn_pdrop`` to SDPA), so
+        the LM stays in eval mode and only a LoRA adapter's dropout follows ``mode``."""
+        super().train(mode)
+        self.lm.eval()
+        if mode:
+            for name, module in self.lm.named_modules():
+                if "lora_dropout" in name:
+                    module.train()
+        return self
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits ``[B, T, V]`` (float32) and the model's cache."""
+        from nlhf_envs.text.hf import _output_cache
+
+        t = input_ids.shape[1]
+        if attention_mask is None:
+            past = 0 if past_key_values is None else int(past_key_values.get_seq_length())
+            attention_mask = torch.ones(
+                input_ids.shape[0], past + t, dtype=torch.long, device=input_ids.device
+            )
+        mask = attention_mask.long()
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
+        with torch.autocast(
+            input_ids.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):
+            out = self.lm(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **kwargs,
+            )
+        logits = out.logits
+        if logits.shape[-1] != self.num_tokens:
+            logits = logits[..., : self.num_tokens]
+        logits = logits.float()
+        if self._suppress:
+            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
+        return logits, _output_cache(out)
+
+
+# ---------------------------------------------------------------------------------- HF engine
+
+
+class TextJudgeProbs:
+    """The env's text judge with the token-level ``prob`` interface of the engine's judges.
+
+    ``prob(prompt_ids, a, b, prompt_mask=, mask_a=, mask_b=)`` maps each prompt row back to the
+    prompt it encodes (every prompt of the env is registered by :class:`HFDuelEngine`), decodes
+    both answers without special tokens (as the env does) and asks the judge, in one batch, for
+    ``P(a > b | x)``.
+    """
+
+    def __init__(self, env: Any, texts: dict[tuple[int, ...], str]) -> None:
+        self.env = env
+        self.texts = texts
+        self.device = torch.device("cpu")
+
+    def _decode(self, tokens: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        rows = [tokens[i][mask[i]].tolist() for i in range(tokens.shape[0])]
+        return self.env.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def prob(
+        self,
+        prompt_ids: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        *,
+        prompt_mask: torch.Tensor,
+        mask_a: torch.Tensor,
+        mask_b: torch.Tensor,
+    ) -> torch.Tensor:
+        """``P(a > b | x)``, float32 ``[B]`` on the CPU."""
+        ids, pm = prompt_ids.cpu(), prompt_mask.cpu().bool()
+        prompts = []
+        for i in range(ids.shape[0]):
+            key = tuple(ids[i][pm[i]].tolist())
+            if key not in self.texts:
+                raise ValueError(f"prompt row {i} is not one of the env's prompts")
+            prompts.append(self.texts[key])
+        ta, tb = self._decode(a.cpu(), mask_a.cpu()), self._decode(b.cpu(), mask_b.cpu())
+        return self.env._judge(prompts, list(zip(ta, tb, strict=True)))
+
+
+class HFDuelEngine(DuelEngine):
+    """:class:`~nlhf_envs.text.engine.DuelEngine` over an ``nlhf/HFTokenDuel-v0`` env.
+
+    Prompts are the env's (``env.prompts[split]``, encoded once by ``env.encode_prompt`` and
+    left-padded with the pad id to ``max_prompt_tokens``); answers end with the env's EOS; the
+    judge is the env's text judge on decoded answers (:class:`TextJudgeProbs`). ``generate_pair``,
+    ``score`` and ``play`` are the parent's. The ground truth exists only for envs built by
+    ``HFTokenDuelEnv.from_world`` (the world's annotator population; same token ids).
+
+    Args:
+        env: the :class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`.
+        payer: ``"judge"`` or ``"ground_truth"`` (``from_world`` envs only).
+        max_new_tokens: the longest answer, EOS included.
+        device: where prompts and answers live.
+        sampler: as in :class:`~nlhf_envs.text.engine.DuelEngine`.
+        reward_mode: the payment rule (only ``outcome`` and ``prob`` are read by the agents).
+
+    Raises:
+        agents.config.ConfigError: for ``payer="ground_truth"`` on an env without a ground truth.
+    """
+
+    def __init__(  # noqa: D107 - documented on the class
+        self,
+        env: Any,
+        *,
+        payer: str = "judge",
+        max_new_tokens: int | None = None,
+        device: torch.device | str = "cpu",
+        sampler: str = "multinomial",
+        reward_mode: str = "outcome",
+    ) -> None:
+        from nlhf_envs.rewards import check_reward_mode
+        from nlhf_envs.text.hf_prompts import prompt_text
+
+        self.env = env
+        self.world = getattr(env, "world", None)
+        self.sampler = sampler
+        self.reward_mode = check_reward_mode(reward_mode)
+        self.payer = payer
+        self.device = torch.device(device)
+        self.max_new_tokens = int(env.max_new_tokens if max_new_tokens is None else max_new_tokens)
+        self.prompt_len = int(env.max_prompt_tokens)
+        self.eos_id, self.pad_id = int(env.eos_id), int(env.pad_id)
+        self.vocab_size = int(env.vocab_size)
+        self.tokenizer = env.tokenizer
+        self._splits: dict[str, tuple[list[str], torch.Tensor, torch.Tensor]] = {}
+        texts: dict[tuple[int, ...], str] = {}
+        for split in ("train", "heldout"):
+            for i, prompt in enumerate(env.prompts[split]):
+                texts.setdefault(tuple(env.encode_prompt(prompt, i)), prompt_text(prompt))
+        self.judge = TextJudgeProbs(env, texts)
+        self.truth = None
+        if self.world is not None:
+            from nlhf_envs.text.ground_truth import ground_truth
+
+            self.truth = ground_truth(self.world)
+        elif payer == "ground_truth":
+            raise ConfigError(
+                "payer: 'ground_truth' needs a game with a ground truth (an HFTokenDuel env built "
+                "by HFTokenDuelEnv.from_world); this env has only its judge"
+            )
+
+    def _split(self, split: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        if split not in self._splits:
+            from nlhf_envs.text.hf_prompts import prompt_text
+
+            pool = self.env.prompts.get(split) if split in ("train", "heldout", "all") else None
+            if not pool:
+                raise ValueError(f"the env has no {split!r} prompts")
+            width = self.prompt_len
+            ids = torch.full((len(pool), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(pool), width), dtype=torch.bool)
+            for r, prompt in enumerate(pool):
+                row = self.env.encode_prompt(prompt, r)
+                ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                mask[r, width - len(row) :] = True
+            texts = [prompt_text(p) for p in pool]
+            self._splits[split] = (texts, ids.to(self.device), mask.to(self.device))
+        return self._splits[split]
+
+    def encode_prompts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask of ``texts`` (each must be one of the env's prompts)."""
+        rows = [self.env.encode_prompt(t, i) for i, t in enumerate(texts)]
+        width = self.prompt_len
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[r, width - len(row) :] = True
+        return ids.to(self.device), mask.to(self.device)
+
+    def sample_prompts(
+        self, batch_size: int, generator: torch.Generator, split: str = "train"
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` prompts of the env's ``split`` uniformly: ``(texts, ids, mask)``
+        (the draw of :meth:`DuelEngine.sample_prompts`: one ``randint`` of the generator)."""
+        texts, ids, mask = self._split(split)
+        pick = torch.randint(
+            len(texts), (batch_size,), generator=generator, device=generator.device
+        )
+        pick_list = pick.tolist()
+        pick = pick.to(ids.device)
+        return [texts[i] for i in pick_list], ids[pick], mask[pick]
+
+    def generate(
+        self,
+        policy: Any,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+    ) -> Generation:
+        """:func:`~nlhf_envs.text.engine.generate` with the env's EOS and ``max_new_tokens``."""
+        _check_prompts(prompt_ids, prompt_mask, self.vocab_size)
+        training = [m for m in _modules_of(policy) if m.training]
+        for m in training:  # sample without (LoRA) dropout
+            m.eval()
+        try:
+            return generate(
+                policy,
+                prompt_ids,
+                prompt_mask,
+                self.max_new_tokens,
+                generator=generator,
+                temperature=temperature,
+                use_cache=use_cache,
+                eos_id=self.eos_id,
+                sampler=self.sampler,
+            )
+        finally:
+            for m in training:
+                m.train()
+
+
+def _modules_of(policy: Any, depth: int = 0) -> list[torch.nn.Module]:
+    """The modules a policy runs: itself, or those of a geometric mixture / reference view."""
+    if isinstance(policy, torch.nn.Module):
+        return [policy]
+    if depth > 2:
+        return []
+    found: list[torch.nn.Module] = []
+    for attr in ("policy", "reference"):
+        part = getattr(policy, attr, None)
+        if part is not None:
+            found += [m for m in _modules_of(part, depth + 1) if all(m is not f for f in found)]
+    return found
+
+
+# ---------------------------------------------------------------------------------- factory
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in eval mode without gradients (in place); returns it."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def make_backend(
+    env: Any, config: Any, device: torch.device, reference: Any = None, seed: int = 0
+) -> Backend:
+    """The backend of ``env`` (see the module docstring).
+
+    Args:
+        env: the token-duel env (native or ``nlhf/HFTokenDuel-v0``).
+        config: the agent's :class:`~agents.text.common.TextAgentConfig`.
+        device: the agent's device.
+        reference: ``pi_ref`` to use instead of the env's (native: a ``TinyCausalLM``; Hugging
+            Face: a causal LM with the env's vocabulary, e.g. from a checkpoint).
+        seed: seeds a LoRA adapter's random initialisation (its ``A`` matrices).
+
+    Raises:
+        agents.config.ConfigError: for a config the backend cannot run.
+        TypeError: for an env that is neither.
+    """
+    max_new = config.max_new_tokens or env.max_new_tokens
+    if max_new > env.max_new_tokens:
+        raise ConfigError(
+            f"max_new_tokens: {max_new} exceeds the env's max_new_tokens {env.max_new_tokens}"
+        )
+    if is_hf_env(env):
+        return _hf_backend(env, config, device, max_new, reference, seed)
+    return _native_backend(env, config, device, max_new, reference)
+
+
+def _native_backend(
+    env: Any, config: Any, device: torch.device, max_new: int, reference: Any
+) -> Backend:
+    from nlhf_envs.text.models import load_reference_policy
+
+    if config.lora is not None:
+        raise ConfigError(
+            "lora: LoRA adapters need a Hugging Face causal LM (nlhf/HFTokenDuel-v0); the native "
+            "TinyCausalLM is fine-tuned fully (remove the lora block)"
+        )
+    if config.init_from is not None:
+        raise ConfigError(
+            "init_from: starting from a saved Hugging Face folder needs nlhf/HFTokenDuel-v0"
+        )
+    if config.precision != "fp32":
+        raise ConfigError(
+            f"precision: {config.precision!r} is for Hugging Face causal LMs "
+            "(nlhf/HFTokenDuel-v0); the native TinyCausalLM runs in fp32"
+        )
+    judge = getattr(env, "judge", None)
+    if judge is None or not hasattr(env, "max_new_tokens"):
+        raise TypeError(
+            "env must be a token-duel parallel env (nlhf/TokenDuel-v*, with .judge and "
+            f".max_new_tokens, or nlhf/HFTokenDuel-v0); got {type(env).__name__}"
+        )
+    world = getattr(env, "world", None)
+    if judge.device != device and hasattr(judge, "to"):
+        judge = copy.deepcopy(judge).to(device)
+    engine = DuelEngine(
+        judge,
+        payer=config.payer,
+        max_new_tokens=max_new,
+        device=device,
+        world=world,
+        sampler=config.sampler,
+    )
+    truth = getattr(env, "truth", None)
+    if truth is None:
+        from nlhf_envs.text.ground_truth import ground_truth
+
+        truth = ground_truth(world)
+    ref = reference if reference is not None else load_reference_policy(world=world)
+    return Backend("native", engine, truth, frozen(copy.deepcopy(ref)).to(device), ref)
+
+
+def _hf_backend(
+    env: Any, config: Any, device: torch.device, max_new: int, reference: Any, seed: int
+) -> Backend:
+    if config.eval_every and not env.prompts["heldout"]:
+        raise ConfigError(
+            "eval_every: the env has no held-out prompts to evaluate on (give the env "
+            "heldout_prompts= or heldout_fraction=, or set eval_every: 0)"
+        )
+    engine = HFDuelEngine(
+        env, payer=config.payer, max_new_tokens=max_new, device=device, sampler=config.sampler
+    )
+    lm = copy.deepcopy(env.reference_model if reference is None else reference)
+    _disable_dropout(lm)
+    suppress = env.reference.suppress_mask
+    start = _start_folder(config.init_from, config.lora is not None, env.reference_model)
+    if config.lora is None:
+        ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress, config.precision)).to(device)
+        if start is None:
+            return Backend("hf", engine, engine.truth, ref, ref)
+        init = copy.deepcopy(lm)
+        _load_full(init, start)
+        initial = frozen(HFCausalPolicy(init, env.vocab_size, suppress, config.precision))
+        return Backend("hf", engine, engine.truth, ref, initial)
+    with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
+        torch.manual_seed(seed)
+        policy = HFCausalPolicy(
+            with_lora(lm, config.lora), env.vocab_size, suppress, config.precision
+        )
+    if start is not None:
+        _load_adapter(policy.lm, start)
+    return Backend("lora", engine, engine.truth, None, policy)
+
+
+def _start_folder(init_from: str | None, lora: bool, reference_model: Any) -> Path | None:
+    """The checked folder of ``init_from`` (``None`` without one).
+
+    Raises:
+        agents.config.ConfigError: for a folder that is not a saved model or adapter, an adapter
+            without a ``lora`` block (or a full model with one), or an adapter whose base model
+            is not the env's reference.
+    """
+    if init_from is None:
+        return None
+    folder = Path(init_from)
+    adapter = (folder / "adapter_config.json").is_file()
+    if not adapter and not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"init_from: {folder} is not a saved model or adapter folder (no config.json or "
+            "adapter_config.json)"
+        )
+    if adapter and not lora:
+        raise ConfigError(
+            f"init_from: {folder} holds a LoRA adapter; give the lora block it was trained with"
+        )
+    if not adapter and lora:
+        raise ConfigError(
+            f"init_from: {folder} holds a full model, but with a lora block pi_ref is the model "
+            "under the adapter: start LoRA from the env's reference (remove init_from)"
+        )
+    if adapter:
+        import json
+
+        try:
+            base = json.loads((folder / "adapter_config.json").read_text())[
+                "base_model_name_or_path"
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"init_from: {folder}/adapter_config.json names no base model"
+            ) from None
+        if not base or not Path(base).is_dir():
+            raise ConfigError(f"init_from: the adapter's base model {base!r} is not a local folder")
+        import transformers
+
+        base_model = transformers.AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+        mine, theirs = reference_model.state_dict(), base_model.state_dict()
+        same = set(mine) == set(theirs) and all(
+            mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k]) for k in mine
+        )
+        if not same:
+            raise ConfigError(
+                f"init_from: the adapter's base model {base} is not the env's reference model "
+                "(its weights differ)"
+            )
+    return folder
+
+
+def _safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = folder / name
+    if not path.is_file():
+        raise ConfigError(f"init_from: {folder} has no {name}")
+    return load_file(str(path))  # a safe format: tensors only, nothing is unpickled
+
+
+def _load_full(lm: Any, folder: Path) -> None:
+    """Load a saved full model's weights into ``lm`` (a copy of the env's reference)."""
+    state = _safetensors(folder, "model.safetensors")
+    own = lm.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("lm_head.weight")]
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    extra = [k for k in state if k not in own]
+    if missing or bad or extra:
+        odd = (missing + bad + extra)[0]
+        raise ConfigError(
+            f"init_from: {folder} is not a model of the env's reference architecture "
+            f"({len(missing)} weights missing, {len(bad)} of another shape, {len(extra)} unknown, "
+            f"e.g. {odd!r})"
+        )
+    lm.load_state_dict(state, strict=False)
+    if hasattr(lm, "tie_weights"):
+        lm.tie_weights()
+
+
+def _load_adapter(peft_model: Any, folder: Path) -> None:
+    """Load a saved adapter's weights into the fresh adapter of ``peft_model`` (exactly)."""
+    from peft import set_peft_model_state_dict
+
+    state = _safetensors(folder, "adapter_model.safetensors")
+    try:
+        result = set_peft_model_state_dict(peft_model, state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1]
+        raise ConfigError(
+            f"init_from: the adapter in {folder} does not fit the lora block ({first})"
+        ) from None
+    loaded = {k for k in peft_model.state_dict() if "lora_" in k} - set(result.missing_keys)
+    want = {k for k in peft_model.state_dict() if "lora_" in k}
+    if result.unexpected_keys or loaded != want:
+        raise ConfigError(
+            f"init_from: the adapter in {folder} does not fit the lora block (its layers or "
+            "target modules differ)"
+        )
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)
+
+
+def with_lora(lm: Any, lora: LoraSettings) -> Any:
+    """``lm`` (modified in place) inside a ``peft`` model with one fresh LoRA adapter
+    (``"default"``; ``B = 0``, so it starts exactly at ``lm``). GPT-2's ``Conv1D`` layers get
+    ``fan_in_fan_out``. No ``modules_to_save``: every base weight stays frozen.
+
+    Raises:
+        agents.config.ConfigError: when ``peft`` is missing, or a target module matches no layer
+            of ``lm`` (one line naming it and the model's layers).
+    """
+    try:
+        import peft
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+    except ImportError:
+        raise ConfigError("lora: needs the peft package (pip install 'nlhf-zoo[hf]')") from None
+    names = [n for n, _ in lm.named_modules() if n]
+    targets = lora.target_modules
+    if targets is None:
+        model_type = getattr(lm.config, "model_type", None)
+        if model_type not in defaults:
+            raise ConfigError(
+                f"lora.target_modules: peft has no default for model type {model_type!r}; name "
+                "the layers (e.g. [q_proj, v_proj])"
+            )
+        targets = list(defaults[model_type])
+    missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if missing:
+        layers = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in lm.named_modules()
+                if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"
+            }
+        )
+        raise ConfigError(
+            f"lora.target_modules: {', '.join(map(repr, missing))} match no module of "
+            f"{type(lm).__name__} (its linear layers: {', '.join(layers)})"
+        )
+    conv1d = any(
+        type(m).__name__ == "Conv1D"
+        for n, m in lm.named_modules()
+        if any(_matches(n, t) for t in targets)
+    )
+    cfg = peft.LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(targets),
+        fan_in_fan_out=conv1d,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question
+        warnings.simplefilter("ignore", FutureWarning)
+        return peft.get_peft_model(lm, cfg)
+
+
+# ---------------------------------------------------------------------------------- HF folders
+
+
+def hf_folder_of(checkpoint: str | os.PathLike[str]) -> Path:
+    """The Hugging Face folder saved next to a checkpoint: ``final.npz`` -> ``final_hf``."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + "_hf")
+
+
+def _local_folder(model: Any) -> Path | None:
+    name = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", "")
+    path = Path(name) if name else None
+    if path is not None and (path / "config.json").is_file():
+        return path.resolve()
+    return None
+
+
+def _replace_folder(tmp: Path, folder: Path) -> None:
+    """Put ``tmp`` at ``folder``, replacing an older one only once the new one is complete."""
+    old = folder.with_name(f"{folder.name}.old{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_hf_folder(agent: Any, folder: str | os.PathLike[str], *, merged: bool = False) -> Path:
+    """Write ``agent``'s policy as a Hugging Face folder (written aside, then moved in place).
+
+    Full fine-tuning: the model's ``save_pretrained`` output (``config.json``,
+    ``model.safetensors``) and the tokenizer. LoRA: the adapter's ``save_pretrained`` output
+    (``adapter_config.json``, ``adapter_model.safetensors``) and the tokenizer; the adapter's
+    ``base_model_name_or_path`` is the env's reference folder when the env loaded it from one,
+    else the reference is saved in ``base_model/`` inside the folder. ``merged=True`` writes the
+    merged model instead (``merge_and_unload``: a plain causal LM). Without LoRA it changes
+    nothing.
+
+    Returns:
+        The folder.
+    """
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(folder)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return _save_hf_folder(agent, folder, merged)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        lm = agent.model.lm
+        kind = agent.backend.kind
+        if kind == "lora" and merged:
+            lm = copy.deepcopy(lm).merge_and_unload()  # a copy: the agent keeps its adapter
+            kind = "hf"
+        if kind == "lora":
+            base = _local_folder(agent.env.reference_model)
+            if base is None:  # the env's reference was built in memory: keep a copy with it
+                base = (folder / "base_model").resolve()
+                agent.env.reference_model.save_pretrained(tmp / "base_model")
+                agent.env.tokenizer.save_pretrained(tmp / "base_model")
+            config = lm.peft_config["default"]
+            before = config.base_model_name_or_path
+            config.base_model_name_or_path = str(base)
+            try:
+                lm.save_pretrained(tmp)
+            finally:
+                config.base_model_name_or_path = before
+        else:
+            lm.save_pretrained(tmp)
+        agent.env.tokenizer.save_pretrained(tmp)
+        _replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def export_merged(agent: Any, folder: str | os.PathLike[str]) -> Path:
+    """Write ``agent``'s policy with its LoRA adapter merged into the base weights (a plain
+    ``AutoModelForCausalLM`` folder with the tokenizer; full fine-tuning: the model as it is)."""
+    return save_hf_folder(agent, folder, merged=True)

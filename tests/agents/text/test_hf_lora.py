@@ -1,0 +1,173 @@
+"""LoRA on the Hugging Face path (issue 22, item 2): ``pi_ref`` is the adapter model with its
+adapter disabled (exactly the base model), Nash-MD's geometric mixture uses it, Nash-MP's frozen
+``pi_k`` is a copy of the adapter over the shared base, and bad blocks get one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("peft")
+
+import agents  # noqa: E402
+from agents.config import ConfigError  # noqa: E402
+from agents.text.backend import AdapterDisabled  # noqa: E402
+from agents.text.common import frozen_copy  # noqa: E402
+from nlhf_envs.text.engine import GeometricMixture, token_log_probs  # noqa: E402
+from nlhf_envs.text.hf import HFPolicy  # noqa: E402
+from nlhf_envs.text.hf_env import HFTokenDuelEnv  # noqa: E402
+
+LORA = {"rank": 4, "alpha": 8.0, "target_modules": ["c_attn", "c_fc"]}
+CONFIG = {"batch_size": 8, "eval_every": 0, "lr": 2e-2, "lora": LORA}
+
+
+@pytest.fixture(scope="module")
+def hf_env():
+    return HFTokenDuelEnv.from_world("nlhf/TinyTokenDuel-v0")
+
+
+def _base(env):
+    """The env's reference model as a policy (the base the adapter sits on)."""
+    return HFPolicy(
+        env.reference_model,
+        num_tokens=env.vocab_size,
+        suppress_tokens=env.reference.suppress_mask.nonzero().flatten().tolist(),
+    )
+
+
+def _batch(agent, n=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    _, ids, mask = agent.engine.sample_prompts(n, gen)
+    y = agent.engine.generate(agent.model, ids, mask, gen)
+    return ids, mask, y
+
+
+def test_lora_trains_only_the_adapter_and_starts_at_pi_ref(hf_env):
+    agent = agents.make("online_ipo", hf_env, seed=0, **CONFIG)
+    lm = agent.model.lm
+    assert type(lm).__name__ == "PeftModelForCausalLM"
+    trained = {id(p) for g in agent.optimizer.param_groups for p in g["params"]}
+    names = [n for n, p in lm.named_parameters() if id(p) in trained]
+    assert names and all("lora_" in n for n in names)
+    assert all(not p.requires_grad for n, p in lm.named_parameters() if "lora_" not in n)
+    ids, mask, y = _batch(agent)
+    with torch.no_grad():
+        lp = token_log_probs(agent.model, ids, mask, y.tokens, y.mask)
+        lb = token_log_probs(_base(hf_env), ids, mask, y.tokens, y.mask)
+    assert (lp - lb).abs().max() == 0.0  # B = 0: the fresh adapter is pi_ref
+
+
+def test_pi_ref_is_the_base_model_exactly_after_training(hf_env):
+    agent = agents.make("nash_md", hf_env, seed=0, **CONFIG)
+    agent.learn(num_iterations=4)
+    assert isinstance(agent.reference, AdapterDisabled)
+    ids, mask, y = _batch(agent, seed=1)
+    with torch.no_grad():
+        l_ref = token_log_probs(agent.reference, ids, mask, y.tokens, y.mask)
+        l_base = token_log_probs(_base(hf_env), ids, mask, y.tokens, y.mask)
+        l_pi = token_log_probs(agent.model, ids, mask, y.tokens, y.mask)
+        # the trap: get_base_model() keeps the LoRA layers active
+        trap = HFPolicy(agent.model.lm.get_base_model(), num_tokens=hf_env.vocab_size)
+        l_trap = token_log_probs(trap, ids, mask, y.tokens, y.mask)
+    assert (l_ref - l_base).abs().max() == 0.0
+    assert (l_pi - l_base).abs().max() > 1e-3  # the adapter has moved pi_theta
+    assert (l_trap - l_base).abs().max() > 1e-3
+    # the adapter is enabled again after each reference call
+    with torch.no_grad():
+        assert torch.equal(token_log_probs(agent.model, ids, mask, y.tokens, y.mask), l_pi)
+
+
+def test_nash_md_mixture_uses_the_adapter_disabled_reference(hf_env):
+    agent = agents.make("nash_md", hf_env, seed=0, **CONFIG)
+    agent.learn(num_iterations=4)
+    ids, mask, _ = _batch(agent, seed=2)
+    base = _base(hf_env)
+    with torch.no_grad():
+        mix = GeometricMixture(agent.model, agent.reference, 0.5)
+        logits, _ = mix(ids, attention_mask=mask)
+        lp, _ = agent.model(ids, attention_mask=mask)
+        lb, _ = base(ids, attention_mask=mask)
+        want = 0.5 * F.log_softmax(lp.float(), -1) + 0.5 * F.log_softmax(lb.float(), -1)
+        assert (logits - want)[mask].abs().max() <= 1e-6
+    # c = 1: the KV-cached mixture samples the base model's answers with its log-probs
+    gen = torch.Generator().manual_seed(4)
+    y2 = agent.engine.generate(GeometricMixture(agent.model, agent.reference, 1.0), ids, mask, gen)
+    with torch.no_grad():
+        lb_y2 = token_log_probs(base, ids, mask, y2.tokens, y2.mask)
+    assert (y2.log_probs - lb_y2).abs().max() <= 1e-5
+
+
+def test_nash_mp_frozen_pi_k_copies_the_adapter_and_shares_the_base(hf_env):
+    agent = agents.make("nash_mp", hf_env, seed=0, inner_steps=2, **CONFIG)
+    agent.learn(num_iterations=1)
+    pi_k = frozen_copy(agent.model)
+    base_p = dict(agent.model.lm.named_parameters())
+    twin_p = dict(pi_k.lm.named_parameters())
+    for name, p in base_p.items():
+        if "lora_" in name:
+            assert twin_p[name] is not p and torch.equal(twin_p[name], p)
+            assert not twin_p[name].requires_grad
+        else:
+            assert twin_p[name] is p  # the frozen base is shared, not copied
+    ids, mask, y = _batch(agent, seed=3)
+    with torch.no_grad():
+        before = token_log_probs(pi_k, ids, mask, y.tokens, y.mask)
+        assert torch.equal(before, token_log_probs(agent.model, ids, mask, y.tokens, y.mask))
+    agent.learn(num_iterations=2)  # two more iterations move pi_theta, not the snapshot
+    assert all(p.requires_grad for n, p in agent.model.lm.named_parameters() if "lora_" in n)
+    with torch.no_grad():
+        after = token_log_probs(pi_k, ids, mask, y.tokens, y.mask)
+        moved = token_log_probs(agent.model, ids, mask, y.tokens, y.mask)
+    assert torch.equal(before, after)
+    assert (moved - before).abs().max() > 1e-4
+
+
+def test_absent_target_module_is_one_line(hf_env):
+    with pytest.raises(ConfigError) as err:
+        agents.make("nash_mp", hf_env, lora={"target_modules": ["q_proj"]})
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("lora.target_modules: 'q_proj' match no module of GPT2LMHeadModel")
+    assert "c_attn" in msg
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"rank": 0}, "lora.rank: must be an integer >= 1; got 0"),
+        ({"dropout": 1.0}, "lora.dropout: must lie in [0, 1); got 1.0"),
+        ({"size": 3}, "lora: unknown config key(s) 'size' for LoraSettings"),
+        ("c_attn", "lora: expected a mapping of LoraSettings fields; got 'c_attn'"),
+    ],
+)
+def test_bad_lora_blocks(hf_env, block, message):
+    with pytest.raises(ConfigError) as err:
+        agents.make("online_ipo", hf_env, lora=block)
+    assert str(err.value).startswith(message)
+
+
+def test_lora_on_the_native_model_is_refused():
+    with pytest.raises(ConfigError, match="lora: LoRA adapters need a Hugging Face causal LM"):
+        agents.make("online_ipo", "nlhf/TinyTokenDuel-v0", lora={"rank": 2})
+
+
+def test_export_merged_writes_a_plain_causal_lm_and_keeps_the_adapter(hf_env, tmp_path):
+    import transformers
+
+    from agents.text.backend import export_merged
+
+    agent = agents.make("online_ipo", hf_env, seed=0, **CONFIG)
+    agent.learn(num_iterations=3)
+    ids = torch.tensor([[1, 5, 6, 7, 3]])
+    with torch.no_grad():
+        before = agent.model.lm(input_ids=ids).logits
+    folder = export_merged(agent, tmp_path / "merged")
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert not (folder / "adapter_config.json").exists()
+    merged = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - before).abs().max() <= 1e-5
+        assert torch.equal(agent.model.lm(input_ids=ids).logits, before)  # adapter kept
+        base = hf_env.reference_model(input_ids=ids).logits
+    assert (before - base).abs().max() > 1e-3
