@@ -1034,6 +1034,34 @@ def _hf_env_of(config: dict[str, Any]) -> Any:
         return resolve_target(env_id, kwargs)[1]
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``nlhf-zoo export RUN OUT``: a Hugging Face run's policy as a plain model folder (a LoRA
+    adapter merged into its base; full fine-tuning: the model) with its tokenizer."""
+    import agents
+    from agents.text.backend import export_merged
+
+    run_dir = Path(args.run)
+    final = run_dir / "final.npz"
+    state = _resume_state(run_dir, None, None)
+    env = _hf_env_of(state["config"])
+    if env is None:
+        raise UserError(
+            f"export {run_dir}: only runs on nlhf/HFTokenDuel-v0 hold a Hugging Face model "
+            f"(this run trained on {state['config']['env_id']})"
+        )
+    if not final.is_file():
+        raise UserError(f"export {run_dir}: no final.npz yet (finish the run with train --resume)")
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(
+            f"export: {out} already exists; choose a new folder (nothing is overwritten)"
+        )
+    _check_folder("export: the parent of OUT", out.parent)
+    folder = export_merged(agents.load(final, game=env), out)
+    print(f"wrote {folder}/ (AutoModelForCausalLM.from_pretrained loads it)")
+    return 0
+
+
 def _stored_digest(path: Path) -> str | None:
     """The history digest a periodic checkpoint records (``None`` for files from before it)."""
     import numpy as np
@@ -1759,6 +1787,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _add_threads_option(p)
     _add_trust_pickle_option(p)
+
+    p = add(
+        "export",
+        "write a Hugging Face run's policy as a plain model folder (LoRA merged into its base)",
+        _cmd_export,
+    )
+    p.add_argument("run", help="a train run folder on nlhf/HFTokenDuel-v0")
+    p.add_argument("out", help="a new folder for the model and its tokenizer")
 
     p = add(
         "plot", "plot a metric against preference queries for the runs of a log folder", _cmd_plot

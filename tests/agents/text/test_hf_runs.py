@@ -146,6 +146,14 @@ def test_lora_run_folder_loads_outside_nlhf_zoo_and_resumes_bit_for_bit(parts, t
     wr = np.array(data["win_rate"])
     assert wr[0, 1] + wr[1, 0] == pytest.approx(1.0)
 
+    # nlhf-zoo export: the adapter merged into a plain causal LM with the same logits
+    assert main(["export", str(full), str(tmp_path / "merged")]) == 0
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits.float() - want).abs().max() <= 1e-5
+    assert main(["export", str(full), str(tmp_path / "merged")]) == 2  # never overwritten
+
 
 def test_full_fine_tuning_run_folder_is_a_plain_causal_lm(parts, tmp_path):
     import transformers
