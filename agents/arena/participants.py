@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -223,9 +223,22 @@ def _update_hash(h: Any, value: Any) -> bool:
     if isinstance(value, PreferenceGame):
         h.update(value.fingerprint().encode())
         return True
+    if isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}:{len(value)}".encode())
+        return all(_update_hash(h, item) for item in value)
+    if isinstance(value, dict):
+        h.update(f"dict:{len(value)}".encode())
+        return all(
+            _update_hash(h, str(k)) and _update_hash(h, v) for k, v in sorted(value.items(), key=str)
+        )
     if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        h.update(json.dumps(asdict(value), sort_keys=True, default=repr).encode())
-        return True
+        # field by field (a config's values; a dataclass holding objects hashes only when each of
+        # them has hashable content: never a repr, which would hash memory addresses)
+        h.update(type(value).__qualname__.encode())
+        return all(
+            _update_hash(h, f) and _update_hash(h, getattr(value, f))
+            for f in value.__dataclass_fields__
+        )
     torch = __import__("sys").modules.get("torch")
     if torch is not None:
         if isinstance(value, torch.nn.Module):

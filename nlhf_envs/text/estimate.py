@@ -23,7 +23,6 @@ often the 95% interval covers the exact value (README: "Nash metrics for token p
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,8 +186,9 @@ def estimate_nash_metrics(
     Args:
         policy: a policy of the engine's signature.
         env_or_id: a token-duel env, id or world name (its judge pays; its ``beta`` by default),
-            or an :class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv` (then
-            :func:`~nlhf_envs.text.hf_estimate.estimate_hf_nash_metrics` estimates it).
+            or an env with its own ``estimate_nash_metrics`` method, which then estimates it (an
+            :class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`:
+            :func:`~nlhf_envs.text.hf_estimate.estimate_hf_nash_metrics`).
         split: prompt split.
         num_prompts: prompts drawn without replacement from the split (all of them when fewer).
         n: ``pi_ref`` samples per prompt on which the game is solved.
@@ -210,18 +210,16 @@ def estimate_nash_metrics(
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if payer not in ("judge", "ground_truth"):
         raise ValueError(f"unknown payer {payer!r}; expected 'judge' or 'ground_truth'")
-    hf_env = sys.modules.get("nlhf_envs.text.hf_env")  # imported iff such an env can exist
-    if hf_env is not None and isinstance(env_or_id, hf_env.HFTokenDuelEnv):
+    own = getattr(env_or_id, "estimate_nash_metrics", None)  # an env with its own estimator
+    if callable(own):
         if payer != "judge" or reference is not None:
             raise ValueError(
-                "nlhf/HFTokenDuel-v0 has no ground truth and its pi_ref is env.reference: "
+                f"{type(env_or_id).__name__} has no ground truth and its own pi_ref: "
                 "payer='judge' and reference=None only"
             )
-        from nlhf_envs.text.hf_estimate import estimate_hf_nash_metrics
-
-        return estimate_hf_nash_metrics(
-            policy, env_or_id, split=split, num_prompts=num_prompts, n=n, m=m, seed=seed,
-            beta=beta, device=device or "cpu",
+        return own(
+            policy, split=split, num_prompts=num_prompts, n=n, m=m, seed=seed, beta=beta,
+            device=device,
         )  # fmt: skip
     s, world, judge, beta, ref, device = _judged_setting(
         env_or_id, payer, beta, reference, device, policy

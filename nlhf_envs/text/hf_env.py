@@ -424,6 +424,17 @@ class HFTokenDuelEnv(AnswerDuelBase):
 
     # ----------------------------------------------------------------------------- spaces
 
+    def estimate_nash_metrics(self, policy: Any, **kwargs: Any) -> Any:
+        """Estimated exploitability and ``KL(pi* || pi)`` of ``policy`` in this game, with
+        intervals (:func:`~nlhf_envs.text.hf_estimate.estimate_hf_nash_metrics`; keywords as
+        there, ``device=None`` for the CPU). :func:`nlhf_envs.text.estimate.estimate_nash_metrics`
+        calls it for this env."""
+        from nlhf_envs.text.hf_estimate import estimate_hf_nash_metrics
+
+        if kwargs.get("device") is None:
+            kwargs["device"] = "cpu"
+        return estimate_hf_nash_metrics(policy, self, **kwargs)
+
     def fingerprint(self) -> str:
         """A short hash of the game this env plays (cached): the reference model's weights, the
         tokenizer's vocabulary, special tokens and chat template, the judge (the weights of every

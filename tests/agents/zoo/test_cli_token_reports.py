@@ -20,7 +20,7 @@ TINY = "nlhf/TinyTokenDuel-v0"
 def token_run(tmp_path_factory):
     """A short online IPO run on the tiny token duel (one torch thread, a few seconds)."""
     logs = tmp_path_factory.mktemp("logs")
-    argv = ["train", "--agent", "online_ipo", "--env", TINY, "-n", "128", "--no-progress"]
+    argv = ["train", "--agent", "online_ipo", "--env", TINY, "-n", "512", "--no-progress"]
     assert main([*argv, "--log-folder", str(logs)]) == 0
     return logs / "online_ipo" / "TinyTokenDuel-v0_1"
 
