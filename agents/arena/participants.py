@@ -229,7 +229,8 @@ def _update_hash(h: Any, value: Any) -> bool:
     if isinstance(value, dict):
         h.update(f"dict:{len(value)}".encode())
         return all(
-            _update_hash(h, str(k)) and _update_hash(h, v) for k, v in sorted(value.items(), key=str)
+            _update_hash(h, str(k)) and _update_hash(h, v)
+            for k, v in sorted(value.items(), key=str)
         )
     if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
         # field by field (a config's values; a dataclass holding objects hashes only when each of
