@@ -22,7 +22,8 @@ Two protocols (``--protocol``):
 Sub-commands:
 
 * ``tune``: every (agent, setting) of a grid (learning rates x seeds, plus eta for Nash-MP and the
-  mixture schedule for Nash-MD; PPO's ``learning_rate`` for ``sb3_ppo_selfplay``), scored by
+  mixture schedule for Nash-MD, the population size ``--histories`` for the token ``mnpo``; PPO's
+  ``learning_rate`` for ``sb3_ppo_selfplay``), scored by
   validation exploitability at the budget (mean over seeds); ``--merge`` adds to an earlier tuning
   file (coarse-to-fine searches); ``--extra`` adds settings to every point of the grid (e.g.
   ``{"optimizer": "sgd"}``) and ``--suffix`` keeps such a search in its own file;
@@ -186,9 +187,17 @@ def grid(
     beta: float,
     etas: tuple[float, ...] = (1.0, 2.0, 4.0),
     mixtures: tuple[str, ...] = ("1/16", "1/8", "1/4", "harmonic"),
+    histories: tuple[int, ...] = (2,),
 ) -> list[dict[str, Any]]:
     """The tuning grid of ``name`` (issue 11, item 3): ``lrs`` for every agent, ``eta`` in
-    ``etas x beta`` for Nash-MP, the mixture coefficients and/or the harmonic schedule for Nash-MD."""
+    ``etas x beta`` for Nash-MP, the mixture coefficients and/or the harmonic schedule for Nash-MD,
+    the population size ``history`` in ``histories`` for the token MNPO (issue 25; uniform weights,
+    8 inner steps and its default ``eta = 1 / (3 beta)``, all untuned)."""
+    if name == "mnpo":
+        return [
+            {"lr": lr, "history": h, "inner_steps": 8}
+            for lr, h in itertools.product(lrs, histories)
+        ]
     if name == "nash_mp":
         return [
             {"lr": lr, "eta": m * beta, "inner_steps": 8} for lr, m in itertools.product(lrs, etas)
@@ -257,7 +266,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         results, ran = old["results"], old.get("commands", [])
     for name in args.agents.split(","):
         etas = tuple(float(x) for x in args.etas.split(","))
-        for cfg in grid(name, lrs, judge.beta, etas, tuple(args.mixtures.split(","))):
+        histories = tuple(int(x) for x in args.histories.split(","))
+        for cfg in grid(name, lrs, judge.beta, etas, tuple(args.mixtures.split(",")), histories):
             cfg = {**cfg, **extra}
             if any(r["agent"] == name and r["config"] == cfg for r in results):
                 continue
@@ -271,7 +281,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
             best[r["agent"]] = {"config": r["config"], "val_expl": r["val_expl"]}
     ran.append(
         {"agents": args.agents, "lrs": lrs, "etas_over_beta": args.etas, "mixtures": args.mixtures,
-         "extra": extra}
+         "extra": extra, "histories": args.histories}
     )  # fmt: skip
     out = {"world": args.world, "protocol": args.protocol, "beta": judge.beta,
            "budget": args.budget, "seeds": args.seeds, "commands": ran,
@@ -469,6 +479,7 @@ def _describe(d: dict[str, Any], t: str) -> str:
 def _tune_lines(t: dict[str, Any], name: str) -> list[str]:
     grid_text = "; ".join(
         f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures {c['mixtures']}"
+        + (f", history {c['histories']}" if "mnpo" in c["agents"].split(",") else "")
         + (f", every setting with {c['extra']}" if c.get("extra") else "")
         for c in t.get("commands", [])
     ) or (f"lrs {t['lrs']}, eta/beta {t.get('etas_over_beta')}, mixtures {t.get('mixtures')}")
@@ -783,6 +794,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--suffix", default="", help="appended to the tuning file's tag")
     t.add_argument("--etas", default="1,2,4", help="Nash-MP eta / beta values")
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
+    t.add_argument("--histories", default="2", help="MNPO population sizes (history)")
     h.add_argument("--points", default="4096,8192,12288,16384,24576,32768,40960,49152")
     h.add_argument("--tuned", default=None, help="tuning file tag (default: this run's tag)")
     h.add_argument("--suffix", default="", help="appended to the result's tag (e.g. _long)")
