@@ -327,15 +327,18 @@ def summarise(raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
-    """Paired 95% intervals of Nash-MP's exploitability minus each other agent's, per evaluation
-    point (last iterate) and for the average iterate, over the shared (seed, prompt) cells."""
+def paired(
+    raws: dict[str, dict[str, Any]], rng: np.random.Generator, first: str = "nash_mp"
+) -> dict[str, Any]:
+    """Paired 95% intervals of ``first``'s exploitability (Nash-MP's by default) minus each other
+    agent's, per evaluation point (last iterate) and for the average iterate, over the shared
+    (seed, prompt) cells; keys ``"{first} - {other}"``."""
     out: dict[str, Any] = {}
-    mp = raws.get("nash_mp")
+    mp = raws.get(first)
     if mp is None:
         return out
     for name, raw in raws.items():
-        if name == "nash_mp" or raw["seeds"] != mp["seeds"]:
+        if name in (first, "nash_mp") or raw["seeds"] != mp["seeds"]:
             continue
         rows = []
         for i in range(min(len(mp["queries"]), len(raw["queries"]))):
@@ -348,7 +351,7 @@ def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[st
         if same_budget(mp["queries"][-1], raw["queries"][-1]):
             d = np.array(mp["average_test_expl"]) - np.array(raw["average_test_expl"])
             pair["average"] = {"diff": float(d.mean()), "ci": bootstrap(d, rng)}
-        out[f"nash_mp - {name}"] = pair
+        out[f"{first} - {name}"] = pair
     return out
 
 
@@ -390,11 +393,15 @@ def cmd_h2h(args: argparse.Namespace) -> None:
     per_iter = 2 * mp_cfg.get("inner_steps", 8) * COMMON["batch_size"]
     ref = judge.metrics(judge.games["test"][1].pi_ref, "test")
     budget = max(r["queries"][-1] for r in raws.values())
+    pairs = paired(raws, rng)
+    if args.label:
+        # a labelled run is also paired with every other agent of the file (its minus theirs)
+        pairs.update(paired(raws, rng, first=args.label))
     out = {
         "world": args.world, "protocol": args.protocol, "train_split": PROTOCOLS[args.protocol],
         "beta": judge.beta, "budget": budget, "tuned_from": tuned_tag,
         "pi_ref": {"expl": float(ref[0].mean()), "kl": float(ref[1].mean())},
-        "agents": summary, "paired_expl_diff": paired(raws, rng),
+        "agents": summary, "paired_expl_diff": pairs,
         "ceiling": {"queries_per_iteration": per_iter, "eta": eta,
                     "curve": ceiling(judge, budget // per_iter, eta)},
         "raw": raws,
@@ -520,15 +527,19 @@ def _h2h_lines(h: dict[str, Any], name: str) -> list[str]:
             f"{_fmt(s['average_kl'], s['average_kl_ci'])} |"
         )
     lines += ["", "Paired difference of exploitability (Nash-MP minus other, same seeds and "
-              "prompts; negative: Nash-MP less exploitable):", ""]  # fmt: skip
+              "prompts; negative: Nash-MP less exploitable)"
+              + ("; a row `a - b` is a minus b likewise" if any(
+                  not k.startswith("nash_mp - ") for k in h.get("paired_expl_diff", {}))
+                 else "") + ":", ""]  # fmt: skip
     if "paired_expl_diff" in h:
         lines += ["| pair | queries | mean difference [95% interval] |", "|---|---|---|"]
         for k, v in h["paired_expl_diff"].items():
             for r in v["last"]:
                 lines.append(f"| {k} | {r['queries']} | {_fmt(r['diff'], r['ci'])} |")
             a = v["average"]
-            other = h.get("raw", {}).get(k.removeprefix("nash_mp - "), {}).get("queries")
-            mp_q = h.get("raw", {}).get("nash_mp", {}).get("queries")
+            first, _, second = k.partition(" - ")
+            other = h.get("raw", {}).get(second, {}).get("queries")
+            mp_q = h.get("raw", {}).get(first, {}).get("queries")
             if a is None or (other and mp_q and not same_budget(other[-1], mp_q[-1])):
                 lines.append(f"| {k} | average iterate | not paired (other budgets) |")
             else:

@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 _PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "text_nash.py"
@@ -59,9 +60,9 @@ def test_mnpo_runs_through_tune_and_a_paired_h2h(bench, tmp_path):
     under ``--label`` in its own file, paired with the main file's runs, which stays unchanged."""
     res = ["--results", str(tmp_path)]
     bench.main(["tune", "--budget", "256", "--seeds", "1", "--lrs", "1e-3", "--etas", "2",
-                "--agents", "nash_mp", "--extra", SMALL, *res])  # fmt: skip
+                "--agents", "nash_mp,online_ipo", "--extra", SMALL, *res])  # fmt: skip
     bench.main(["h2h", "--budget", "256", "--seeds", "1", "--points", "256", "--agents",
-                "nash_mp", *res])  # fmt: skip
+                "nash_mp,online_ipo", *res])  # fmt: skip
     main_file = (tmp_path / "text_nash_plain.json").read_bytes()
     # MNPO at batch 16: 8 x 16 = 128 queries per iteration
     bench.main(["tune", "--budget", "256", "--seeds", "1", "--lrs", "1e-3", "--agents", "mnpo",
@@ -79,8 +80,18 @@ def test_mnpo_runs_through_tune_and_a_paired_h2h(bench, tmp_path):
     assert h2h["raw"]["nash_mp"] == json.loads(main_file)["raw"]["nash_mp"]
     assert h2h["raw"]["mnpo"]["config"] == tuned["best"]["mnpo"]["config"]
     assert h2h["agents"]["mnpo"]["curve"][-1]["queries"] == 256
-    assert [r["queries"] for r in h2h["paired_expl_diff"]["nash_mp - mnpo"]["last"]] == [0, 256]
+    # paired with Nash-MP (Nash-MP minus it) and with every other agent (it minus them)
+    assert set(h2h["paired_expl_diff"]) == {
+        "nash_mp - online_ipo", "nash_mp - mnpo", "mnpo - online_ipo"
+    }  # fmt: skip
+    pair = h2h["paired_expl_diff"]["mnpo - online_ipo"]
+    assert [r["queries"] for r in pair["last"]] == [0, 256]
+    cells = np.subtract(
+        h2h["raw"]["mnpo"]["test_expl"][-1], h2h["raw"]["online_ipo"]["test_expl"][-1]
+    )
+    assert pair["last"][-1]["diff"] == pytest.approx(cells.mean(), abs=1e-12)
     bench.main(["report", *res])
     report = (tmp_path / "text_nash.md").read_text()
     assert "## `plain_mnpo`" in report and "mnpo: lrs [0.001], eta/beta 1,2,4" in report
     assert "history 1,3" in report and "| nash_mp - mnpo | 256 |" in report
+    assert "| mnpo - online_ipo | 256 |" in report and "a row `a - b` is a minus b" in report
