@@ -485,8 +485,12 @@ def _describe(d: dict[str, Any], t: str) -> str:
 
 def _tune_lines(t: dict[str, Any], name: str) -> list[str]:
     grid_text = "; ".join(
-        f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures {c['mixtures']}"
-        + (f", history {c['histories']}" if "mnpo" in c["agents"].split(",") else "")
+        (
+            f"{c['agents']}: lrs {c['lrs']}, history {c['histories']}"
+            if set(c["agents"].split(",")) == {"mnpo"}  # MNPO alone: its own grid only
+            else f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures "
+            f"{c['mixtures']}" + (f", history {c['histories']}" if "mnpo" in c["agents"] else "")
+        )
         + (f", every setting with {c['extra']}" if c.get("extra") else "")
         for c in t.get("commands", [])
     ) or (f"lrs {t['lrs']}, eta/beta {t.get('etas_over_beta')}, mixtures {t.get('mixtures')}")

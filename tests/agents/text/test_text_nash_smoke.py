@@ -92,6 +92,6 @@ def test_mnpo_runs_through_tune_and_a_paired_h2h(bench, tmp_path):
     assert pair["last"][-1]["diff"] == pytest.approx(cells.mean(), abs=1e-12)
     bench.main(["report", *res])
     report = (tmp_path / "text_nash.md").read_text()
-    assert "## `plain_mnpo`" in report and "mnpo: lrs [0.001], eta/beta 1,2,4" in report
-    assert "history 1,3" in report and "| nash_mp - mnpo | 256 |" in report
+    assert "## `plain_mnpo`" in report and "mnpo: lrs [0.001], history 1,3, every setting" in report
+    assert "| nash_mp - mnpo | 256 |" in report
     assert "| mnpo - online_ipo | 256 |" in report and "a row `a - b` is a minus b" in report
