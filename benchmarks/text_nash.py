@@ -22,7 +22,8 @@ Two protocols (``--protocol``):
 Sub-commands:
 
 * ``tune``: every (agent, setting) of a grid (learning rates x seeds, plus eta for Nash-MP and the
-  mixture schedule for Nash-MD; PPO's ``learning_rate`` for ``sb3_ppo_selfplay``), scored by
+  mixture schedule for Nash-MD, the population size ``--histories`` for the token ``mnpo``; PPO's
+  ``learning_rate`` for ``sb3_ppo_selfplay``), scored by
   validation exploitability at the budget (mean over seeds); ``--merge`` adds to an earlier tuning
   file (coarse-to-fine searches); ``--extra`` adds settings to every point of the grid (e.g.
   ``{"optimizer": "sgd"}``) and ``--suffix`` keeps such a search in its own file;
@@ -186,9 +187,17 @@ def grid(
     beta: float,
     etas: tuple[float, ...] = (1.0, 2.0, 4.0),
     mixtures: tuple[str, ...] = ("1/16", "1/8", "1/4", "harmonic"),
+    histories: tuple[int, ...] = (2,),
 ) -> list[dict[str, Any]]:
     """The tuning grid of ``name`` (issue 11, item 3): ``lrs`` for every agent, ``eta`` in
-    ``etas x beta`` for Nash-MP, the mixture coefficients and/or the harmonic schedule for Nash-MD."""
+    ``etas x beta`` for Nash-MP, the mixture coefficients and/or the harmonic schedule for Nash-MD,
+    the population size ``history`` in ``histories`` for the token MNPO (issue 25; uniform weights,
+    8 inner steps and its default ``eta = 1 / (3 beta)``, all untuned)."""
+    if name == "mnpo":
+        return [
+            {"lr": lr, "history": h, "inner_steps": 8}
+            for lr, h in itertools.product(lrs, histories)
+        ]
     if name == "nash_mp":
         return [
             {"lr": lr, "eta": m * beta, "inner_steps": 8} for lr, m in itertools.product(lrs, etas)
@@ -257,7 +266,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         results, ran = old["results"], old.get("commands", [])
     for name in args.agents.split(","):
         etas = tuple(float(x) for x in args.etas.split(","))
-        for cfg in grid(name, lrs, judge.beta, etas, tuple(args.mixtures.split(","))):
+        histories = tuple(int(x) for x in args.histories.split(","))
+        for cfg in grid(name, lrs, judge.beta, etas, tuple(args.mixtures.split(",")), histories):
             cfg = {**cfg, **extra}
             if any(r["agent"] == name and r["config"] == cfg for r in results):
                 continue
@@ -271,7 +281,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
             best[r["agent"]] = {"config": r["config"], "val_expl": r["val_expl"]}
     ran.append(
         {"agents": args.agents, "lrs": lrs, "etas_over_beta": args.etas, "mixtures": args.mixtures,
-         "extra": extra}
+         "extra": extra, "histories": args.histories}
     )  # fmt: skip
     out = {"world": args.world, "protocol": args.protocol, "beta": judge.beta,
            "budget": args.budget, "seeds": args.seeds, "commands": ran,
@@ -317,15 +327,18 @@ def summarise(raw: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
-    """Paired 95% intervals of Nash-MP's exploitability minus each other agent's, per evaluation
-    point (last iterate) and for the average iterate, over the shared (seed, prompt) cells."""
+def paired(
+    raws: dict[str, dict[str, Any]], rng: np.random.Generator, first: str = "nash_mp"
+) -> dict[str, Any]:
+    """Paired 95% intervals of ``first``'s exploitability (Nash-MP's by default) minus each other
+    agent's, per evaluation point (last iterate) and for the average iterate, over the shared
+    (seed, prompt) cells; keys ``"{first} - {other}"``."""
     out: dict[str, Any] = {}
-    mp = raws.get("nash_mp")
+    mp = raws.get(first)
     if mp is None:
         return out
     for name, raw in raws.items():
-        if name == "nash_mp" or raw["seeds"] != mp["seeds"]:
+        if name in (first, "nash_mp") or raw["seeds"] != mp["seeds"]:
             continue
         rows = []
         for i in range(min(len(mp["queries"]), len(raw["queries"]))):
@@ -338,7 +351,7 @@ def paired(raws: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[st
         if same_budget(mp["queries"][-1], raw["queries"][-1]):
             d = np.array(mp["average_test_expl"]) - np.array(raw["average_test_expl"])
             pair["average"] = {"diff": float(d.mean()), "ci": bootstrap(d, rng)}
-        out[f"nash_mp - {name}"] = pair
+        out[f"{first} - {name}"] = pair
     return out
 
 
@@ -380,11 +393,15 @@ def cmd_h2h(args: argparse.Namespace) -> None:
     per_iter = 2 * mp_cfg.get("inner_steps", 8) * COMMON["batch_size"]
     ref = judge.metrics(judge.games["test"][1].pi_ref, "test")
     budget = max(r["queries"][-1] for r in raws.values())
+    pairs = paired(raws, rng)
+    if args.label:
+        # a labelled run is also paired with every other agent of the file (its minus theirs)
+        pairs.update(paired(raws, rng, first=args.label))
     out = {
         "world": args.world, "protocol": args.protocol, "train_split": PROTOCOLS[args.protocol],
         "beta": judge.beta, "budget": budget, "tuned_from": tuned_tag,
         "pi_ref": {"expl": float(ref[0].mean()), "kl": float(ref[1].mean())},
-        "agents": summary, "paired_expl_diff": paired(raws, rng),
+        "agents": summary, "paired_expl_diff": pairs,
         "ceiling": {"queries_per_iteration": per_iter, "eta": eta,
                     "curve": ceiling(judge, budget // per_iter, eta)},
         "raw": raws,
@@ -468,7 +485,12 @@ def _describe(d: dict[str, Any], t: str) -> str:
 
 def _tune_lines(t: dict[str, Any], name: str) -> list[str]:
     grid_text = "; ".join(
-        f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures {c['mixtures']}"
+        (
+            f"{c['agents']}: lrs {c['lrs']}, history {c['histories']}"
+            if set(c["agents"].split(",")) == {"mnpo"}  # MNPO alone: its own grid only
+            else f"{c['agents']}: lrs {c['lrs']}, eta/beta {c['etas_over_beta']}, mixtures "
+            f"{c['mixtures']}" + (f", history {c['histories']}" if "mnpo" in c["agents"] else "")
+        )
         + (f", every setting with {c['extra']}" if c.get("extra") else "")
         for c in t.get("commands", [])
     ) or (f"lrs {t['lrs']}, eta/beta {t.get('etas_over_beta')}, mixtures {t.get('mixtures')}")
@@ -509,15 +531,19 @@ def _h2h_lines(h: dict[str, Any], name: str) -> list[str]:
             f"{_fmt(s['average_kl'], s['average_kl_ci'])} |"
         )
     lines += ["", "Paired difference of exploitability (Nash-MP minus other, same seeds and "
-              "prompts; negative: Nash-MP less exploitable):", ""]  # fmt: skip
+              "prompts; negative: Nash-MP less exploitable)"
+              + ("; a row `a - b` is a minus b likewise" if any(
+                  not k.startswith("nash_mp - ") for k in h.get("paired_expl_diff", {}))
+                 else "") + ":", ""]  # fmt: skip
     if "paired_expl_diff" in h:
         lines += ["| pair | queries | mean difference [95% interval] |", "|---|---|---|"]
         for k, v in h["paired_expl_diff"].items():
             for r in v["last"]:
                 lines.append(f"| {k} | {r['queries']} | {_fmt(r['diff'], r['ci'])} |")
             a = v["average"]
-            other = h.get("raw", {}).get(k.removeprefix("nash_mp - "), {}).get("queries")
-            mp_q = h.get("raw", {}).get("nash_mp", {}).get("queries")
+            first, _, second = k.partition(" - ")
+            other = h.get("raw", {}).get(second, {}).get("queries")
+            mp_q = h.get("raw", {}).get(first, {}).get("queries")
             if a is None or (other and mp_q and not same_budget(other[-1], mp_q[-1])):
                 lines.append(f"| {k} | average iterate | not paired (other budgets) |")
             else:
@@ -783,6 +809,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--suffix", default="", help="appended to the tuning file's tag")
     t.add_argument("--etas", default="1,2,4", help="Nash-MP eta / beta values")
     t.add_argument("--mixtures", default="1/16,1/8,1/4,harmonic", help="Nash-MD mixtures")
+    t.add_argument("--histories", default="2", help="MNPO population sizes (history)")
     h.add_argument("--points", default="4096,8192,12288,16384,24576,32768,40960,49152")
     h.add_argument("--tuned", default=None, help="tuning file tag (default: this run's tag)")
     h.add_argument("--suffix", default="", help="appended to the result's tag (e.g. _long)")

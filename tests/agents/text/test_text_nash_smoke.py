@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 _PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "text_nash.py"
@@ -52,3 +53,45 @@ def test_every_subcommand_runs_at_a_tiny_budget(bench, tmp_path):
     report = (tmp_path / "text_nash.md").read_text()
     assert "## `plain`" in report and "Full-size world `nlhf/TokenDuel-v0`" in report
     assert (tmp_path / "text_nash_plain.png").stat().st_size > 1000
+
+
+def test_mnpo_runs_through_tune_and_a_paired_h2h(bench, tmp_path):
+    """Issue 25, item 4: the token MNPO is tuned over ``--histories`` and its head-to-head runs
+    under ``--label`` in its own file, paired with the main file's runs, which stays unchanged."""
+    res = ["--results", str(tmp_path)]
+    bench.main(["tune", "--budget", "256", "--seeds", "1", "--lrs", "1e-3", "--etas", "2",
+                "--agents", "nash_mp,online_ipo", "--extra", SMALL, *res])  # fmt: skip
+    bench.main(["h2h", "--budget", "256", "--seeds", "1", "--points", "256", "--agents",
+                "nash_mp,online_ipo", *res])  # fmt: skip
+    main_file = (tmp_path / "text_nash_plain.json").read_bytes()
+    # MNPO at batch 16: 8 x 16 = 128 queries per iteration
+    bench.main(["tune", "--budget", "256", "--seeds", "1", "--lrs", "1e-3", "--agents", "mnpo",
+                "--histories", "1,3", "--extra", SMALL, "--suffix", "_mnpo", *res])  # fmt: skip
+    tuned = json.loads((tmp_path / "text_nash_tune_plain_mnpo.json").read_text())
+    assert [r["config"] for r in tuned["results"]] == [
+        {"lr": 1e-3, "history": h, "inner_steps": 8, "batch_size": 16} for h in (1, 3)
+    ]
+    assert tuned["commands"][0]["histories"] == "1,3"
+    bench.main(["h2h", "--budget", "256", "--seeds", "1", "--points", "256", "--agents", "mnpo",
+                "--tuned", "plain_mnpo", "--label", "mnpo", "--start-from", "plain", "--suffix",
+                "_mnpo", *res])  # fmt: skip
+    assert (tmp_path / "text_nash_plain.json").read_bytes() == main_file
+    h2h = json.loads((tmp_path / "text_nash_plain_mnpo.json").read_text())
+    assert h2h["raw"]["nash_mp"] == json.loads(main_file)["raw"]["nash_mp"]
+    assert h2h["raw"]["mnpo"]["config"] == tuned["best"]["mnpo"]["config"]
+    assert h2h["agents"]["mnpo"]["curve"][-1]["queries"] == 256
+    # paired with Nash-MP (Nash-MP minus it) and with every other agent (it minus them)
+    assert set(h2h["paired_expl_diff"]) == {
+        "nash_mp - online_ipo", "nash_mp - mnpo", "mnpo - online_ipo"
+    }  # fmt: skip
+    pair = h2h["paired_expl_diff"]["mnpo - online_ipo"]
+    assert [r["queries"] for r in pair["last"]] == [0, 256]
+    cells = np.subtract(
+        h2h["raw"]["mnpo"]["test_expl"][-1], h2h["raw"]["online_ipo"]["test_expl"][-1]
+    )
+    assert pair["last"][-1]["diff"] == pytest.approx(cells.mean(), abs=1e-12)
+    bench.main(["report", *res])
+    report = (tmp_path / "text_nash.md").read_text()
+    assert "## `plain_mnpo`" in report and "mnpo: lrs [0.001], history 1,3, every setting" in report
+    assert "| nash_mp - mnpo | 256 |" in report
+    assert "| mnpo - online_ipo | 256 |" in report and "a row `a - b` is a minus b" in report
