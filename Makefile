@@ -67,7 +67,7 @@ wheel-check: $(VENV)/.base
 	cd "$$(mktemp -d)" && $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo --version \
 		&& $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo list > zoo_list.txt && grep -q "nash_mp" zoo_list.txt \
 		&& $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo train --agent nash_mp --env nlhf/RPS-v0 \
-			--num-queries 200 --log-folder logs --no-progress \
+			--num-queries 1024 --log-folder logs --no-progress \
 		&& $(CURDIR)/$(WHEEL_VENV)/bin/nlhf-zoo train --agent online_ipo --env nlhf/TinyTokenDuel-v0 \
 			--num-queries 256 --log-folder logs --no-progress \
 		&& test -f logs/nash_mp/RPS-v0_1/final.npz
