@@ -128,6 +128,8 @@ agent = agents.make(name, "nlhf/TokenDuel-v0", seed=0, env_kwargs=entry.env_kwar
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 sync(); t0 = time.perf_counter()
 agent.learn(num_queries=queries)
+if agent.queries_used == 0:  # a budget below one iteration (never exceeded): one iteration
+    agent.learn(num_iterations=1)
 sync(); print(json.dumps({"qps": agent.queries_used / (time.perf_counter() - t0),
                           "queries": agent.queries_used}))
 """
