@@ -19,6 +19,7 @@ import yaml
 import agents
 from agents.nash_mp import NashMP
 from agents.zoo import cli
+from agents.zoo import train as zoo_train
 from agents.zoo.cli import main, train_run
 
 ENV = "nlhf/BiasedRPS-v0"
@@ -203,13 +204,13 @@ def test_a_run_folder_is_held_by_one_train(tmp_path, monkeypatch):
 
 def test_ctrl_c_while_the_logger_is_set_up_leaves_a_resumable_folder(tmp_path, monkeypatch):
     full, _ = _full(tmp_path)
-    real = cli._attach_logger
+    real = zoo_train._attach_logger
 
     def slow_logger_with_ctrl_c(agent, tb):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while TensorBoard is imported
         real(agent, tb)
 
-    monkeypatch.setattr(cli, "_attach_logger", slow_logger_with_ctrl_c)
+    monkeypatch.setattr(zoo_train, "_attach_logger", slow_logger_with_ctrl_c)
     with pytest.raises(KeyboardInterrupt) as stopped:
         train_run("nash_mp", ENV, log_folder=tmp_path / "b", **KW)
     assert isinstance(stopped.value, cli.TrainingInterrupted), repr(stopped.value)
@@ -227,7 +228,7 @@ def test_a_folder_killed_before_its_first_state_resumes_from_scratch(tmp_path, m
     def killed(agent, tb):
         raise RuntimeError("simulated kill during start-up")
 
-    monkeypatch.setattr(cli, "_attach_logger", killed)
+    monkeypatch.setattr(zoo_train, "_attach_logger", killed)
     with pytest.raises(RuntimeError, match="simulated kill"):
         train_run("nash_mp", ENV, log_folder=tmp_path / "b", **KW)
     monkeypatch.undo()

@@ -1,0 +1,901 @@
+"""``nlhf-zoo train``: a training run with its folder, its resume and its evaluation files.
+
+:func:`train_run` trains an agent from its zoo config into ``<log-folder>/<agent>/<EnvName>_<n>/``
+(resolved ``config.yml``, ``args.yml``, ``checkpoints/``, ``final.npz``, ``metrics.csv``,
+TensorBoard events) or, with ``resume``, continues such a folder to its budget, bit for bit;
+:class:`Evaluations` keeps ``evaluations.npz``, ``best_model.npz`` and ``evaluation.yml``.
+:func:`cmd_train` is the command on parsed arguments (:mod:`agents.zoo.cli` parses them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.zoo.common import (
+    MAX_SEED,
+    UserError,
+    _check_count,
+    _check_folder,
+    _progress,
+    _text_ids,
+    check_device,
+    env_folder_name,
+)
+from nlhf_envs.atomic import atomic_open, atomic_write_text
+from nlhf_envs.errors import ConfigError
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training run at an iteration boundary; its ``final.npz`` is resumable."""
+
+    def __init__(self, run_dir: Path, agent: Any) -> None:
+        super().__init__(
+            f"interrupted after iteration {agent.num_iterations} ({agent.queries_used} queries); "
+            f"{run_dir / 'final.npz'} resumes exactly: nlhf-zoo train --resume {run_dir}"
+        )
+        self.run_dir = run_dir
+        self.agent = agent
+
+
+def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
+    """The agent of a zoo entry, without TensorBoard (attached once the run folder exists).
+
+    The game or environment is built first, so that a bad ``env_kwargs`` value is reported as the
+    user's mistake (one line) rather than as a failure inside the agent.
+    """
+    import agents
+    from agents.registry import resolve_target, user_env_kwargs
+
+    kwargs = entry.env_kwargs or None
+    with user_env_kwargs(env_id, kwargs):
+        _, target = resolve_target(env_id, kwargs)
+    return agents.make(agent_name, target, seed=seed, **_config_kwargs(entry.config))
+
+
+def _attach_logger(agent: Any, tb: str | os.PathLike[str]) -> None:
+    from agents.logger import make_logger
+
+    agent.logger = make_logger(tb, agent.name or type(agent).__name__)
+
+
+def _read_run_yaml(path: Path) -> dict[str, Any]:
+    """A run folder's ``config.yml``/``args.yml`` as a mapping (one-line error naming the file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise UserError(f"{path}: not valid YAML: {detail}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping; got {type(data).__name__}")
+    return data
+
+
+def _check_run_field(path: Path, data: dict[str, Any], key: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise UserError(f"{path}: field {key!r} must be {expected}; got {data.get(key)!r}")
+
+
+def _resume_state(run_dir: Path, agent_name: str | None, env_id: str | None) -> dict[str, Any]:
+    """The recorded ``args.yml``/``config.yml`` of a run folder, validated and checked against
+    the command (one-line error naming the file and the field for a damaged or edited one)."""
+    import agents
+
+    run_dir = Path(run_dir)
+    cfg_path, args_path = run_dir / "config.yml", run_dir / "args.yml"
+    if not cfg_path.is_file() or not args_path.is_file():
+        raise UserError(f"--resume {run_dir}: not a train run folder (no config.yml / args.yml)")
+    config, recorded = _read_run_yaml(cfg_path), _read_run_yaml(args_path)
+
+    def count(value: Any, minimum: int) -> bool:
+        return value is None or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        )
+
+    known = agents.available()
+    checks = [
+        (cfg_path, config, "agent", config.get("agent") in known, f"one of {', '.join(known)}"),
+        (cfg_path, config, "env_id", isinstance(config.get("env_id"), str), "an environment id"),
+        (cfg_path, config, "num_queries", count(config.get("num_queries"), 0), "an integer >= 0"),
+        (
+            cfg_path,
+            config,
+            "num_iterations",
+            count(config.get("num_iterations"), 0),
+            "an integer >= 0",
+        ),
+        (
+            cfg_path,
+            config,
+            "env_kwargs",
+            isinstance(config.get("env_kwargs") or {}, dict),
+            "a mapping",
+        ),
+        (cfg_path, config, "config", isinstance(config.get("config") or {}, dict), "a mapping"),
+        (args_path, recorded, "seed", count(recorded.get("seed"), 0), "an integer >= 0"),
+        (args_path, recorded, "save_freq", count(recorded.get("save_freq"), 1), "an integer >= 1"),
+        (args_path, recorded, "eval_freq", count(recorded.get("eval_freq"), 1), "an integer >= 1"),
+    ]
+    for path, data, key, ok, expected in checks:
+        _check_run_field(path, data, key, ok, expected)
+    if config.get("num_queries") is None and config.get("num_iterations") is None:
+        raise UserError(f"{cfg_path}: no training budget (num_queries and num_iterations)")
+    for key, given in (("agent", agent_name), ("env", env_id)):
+        have = config["agent"] if key == "agent" else config["env_id"]
+        if given is not None and given != have:
+            raise UserError(f"--resume {run_dir}: the run trained --{key} {have}, not {given}")
+    return {"config": config, "args": recorded}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality of recorded values: numbers within a relative 1e-9, containers item by item."""
+    import math
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if number(a) and number(b):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or (a != a and b != b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+class Evaluations:
+    """The evaluations of a train run (rl-baselines3-zoo's ``evaluations.npz`` and best model).
+
+    ``evaluations.npz`` holds ``queries``, ``iterations``, ``exploitability`` and ``kl_to_nash``
+    (one entry per evaluated iteration, rewritten atomically each time; a resumed run appends).
+    Recording is idempotent: an iteration already in the file is not appended again, so a run
+    resumed from a checkpoint older than its last evaluation (after a kill) records each
+    evaluation once. ``best_model.npz`` is the least exploitable state evaluated (written before
+    its row, so a row on file always has its best model saved); ``evaluation.yml`` the final
+    evaluation's metrics.
+
+    Raises:
+        UserError: naming ``evaluations.npz`` when the file on disk is damaged or not this format.
+    """
+
+    FIELDS = ("queries", "iterations", "exploitability", "kl_to_nash")
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.rows: dict[str, list[float]] = {k: [] for k in self.FIELDS}
+        path = run_dir / "evaluations.npz"
+        if path.is_file():
+            self.rows = self._read(path)
+        done = self.rows["exploitability"]
+        self.best = min(done) if done else float("inf")
+
+    @classmethod
+    def _read(cls, path: Path) -> dict[str, list[float]]:
+        import numpy as np
+
+        from nlhf_envs.archives import READ_ERRORS, open_zip
+
+        hint = "move it away to restart the evaluation record"
+        try:
+            open_zip(path, what="evaluations file").close()  # bounded before numpy reads it
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in cls.FIELDS if k in data.files}
+        except READ_ERRORS as exc:  # a CheckpointError from open_zip is a ValueError
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise UserError(f"{path}: damaged evaluations file ({detail}); {hint}") from None
+        lengths = set()
+        for key in cls.FIELDS:
+            arr = arrays.get(key)
+            if arr is None or arr.ndim != 1 or arr.dtype.kind not in "fiu":
+                raise UserError(f"{path}: field {key!r} must be a 1-D numeric array; {hint}")
+            lengths.add(arr.shape[0])
+        if len(lengths) != 1:
+            raise UserError(f"{path}: its fields have different lengths {sorted(lengths)}; {hint}")
+        return {k: [float(v) for v in arrays[k]] for k in cls.FIELDS}
+
+    @staticmethod
+    def metrics(agent: Any) -> dict[str, float]:
+        """The agent's evaluation: exploitability and ``KL(pi* || pi)`` (exact on matrix and tiny
+        token games, estimated on the full-size token duel), plus what ``evaluate()`` reports."""
+        m = dict(agent.evaluate())
+        if agent.kind == "text" and "eval/exploitability" not in m:
+            m.update(agent.nash_metrics())
+        return m
+
+    def recorded(self, agent: Any) -> bool:
+        """Whether the agent's current iteration already has a row."""
+        return float(agent.num_iterations) in self.rows["iterations"]
+
+    def record(self, agent: Any, m: dict[str, float] | None = None) -> dict[str, float]:
+        """Evaluate ``agent`` now; append a row (unless this iteration has one) and keep the best
+        model. Returns the metrics (empty when the iteration was recorded before)."""
+        import numpy as np
+
+        if self.recorded(agent):
+            return {} if m is None else m  # evaluated before an interrupt: same state, same row
+        m = self.metrics(agent) if m is None else m
+        expl = m.get("game/exploitability", m.get("eval/exploitability", float("nan")))
+        kl = m.get("game/kl_to_nash", m.get("eval/kl_to_nash", float("nan")))
+        if expl < self.best:
+            self.best = float(expl)
+            agent.save(self.run_dir / "best_model.npz")
+        for key, value in zip(
+            self.FIELDS, (agent.queries_used, agent.num_iterations, expl, kl), strict=True
+        ):
+            self.rows[key].append(float(value))
+        with atomic_open(self.run_dir / "evaluations.npz", "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in self.rows.items()})
+        return m
+
+    def final(self, agent: Any, record: bool) -> dict[str, float]:
+        """The final evaluation of a run (``evaluation.yml``; a row of ``evaluations.npz`` when the
+        run evaluates periodically and this state has no row yet)."""
+        m = self.metrics(agent)
+        if record:
+            self.record(agent, m)
+        out = {"queries": int(agent.queries_used), "iterations": int(agent.num_iterations)}
+        out.update({k: float(v) for k, v in m.items()})
+        atomic_write_text(self.run_dir / "evaluation.yml", yaml.safe_dump(out, sort_keys=False))
+        return m
+
+
+def _notify(message: str) -> None:
+    """What ``train`` says on stderr about a choice it made (a fallback, a new budget)."""
+    print(f"nlhf-zoo: {message}", file=sys.stderr)
+
+
+def check_query_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
+    """Say what a query budget buys before a run starts (``learn`` never exceeds it).
+
+    A budget that is not a whole number of iterations is announced through ``notify`` (the
+    iterations and queries it buys); ``0`` trains nothing (an untrained run, on purpose).
+
+    Raises:
+        UserError: for a positive budget below one iteration (it would train nothing).
+    """
+    from agents.api import plan_budget
+
+    if not budget:
+        return
+    plan = plan_budget(agent, budget)
+    if plan.iterations == 0:
+        raise UserError(
+            f"a budget of {budget:,} queries is below one iteration of {agent.name} "
+            f"({plan.per_iteration:,} queries); give --num-queries {plan.per_iteration} or more"
+        )
+    if plan.unused:
+        notify(
+            f"{agent.name} uses {plan.per_iteration:,} queries per iteration: a budget of "
+            f"{budget:,} buys {plan.iterations:,} iteration{'s' if plan.iterations > 1 else ''} "
+            f"({plan.queries:,} queries; "
+            f"{plan.unused:,} left unused)"
+        )
+
+
+def _note_resumed_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
+    """On resume: say when the run's remaining queries are below one iteration (nothing trains)."""
+    from agents.api import plan_budget
+
+    left = 0 if budget is None else budget - agent.queries_used
+    if left > 0 and plan_budget(agent, left).iterations == 0:
+        notify(
+            f"the run's remaining {left:,} queries are below one iteration of {agent.name} "
+            f"({plan_budget(agent, left).per_iteration:,} queries): nothing more is trained"
+        )
+
+
+def train_run(
+    agent_name: str | None,
+    env_id: str | None,
+    *,
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    log_folder: str | os.PathLike[str] | None = None,
+    tensorboard_log: str | os.PathLike[str] | None = None,
+    num_queries: int | None = None,
+    save_freq: int | None = None,
+    config_dir: str | None = None,
+    progress: bool = True,
+    args_record: dict[str, Any] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    eval_freq: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    notify: Callable[[str], None] = _notify,
+) -> tuple[Any, Path]:
+    """Train ``agent_name`` on ``env_id`` from the zoo config; returns ``(agent, run_dir)``.
+
+    Everything is validated and the agent is built before anything is written; only then is the
+    run folder ``<log_folder>/<agent>/<EnvName>_<n>/`` reserved (an exclusive ``mkdir``: concurrent
+    runs never share one). It receives ``config.yml`` (the resolved entry), ``args.yml`` (the
+    arguments, ``seed``, ``save_freq`` and ``eval_freq`` included),
+    ``checkpoints/<agent>_<queries>_queries.npz`` every ``save_freq`` iterations, ``metrics.csv``
+    (appended as rows are logged), ``final.npz`` at the end and TensorBoard events (``tb/``, unless
+    ``tensorboard_log`` points elsewhere). With ``eval_freq`` the agent is evaluated every
+    ``eval_freq`` iterations (exploitability: exact on matrix and tiny token games, estimated on the
+    full-size token duel) into ``evaluations.npz`` and the least exploitable state is kept as
+    ``best_model.npz``, as rl-baselines3-zoo does; every run ends with a final evaluation
+    (``evaluation.yml``, and a last row of ``evaluations.npz`` when ``eval_freq`` is set).
+
+    While it writes, the run holds its folder (:class:`agents.zoo.runs.RunLock`): a second
+    ``train`` of the same folder is refused. Ctrl-C, and SIGTERM alike, stops at the next iteration
+    boundary (a second one stops at once, without ``final.npz``): ``final.npz`` then holds a state
+    the uninterrupted run passes through, and ``resume=run_dir`` continues it to the configured
+    budget bit for bit (:class:`TrainingInterrupted` is raised after saving). An interrupt while
+    the folder is being set up also leaves ``final.npz`` (the untrained agent); a folder killed
+    before any state was saved resumes from scratch with its recorded config.
+
+    Resuming never changes the run silently: ``num_queries`` becomes the run's new total budget
+    (recorded in ``config.yml`` and announced through ``notify``); ``save_freq``/``eval_freq``
+    default to the recorded ones (a given value is recorded and announced); ``seed``, ``params``,
+    ``env_kwargs``, ``device`` and ``tensorboard_log`` must match the recorded run, and
+    ``log_folder``/``config_dir`` do not apply: otherwise :class:`UserError`. The saved state must
+    be this run's (agent, game, config and seed of ``config.yml``/``args.yml``); a damaged newest
+    state falls back to the newest older valid one (announced); a periodic checkpoint takes its
+    history from ``metrics.csv`` only if those rows are the ones it was saved with.
+
+    Args:
+        agent_name: a registered agent.
+        env_id: an environment id (or game family).
+        params: ``--params`` overrides of the zoo entry.
+        seed: the agent's seed (``>= 0``; default 0).
+        device: torch device of neural agents (checked to be available here).
+        log_folder: root of the run folders (default ``logs``).
+        tensorboard_log: TensorBoard folder (default ``<run>/tb``).
+        num_queries: override of the entry's query budget (``>= 0``); with ``resume``, the run's
+            new total budget.
+        save_freq: checkpoint every ``save_freq >= 1`` iterations (``None``: no checkpoints, or
+            the recorded value on resume).
+        eval_freq: evaluate every ``eval_freq >= 1`` iterations (``None``: only at the end, or the
+            recorded value on resume).
+        env_kwargs: keyword arguments of the environment (merged over the zoo entry's).
+        config_dir: folder of the zoo YAML files (must exist).
+        progress: show a progress bar on stderr.
+        args_record: what ``args.yml`` records (default: the arguments above).
+        resume: a run folder to continue from its most advanced valid state (``final.npz`` or a
+            checkpoint) to the budget in its ``config.yml``; ``agent_name``/``env_id`` may be
+            ``None`` then (taken from the run).
+        notify: receives the one-line notices of a resume (default: printed on stderr).
+
+    Raises:
+        ConfigError, EnvironmentSetupError, GameValidationError, UserError: before anything is
+            written, for a bad argument, config, environment or device.
+        agents.zoo.runs.RunFolderError: when another process holds the run folder, or (resume) it
+            holds a symbolic link out of it or a damaged file.
+    """
+    from agents.zoo.runs import TerminateAsInterrupt
+
+    with TerminateAsInterrupt():  # SIGTERM takes the path of Ctrl-C
+        return _train_run(
+            agent_name, env_id, params=params, seed=seed, device=device, log_folder=log_folder,
+            tensorboard_log=tensorboard_log, num_queries=num_queries, save_freq=save_freq,
+            config_dir=config_dir, progress=progress, args_record=args_record, resume=resume,
+            eval_freq=eval_freq, env_kwargs=env_kwargs, notify=notify,
+        )  # fmt: skip
+
+
+def _train_run(
+    agent_name: str | None,
+    env_id: str | None,
+    *,
+    params: dict[str, Any] | None,
+    seed: int | None,
+    device: str | None,
+    log_folder: str | os.PathLike[str] | None,
+    tensorboard_log: str | os.PathLike[str] | None,
+    num_queries: int | None,
+    save_freq: int | None,
+    config_dir: str | None,
+    progress: bool,
+    args_record: dict[str, Any] | None,
+    resume: str | os.PathLike[str] | None,
+    eval_freq: int | None,
+    env_kwargs: dict[str, Any] | None,
+    notify: Callable[[str], None],
+) -> tuple[Any, Path]:
+    from agents.api import DeferredInterrupt
+    from agents.base import LearningInterrupted
+    from agents.zoo import configs as zoo
+    from agents.zoo.runs import MetricsCSV, RunLock, make_run_dir
+
+    _check_count("--save-freq", save_freq, 1)
+    _check_count("--eval-freq", eval_freq, 1)
+    _check_count("--seed", seed, 0)
+    _check_count("--num-queries", num_queries, 0)
+    if resume is not None:
+        run_dir = Path(resume)
+        lock, agent, budget_q, budget_i, save_freq, eval_freq, tb = _resume(
+            run_dir, agent_name, env_id,
+            given={"seed": seed, "params": params, "env_kwargs": env_kwargs, "device": device,
+                   "tensorboard_log": tensorboard_log, "log_folder": log_folder,
+                   "conf_dir": config_dir, "num_queries": num_queries, "save_freq": save_freq,
+                   "eval_freq": eval_freq},
+            notify=notify,
+        )  # fmt: skip
+        with DeferredInterrupt() as setup:  # as for a new run: an interrupt saves final.npz
+            try:
+                metrics = MetricsCSV(run_dir / "metrics.csv", agent.history)
+                _attach_logger(agent, tb)
+            except BaseException:
+                lock.release()
+                raise
+        setup_interrupted = setup.requested
+        _note_resumed_budget(agent, budget_q, notify)
+    else:
+        if agent_name is None or env_id is None:
+            raise UserError("train needs --agent and --env (or --resume RUN_DIR)")
+        seed = 0 if seed is None else seed
+        _check_count("--seed", seed, 0, MAX_SEED)
+        _check_folder("--log-folder", log_folder)
+        _check_folder("--tensorboard-log", tensorboard_log)
+        if config_dir is not None and not Path(config_dir).is_dir():
+            raise ConfigError(f"--conf-dir {config_dir}: no such folder")
+        params = dict(params or {})
+        if env_kwargs:
+            params["env_kwargs"] = {**dict(params.get("env_kwargs") or {}), **env_kwargs}
+        if device is not None:
+            import agents
+
+            kind = "text" if env_id in _text_ids() else "matrix"
+            fields = {f.name for f in dataclasses.fields(agents.config_class(agent_name, kind))}
+            if "device" in fields:
+                check_device(device)
+                params.setdefault("device", device)
+            elif device != "cpu":
+                raise UserError(
+                    f"{agent_name} on {env_id} is a numpy agent: it runs on the CPU only"
+                )
+        entry = zoo.resolve(agent_name, env_id, config_dir=config_dir, params=params)
+        budget_q = num_queries if num_queries is not None else entry.num_queries
+        budget_i = entry.num_iterations
+        if budget_q is None and budget_i is None:
+            raise UserError(
+                f"no training budget for {agent_name} on {env_id}: set num_queries in "
+                f"zoo_configs/{agent_name}.yml or pass --num-queries"
+            )
+        agent = _build_agent(agent_name, env_id, entry, seed)
+        check_query_budget(agent, budget_q, notify)
+        record = dict(
+            args_record or {"agent": agent_name, "env": env_id, "params": params, "device": device}
+        )
+        record.update(
+            seed=seed,
+            save_freq=save_freq,
+            eval_freq=eval_freq,
+            tensorboard_log=None if tensorboard_log is None else os.fspath(tensorboard_log),
+        )
+        root = Path("logs" if log_folder is None else log_folder)
+        # everything is valid: now (and only now) the run folder is created. An interrupt is
+        # deferred until the folder holds its config and an untrained final.npz can be saved.
+        with DeferredInterrupt() as setup:
+            run_dir = make_run_dir(root / agent_name, env_folder_name(env_id))
+            lock = RunLock(run_dir).acquire()
+            try:
+                recorded = {**entry.to_dict(), "num_queries": budget_q}
+                atomic_write_text(run_dir / "config.yml", yaml.safe_dump(recorded, sort_keys=False))
+                atomic_write_text(run_dir / "args.yml", yaml.safe_dump(record, sort_keys=False))
+                metrics = MetricsCSV(run_dir / "metrics.csv")
+                tb = tensorboard_log if tensorboard_log is not None else run_dir / "tb"
+                _attach_logger(agent, tb)
+            except BaseException:
+                lock.release()
+                raise
+        setup_interrupted = setup.requested
+    try:
+        return _train_loop(
+            agent, run_dir, metrics, budget_q, budget_i, save_freq, eval_freq, progress,
+            setup_interrupted, DeferredInterrupt, LearningInterrupted,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _train_loop(
+    agent: Any,
+    run_dir: Path,
+    metrics: Any,
+    budget_q: int | None,
+    budget_i: int | None,
+    save_freq: int | None,
+    eval_freq: int | None,
+    progress: bool,
+    setup_interrupted: bool,
+    deferred: Any,
+    interrupted_error: type[BaseException],
+) -> tuple[Any, Path]:
+    """Learn to the budget with periodic checkpoints and evaluations; save ``final.npz``."""
+    from agents.checkpoint import write_npz_atomic
+    from agents.zoo.runs import HistoryDigest
+
+    ckpt_dir = run_dir / "checkpoints"
+    left_q = None if budget_q is None else max(0, budget_q - agent.queries_used)
+    left_i = None if budget_i is None else max(0, budget_i - agent.num_iterations)
+    last = [agent.queries_used if budget_q is not None else agent.num_iterations]
+    evaluator = Evaluations(run_dir)
+    digest = HistoryDigest()
+
+    def callback(a: Any) -> bool:
+        done = a.queries_used if budget_q is not None else a.num_iterations
+        bar.update(done - last[0])
+        last[0] = done
+        metrics.update(a.history)
+        if save_freq and a.num_iterations % save_freq == 0:
+            import numpy as np
+
+            ckpt_dir.mkdir(exist_ok=True)
+            arrays = a.checkpoint_arrays(include_history=False)
+            code = digest.of(a.history).encode("ascii")
+            arrays[HISTORY_DIGEST_KEY] = np.frombuffer(code, dtype=np.uint8)
+            write_npz_atomic(str(ckpt_dir / f"{a.name}_{a.queries_used}_queries.npz"), arrays)
+        if eval_freq and a.num_iterations % eval_freq == 0:
+            evaluator.record(a)
+        return True
+
+    interrupted = setup_interrupted
+    if not interrupted:
+        bar = _progress(left_q if left_q is not None else left_i, f"train {agent.name}", progress)
+        try:
+            agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
+        except interrupted_error:
+            interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
+        finally:
+            bar.close()
+    with deferred() as late:  # the final files are written whole even if Ctrl-C comes now
+        agent.save(run_dir / "final.npz")
+        metrics.update(agent.history)
+        if not interrupted:
+            evaluator.final(agent, record=bool(eval_freq))
+    if interrupted or late.requested:
+        raise TrainingInterrupted(run_dir, agent)
+    return agent, run_dir
+
+
+#: the member of a run's periodic checkpoint holding :class:`agents.zoo.runs.HistoryDigest` of
+#: the ``metrics.csv`` rows it relies on (checked on resume).
+HISTORY_DIGEST_KEY = "run/history_sha256"
+
+
+def _resume(
+    run_dir: Path,
+    agent_name: str | None,
+    env_id: str | None,
+    *,
+    given: dict[str, Any],
+    notify: Callable[[str], None],
+) -> tuple[Any, Any, int | None, int | None, int | None, int | None, Any]:
+    """Lock ``run_dir``, check the command against it and load its state.
+
+    Returns ``(lock, agent, budget_q, budget_i, save_freq, eval_freq, tensorboard_log)``; the lock
+    is held (released here if anything fails).
+    """
+    from agents.zoo.runs import RunLock, check_no_outside_links
+
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such folder")
+    _resume_state(run_dir, agent_name, env_id)  # a train run folder, before anything is written
+    check_no_outside_links(run_dir)
+    lock = RunLock(run_dir).acquire()
+    try:
+        rec = _resume_state(run_dir, agent_name, env_id)  # read again under the lock
+        config, recorded = rec["config"], rec["args"]
+        save_freq, eval_freq, tb, changes = _resume_arguments(run_dir, config, recorded, given)
+        agent = _resumed_agent(run_dir, config, recorded, notify)
+        for name, data, message in changes:  # recorded only once the resume is sure to start
+            atomic_write_text(run_dir / name, yaml.safe_dump(data, sort_keys=False))
+            notify(message)
+    except BaseException:
+        lock.release()
+        raise
+    return (lock, agent, config.get("num_queries"), config.get("num_iterations"), save_freq,
+            eval_freq, tb)  # fmt: skip
+
+
+def _resume_arguments(
+    run_dir: Path,
+    config: dict[str, Any],
+    recorded: dict[str, Any],
+    given: dict[str, Any],
+) -> tuple[int | None, int | None, Any, list[tuple[str, dict[str, Any], str]]]:
+    """Apply or refuse the options given with ``--resume`` (see :func:`train_run`).
+
+    Returns ``(save_freq, eval_freq, tensorboard_log, changes)`` of the resumed run: a new budget
+    is applied to ``config``, new frequencies to ``recorded``; ``changes`` lists the files to
+    rewrite (``config.yml``, ``args.yml``) with their new content and the notice to give.
+    """
+    where = f"--resume {run_dir}"
+    for option, key in (("--log-folder", "log_folder"), ("--conf-dir", "conf_dir")):
+        if given[key] is not None:
+            raise UserError(
+                f"{where}: {option} does not apply to a resumed run (it stays in its folder with "
+                "its resolved config.yml); leave it out"
+            )
+    seed = given["seed"]
+    have_seed = recorded.get("seed", 0)
+    if seed is not None and seed != have_seed:
+        raise UserError(
+            f"{where}: the run was trained with --seed {have_seed}; --seed {seed} cannot change "
+            "it (start a new run instead)"
+        )
+    overrides = dict(given["params"] or {})
+    if given["env_kwargs"]:
+        overrides["env_kwargs"] = {
+            **dict(overrides.get("env_kwargs") or {}),
+            **given["env_kwargs"],
+        }
+    agent_config = config.get("config") or {}
+    if given["device"] is not None:
+        if "device" in agent_config:
+            overrides.setdefault("device", given["device"])
+        elif given["device"] != "cpu":
+            raise UserError(f"{where}: {config['agent']} is a numpy agent: it runs on the CPU only")
+    for key, value in overrides.items():
+        if key == "env_kwargs" and isinstance(value, dict):
+            have_kwargs = config.get("env_kwargs") or {}
+            pairs = [
+                (f"env_kwargs.{k}", v, have_kwargs.get(k, "<unset>")) for k, v in value.items()
+            ]
+        elif key in ("num_queries", "num_iterations", "env_kwargs"):
+            pairs = [(key, value, config.get(key))]
+        else:
+            pairs = [(key, value, agent_config.get(key, "<unset>"))]
+        for name, want, have in pairs:
+            if not _same_value(want, have):
+                raise UserError(
+                    f"{where}: --params {name}:{want} differs from the run's {name}: {have} (in "
+                    f"config.yml); a resumed run keeps its config: start a new run to change it"
+                )
+    have_tb = recorded.get("tensorboard_log")
+    tb_given = given["tensorboard_log"]
+    same_tb = (
+        tb_given is None or Path(tb_given).resolve() == Path(have_tb or run_dir / "tb").resolve()
+    )
+    if not same_tb:
+        raise UserError(
+            f"{where}: the run logs TensorBoard events to {have_tb or run_dir / 'tb'}; "
+            f"--tensorboard-log {tb_given} cannot change it"
+        )
+    tb = have_tb if have_tb is not None else run_dir / "tb"
+    changes: list[tuple[str, dict[str, Any], str]] = []
+    new_budget = given["num_queries"]
+    if new_budget is not None and new_budget != config.get("num_queries"):
+        message = (
+            f"{where}: -n/--num-queries {new_budget} is the run's new total budget (was "
+            f"{config.get('num_queries')}); recorded in {run_dir / 'config.yml'}"
+        )
+        config["num_queries"] = new_budget
+        changes.append(("config.yml", config, message))
+    freqs = {}
+    for key, option in (("save_freq", "--save-freq"), ("eval_freq", "--eval-freq")):
+        have, want = recorded.get(key), given[key]
+        freqs[key] = have if want is None else want
+        if want is not None and want != have:
+            recorded[key] = want
+            message = f"{where}: {option} is now {want} (was {have}); recorded in args.yml"
+            changes.append(("args.yml", recorded, message))
+    return freqs["save_freq"], freqs["eval_freq"], tb, changes
+
+
+def _entry_of_run(run_dir: Path, config: dict[str, Any]) -> Any:
+    """The :class:`ZooEntry` a run's ``config.yml`` records (validated like a zoo file)."""
+    from agents.config import build_config
+    from agents.registry import config_class, resolve_target
+    from agents.zoo.configs import ZooEntry
+
+    env_id = config["env_id"]
+    kind = resolve_target(env_id, None, build_text=False)[0] if "/" in env_id else "matrix"
+    source = str(run_dir / "config.yml")
+    cls = config_class(config["agent"], kind)
+    return ZooEntry(
+        agent=config["agent"],
+        env_id=env_id,
+        kind=kind,
+        config=build_config(cls, dict(config.get("config") or {}), source=source),
+        num_queries=config.get("num_queries"),
+        num_iterations=config.get("num_iterations"),
+        env_kwargs=dict(config.get("env_kwargs") or {}),
+        sources=[source],
+    )
+
+
+def _check_identity(
+    path: Path, meta: dict[str, Any], agent: Any, run_dir: Path, config: dict[str, Any], seed: int
+) -> None:
+    """Refuse a saved state that is not this run's (agent, config, seed, game or env)."""
+    import numpy as np
+
+    cfg = run_dir / "config.yml"
+    if meta["name"] != config["agent"]:
+        raise UserError(f"{path} holds a {meta['name']} agent, but {cfg} trains {config['agent']}")
+    env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
+    if agent.kind == "text":
+        from nlhf_envs.registration import TEXT_ENV_IDS
+
+        env = meta.get("env") or {}
+        world = kwargs.get("world", dict(TEXT_ENV_IDS.get(env_id) or {}).get("world", "default"))
+        expected = {"id": env_id, "world": getattr(world, "name", world)}
+        for key in ("max_new_tokens", "beta", "judge_version", "prompt_split"):
+            if key in kwargs:
+                expected[key] = kwargs[key]
+        for key, want in expected.items():
+            if not _same_value(env.get(key), want):
+                raise UserError(
+                    f"{path} was trained on {env.get('id')} with {key}={env.get(key)!r}, but {cfg} "
+                    f"configures {env_id} with {key}={want!r}; refusing to resume another "
+                    "environment's state"
+                )
+        _check_seed_and_config(path, meta, cfg, config, seed)
+        return
+    from agents.registry import resolve_target, user_env_kwargs
+
+    with user_env_kwargs(env_id, kwargs):
+        game = resolve_target(env_id, kwargs or None)[1]
+    mine = agent.game
+    same = (
+        mine.shape == game.shape
+        and np.isclose(mine.beta, game.beta, rtol=1e-9, atol=0.0)
+        and all(
+            np.allclose(a, b, rtol=1e-9, atol=1e-12)
+            for a, b in ((mine.P, game.P), (mine.pi_ref, game.pi_ref), (mine.rho, game.rho))
+        )
+    )
+    if not same:
+        raise UserError(
+            f"{path} was trained on {mine.describe()}, but {cfg} configures {env_id}: "
+            f"{game.describe()}; refusing to resume another game's state"
+        )
+    _check_seed_and_config(path, meta, cfg, config, seed)
+
+
+def _check_seed_and_config(
+    path: Path, meta: dict[str, Any], cfg: Path, config: dict[str, Any], seed: int
+) -> None:
+    if meta["seed"] != seed:
+        raise UserError(f"{path} was trained with seed {meta['seed']}, but the run's is {seed}")
+    stored = dict(meta.get("config") or {})
+    for key, have in (config.get("config") or {}).items():
+        if key in stored and not _same_value(stored[key], have):
+            raise UserError(
+                f"{path} was trained with {key}={stored[key]!r}, but {cfg} has {key}={have!r}"
+            )
+
+
+def _resumed_agent(
+    run_dir: Path, config: dict[str, Any], recorded: dict[str, Any], notify: Callable[[str], None]
+) -> Any:
+    """The most advanced valid state of ``run_dir`` (see :func:`train_run`).
+
+    A state whose file is damaged (:class:`CheckpointError`) is skipped with a notice, down to the
+    newest older valid one; none saved yet: a fresh agent from the recorded config.
+    """
+    import agents
+    from agents.checkpoint import CheckpointError, read_meta
+    from agents.zoo.runs import HistoryDigest, history_from_csv, saved_states
+
+    seed = int(recorded.get("seed", 0) or 0)
+    states, unreadable = saved_states(run_dir)
+    for _, why in unreadable:
+        notify(f"skipping a damaged saved state: {why}")
+    env = _hf_env_of(config) if states else None  # a Hugging Face game is rebuilt, not stored
+    for number, path in enumerate(states):
+        try:
+            agent = agents.load(path, game=env)
+            meta = read_meta(path)
+            stored = _stored_digest(path) if meta.get("history_keys", []) is None else None
+        except CheckpointError as exc:
+            notify(f"skipping a damaged saved state: {exc}")
+            continue
+        _check_identity(path, meta, agent, run_dir, config, seed)
+        if meta.get("history_keys", []) is None:  # a periodic checkpoint: rows are in metrics.csv
+            rows = meta.get("history_len", 0)
+            csv_path = run_dir / "metrics.csv"
+            agent.history = history_from_csv(csv_path, rows)
+            if stored is not None and HistoryDigest().of(agent.history) != stored:
+                raise UserError(
+                    f"{csv_path}: its first {rows} rows are not those {path.name} was saved with "
+                    "(edited or duplicated rows); restore the file or resume from final.npz"
+                )
+        if number or unreadable:
+            notify(f"resuming from {path} (iteration {agent.num_iterations})")
+        return agent
+    if states or unreadable:
+        raise UserError(f"--resume {run_dir}: every saved state is damaged; nothing to resume")
+    notify(
+        f"--resume {run_dir}: no saved state yet (stopped during start-up); training from scratch "
+        "with its config.yml"
+    )
+    entry = _entry_of_run(run_dir, config)
+    return _build_agent(entry.agent, entry.env_id, entry, seed)
+
+
+def _hf_env_of(config: dict[str, Any]) -> Any:
+    """The ``nlhf/HFTokenDuel-v0`` env of a run's ``config.yml`` (``None`` for other envs)."""
+    from nlhf_envs.registration import HF_ENV_IDS
+
+    env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
+    if env_id not in HF_ENV_IDS:
+        return None
+    from agents.registry import resolve_target, user_env_kwargs
+
+    with user_env_kwargs(env_id, kwargs):
+        return resolve_target(env_id, kwargs)[1]
+
+
+def _stored_digest(path: Path) -> str | None:
+    """The history digest a periodic checkpoint records (``None`` for files from before it)."""
+    import numpy as np
+
+    from agents.checkpoint import CheckpointError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if HISTORY_DIGEST_KEY not in data.files:
+                return None
+            arr = data[HISTORY_DIGEST_KEY]
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable agent checkpoint: {exc}") from None
+    if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size != 64:
+        raise CheckpointError(f"{str(path)!r}: field {HISTORY_DIGEST_KEY!r}: not a SHA-256 digest")
+    try:
+        return arr.tobytes().decode("ascii")
+    except UnicodeDecodeError:
+        raise CheckpointError(
+            f"{str(path)!r}: field {HISTORY_DIGEST_KEY!r}: not a SHA-256 digest"
+        ) from None
+
+
+def _config_kwargs(config: Any) -> dict[str, Any]:
+    from agents.config import config_to_dict
+
+    return config_to_dict(config)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``nlhf-zoo train``: :func:`train_run` on parsed arguments, then print the final evaluation;
+    ``0``."""
+    from agents.zoo import configs as zoo
+
+    params = zoo.parse_params(args.params)
+    record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")}
+    if record.get("log_folder") is None:
+        record["log_folder"] = "logs"
+    agent, run_dir = train_run(
+        args.agent,
+        args.env,
+        params=params,
+        seed=args.seed,
+        device=args.device,
+        log_folder=args.log_folder,
+        tensorboard_log=args.tensorboard_log,
+        num_queries=args.num_queries,
+        save_freq=args.save_freq,
+        config_dir=args.conf_dir,
+        progress=not args.no_progress,
+        args_record=record,
+        resume=args.resume,
+        eval_freq=args.eval_freq,
+        env_kwargs=zoo.parse_params(args.env_kwargs),
+    )
+    last = agent.history[-1] if agent.history else {}
+    verb = "resumed" if args.resume else "trained"
+    print(f"{verb} {agent.name} ({agent.queries_used} queries) -> {run_dir}")
+    final = yaml.safe_load((run_dir / "evaluation.yml").read_text()) or {}
+    for key in ("game/exploitability", "eval/exploitability", "game/kl_to_nash", "eval/kl_to_nash"):
+        if key in final:
+            print(f"  final evaluation: {key} = {final[key]:.6g}")
+    entropy = final.get("policy/entropy", last.get("policy/entropy"))
+    if entropy is not None:
+        print(f"  policy/entropy = {entropy:.6g}")
+    return 0
