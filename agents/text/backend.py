@@ -272,34 +272,12 @@ class HFCausalPolicy(torch.nn.Module):
         past_key_values: Any | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Logits ``[B, T, V]`` (float32) and the model's cache."""
-        from nlhf_envs.text.hf import _output_cache
+        from nlhf_envs.text.hf import causal_lm_logits
 
-        t = input_ids.shape[1]
-        if attention_mask is None:
-            past = 0 if past_key_values is None else int(past_key_values.get_seq_length())
-            attention_mask = torch.ones(
-                input_ids.shape[0], past + t, dtype=torch.long, device=input_ids.device
-            )
-        mask = attention_mask.long()
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
-        kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
-        with torch.autocast(
-            input_ids.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-        ):
-            out = self.lm(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=position_ids,
-                use_cache=True,
-                **kwargs,
-            )
-        logits = out.logits
-        if logits.shape[-1] != self.num_tokens:
-            logits = logits[..., : self.num_tokens]
-        logits = logits.float()
-        if self._suppress:
-            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
-        return logits, _output_cache(out)
+        return causal_lm_logits(
+            self.lm, self._cache_kw, input_ids, attention_mask, past_key_values, self.num_tokens,
+            self.suppress_mask if self._suppress else None, bf16=self.precision == "bf16",
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- HF engine

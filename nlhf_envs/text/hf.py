@@ -64,6 +64,53 @@ def _output_cache(out: Any) -> Any:
     return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
+def causal_lm_logits(
+    model: Any,
+    cache_keyword: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    past_key_values: Any,
+    num_tokens: int,
+    suppress_mask: torch.Tensor | None = None,
+    bf16: bool = False,
+) -> tuple[torch.Tensor, Any]:
+    """One call of a ``transformers`` causal LM as the engine's policies make it.
+
+    Positions come from the attention mask (left padding: a row's first real token is position 0),
+    the cache is passed under the model's own keyword (``cache_keyword``: ``cache`` or
+    ``past_key_values``), logits beyond ``num_tokens`` (a padded embedding matrix) are cut, returned
+    in float32, and ``suppress_mask`` tokens get ``-1e4``. ``bf16`` runs the call under bfloat16
+    autocast (weights and the returned logits stay float32).
+
+    Returns:
+        ``(logits [B, T, num_tokens], cache)``.
+    """
+    t = input_ids.shape[1]
+    if attention_mask is None:
+        past = 0 if past_key_values is None else int(past_key_values.get_seq_length())
+        attention_mask = torch.ones(
+            input_ids.shape[0], past + t, dtype=torch.long, device=input_ids.device
+        )
+    mask = attention_mask.long()
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
+    kwargs = {cache_keyword: past_key_values} if past_key_values is not None else {}
+    with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **kwargs,
+        )
+    logits = out.logits
+    if logits.shape[-1] != num_tokens:
+        logits = logits[..., :num_tokens]
+    logits = logits.float()
+    if suppress_mask is not None:
+        logits = logits.masked_fill(suppress_mask.to(logits.device), -1.0e4)
+    return logits, _output_cache(out)
+
+
 def is_causal_lm(model: Any) -> bool:
     """Whether ``model`` is a ``transformers`` causal language model (a class of the
     ``AutoModelForCausalLM`` mapping, or named ``...ForCausalLM``/``...LMHeadModel``, as PEFT's
@@ -139,29 +186,12 @@ class HFPolicy:
         past_key_values: Any | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Logits ``[B, T, V]`` and the model's cache (see :class:`~nlhf_envs.text.engine.Policy`)."""
-        t = input_ids.shape[1]
-        if attention_mask is None:
-            past = 0 if past_key_values is None else int(past_key_values.get_seq_length())
-            attention_mask = torch.ones(
-                input_ids.shape[0], past + t, dtype=torch.long, device=input_ids.device
-            )
-        mask = attention_mask.long()
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
-        kwargs = {self._cache_kw: past_key_values} if past_key_values is not None else {}
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            use_cache=True,
-            **kwargs,
-        )
-        logits = out.logits
-        if logits.shape[-1] != self.num_tokens:
-            logits = logits[..., : self.num_tokens]
         if self.suppress_mask is not None:
-            self.suppress_mask = self.suppress_mask.to(logits.device)
-            logits = logits.masked_fill(self.suppress_mask, -1.0e4)
-        return logits, _output_cache(out)
+            self.suppress_mask = self.suppress_mask.to(input_ids.device)
+        return causal_lm_logits(
+            self.model, self._cache_kw, input_ids, attention_mask, past_key_values,
+            self.num_tokens, self.suppress_mask,
+        )  # fmt: skip
 
 
 def make_hf_tokenizer(tokenizer: Tokenizer | None = None) -> Any:
