@@ -20,7 +20,8 @@ Every ratio is taken against an anchor measured in the same run, interleaved (me
    vs uncached (the uncached loop re-runs both models on the whole sequence each step).
 3. **Hugging Face path** (``--hf``, on by default on CUDA): a random GPT-2-small-sized model (124M,
    50,257 tokens): answer tokens/s of ``generate`` and env steps/s of ``nlhf/HFTokenDuel-v0``
-   (:func:`hf_token_duel.gpt2_small_rows`).
+   (:func:`hf_token_duel.gpt2_small_rows`), and Online IPO training iterations/s and peak memory,
+   full and LoRA, fp32 and bf16 (:func:`hf_train.gpt2_small_rows`).
 4. **Training.** ``agent.learn`` of ``nash_mp``, ``online_ipo`` and ``nash_md`` at their zoo settings
    on ``nlhf/TokenDuel-v0`` (evaluation off), preference queries per second, each in a fresh
    process. With ``--baseline-ref GITREV`` the same runs with the code of that revision (exported
@@ -392,9 +393,19 @@ def main(argv: list[str] | None = None) -> int:
         device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
     )
     if args.hf if args.hf is not None else device.type == "cuda":
-        from hf_token_duel import gpt2_small_rows  # the sibling benchmark (needs transformers)
+        from hf_token_duel import gpt2_small_rows  # the sibling benchmarks (need transformers)
+        from hf_train import gpt2_small_rows as training_rows_hf
 
         rows += gpt2_small_rows(device, rounds, batch=64)
+        for label, ips, peak in training_rows_hf(str(device), 64, 4, quick=False):
+            memory = f", peak {peak:,.0f} MiB" if peak == peak else ""
+            rows.append(
+                (
+                    f"GPT-2 small on nlhf/HFTokenDuel-v0, online_ipo training, {label}, B = 64",
+                    f"{ips:.2f} iterations/s{memory}",
+                    "",
+                )
+            )
     shown = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/gpu.py", *[a for a in shown if a]])
     lines = [
