@@ -339,6 +339,11 @@ class TextAgent(AgentBase):
         self.device = torch.device(config.device)
         #: the policy backend (native ``TinyCausalLM`` or a Hugging Face causal LM)
         self.backend = make_backend(env, config, self.device, reference, self.seed)
+        if self.backend.kind != "native" and config.payer != "judge":
+            raise ConfigError(
+                "payer: 'ground_truth' needs a synthetic world; nlhf/HFTokenDuel-v0 is paid by "
+                "its judge only (payer: judge)"
+            )
         self.engine = self.backend.engine
         self.truth = self.backend.truth
         self.model, self.optimizer = self._build_model(self.backend.initial)
@@ -581,25 +586,9 @@ class TextAgent(AgentBase):
             seed = int(
                 np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
             )
-            if self.backend.kind != "native":  # the env's own parts (text judge, reference LM)
-                from nlhf_envs.text.hf_estimate import estimate_hf_nash_metrics
-
-                est = estimate_hf_nash_metrics(
-                    self.model,
-                    self.env,
-                    split="heldout",
-                    num_prompts=self.config.nash_eval_prompts,
-                    n=n,
-                    m=2 * n,
-                    seed=seed,
-                    beta=self.beta,
-                    device=self.device,
-                )
-                out = est.as_dict("eval/")
-                out.pop("eval/kl_ref")
-                return out
             from nlhf_envs.text.estimate import estimate_nash_metrics
 
+            native = self.backend.kind == "native"  # else the env estimates with its own parts
             est = estimate_nash_metrics(
                 self.model,
                 self.env,
@@ -610,7 +599,8 @@ class TextAgent(AgentBase):
                 seed=seed,
                 payer=self.config.payer,
                 beta=self.beta,
-                reference=self.reference,
+                reference=self.reference if native else None,
+                device=self.device,
             )
             out = est.as_dict("eval/")
             out.pop("eval/kl_ref")

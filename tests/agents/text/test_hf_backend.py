@@ -146,3 +146,9 @@ def test_bf16_autocast_keeps_weights_log_probs_and_losses_in_fp32(hf_env):
     assert all(math.isfinite(v) for v in bf16.history[-1].values())
     with pytest.raises(ConfigError, match="precision: 'bf16' is for Hugging Face causal LMs"):
         agents.make("nash_md", ENV_ID, precision="bf16")
+
+
+def test_a_ground_truth_payer_is_refused_on_the_hugging_face_duel():
+    env = HFTokenDuelEnv.from_world("nlhf/TinyTokenDuel-v0")
+    with pytest.raises(ConfigError, match="payer: 'ground_truth' needs a synthetic world"):
+        agents.make("online_ipo", env, seed=0, payer="ground_truth")
