@@ -1,8 +1,12 @@
-"""Language worlds: vocabulary, prompts, demonstrators and a population of annotators, as configuration.
+"""Language worlds: a language, a population of annotators and the game's KL strength, and everything
+built from them.
 
-A *world* is a :class:`WorldConfig`: a :class:`LanguageConfig` (words, prompts, answer length, the
-demonstrator the reference policy imitates) and a :class:`PopulationConfig` (the annotators who judge).
-:class:`World` builds everything a world needs from its config; :func:`get_world` returns the registered
+A *world* is a :class:`WorldConfig`: a :class:`~nlhf_envs.text.language.LanguageConfig` (words,
+prompts, answer length, the demonstrator the reference policy imitates; :mod:`nlhf_envs.text.language`)
+and a :class:`~nlhf_envs.text.annotators.PopulationConfig` (the annotators who judge;
+:mod:`nlhf_envs.text.annotators`). :class:`World` builds everything a world needs from its config (the
+tokenizer, the :class:`~nlhf_envs.text.prompts.PromptSet` of :mod:`nlhf_envs.text.prompts`, the
+demonstrator, the answer features and the annotators); :func:`get_world` returns the registered
 worlds by name (:data:`WORLD_NAMES`):
 
 ================== ========================================================================================
@@ -17,14 +21,8 @@ world              what it is
 ``tiny-cyclic``    the tiny language with the cyclic population (``nlhf/TinyTokenDuel-Cyclic-v0``)
 ================== ========================================================================================
 
-The default world
------------------
-It has twelve domains (animals, cooking, weather, ...). Each domain has six *topics* (words a prompt
-asks about) and fourteen *content* words (words a relevant answer uses). A prompt fills an instruction
-template with a topic and a modifier, for example ``"list facts about cats briefly"`` or ``"please
-describe storms"``: 10 templates x 72 topics x 6 modifiers = 4320 distinct prompts, of which a fixed 15%
-are held out.
-
+The ground truth
+----------------
 The ground truth is a population of annotators of several types (default: concision, thoroughness,
 politeness, format, instruction following; four of each, with jittered weights). Annotator ``k`` scores
 an answer ``y`` to prompt ``x`` linearly in a feature vector, ``s_k(x, y) = w_k . phi(x, y)`` (see
@@ -37,13 +35,14 @@ The population preference is the mean, ``P*(y > y' | x) = (1/K) sum_k P_k(y > y'
 so majority preferences among ordinary answers form Condorcet cycles. Votes are sharp (temperatures in
 [6, 12]), so ``P*`` is close to the fraction of annotators who prefer ``y``.
 
-The cyclic populations put three types in one plane of feature space with weight vectors at 120 degrees
-(``w_1 + w_2 + w_3 = 0`` on those features): a linear, transitive part of ``P*`` cancels and what is left
-is mostly cyclic (rock-paper-scissors among long, polite-and-short and terse answers).
+The cyclic populations (:func:`~nlhf_envs.text.annotators.cyclic_population`) are mostly cyclic by
+construction.
 
 Everything is fixed by the configs' seeds; sampling functions take an explicit
 ``numpy.random.Generator``. The module-level names (:data:`PROMPTS`, :func:`demonstrate`,
-:func:`population_prob`, ...) are those of the default world.
+:func:`population_prob`, ...) are those of the default world. Every name of
+:mod:`nlhf_envs.text.language`, :mod:`nlhf_envs.text.annotators` and :mod:`nlhf_envs.text.prompts`
+is importable from this module too.
 """
 
 from __future__ import annotations
@@ -55,415 +54,39 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nlhf_envs.text.annotators import (  # noqa: F401 (re-exported)
+    ANNOTATOR_TYPES,
+    ANNOTATORS_PER_TYPE,
+    CYCLIC_POPULATION,
+    DEFAULT_POPULATION,
+    TINY_CYCLIC_POPULATION,
+    TINY_POPULATION,
+    PopulationConfig,
+    cyclic_population,
+)
+from nlhf_envs.text.language import (  # noqa: F401 (re-exported)
+    _OPENERS,
+    DEFAULT_LANGUAGE,
+    DOMAINS,
+    FEATURE_NAMES,
+    FILLER_WORDS,
+    FORMAT_WORDS,
+    HELDOUT_FRACTION,
+    IDEAL_LENGTH,
+    MAX_NEW_TOKENS,
+    MODIFIERS,
+    NUM_FEATURES,
+    OTHER_WORDS,
+    POLITE_WORDS,
+    PROMPT_LEN,
+    RUDE_WORDS,
+    TEMPLATES,
+    TINY_LANGUAGE,
+    WORLD_SEED,
+    LanguageConfig,
+)
+from nlhf_envs.text.prompts import PromptSet, PromptSpec
 from nlhf_envs.text.tokenizer import EOS, SPECIAL_TOKENS, Tokenizer
-
-#: Seed of everything fixed in the default world (annotator weights, the held-out split).
-WORLD_SEED = 20250524
-#: Fraction of prompts held out from every training set (default world).
-HELDOUT_FRACTION = 0.15
-#: Width of a prompt for the models: ``<bos>``, at most ten words, ``<sep>``, left-padded.
-PROMPT_LEN = 12
-#: Default longest answer, ``<eos>`` included.
-MAX_NEW_TOKENS = 24
-
-#: domain -> (topics, content words)
-DOMAINS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "animals": (
-        ("cats", "dogs", "horses", "rabbits", "parrots", "wolves"),
-        (
-            "fur",
-            "paws",
-            "tail",
-            "feathers",
-            "wings",
-            "hunt",
-            "pack",
-            "pet",
-            "wild",
-            "farm",
-            "meat",
-            "grass",
-            "loyal",
-            "claws",
-        ),
-    ),
-    "cooking": (
-        ("bread", "soup", "pasta", "cake", "rice", "salad"),
-        (
-            "flour",
-            "oven",
-            "bake",
-            "boil",
-            "salt",
-            "pepper",
-            "butter",
-            "sugar",
-            "fresh",
-            "recipe",
-            "spicy",
-            "sweet",
-            "knife",
-            "pan",
-        ),
-    ),
-    "weather": (
-        ("rain", "snow", "storms", "wind", "fog", "heat"),
-        (
-            "clouds",
-            "cold",
-            "warm",
-            "humid",
-            "thunder",
-            "lightning",
-            "forecast",
-            "sky",
-            "wet",
-            "ice",
-            "season",
-            "sunny",
-            "breeze",
-            "temperature",
-        ),
-    ),
-    "music": (
-        ("guitar", "piano", "drums", "jazz", "opera", "violin"),
-        (
-            "melody",
-            "rhythm",
-            "chord",
-            "song",
-            "band",
-            "concert",
-            "notes",
-            "tempo",
-            "loud",
-            "soft",
-            "tune",
-            "sing",
-            "stage",
-            "harmony",
-        ),
-    ),
-    "sports": (
-        ("soccer", "tennis", "chess", "running", "swimming", "boxing"),
-        (
-            "team",
-            "goal",
-            "score",
-            "match",
-            "coach",
-            "win",
-            "train",
-            "ball",
-            "court",
-            "field",
-            "speed",
-            "medal",
-            "player",
-            "league",
-        ),
-    ),
-    "travel": (
-        ("trains", "airports", "hotels", "maps", "beaches", "mountains"),
-        (
-            "ticket",
-            "journey",
-            "luggage",
-            "passport",
-            "route",
-            "tourist",
-            "guide",
-            "trip",
-            "flight",
-            "station",
-            "view",
-            "hike",
-            "visit",
-            "border",
-        ),
-    ),
-    "space": (
-        ("planets", "stars", "moon", "rockets", "comets", "galaxies"),
-        (
-            "orbit",
-            "gravity",
-            "telescope",
-            "astronaut",
-            "light",
-            "dark",
-            "vacuum",
-            "launch",
-            "crater",
-            "solar",
-            "distant",
-            "mass",
-            "universe",
-            "satellite",
-        ),
-    ),
-    "computers": (
-        ("keyboards", "servers", "software", "networks", "databases", "robots"),
-        (
-            "code",
-            "data",
-            "memory",
-            "chip",
-            "screen",
-            "program",
-            "bug",
-            "internet",
-            "fast",
-            "storage",
-            "signal",
-            "logic",
-            "algorithm",
-            "cloud",
-        ),
-    ),
-    "gardening": (
-        ("roses", "tomatoes", "trees", "herbs", "tulips", "lawns"),
-        (
-            "soil",
-            "seeds",
-            "water",
-            "sun",
-            "roots",
-            "leaves",
-            "prune",
-            "compost",
-            "bloom",
-            "grow",
-            "garden",
-            "shade",
-            "weeds",
-            "harvest",
-        ),
-    ),
-    "health": (
-        ("sleep", "exercise", "vitamins", "teeth", "stress", "diet"),
-        (
-            "doctor",
-            "rest",
-            "muscles",
-            "heart",
-            "habits",
-            "calm",
-            "energy",
-            "protein",
-            "brush",
-            "walk",
-            "breathe",
-            "healthy",
-            "routine",
-            "balance",
-        ),
-    ),
-    "history": (
-        ("castles", "empires", "pyramids", "knights", "ships", "kings"),
-        (
-            "ancient",
-            "war",
-            "battle",
-            "stone",
-            "crown",
-            "trade",
-            "century",
-            "ruler",
-            "army",
-            "build",
-            "old",
-            "legend",
-            "power",
-            "sword",
-        ),
-    ),
-    "ocean": (
-        ("whales", "sharks", "coral", "waves", "tides", "dolphins"),
-        (
-            "reef",
-            "deep",
-            "swim",
-            "fins",
-            "current",
-            "shore",
-            "blue",
-            "plankton",
-            "marine",
-            "dive",
-            "sand",
-            "tropical",
-            "depth",
-            "pod",
-        ),
-    ),
-}
-
-#: Instruction templates: (text with ``{t}``, asks for a list, requested length class).
-TEMPLATES: tuple[tuple[str, bool, str], ...] = (
-    ("describe {t}", False, "normal"),
-    ("tell me about {t}", False, "normal"),
-    ("what do you know about {t}", False, "normal"),
-    ("list facts about {t}", True, "normal"),
-    ("give a list of words for {t}", True, "normal"),
-    ("list the key points on {t}", True, "normal"),
-    ("explain {t} in one sentence", False, "short"),
-    ("write a short note on {t}", False, "short"),
-    ("write a detailed answer on {t}", False, "long"),
-    ("give a detailed list on {t}", True, "long"),
-)
-#: Modifiers: (prefix, suffix).
-MODIFIERS: tuple[tuple[str, str], ...] = (
-    ("", ""),
-    ("please", ""),
-    ("", "briefly"),
-    ("", "in detail"),
-    ("", "politely"),
-    ("now", ""),
-)
-#: Ideal answer length (words) per requested length class.
-IDEAL_LENGTH = {"short": 4.0, "normal": 9.0, "long": 16.0}
-POLITE_WORDS: tuple[str, ...] = ("sure", "thanks", "glad", "happy", "help", "kindly", "welcome")
-RUDE_WORDS: tuple[str, ...] = ("whatever", "obviously", "ugh", "boring", "duh")
-FILLER_WORDS: tuple[str, ...] = (
-    "the",
-    "is",
-    "are",
-    "and",
-    "very",
-    "really",
-    "it",
-    "they",
-    "some",
-    "many",
-    "good",
-    "nice",
-    "thing",
-    "stuff",
-    "maybe",
-    "so",
-    "also",
-    "with",
-    "can",
-    "has",
-)
-FORMAT_WORDS: tuple[str, ...] = (".", ",", "-", "!")
-OTHER_WORDS: tuple[str, ...] = ("to", "not", "no", "yes")
-
-_OPENERS: tuple[tuple[str, ...], ...] = (
-    ("sure",),
-    ("happy", "to", "help"),
-    ("glad", "to", "help"),
-    ("thanks",),
-    ("kindly",),
-)
-
-FEATURE_NAMES: tuple[str, ...] = (
-    "relevance",  # fraction of words from the prompt's domain
-    "topic_mention",  # 1 if the prompt's topic word appears
-    "off_topic",  # fraction of words from other domains
-    "length",  # words / 10
-    "coverage",  # min(distinct domain words, 10) / 10
-    "politeness",  # min(polite words, 2)
-    "rudeness",  # min(rude words, 2)
-    "repetition",  # 1 - distinct / words
-    "format_ok",  # list prompt: at least two "-" and no "."; else: ends with "." and no "-"
-    "length_deviation",  # min(|words - ideal| / ideal, 2)
-    "empty",  # 1 if no words
-    "requested_politeness",  # politeness when the prompt asks for it, else 0
-    "filler",  # fraction of filler words
-)
-NUM_FEATURES = len(FEATURE_NAMES)
-
-#: Base weight of each annotator type of the default world on :data:`FEATURE_NAMES` (missing: 0).
-ANNOTATOR_TYPES: dict[str, dict[str, float]] = {
-    "concise": {"length": -3.0, "relevance": 2.0, "off_topic": -2.0, "empty": -5.0},
-    "thorough": {"coverage": 4.0, "length": 1.0, "repetition": -2.0, "empty": -5.0},
-    "polite": {
-        "politeness": 2.5,
-        "rudeness": -3.0,
-        "requested_politeness": 1.0,
-        "relevance": 1.0,
-        "empty": -5.0,
-    },
-    "format": {"format_ok": 3.0, "relevance": 1.0, "filler": -1.5, "empty": -5.0},
-    "instructions": {
-        "length_deviation": -2.5,
-        "format_ok": 1.0,
-        "relevance": 2.0,
-        "topic_mention": 0.5,
-        "empty": -5.0,
-    },
-}
-ANNOTATORS_PER_TYPE = 4
-
-
-# ------------------------------------------------------------------------------------------ configs
-
-
-@dataclass(frozen=True)
-class LanguageConfig:
-    """The language of a world: words, prompts, answer lengths and the demonstrator.
-
-    Attributes:
-        name: the language's name (its reference policy is trained once per language).
-        seed: seed of the held-out split.
-        domains: domain name -> (topic words, content words); a word belongs to one domain.
-        templates: instruction templates ``(text with {t}, asks for a list, length class)``.
-        modifiers: ``(prefix, suffix)`` added to every template.
-        ideal_length: length class (``"short"``, ``"normal"``, ``"long"``) -> ideal answer length in
-            words.
-        polite_words: words the politeness feature counts.
-        rude_words: words the rudeness feature counts.
-        filler_words: words the filler feature counts (template words that are filler words are not
-            prompt words).
-        format_words: punctuation words (``"-"`` makes lists, ``"."`` ends sentences).
-        other_words: further words of the vocabulary.
-        polite_openers: the demonstrator's polite openings.
-        heldout_fraction: fraction of prompts held out from every training set.
-        prompt_len: width of a prompt for the models (``<bos>`` and ``<sep>`` included).
-        max_new_tokens: the longest answer, ``<eos>`` included.
-        answer_words: the words an answer may use (``None``: every word). Language models of the world
-            suppress every other token except ``<eos>`` (see :attr:`World.suppressed_token_ids`), which
-            keeps the answer set of a tiny world enumerable.
-    """
-
-    name: str
-    seed: int
-    domains: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
-    templates: tuple[tuple[str, bool, str], ...]
-    modifiers: tuple[tuple[str, str], ...]
-    ideal_length: dict[str, float]
-    polite_words: tuple[str, ...] = ()
-    rude_words: tuple[str, ...] = ()
-    filler_words: tuple[str, ...] = ()
-    format_words: tuple[str, ...] = ()
-    other_words: tuple[str, ...] = ()
-    polite_openers: tuple[tuple[str, ...], ...] = ()
-    heldout_fraction: float = 0.15
-    prompt_len: int = 12
-    max_new_tokens: int = 24
-    answer_words: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class PopulationConfig:
-    """The annotators of a world.
-
-    Attributes:
-        name: the population's name.
-        seed: seed of the jittered weights and the temperatures.
-        types: type name -> base weights on :data:`FEATURE_NAMES` (missing features weigh 0).
-        per_type: annotators of each type.
-        weight_jitter: each weight is multiplied by ``exp(weight_jitter * N(0, 1))``.
-        temperature_range: temperatures ``tau_k`` are uniform on this interval.
-    """
-
-    name: str
-    seed: int
-    types: dict[str, dict[str, float]]
-    per_type: int = 4
-    weight_jitter: float = 0.25
-    temperature_range: tuple[float, float] = (6.0, 12.0)
 
 
 @dataclass(frozen=True)
@@ -489,97 +112,6 @@ class WorldConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
-DEFAULT_LANGUAGE = LanguageConfig(
-    name="default",
-    seed=WORLD_SEED,
-    domains=DOMAINS,
-    templates=TEMPLATES,
-    modifiers=MODIFIERS,
-    ideal_length=IDEAL_LENGTH,
-    polite_words=POLITE_WORDS,
-    rude_words=RUDE_WORDS,
-    filler_words=FILLER_WORDS,
-    format_words=FORMAT_WORDS,
-    other_words=OTHER_WORDS,
-    polite_openers=_OPENERS,
-    heldout_fraction=HELDOUT_FRACTION,
-    prompt_len=PROMPT_LEN,
-    max_new_tokens=MAX_NEW_TOKENS,
-)
-
-DEFAULT_POPULATION = PopulationConfig(
-    name="default", seed=WORLD_SEED + 1, types=ANNOTATOR_TYPES, per_type=ANNOTATORS_PER_TYPE
-)
-
-
-def cyclic_population(name: str, seed: int, length_weight: float) -> PopulationConfig:
-    """Three annotator types at 120 degrees in the plane of (length, politeness): thorough
-    (``+2a`` length), polite-and-brief and terse (``-a`` length, politeness ``+-2.6``); the linear parts
-    cancel to first order, so majorities cycle. A small shared relevance term. ``a`` is
-    ``length_weight``, scaled to the language's answer lengths."""
-    a = float(length_weight)
-    return PopulationConfig(
-        name=name,
-        seed=seed,
-        types={
-            "thorough": {"length": 2.0 * a, "relevance": 0.3, "empty": -5.0},
-            "polite_brief": {"length": -a, "politeness": 2.6, "relevance": 0.3, "empty": -5.0},
-            "terse": {"length": -a, "politeness": -2.6, "relevance": 0.3, "empty": -5.0},
-        },
-        per_type=4,
-        weight_jitter=0.1,
-        temperature_range=(8.0, 12.0),
-    )
-
-
-#: The cyclic population of the default language (answers of up to 23 words).
-CYCLIC_POPULATION = cyclic_population("cyclic", WORLD_SEED + 11, 1.5)
-
-TINY_LANGUAGE = LanguageConfig(
-    name="tiny",
-    seed=WORLD_SEED + 100,
-    domains={
-        "animals": (("cats", "dogs"), ("fur", "paws")),
-        "weather": (("rain", "snow"), ("wet", "cold")),
-    },
-    templates=(
-        ("describe {t}", False, "normal"),
-        ("tell me about {t}", False, "normal"),
-        ("a short note on {t}", False, "short"),
-        ("a detailed note on {t}", False, "long"),
-    ),
-    modifiers=(("", ""), ("please", "")),
-    ideal_length={"short": 1.0, "normal": 2.0, "long": 3.0},
-    polite_words=("sure",),
-    format_words=(".",),
-    polite_openers=(("sure",),),
-    heldout_fraction=0.25,
-    prompt_len=8,
-    max_new_tokens=3,
-    answer_words=("fur", "paws", "wet", "cold", "sure", "."),
-)
-
-#: The tiny world's population: the five default types, re-weighted for answers of at most 3 words.
-TINY_POPULATION = PopulationConfig(
-    name="tiny",
-    seed=WORLD_SEED + 101,
-    types={
-        "concise": {"length": -10.0, "relevance": 2.0, "off_topic": -2.0, "empty": -5.0},
-        "thorough": {"coverage": 10.0, "length": 3.0, "repetition": -2.0, "empty": -5.0},
-        "polite": {"politeness": 2.5, "requested_politeness": 1.0, "relevance": 1.0, "empty": -5.0},
-        "format": {"format_ok": 3.0, "relevance": 1.0, "empty": -5.0},
-        "instructions": {
-            "length_deviation": -2.5,
-            "format_ok": 1.0,
-            "relevance": 2.0,
-            "empty": -5.0,
-        },
-    },
-)
-
-#: The cyclic population of the tiny language (answers of up to 3 words).
-TINY_CYCLIC_POPULATION = cyclic_population("tiny-cyclic", WORLD_SEED + 111, 5.0)
-
 #: The registered worlds by name.
 WORLD_CONFIGS: dict[str, WorldConfig] = {
     "default": WorldConfig(
@@ -602,71 +134,6 @@ WORLD_CONFIGS: dict[str, WorldConfig] = {
     ),
 }
 WORLD_NAMES: tuple[str, ...] = tuple(WORLD_CONFIGS)
-
-
-# --------------------------------------------------------------------------------------------- prompts
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """What a prompt asks for, as the annotators read it.
-
-    Attributes:
-        domain: index into the language's domains, or -1 when the prompt names no topic.
-        topic_id: token id of the topic word, or -1.
-        wants_list: the prompt asks for a list (``- item - item``) rather than a sentence ending in ``.``.
-        ideal_length: the answer length (words) the prompt asks for.
-        polite_request: the prompt says "please" or "politely".
-    """
-
-    domain: int
-    topic_id: int
-    wants_list: bool
-    ideal_length: float
-    polite_request: bool
-
-
-class PromptSet:
-    """All prompts of a language and its fixed train / held-out split.
-
-    Attributes:
-        texts: every prompt, in a fixed order (template, then domain and topic, then modifier).
-        train_indices: indices of training prompts.
-        heldout_indices: indices of held-out prompts (never used to train the shipped models).
-    """
-
-    def __init__(self, language: LanguageConfig = DEFAULT_LANGUAGE) -> None:
-        texts = []
-        for template, _, _ in language.templates:
-            for topics, _ in language.domains.values():
-                for topic in topics:
-                    for prefix, suffix in language.modifiers:
-                        texts.append(
-                            " ".join(filter(None, (prefix, template.format(t=topic), suffix)))
-                        )
-        self.texts: tuple[str, ...] = tuple(texts)
-        perm = np.random.default_rng(language.seed).permutation(len(texts))
-        n_held = int(round(language.heldout_fraction * len(texts)))
-        self.heldout_indices = np.sort(perm[:n_held])
-        self.train_indices = np.sort(perm[n_held:])
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def indices(self, split: str) -> np.ndarray:
-        """Indices of ``split``: ``"train"``, ``"heldout"`` or ``"all"``."""
-        if split == "train":
-            return self.train_indices
-        if split == "heldout":
-            return self.heldout_indices
-        if split == "all":
-            return np.arange(len(self.texts))
-        raise ValueError(f"unknown split {split!r}; expected 'train', 'heldout' or 'all'")
-
-    def sample(self, n: int, rng: np.random.Generator, split: str = "train") -> list[str]:
-        """``n`` prompts drawn uniformly (with replacement) from ``split``."""
-        idx = self.indices(split)
-        return [self.texts[i] for i in rng.choice(idx, size=n)]
 
 
 # ------------------------------------------------------------------------------------------ the world
