@@ -36,7 +36,7 @@ outcome of the iteration's judged duels for the learner against its opponent),
 
 Checkpoints and reproducibility. ``agent.model`` is a torch module wrapping the SB3 policy network
 (its parameters) and the snapshot pool (buffers); ``agent.optimizer`` is SB3's Adam. The text-agent
-checkpoint (:func:`agents.text.common.save_text_agent`, one pickle-free ``.npz``) therefore stores
+checkpoint (:func:`agents.text.checkpoint.save_text_agent`, one pickle-free ``.npz``) therefore stores
 everything an iteration depends on. Every iteration reseeds torch's, NumPy's and Python's global
 generators (SB3 draws from them) and the views from ``(seed, iteration)`` inside a fork that restores
 the caller's state, so ``agents.load`` continues learning exactly like an uninterrupted run.

@@ -1,4 +1,4 @@
-"""Shared plumbing of the token-level agents: config, learning loop, duels, metrics, acting, checkpoints.
+"""Shared plumbing of the token-level agents: config, learning loop, duels, metrics, acting.
 
 A token-level agent trains a :class:`~nlhf_envs.text.models.TinyCausalLM` ``pi_theta``, initialised
 from the reference policy ``pi_ref``, on the text duel ``nlhf/TokenDuel-v0``. It implements the same
@@ -8,10 +8,15 @@ API as the tabular agents (:mod:`agents.base`):
 * ``queries_used`` (one preference query per judged pair of answers), ``num_iterations``,
   ``history`` (one metrics dict per logged iteration);
 * ``act(observation, deterministic=False)`` for the PettingZoo env's observation, ``predict``;
-* ``save(path)`` / :func:`agents.load` (see :func:`save_text_agent`).
+* ``save(path)`` / :func:`agents.load` (see :func:`agents.text.checkpoint.save_text_agent`).
 
 An algorithm writes only ``_iteration()`` (returning its loss terms) with the helpers :meth:`duel`
 and :meth:`optimise`.
+
+The checkpoint plumbing is in :mod:`agents.text.checkpoint` and the evaluation (win rates against
+``pi_ref``, Nash metrics) in :mod:`agents.text.evaluation`; :class:`TextAgent`'s methods call them,
+and their names (:func:`save_text_agent`, :func:`load_text_agent`, :func:`checkpoint_payload`,
+``ENV_ID``) are importable from this module too.
 
 Metrics (``history`` and TensorBoard, step = ``queries_used``):
 
@@ -48,10 +53,8 @@ name                           meaning
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,18 +62,21 @@ import numpy as np
 import torch
 
 from agents.api import AgentBase
-from agents.checkpoint import (
-    checkpoint_header,
-    history_arrays,
-    read_history,
-    write_npz_atomic,
-)
-from agents.config import ConfigError, build_config, config_to_dict
+from agents.config import ConfigError, build_config
+from agents.text import evaluation
 from agents.text.backend import LoraSettings
+from agents.text.checkpoint import (  # noqa: F401 (re-exported)
+    ENV_ID,
+    _rebuild_env,
+    _state,
+    _tensor_arrays,
+    checkpoint_payload,
+    load_text_agent,
+    save_text_agent,
+)
 from agents.text.distributed import DataParallel, concat_duels, shard_seed
-from nlhf_envs.errors import CheckpointError
 from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
-from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked
+from nlhf_envs.text.models import TinyCausalLM
 
 __all__ = [
     "TEXT_METRIC_NAMES",
@@ -97,7 +103,6 @@ TEXT_METRIC_NAMES: tuple[str, ...] = (
     "time/tokens_per_s",
 )
 
-ENV_ID = "nlhf/TokenDuel-v0"
 
 #: prompts per batch of :meth:`TextAgent.evaluate` (larger evaluations run in chunks of this size).
 EVAL_CHUNK = 1024
@@ -483,7 +488,8 @@ class TextAgent(AgentBase):
 
     @torch.no_grad()
     def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
-        """Win rates of ``pi_theta`` against ``pi_ref`` under the judge and the ground truth.
+        """Win rates of ``pi_theta`` against ``pi_ref`` under the judge and the ground truth
+        (:func:`agents.text.evaluation.evaluate`).
 
         Uses its own generator (seeded from the agent's seed and ``num_iterations``), so evaluating
         never changes what ``learn`` does next; no queries are counted.
@@ -497,116 +503,28 @@ class TextAgent(AgentBase):
             ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}`` and the Nash
             metrics of :meth:`nash_metrics` (unless ``nash_eval`` is ``"off"``).
         """
-        n = num_prompts or self.config.eval_prompts
-        gen = torch.Generator(self.device).manual_seed(
-            int(np.random.SeedSequence([self.seed, 7, self.num_iterations]).generate_state(1)[0])
-        )
-        parts = []  # (prompts, judge, truth, kl) per chunk: memory stays bounded for any n
-        for start in range(0, n, EVAL_CHUNK):
-            m = min(EVAL_CHUNK, n - start)
-            _, ids, mask = self.engine.sample_prompts(m, gen, split=split)
-            y = self.engine.generate(self.model, ids, mask, gen)
-            y_ref = self.engine.generate(self.reference, ids, mask, gen)
-            kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
-            p_judge = self.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
-            p_true = (
-                self.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
-                if self.truth is not None
-                else torch.full((m,), float("nan"))
-            )
-            lr = token_log_probs(self.reference, ids, mask, y.tokens, y.mask)
-            kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
-            parts.append(
-                (m, float(p_judge.float().mean()), float(p_true.float().mean()), float(kl))
-            )
-        if len(parts) > 1:
-            parts = [(n, *(sum(p[0] * p[k] for p in parts) / n for k in (1, 2, 3)))]
-        out = {
-            "eval/win_rate_ref_judge": parts[0][1],
-            "eval/win_rate_ref_true": parts[0][2],
-            "eval/kl_ref": parts[0][3],
-        }
-        if self.truth is None:  # a Hugging Face game without a ground truth
-            del out["eval/win_rate_ref_true"]
-        if self.config.nash_eval != "off":
-            out.update(self.nash_metrics())
-        return out
+        return evaluation.evaluate(self, num_prompts, split, chunk=EVAL_CHUNK)
 
     def exact_game(self) -> tuple[Any, Any]:
         """The exact regularised game of the paying judge on held-out prompts and its equilibrium
         ``(game, pi*)`` (built once; needs an enumerable world, see :mod:`nlhf_envs.text.exact`)."""
-        if self._exact is None:
-            from nlhf_envs.solvers import regularized_nash
-            from nlhf_envs.text.exact import exact_game
-
-            game = exact_game(
-                self.env,
-                "heldout",
-                payer=self.config.payer,
-                beta=self.beta,
-                reference=self.reference,
-            )
-            self._exact = (game, regularized_nash(game))
-        return self._exact
+        return evaluation.exact_game_and_nash(self)
 
     def enumerable(self) -> bool:
         """Whether the env's answers can be enumerated (exact Nash metrics)."""
-        from nlhf_envs.text.exact import MAX_ANSWERS
-
-        if self.world is None:
-            return False
-        words = len(self.world.answer_token_ids) - 1
-        count = sum(words**k for k in range(self.engine.max_new_tokens + 1))
-        return count <= MAX_ANSWERS
+        return evaluation.enumerable(self)
 
     @torch.no_grad()
     def nash_metrics(self, exact: bool | None = None) -> dict[str, float]:
-        """``eval/exploitability`` and ``eval/kl_to_nash`` of ``pi_theta`` on held-out prompts.
+        """``eval/exploitability`` and ``eval/kl_to_nash`` of ``pi_theta`` on held-out prompts
+        (:func:`agents.text.evaluation.nash_metrics`).
 
         Args:
             exact: ``True``: exact (enumerable worlds); ``False``: estimated with
                 ``nash_eval_prompts`` prompts and ``nash_eval_samples`` samples; ``None``: from
                 ``config.nash_eval`` (``"auto"``: exact when the world is enumerable).
         """
-        mode = self.config.nash_eval
-        if exact is None:
-            exact = mode == "exact" or (mode in ("auto", "off") and self.enumerable())
-        self.model.eval()
-        try:
-            if exact:
-                from nlhf_envs.text.exact import exact_metrics
-
-                game, star = self.exact_game()
-                m = exact_metrics(self.model, game, self.env, "heldout", nash=star)
-                return {
-                    "eval/exploitability": m["exploitability"],
-                    "eval/kl_to_nash": m["kl_to_nash"],
-                }
-            n = self.config.nash_eval_samples
-            seed = int(
-                np.random.SeedSequence([self.seed, 9, self.num_iterations]).generate_state(1)[0]
-            )
-            from nlhf_envs.text.estimate import estimate_nash_metrics
-
-            native = self.backend.kind == "native"  # else the env estimates with its own parts
-            est = estimate_nash_metrics(
-                self.model,
-                self.env,
-                split="heldout",
-                num_prompts=self.config.nash_eval_prompts,
-                n=n,
-                m=2 * n,
-                seed=seed,
-                payer=self.config.payer,
-                beta=self.beta,
-                reference=self.reference if native else None,
-                device=self.device,
-            )
-            out = est.as_dict("eval/")
-            out.pop("eval/kl_ref")
-            return out
-        finally:
-            self.model.train()
+        return evaluation.nash_metrics(self, exact)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -680,196 +598,6 @@ class TextAgent(AgentBase):
             f"{type(self).__name__}(device={self.config.device!r}, "
             f"iterations={self.num_iterations}, queries={self.queries_used})"
         )
-
-
-# ---------------------------------------------------------------------------------- checkpoints
-
-
-def _tensor_arrays(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {f"{prefix}/{k}": v.detach().cpu().numpy() for k, v in state.items()}
-
-
-def checkpoint_payload(agent: TextAgent, include_history: bool = True) -> dict[str, np.ndarray]:
-    """The arrays of a text-agent checkpoint (``meta`` JSON + model, optimiser and RNG states, and
-    the history as a float64 table unless ``include_history`` is false: periodic checkpoints of a
-    run record only the number of rows, which the run's ``metrics.csv`` holds)."""
-    opt = agent.optimizer.state_dict()
-    opt_arrays: dict[str, np.ndarray] = {}
-    opt_scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in opt["state"].items():
-        for key, val in st.items():
-            if isinstance(val, torch.Tensor):
-                opt_arrays[f"optim/{idx}/{key}"] = val.detach().cpu().numpy()
-            else:
-                opt_scalars.setdefault(str(idx), {})[key] = val
-    kind = agent.backend.kind
-    env_id = "nlhf/HFTokenDuel-v0" if kind != "native" else None
-    meta = {
-        **checkpoint_header(agent),
-        "env": {
-            "id": env_id or getattr(agent.env, "env_id", None) or ENV_ID,
-            "world": agent.world.name if agent.world is not None else "default",
-            "judge_version": getattr(agent.env, "judge_version", "v0"),
-            "beta": float(getattr(agent.env, "beta", agent.beta)),
-            "max_new_tokens": int(agent.env.max_new_tokens),
-            "prompt_split": getattr(agent.env, "prompt_split", "train"),
-        },
-        "lm_config": config_to_dict(agent.reference.config) if kind == "native" else {},
-        "backend": kind,
-        "optim_param_groups": opt["param_groups"],
-        "optim_scalars": opt_scalars,
-        "history_len": len(agent.history),
-        "history_keys": None,
-    }
-    if kind != "native":  # the reference is the env's: the env must be the same game
-        meta["env"]["fingerprint"] = agent.env.fingerprint()
-    history: dict[str, np.ndarray] = {}
-    if include_history:
-        keys, values, present = history_arrays(agent.history)
-        meta["history_keys"] = keys
-        history = {"history/values": values, "history/present": present}
-    reference = (
-        _tensor_arrays("reference", agent.reference.state_dict()) if kind == "native" else {}
-    )
-    shards = agent.dp.gather_generator_states(agent.shard_rngs)  # [shards, L] on every process
-    extra = {"rng_shards": shards[1:].numpy()} if shards.shape[0] > 1 else {}
-    return {
-        "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-        "rng": shards[0].numpy(),
-        "act_rng": agent.act_rng.get_state().numpy(),
-        **extra,
-        **_tensor_arrays("policy", agent.backend.policy_state(agent.model)),
-        **reference,
-        **opt_arrays,
-        **history,
-    }
-
-
-def save_text_agent(agent: TextAgent, target: str, include_history: bool = True) -> str:
-    """Write ``agent`` to ``target`` atomically (one pickle-free ``.npz``); returns ``target``.
-
-    The archive holds ``meta`` (JSON: format, name, kind, config, seed, counters, env arguments,
-    optimiser hyper-parameters, history), ``policy/*`` and ``reference/*`` (state dicts),
-    ``optim/<i>/<key>`` (Adam moments and step counts) and both torch generator states.
-    """
-    return write_npz_atomic(target, checkpoint_payload(agent, include_history))
-
-
-def _state(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
-    n = len(prefix) + 1
-    return {
-        k[n:]: torch.from_numpy(np.array(v))
-        for k, v in arrays.items()
-        if k.startswith(prefix + "/")
-    }
-
-
-def load_text_agent(
-    agent_cls: type[TextAgent],
-    path: str,
-    meta: dict[str, Any],
-    arrays: dict[str, np.ndarray],
-    *,
-    tensorboard_log: str | os.PathLike[str] | None = None,
-    env: Any = None,
-) -> TextAgent:
-    """Rebuild a text agent from a checkpoint's ``meta`` and arrays (called by :func:`agents.load`).
-
-    The env is rebuilt from its id and ``max_new_tokens`` with the shipped judge (a custom judge is
-    not stored); pass ``env`` to use another.
-
-    Raises:
-        agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
-    """
-    kind = meta.get("backend", "native")
-    if kind != "native":
-        from agents.text.backend import is_hf_env
-
-        if env is None or not is_hf_env(env):
-            raise CheckpointError(
-                f"{path!r}: a Hugging Face ({kind}) checkpoint of nlhf/HFTokenDuel-v0 needs its "
-                "env: agents.load(path, game=env) (nlhf-zoo train --resume builds it from the "
-                "run's config.yml)"
-            )
-        want, have = meta["env"].get("fingerprint"), env.fingerprint()
-        if want != have:
-            raise CheckpointError(
-                f"{path!r}: trained on another HFTokenDuel game (fingerprint {want}; this env's "
-                f"is {have}: a different reference model, tokenizer, judge, prompts or beta)"
-            )
-    try:
-        cls = agent_cls
-        config = build_config(cls.config_cls, meta["config"], source=path)
-        stored = 1 + (len(arrays["rng_shards"]) if "rng_shards" in arrays else 0)
-        if config.shards is None and stored > 1:  # "as many as processes" in a sharded run
-            config.shards = stored
-        if env is None:
-            env = _rebuild_env(meta["env"])
-        reference = None
-        if kind == "native":
-            shapes = {k[10:]: v.shape for k, v in arrays.items() if k.startswith("reference/")}
-            reference = build_checked(
-                TinyCausalLM, LMConfig, meta["lm_config"], shapes, f"{path!r}: field 'lm_config'"
-            )
-            reference.load_state_dict(_state(arrays, "reference"))
-        agent = cls(
-            env,
-            config,
-            seed=int(meta["seed"]),
-            tensorboard_log=tensorboard_log,
-            reference=reference,
-        )
-        if agent.backend.kind != kind:
-            raise ValueError(
-                f"the checkpoint's backend is {kind!r}, the agent's {agent.backend.kind!r}"
-            )
-        agent.backend.load_policy_state(agent.model, _state(arrays, "policy"))
-        opt_state: dict[int, dict[str, Any]] = {}
-        for key, val in arrays.items():
-            if key.startswith("optim/"):
-                _, idx, name = key.split("/", 2)
-                opt_state.setdefault(int(idx), {})[name] = torch.from_numpy(np.array(val))
-        for idx, scalars in meta["optim_scalars"].items():
-            opt_state.setdefault(int(idx), {}).update(scalars)
-        agent.optimizer.load_state_dict(
-            {"state": opt_state, "param_groups": meta["optim_param_groups"]}
-        )
-        states = [np.array(arrays["rng"])]
-        if "rng_shards" in arrays:
-            states += list(np.array(arrays["rng_shards"]))
-        if len(states) != agent.dp.shards:
-            raise ValueError(
-                f"the checkpoint holds {len(states)} shard generators; the config has "
-                f"{agent.dp.shards} shards"
-            )
-        for gen, s in zip(agent.shard_rngs, agent.dp.local_shards, strict=True):
-            gen.set_state(torch.from_numpy(states[s]))
-        agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
-        agent.queries_used = int(meta["queries_used"])
-        agent.num_iterations = int(meta["num_iterations"])
-        agent.history = read_history(path, meta, arrays)
-    except (KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path!r}: cannot rebuild the text agent: {err}") from None
-    return agent
-
-
-def _rebuild_env(env_meta: dict[str, Any]) -> Any:
-    """The token-duel env a checkpoint was trained on (the shipped judge of its world)."""
-    if "world" not in env_meta:  # checkpoints written before worlds existed: nlhf/TokenDuel-v0
-        import pettingzoo
-
-        return pettingzoo.make(
-            "parallel", env_meta["id"], max_new_tokens=env_meta["max_new_tokens"]
-        )
-    from nlhf_envs.text.env import TokenDuelEnv
-
-    return TokenDuelEnv(
-        world=env_meta["world"],
-        judge_version=env_meta["judge_version"],
-        beta=env_meta["beta"],
-        max_new_tokens=env_meta["max_new_tokens"],
-        prompt_split=env_meta.get("prompt_split", "train"),
-    )
 
 
 def make_text_config(cls: type[TextAgentConfig], **values: Any) -> TextAgentConfig:

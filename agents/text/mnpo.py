@@ -299,7 +299,7 @@ class TextMNPO(TextAgent):
         game: Any = None,
         tensorboard_log: Any = None,
     ) -> TextMNPO:
-        """Rebuild the agent and its population (see :func:`agents.text.common.load_text_agent`).
+        """Rebuild the agent and its population (see :func:`agents.text.checkpoint.load_text_agent`).
 
         Raises:
             CheckpointError: naming ``p`` when a population member is missing or does not fit.

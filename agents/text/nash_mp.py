@@ -186,7 +186,7 @@ class TextNashMP(TextAgent):
         game: Any = None,
         tensorboard_log: Any = None,
     ) -> TextNashMP:
-        """Rebuild the agent (see :func:`agents.text.common.load_text_agent`), ``theta_bar`` too.
+        """Rebuild the agent (see :func:`agents.text.checkpoint.load_text_agent`), ``theta_bar`` too.
 
         Raises:
             CheckpointError: naming ``p`` when a design-(C) checkpoint lacks or garbles ``ema/*``.

@@ -1,0 +1,156 @@
+"""Evaluation of the token-level agents: win rates against ``pi_ref`` and Nash metrics.
+
+The functions here take a :class:`~agents.text.common.TextAgent` and never change what it does
+next (their generators are seeded from the agent's seed and ``num_iterations``; no queries are
+counted); the agent's ``evaluate``, ``nash_metrics``, ``exact_game`` and ``enumerable`` methods
+call them. The metric names are those of :mod:`agents.text.common`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from nlhf_envs.text.engine import token_log_probs
+
+__all__ = ["evaluate", "exact_game_and_nash", "enumerable", "nash_metrics"]
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Any, num_prompts: int | None = None, split: str = "heldout", *, chunk: int
+) -> dict[str, float]:
+    """Win rates of ``agent``'s ``pi_theta`` against ``pi_ref`` under the judge and the ground truth
+    (:meth:`agents.text.common.TextAgent.evaluate`).
+
+    Uses its own generator (seeded from the agent's seed and ``num_iterations``), so evaluating
+    never changes what ``learn`` does next; no queries are counted.
+
+    Args:
+        agent: a :class:`~agents.text.common.TextAgent`.
+        num_prompts: prompts (one answer pair each); default ``config.eval_prompts``. They are
+            evaluated in chunks of ``chunk`` prompts, so memory does not grow with it.
+        split: prompt split, ``"heldout"`` (default), ``"train"`` or ``"all"``.
+        chunk: prompts per batch (the agent passes :data:`agents.text.common.EVAL_CHUNK`).
+
+    Returns:
+        ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}`` and the Nash
+        metrics of the agent's ``nash_metrics`` (unless ``nash_eval`` is ``"off"``).
+    """
+    n = num_prompts or agent.config.eval_prompts
+    gen = torch.Generator(agent.device).manual_seed(
+        int(np.random.SeedSequence([agent.seed, 7, agent.num_iterations]).generate_state(1)[0])
+    )
+    parts = []  # (prompts, judge, truth, kl) per chunk: memory stays bounded for any n
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        _, ids, mask = agent.engine.sample_prompts(m, gen, split=split)
+        y = agent.engine.generate(agent.model, ids, mask, gen)
+        y_ref = agent.engine.generate(agent.reference, ids, mask, gen)
+        kw = {"prompt_mask": mask, "mask_a": y.mask, "mask_b": y_ref.mask}
+        p_judge = agent.engine.judge.prob(ids, y.tokens, y_ref.tokens, **kw)
+        p_true = (
+            agent.truth.prob(ids, y.tokens, y_ref.tokens, **kw)
+            if agent.truth is not None
+            else torch.full((m,), float("nan"))
+        )
+        lr = token_log_probs(agent.reference, ids, mask, y.tokens, y.mask)
+        kl = ((y.log_probs - lr) * y.mask.float()).sum(-1).mean()
+        parts.append((m, float(p_judge.float().mean()), float(p_true.float().mean()), float(kl)))
+    if len(parts) > 1:
+        parts = [(n, *(sum(p[0] * p[k] for p in parts) / n for k in (1, 2, 3)))]
+    out = {
+        "eval/win_rate_ref_judge": parts[0][1],
+        "eval/win_rate_ref_true": parts[0][2],
+        "eval/kl_ref": parts[0][3],
+    }
+    if agent.truth is None:  # a Hugging Face game without a ground truth
+        del out["eval/win_rate_ref_true"]
+    if agent.config.nash_eval != "off":
+        out.update(agent.nash_metrics())
+    return out
+
+
+def exact_game_and_nash(agent: Any) -> tuple[Any, Any]:
+    """The exact regularised game of ``agent``'s paying judge on held-out prompts and its
+    equilibrium ``(game, pi*)`` (built once per agent and kept on it; needs an enumerable world,
+    see :mod:`nlhf_envs.text.exact`)."""
+    if agent._exact is None:
+        from nlhf_envs.solvers import regularized_nash
+        from nlhf_envs.text.exact import exact_game
+
+        game = exact_game(
+            agent.env,
+            "heldout",
+            payer=agent.config.payer,
+            beta=agent.beta,
+            reference=agent.reference,
+        )
+        agent._exact = (game, regularized_nash(game))
+    return agent._exact
+
+
+def enumerable(agent: Any) -> bool:
+    """Whether the answers of ``agent``'s env can be enumerated (exact Nash metrics)."""
+    from nlhf_envs.text.exact import MAX_ANSWERS
+
+    if agent.world is None:
+        return False
+    words = len(agent.world.answer_token_ids) - 1
+    count = sum(words**k for k in range(agent.engine.max_new_tokens + 1))
+    return count <= MAX_ANSWERS
+
+
+@torch.no_grad()
+def nash_metrics(agent: Any, exact: bool | None = None) -> dict[str, float]:
+    """``eval/exploitability`` and ``eval/kl_to_nash`` of ``agent``'s ``pi_theta`` on held-out
+    prompts.
+
+    Args:
+        agent: a :class:`~agents.text.common.TextAgent` (its ``enumerable`` and ``exact_game``
+            methods are used).
+        exact: ``True``: exact (enumerable worlds); ``False``: estimated with
+            ``nash_eval_prompts`` prompts and ``nash_eval_samples`` samples; ``None``: from
+            ``config.nash_eval`` (``"auto"``: exact when the world is enumerable).
+    """
+    mode = agent.config.nash_eval
+    if exact is None:
+        exact = mode == "exact" or (mode in ("auto", "off") and agent.enumerable())
+    agent.model.eval()
+    try:
+        if exact:
+            from nlhf_envs.text.exact import exact_metrics
+
+            game, star = agent.exact_game()
+            m = exact_metrics(agent.model, game, agent.env, "heldout", nash=star)
+            return {
+                "eval/exploitability": m["exploitability"],
+                "eval/kl_to_nash": m["kl_to_nash"],
+            }
+        n = agent.config.nash_eval_samples
+        seed = int(
+            np.random.SeedSequence([agent.seed, 9, agent.num_iterations]).generate_state(1)[0]
+        )
+        from nlhf_envs.text.estimate import estimate_nash_metrics
+
+        native = agent.backend.kind == "native"  # else the env estimates with its own parts
+        est = estimate_nash_metrics(
+            agent.model,
+            agent.env,
+            split="heldout",
+            num_prompts=agent.config.nash_eval_prompts,
+            n=n,
+            m=2 * n,
+            seed=seed,
+            payer=agent.config.payer,
+            beta=agent.beta,
+            reference=agent.reference if native else None,
+            device=agent.device,
+        )
+        out = est.as_dict("eval/")
+        out.pop("eval/kl_ref")
+        return out
+    finally:
+        agent.model.train()
