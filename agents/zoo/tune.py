@@ -11,9 +11,13 @@ One study tunes one agent on one environment:
   same for every trial): a trial whose objective is worse than the median of the earlier trials at
   the same step stops there;
 * objective (minimised): the agent's exploitability at the final budget on the *validation*
-  prompts, never on the held-out prompts the results are reported on. Token worlds have prompt
-  splits ``"train"`` and ``"heldout"``; the validation prompts are ``validation_split``
-  (``"train"`` by default, disjoint from the held-out ones, as in ``benchmarks/text_nash.py``).
+  prompts, never on the held-out prompts the results are reported on (the one protocol of
+  ``docs/nash-metrics.md``). ``validation_split="validation"`` (default) scores the world's
+  validation prompts, disjoint from the prompts trained on and from the held-out ones
+  (``nlhf/TinyTokenDuel-v1``: 32 of 256); a world without them (the 32-prompt
+  ``nlhf/TinyTokenDuel-v0``, ``nlhf/HFTokenDuel-v0``) is refused unless ``"train"`` is asked
+  for, which scores the prompts trained on (an optimisation objective, named so in the
+  provenance).
   Exploitability is exact on matrix games and on enumerable token worlds
   (:func:`nlhf_envs.text.exact.exact_metrics`), estimated on the full-size ones
   (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`);
@@ -148,6 +152,24 @@ def suggest(trial: Any, agent: Any) -> dict[str, Any]:
 
 _EXACT_GAMES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
+#: the prompt splits a tuning objective may score
+VALIDATION_SPLITS: tuple[str, ...] = ("validation", "train")
+
+
+def _check_split(agent: Any, split: str) -> None:
+    """Refuse an objective split that the agent's env does not have (before any trial runs)."""
+    world = getattr(agent, "world", None)
+    prompts = getattr(world, "prompts", None)
+    has = prompts.has_split(split) if prompts is not None else split == "train"
+    if not has:
+        where = f"world {world.name!r}" if prompts is not None else "this env"
+        raise ConfigError(
+            f"{where} has no {split!r} prompts to tune on; pass validation_split='train' "
+            "(--validation-split train: the objective then scores the prompts trained on, an "
+            "optimisation objective) or tune on an env with a validation split "
+            "(nlhf/TinyTokenDuel-v1)"
+        )
+
 
 def validation_exploitability(agent: Any, split: str = "train") -> float:
     """Exploitability of ``agent``'s current policy on the prompts of ``split`` (token agents) or
@@ -244,7 +266,7 @@ def tune(
     study_name: str | None = None,
     params: Mapping[str, Any] | None = None,
     config_dir: str | os.PathLike[str] | None = None,
-    validation_split: str = "train",
+    validation_split: str = "validation",
     pruner_startup_trials: int = 5,
     enqueue: Sequence[Mapping[str, Any]] = (),
     space: Callable[[Any, Any], dict[str, Any]] | None = None,
@@ -265,8 +287,9 @@ def tune(
         study_name: default ``"<agent>:<env_id>:<budget>q:seed<seed>"``.
         params: fixed overrides of the zoo entry, applied to every trial.
         config_dir: folder of the zoo YAML files.
-        validation_split: prompts of the objective on token worlds (``"train"`` or ``"all"``;
-            never the held-out prompts).
+        validation_split: prompts of the objective on token worlds: ``"validation"`` (default)
+            or ``"train"`` (the prompts trained on, for worlds without validation prompts); never
+            the held-out prompts.
         pruner_startup_trials: trials that always finish before the median pruner acts.
         enqueue: settings (the search's parameter names) to try first, e.g. the current zoo
             values.
@@ -283,10 +306,10 @@ def tune(
     from agents.api import plan_budget
     from agents.zoo import configs as zoo
 
-    if validation_split not in ("train", "all"):
+    if validation_split not in VALIDATION_SPLITS:
         raise ConfigError(
-            f"validation split: expected 'train' or 'all' (the held-out prompts report results, "
-            f"they are never tuned on); got {validation_split!r}"
+            f"validation split: expected 'validation' or 'train' (the held-out prompts report "
+            f"results, they are never tuned on); got {validation_split!r}"
         )
     for key, val, low in (("n_trials", n_trials, 1), ("n_evaluations", n_evaluations, 1),
                           ("pruner_startup_trials", pruner_startup_trials, 0), ("seed", seed, 0)):  # fmt: skip
@@ -309,6 +332,8 @@ def tune(
         return entry, agent
 
     _, probe = build({})
+    if probe.kind == "text":
+        _check_split(probe, validation_split)
     plan = plan_budget(probe, budget)
     if plan.iterations == 0:
         raise ConfigError(
@@ -441,8 +466,9 @@ def add_arguments(p: Any) -> None:
     )  # fmt: skip
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
     p.add_argument(
-        "--validation-split", default="train", choices=["train", "all"],
-        help="prompts of the objective on token worlds (never the held-out ones)",
+        "--validation-split", default="validation", choices=list(VALIDATION_SPLITS),
+        help="prompts of the objective on token worlds: 'validation' (default) or 'train' for "
+        "worlds without validation prompts (never the held-out ones)",
     )  # fmt: skip
     p.add_argument(
         "--pruner-startup-trials", type=int, default=5,
