@@ -419,7 +419,11 @@ class LanguageConfig:
         format_words: punctuation words (``"-"`` makes lists, ``"."`` ends sentences).
         other_words: further words of the vocabulary.
         polite_openers: the demonstrator's polite openings.
-        heldout_fraction: fraction of prompts held out from every training set.
+        heldout_fraction: fraction of prompts held out from every training set (the ``"heldout"``
+            split: results are reported on it, nothing is trained or tuned on it).
+        validation_fraction: fraction of prompts in the ``"validation"`` split (disjoint from the
+            training and held-out prompts: tuning objectives score it); ``0``: the language has no
+            validation split (the 32-prompt ``tiny`` language).
         prompt_len: width of a prompt for the models (``<bos>`` and ``<sep>`` included).
         max_new_tokens: the longest answer, ``<eos>`` included.
         answer_words: the words an answer may use (``None``: every word). Language models of the world
@@ -440,6 +444,7 @@ class LanguageConfig:
     other_words: tuple[str, ...] = ()
     polite_openers: tuple[tuple[str, ...], ...] = ()
     heldout_fraction: float = 0.15
+    validation_fraction: float = 0.0
     prompt_len: int = 12
     max_new_tokens: int = 24
     answer_words: tuple[str, ...] | None = None
@@ -485,8 +490,12 @@ class WorldConfig:
     description: str = ""
 
     def to_dict(self) -> dict:
-        """The config as plain JSON types."""
-        return json.loads(json.dumps(asdict(self)))
+        """The config as plain JSON types (a language without a validation split omits
+        ``validation_fraction``, so the worlds registered before it existed keep their fingerprints)."""
+        out = json.loads(json.dumps(asdict(self)))
+        if not out["language"]["validation_fraction"]:
+            del out["language"]["validation_fraction"]
+        return out
 
 
 DEFAULT_LANGUAGE = LanguageConfig(
@@ -580,6 +589,36 @@ TINY_POPULATION = PopulationConfig(
 #: The cyclic population of the tiny language (answers of up to 3 words).
 TINY_CYCLIC_POPULATION = cyclic_population("tiny-cyclic", WORLD_SEED + 111, 5.0)
 
+#: The tiny answer alphabet (six words, answers of at most 3 tokens: 259 answers) with 256 prompts:
+#: eight topics per domain and four modifiers (politeness, brevity, detail), split 160 train, 32
+#: validation and 64 held out, so that held-out prompts are new combinations of words seen in
+#: training and generalisation can be measured exactly.
+TINY_WIDE_LANGUAGE = LanguageConfig(
+    name="tiny-wide",
+    seed=WORLD_SEED + 200,
+    domains={
+        "animals": (
+            ("cats", "dogs", "birds", "horses", "rabbits", "cows", "goats", "sheep"),
+            ("fur", "paws"),
+        ),
+        "weather": (
+            ("rain", "snow", "wind", "fog", "hail", "storms", "clouds", "frost"),
+            ("wet", "cold"),
+        ),
+    },
+    templates=TINY_LANGUAGE.templates,
+    modifiers=(("", ""), ("please", ""), ("", "briefly"), ("please", "in detail")),
+    ideal_length=TINY_LANGUAGE.ideal_length,
+    polite_words=TINY_LANGUAGE.polite_words,
+    format_words=TINY_LANGUAGE.format_words,
+    polite_openers=TINY_LANGUAGE.polite_openers,
+    heldout_fraction=0.25,
+    validation_fraction=0.125,
+    prompt_len=10,
+    max_new_tokens=3,
+    answer_words=TINY_LANGUAGE.answer_words,
+)
+
 #: The registered worlds by name.
 WORLD_CONFIGS: dict[str, WorldConfig] = {
     "default": WorldConfig(
@@ -599,6 +638,18 @@ WORLD_CONFIGS: dict[str, WorldConfig] = {
         TINY_LANGUAGE,
         TINY_CYCLIC_POPULATION,
         description="the enumerable world judged by a cyclic population",
+    ),
+    "tiny-wide": WorldConfig(
+        "tiny-wide",
+        TINY_WIDE_LANGUAGE,
+        TINY_POPULATION,
+        description="the enumerable world with 256 prompts (160 train, 32 validation, 64 held out)",
+    ),
+    "tiny-wide-cyclic": WorldConfig(
+        "tiny-wide-cyclic",
+        TINY_WIDE_LANGUAGE,
+        TINY_CYCLIC_POPULATION,
+        description="the 256-prompt enumerable world judged by a cyclic population",
     ),
 }
 WORLD_NAMES: tuple[str, ...] = tuple(WORLD_CONFIGS)
@@ -627,13 +678,22 @@ class PromptSpec:
 
 
 class PromptSet:
-    """All prompts of a language and its fixed train / held-out split.
+    """All prompts of a language and its fixed splits.
+
+    One protocol for every figure: agents train on ``"train"``; tuning scores ``"validation"``
+    (languages that have one; disjoint from the other two); results are reported on ``"train"``
+    (optimisation: the prompts trained on) and ``"heldout"`` (generalisation: prompts no agent, tuner or
+    shipped model was trained on). ``"all"`` is every prompt.
 
     Attributes:
         texts: every prompt, in a fixed order (template, then domain and topic, then modifier).
         train_indices: indices of training prompts.
+        validation_indices: indices of validation prompts (empty when the language has none).
         heldout_indices: indices of held-out prompts (never used to train the shipped models).
     """
+
+    #: the split names, in the order of :meth:`indices`
+    SPLITS: tuple[str, ...] = ("train", "validation", "heldout", "all")
 
     def __init__(self, language: LanguageConfig = DEFAULT_LANGUAGE) -> None:
         texts = []
@@ -645,23 +705,45 @@ class PromptSet:
                             " ".join(filter(None, (prefix, template.format(t=topic), suffix)))
                         )
         self.texts: tuple[str, ...] = tuple(texts)
+        self.language_name = language.name
         perm = np.random.default_rng(language.seed).permutation(len(texts))
         n_held = int(round(language.heldout_fraction * len(texts)))
+        n_val = int(round(language.validation_fraction * len(texts)))
         self.heldout_indices = np.sort(perm[:n_held])
-        self.train_indices = np.sort(perm[n_held:])
+        self.validation_indices = np.sort(perm[n_held : n_held + n_val])
+        self.train_indices = np.sort(perm[n_held + n_val :])
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def indices(self, split: str) -> np.ndarray:
-        """Indices of ``split``: ``"train"``, ``"heldout"`` or ``"all"``."""
+        """Indices of ``split``: ``"train"``, ``"validation"``, ``"heldout"`` or ``"all"``.
+
+        Raises:
+            ValueError: for an unknown split, or ``"validation"`` on a language without one.
+        """
         if split == "train":
             return self.train_indices
         if split == "heldout":
             return self.heldout_indices
+        if split == "validation":
+            if len(self.validation_indices) == 0:
+                raise ValueError(
+                    f"language {self.language_name!r} has no validation prompts (its "
+                    f"{len(self.texts)} prompts are {len(self.train_indices)} train and "
+                    f"{len(self.heldout_indices)} held out); score 'train' instead and say so, or "
+                    "use a world with a validation split (nlhf/TinyTokenDuel-v1)"
+                )
+            return self.validation_indices
         if split == "all":
             return np.arange(len(self.texts))
-        raise ValueError(f"unknown split {split!r}; expected 'train', 'heldout' or 'all'")
+        raise ValueError(
+            f"unknown split {split!r}; expected 'train', 'validation', 'heldout' or 'all'"
+        )
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` names a non-empty split of this prompt set."""
+        return split in self.SPLITS and (split != "validation" or len(self.validation_indices) > 0)
 
     def sample(self, n: int, rng: np.random.Generator, split: str = "train") -> list[str]:
         """``n`` prompts drawn uniformly (with replacement) from ``split``."""
