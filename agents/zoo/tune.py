@@ -31,8 +31,8 @@ differs from the agent's defaults, the budget as ``num_queries``, and ``env_kwar
 provenance in comments (study, storage, trials, budget, objective, date), ready to go into
 ``zoo_configs/<agent>.yml``.
 
-Search spaces (:func:`suggest`): ``lr`` log-uniform in ``[1e-4, 1e-2]`` for every agent with an
-``lr``; token Nash-MP also ``eta`` in ``{1, 2, 4} x beta`` (``ema_rate`` log-uniform in
+Search spaces (:func:`suggest`): ``lr`` log-uniform in ``[3e-5, 3e-3]`` for token agents (their
+default is ``1e-4``) and in ``[1e-4, 1e-2]`` for tabular agents with an ``lr``; token Nash-MP also ``eta`` in ``{1, 2, 4} x beta`` (``ema_rate`` log-uniform in
 ``[0.01, 0.5]`` for design (C)); token Nash-MD the mixture schedule (``harmonic`` or a constant
 coefficient, log-uniform in ``[1/32, 1/2]``); a tabular agent without ``lr`` its step (the key of
 ``default_step``), log-uniform within a factor 4 of the theory's value.
@@ -130,7 +130,8 @@ def suggest(trial: Any, agent: Any) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(agent.config)}
     out: dict[str, Any] = {}
     if "lr" in fields:
-        out["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        low, high = (3e-5, 3e-3) if agent.kind == "text" else (1e-4, 1e-2)
+        out["lr"] = trial.suggest_float("lr", low, high, log=True)
     elif agent.kind == "matrix":
         try:
             key, value = agent.default_step(agent.game)
