@@ -20,7 +20,13 @@ from agents.base import METRIC_NAMES, Agent
 from agents.checkpoint import CheckpointError
 from agents.checkpoint import load_agent as load
 from agents.config import AgentConfig, ConfigError, PGConfig, build_config
-from agents.registry import available, config_class, make, register_agent
+from agents.registry import (
+    ZooSettingsAvailable,
+    available,
+    config_class,
+    make,
+    register_agent,
+)
 
 # algorithms (importing registers them)
 from agents.egpo import EGPO, EGPOConfig  # noqa: E402  isort: skip
@@ -45,6 +51,7 @@ from agents.registry import register_lazy_kind as _register_lazy_kind  # noqa: E
 _register_lazy_kind("text", ("agents.text", "agents.sb3.text"))
 
 __all__ = [
+    "ZooSettingsAvailable",
     "Agent",
     "AgentBase",
     "ZooAgent",

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+import zoo_configs
 from agents.config import build_config
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError, NlhfError
 from nlhf_envs.game import PreferenceGame
@@ -246,6 +248,21 @@ def make(
     kind, target = resolve_target(game_or_env, env_kwargs, build_text=False)
     cls = get_agent_class(name, kind)  # fails early for text agents that do not exist
     cfg = build_config(cls.config_cls, config, source=f"agents.make({name!r})")
+    if not config and isinstance(game_or_env, str) and game_or_env in zoo_configs.entry_ids(name):
+        warnings.warn(
+            f"agents.make({name!r}, {game_or_env!r}) uses the library defaults; the zoo has tuned "
+            f"settings for this env (zoo_configs/{name}.yml): agents.zoo.make({name!r}, "
+            f"{game_or_env!r}) builds the agent with them, as `nlhf-zoo train` does "
+            f"(agents.zoo.resolve({name!r}, {game_or_env!r}).num_queries is their budget)",
+            ZooSettingsAvailable,
+            stacklevel=2,
+        )
     if kind == "text" and isinstance(target, str):
         _, target = resolve_target(target, env_kwargs)
     return cls(target, cfg, seed=seed, tensorboard_log=tensorboard_log)
+
+
+class ZooSettingsAvailable(UserWarning):
+    """Issued by :func:`make` when it builds an agent with the library defaults for an env id that
+    has tuned settings in the zoo (``agents.zoo.make`` uses them). Silence it with
+    ``warnings.filterwarnings("ignore", category=agents.ZooSettingsAvailable)``."""

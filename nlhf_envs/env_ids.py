@@ -46,6 +46,8 @@ TEXT_ENV_IDS: dict[str, dict[str, Any]] = {
     "nlhf/TokenDuel-Cyclic-v0": {"world": "default-cyclic", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-v0": {"world": "tiny", "judge_version": "latest"},
     "nlhf/TinyTokenDuel-Cyclic-v0": {"world": "tiny-cyclic", "judge_version": "latest"},
+    "nlhf/TinyTokenDuel-v1": {"world": "tiny-wide", "judge_version": "latest"},
+    "nlhf/TinyTokenDuel-Cyclic-v1": {"world": "tiny-wide-cyclic", "judge_version": "latest"},
 }
 
 #: Ids of envs built from the user's own parts (no defaults: every part is a keyword argument of

@@ -23,7 +23,7 @@ them as strings); ``3.0e-4`` is read the same by every YAML parser.
 
 from __future__ import annotations
 
-import importlib.resources
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+import zoo_configs
 from agents.config import ConfigError, build_config, config_to_dict
 from agents.registry import available, config_class, resolve_target
 
@@ -78,10 +79,7 @@ def safe_load(text: str) -> Any:
 def default_config_dir() -> Path:
     """``$NLHF_ZOO_CONFIGS`` if set, else the shipped ``zoo_configs`` (package data, found with
     :mod:`importlib.resources`, so a regular wheel install has them too)."""
-    env = os.environ.get("NLHF_ZOO_CONFIGS")
-    if env:
-        return Path(env)
-    return Path(str(importlib.resources.files("zoo_configs")))
+    return zoo_configs.config_dir()
 
 
 @dataclass
@@ -243,4 +241,44 @@ def resolve(
         num_iterations=meta["num_iterations"],
         env_kwargs=dict(meta["env_kwargs"]),
         sources=[s for s, _ in layers],
+    )
+
+
+def make(
+    agent: str,
+    env_id: str,
+    *,
+    seed: int | None = None,
+    tensorboard_log: str | os.PathLike[str] | None = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Any:
+    """``agents.make`` with the zoo's settings for ``env_id`` (what ``nlhf-zoo train`` uses).
+
+    ``agents.make(agent, env_id)`` keeps the library defaults (a script means the same thing when
+    the zoo is re-tuned); this is the opt-in to the tuned values. The entry's budget is
+    ``resolve(agent, env_id).num_queries``.
+
+    Args:
+        agent: a registered agent name.
+        env_id: an environment id with (or without) an entry in ``<agent>.yml``.
+        seed: the agent's seed.
+        tensorboard_log: TensorBoard folder.
+        config_dir: folder of the zoo YAML files (default :func:`default_config_dir`).
+        params: overrides of the entry (as ``nlhf-zoo train --params``).
+
+    Raises:
+        ConfigError: as :func:`resolve`.
+    """
+    import agents
+
+    entry = resolve(agent, env_id, config_dir=config_dir, params=params)
+    values = {f.name: getattr(entry.config, f.name) for f in dataclasses.fields(entry.config)}
+    return agents.make(
+        agent,
+        env_id,
+        seed=seed,
+        tensorboard_log=tensorboard_log,
+        env_kwargs=entry.env_kwargs or None,
+        **values,
     )

@@ -11,9 +11,13 @@ One study tunes one agent on one environment:
   same for every trial): a trial whose objective is worse than the median of the earlier trials at
   the same step stops there;
 * objective (minimised): the agent's exploitability at the final budget on the *validation*
-  prompts, never on the held-out prompts the results are reported on. Token worlds have prompt
-  splits ``"train"`` and ``"heldout"``; the validation prompts are ``validation_split``
-  (``"train"`` by default, disjoint from the held-out ones, as in ``benchmarks/text_nash.py``).
+  prompts, never on the held-out prompts the results are reported on (the one protocol of
+  ``docs/nash-metrics.md``). ``validation_split="validation"`` (default) scores the world's
+  validation prompts, disjoint from the prompts trained on and from the held-out ones
+  (``nlhf/TinyTokenDuel-v1``: 32 of 256); a world without them (the 32-prompt
+  ``nlhf/TinyTokenDuel-v0``, ``nlhf/HFTokenDuel-v0``) is refused unless ``"train"`` is asked
+  for, which scores the prompts trained on (an optimisation objective, named so in the
+  provenance).
   Exploitability is exact on matrix games and on enumerable token worlds
   (:func:`nlhf_envs.text.exact.exact_metrics`), estimated on the full-size ones
   (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`);
@@ -27,8 +31,8 @@ differs from the agent's defaults, the budget as ``num_queries``, and ``env_kwar
 provenance in comments (study, storage, trials, budget, objective, date), ready to go into
 ``zoo_configs/<agent>.yml``.
 
-Search spaces (:func:`suggest`): ``lr`` log-uniform in ``[1e-4, 1e-2]`` for every agent with an
-``lr``; token Nash-MP also ``eta`` in ``{1, 2, 4} x beta`` (``ema_rate`` log-uniform in
+Search spaces (:func:`suggest`): ``lr`` log-uniform in ``[3e-5, 3e-3]`` for token agents (their
+default is ``1e-4``) and in ``[1e-4, 1e-2]`` for tabular agents with an ``lr``; token Nash-MP also ``eta`` in ``{1, 2, 4} x beta`` (``ema_rate`` log-uniform in
 ``[0.01, 0.5]`` for design (C)); token Nash-MD the mixture schedule (``harmonic`` or a constant
 coefficient, log-uniform in ``[1/32, 1/2]``); a tabular agent without ``lr`` its step (the key of
 ``default_step``), log-uniform within a factor 4 of the theory's value.
@@ -126,7 +130,8 @@ def suggest(trial: Any, agent: Any) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(agent.config)}
     out: dict[str, Any] = {}
     if "lr" in fields:
-        out["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        low, high = (3e-5, 3e-3) if agent.kind == "text" else (1e-4, 1e-2)
+        out["lr"] = trial.suggest_float("lr", low, high, log=True)
     elif agent.kind == "matrix":
         try:
             key, value = agent.default_step(agent.game)
@@ -147,6 +152,24 @@ def suggest(trial: Any, agent: Any) -> dict[str, Any]:
 
 
 _EXACT_GAMES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+#: the prompt splits a tuning objective may score
+VALIDATION_SPLITS: tuple[str, ...] = ("validation", "train")
+
+
+def _check_split(agent: Any, split: str) -> None:
+    """Refuse an objective split that the agent's env does not have (before any trial runs)."""
+    world = getattr(agent, "world", None)
+    prompts = getattr(world, "prompts", None)
+    has = prompts.has_split(split) if prompts is not None else split == "train"
+    if not has:
+        where = f"world {world.name!r}" if prompts is not None else "this env"
+        raise ConfigError(
+            f"{where} has no {split!r} prompts to tune on; pass validation_split='train' "
+            "(--validation-split train: the objective then scores the prompts trained on, an "
+            "optimisation objective) or tune on an env with a validation split "
+            "(nlhf/TinyTokenDuel-v1)"
+        )
 
 
 def validation_exploitability(agent: Any, split: str = "train") -> float:
@@ -244,7 +267,7 @@ def tune(
     study_name: str | None = None,
     params: Mapping[str, Any] | None = None,
     config_dir: str | os.PathLike[str] | None = None,
-    validation_split: str = "train",
+    validation_split: str = "validation",
     pruner_startup_trials: int = 5,
     enqueue: Sequence[Mapping[str, Any]] = (),
     space: Callable[[Any, Any], dict[str, Any]] | None = None,
@@ -265,8 +288,9 @@ def tune(
         study_name: default ``"<agent>:<env_id>:<budget>q:seed<seed>"``.
         params: fixed overrides of the zoo entry, applied to every trial.
         config_dir: folder of the zoo YAML files.
-        validation_split: prompts of the objective on token worlds (``"train"`` or ``"all"``;
-            never the held-out prompts).
+        validation_split: prompts of the objective on token worlds: ``"validation"`` (default)
+            or ``"train"`` (the prompts trained on, for worlds without validation prompts); never
+            the held-out prompts.
         pruner_startup_trials: trials that always finish before the median pruner acts.
         enqueue: settings (the search's parameter names) to try first, e.g. the current zoo
             values.
@@ -283,10 +307,10 @@ def tune(
     from agents.api import plan_budget
     from agents.zoo import configs as zoo
 
-    if validation_split not in ("train", "all"):
+    if validation_split not in VALIDATION_SPLITS:
         raise ConfigError(
-            f"validation split: expected 'train' or 'all' (the held-out prompts report results, "
-            f"they are never tuned on); got {validation_split!r}"
+            f"validation split: expected 'validation' or 'train' (the held-out prompts report "
+            f"results, they are never tuned on); got {validation_split!r}"
         )
     for key, val, low in (("n_trials", n_trials, 1), ("n_evaluations", n_evaluations, 1),
                           ("pruner_startup_trials", pruner_startup_trials, 0), ("seed", seed, 0)):  # fmt: skip
@@ -309,6 +333,8 @@ def tune(
         return entry, agent
 
     _, probe = build({})
+    if probe.kind == "text":
+        _check_split(probe, validation_split)
     plan = plan_budget(probe, budget)
     if plan.iterations == 0:
         raise ConfigError(
@@ -441,8 +467,9 @@ def add_arguments(p: Any) -> None:
     )  # fmt: skip
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
     p.add_argument(
-        "--validation-split", default="train", choices=["train", "all"],
-        help="prompts of the objective on token worlds (never the held-out ones)",
+        "--validation-split", default="validation", choices=list(VALIDATION_SPLITS),
+        help="prompts of the objective on token worlds: 'validation' (default) or 'train' for "
+        "worlds without validation prompts (never the held-out ones)",
     )  # fmt: skip
     p.add_argument(
         "--pruner-startup-trials", type=int, default=5,

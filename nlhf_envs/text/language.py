@@ -362,7 +362,11 @@ class LanguageConfig:
         format_words: punctuation words (``"-"`` makes lists, ``"."`` ends sentences).
         other_words: further words of the vocabulary.
         polite_openers: the demonstrator's polite openings.
-        heldout_fraction: fraction of prompts held out from every training set.
+        heldout_fraction: fraction of prompts held out from every training set (the ``"heldout"``
+            split: results are reported on it, nothing is trained or tuned on it).
+        validation_fraction: fraction of prompts in the ``"validation"`` split (disjoint from the
+            training and held-out prompts: tuning objectives score it); ``0``: the language has no
+            validation split (the 32-prompt ``tiny`` language).
         prompt_len: width of a prompt for the models (``<bos>`` and ``<sep>`` included).
         max_new_tokens: the longest answer, ``<eos>`` included.
         answer_words: the words an answer may use (``None``: every word). Language models of the world
@@ -384,6 +388,7 @@ class LanguageConfig:
     other_words: tuple[str, ...] = ()
     polite_openers: tuple[tuple[str, ...], ...] = ()
     heldout_fraction: float = 0.15
+    validation_fraction: float = 0.0
     prompt_len: int = 12
     max_new_tokens: int = 24
     answer_words: tuple[str, ...] | None = None
@@ -431,4 +436,34 @@ TINY_LANGUAGE = LanguageConfig(
     prompt_len=8,
     max_new_tokens=3,
     answer_words=("fur", "paws", "wet", "cold", "sure", "."),
+)
+
+#: The tiny answer alphabet (six words, answers of at most 3 tokens: 259 answers) with 256 prompts:
+#: eight topics per domain and four modifiers (politeness, brevity, detail), split 160 train, 32
+#: validation and 64 held out, so that held-out prompts are new combinations of words seen in
+#: training and generalisation can be measured exactly.
+TINY_WIDE_LANGUAGE = LanguageConfig(
+    name="tiny-wide",
+    seed=WORLD_SEED + 200,
+    domains={
+        "animals": (
+            ("cats", "dogs", "birds", "horses", "rabbits", "cows", "goats", "sheep"),
+            ("fur", "paws"),
+        ),
+        "weather": (
+            ("rain", "snow", "wind", "fog", "hail", "storms", "clouds", "frost"),
+            ("wet", "cold"),
+        ),
+    },
+    templates=TINY_LANGUAGE.templates,
+    modifiers=(("", ""), ("please", ""), ("", "briefly"), ("please", "in detail")),
+    ideal_length=TINY_LANGUAGE.ideal_length,
+    polite_words=TINY_LANGUAGE.polite_words,
+    format_words=TINY_LANGUAGE.format_words,
+    polite_openers=TINY_LANGUAGE.polite_openers,
+    heldout_fraction=0.25,
+    validation_fraction=0.125,
+    prompt_len=10,
+    max_new_tokens=3,
+    answer_words=TINY_LANGUAGE.answer_words,
 )

@@ -119,6 +119,8 @@ WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 WORLD_DEFAULTS["tiny-cyclic"] = WORLD_DEFAULTS["tiny"]
+WORLD_DEFAULTS["tiny-wide"] = WORLD_DEFAULTS["tiny"]
+WORLD_DEFAULTS["tiny-wide-cyclic"] = WORLD_DEFAULTS["tiny"]
 
 
 def config_for(world: str, **overrides: Any) -> TrainConfig:

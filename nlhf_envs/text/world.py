@@ -19,6 +19,10 @@ world              what it is
 ``tiny``           two domains, six answer words, 32 prompts (8 held out), answers of at most 3 tokens:
                    259 possible answers per prompt, small enough to enumerate (``nlhf/TinyTokenDuel-v0``)
 ``tiny-cyclic``    the tiny language with the cyclic population (``nlhf/TinyTokenDuel-Cyclic-v0``)
+``tiny-wide``      the tiny answers (259) with 256 prompts: 160 train, 32 validation, 64 held out, so
+                   generalisation to unseen prompts is measured exactly (``nlhf/TinyTokenDuel-v1``)
+``tiny-wide-``     the 256-prompt language with the tiny cyclic population
+``cyclic``         (``nlhf/TinyTokenDuel-Cyclic-v1``)
 ================== ========================================================================================
 
 The ground truth
@@ -82,6 +86,7 @@ from nlhf_envs.text.language import (  # noqa: F401 (re-exported)
     RUDE_WORDS,
     TEMPLATES,
     TINY_LANGUAGE,
+    TINY_WIDE_LANGUAGE,
     WORLD_SEED,
     LanguageConfig,
 )
@@ -108,8 +113,12 @@ class WorldConfig:
     description: str = ""
 
     def to_dict(self) -> dict:
-        """The config as plain JSON types."""
-        return json.loads(json.dumps(asdict(self)))
+        """The config as plain JSON types (a language without a validation split omits
+        ``validation_fraction``, so the worlds registered before it existed keep their fingerprints)."""
+        out = json.loads(json.dumps(asdict(self)))
+        if not out["language"]["validation_fraction"]:
+            del out["language"]["validation_fraction"]
+        return out
 
 
 #: The registered worlds by name.
@@ -131,6 +140,18 @@ WORLD_CONFIGS: dict[str, WorldConfig] = {
         TINY_LANGUAGE,
         TINY_CYCLIC_POPULATION,
         description="the enumerable world judged by a cyclic population",
+    ),
+    "tiny-wide": WorldConfig(
+        "tiny-wide",
+        TINY_WIDE_LANGUAGE,
+        TINY_POPULATION,
+        description="the enumerable world with 256 prompts (160 train, 32 validation, 64 held out)",
+    ),
+    "tiny-wide-cyclic": WorldConfig(
+        "tiny-wide-cyclic",
+        TINY_WIDE_LANGUAGE,
+        TINY_CYCLIC_POPULATION,
+        description="the 256-prompt enumerable world judged by a cyclic population",
     ),
 }
 WORLD_NAMES: tuple[str, ...] = tuple(WORLD_CONFIGS)

@@ -60,8 +60,14 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
         tune("nash_mp", ENV, n_trials=1, budget=100)
     with pytest.raises(ConfigError, match="--storage postgresql://x: expected a file path"):
         tune("nash_mp", ENV, n_trials=1, budget=1024, storage="postgresql://x")
-    with pytest.raises(ConfigError, match="validation split: expected 'train' or 'all'"):
+    with pytest.raises(ConfigError, match="validation split: expected 'validation' or 'train'"):
         tune("nash_mp", ENV, n_trials=1, budget=1024, validation_split="heldout")
+    # the 32-prompt tiny world has no validation prompts: refused before any trial, not guessed
+    with pytest.raises(
+        ConfigError, match="world 'tiny' has no 'validation' prompts to tune on; pass "
+        "validation_split='train'"
+    ):  # fmt: skip
+        tune("online_ipo", "nlhf/TinyTokenDuel-v0", n_trials=1, budget=256)
     kept = tmp_path / "kept.yml"
     kept.write_text("mine\n")
     argv = ["tune", "--agent", "nash_mp", "--env", ENV, "--n-trials", "1", "-n", "1024",
@@ -77,17 +83,17 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 
 def test_cli_tunes_a_token_agent_and_writes_the_snippet(tmp_path, capsys):
     out = tmp_path / "tuned.yml"
-    argv = ["tune", "--agent", "online_ipo", "--env", "nlhf/TinyTokenDuel-v0", "--n-trials", "2",
+    argv = ["tune", "--agent", "online_ipo", "--env", "nlhf/TinyTokenDuel-v1", "--n-trials", "2",
             "-n", "256", "--params", "batch_size:64", "--n-evaluations", "2",
             "--storage", f"sqlite:///{tmp_path / 's.db'}", "--output", str(out)]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.out == out.read_text()
     assert "2 new trial(s); 2 complete, 0 pruned" in captured.err
-    data = yaml.safe_load(out.read_text())["nlhf/TinyTokenDuel-v0"]
+    data = yaml.safe_load(out.read_text())["nlhf/TinyTokenDuel-v1"]
     assert data["batch_size"] == 64 and data["num_queries"] == 256
-    assert 1e-4 <= data["lr"] <= 1e-2
-    assert "exact exploitability on the 'train' prompts" in out.read_text()
+    assert 3e-5 <= data["lr"] <= 3e-3
+    assert "exact exploitability on the 'validation' prompts" in out.read_text()
 
 
 def test_yaml_floats_are_read_as_floats_by_every_parser():
