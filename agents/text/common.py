@@ -20,34 +20,38 @@ and their names (:func:`save_text_agent`, :func:`load_text_agent`, :func:`checkp
 
 Metrics (``history`` and TensorBoard, step = ``queries_used``):
 
-============================== =====================================================================
-name                           meaning
-============================== =====================================================================
-``game/queries``               training preference queries used so far (evaluation is not counted)
-``time/iterations``            iterations done so far
-``eval/win_rate_ref_judge``    mean learned-judge ``P(y > y_ref | x)``, ``y ~ pi_theta``,
-                               ``y_ref ~ pi_ref``, on ``eval_prompts`` held-out prompts (every
-                               ``eval_every`` iterations)
-``eval/win_rate_ref_true``     the same under the ground truth ``P*``
-``eval/kl_ref``                sequence ``KL(pi_theta || pi_ref)`` on the held-out prompts (nats)
-``eval/exploitability``        ``max_pi' P_beta(pi' > pi_theta) - 1/2`` in the regularised game of the
-                               paying judge on held-out prompts: exact on enumerable worlds
-                               (:func:`nlhf_envs.text.exact.exact_game`), estimated elsewhere
-                               (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`, on
-                               Hugging Face games :func:`nlhf_envs.text.hf_estimate.
-                               estimate_hf_nash_metrics`; also ``eval/exploitability_low``/
-                               ``_high``, a 95% interval over prompts)
-``eval/kl_to_nash``            ``E_x KL(pi*_beta || pi_theta)`` (exact or estimated, as above)
-``policy/kl_ref``              sequence ``KL(pi_theta || pi_ref)`` on the iteration's training
-                               answers: Monte-Carlo mean of ``sum_n log(pi_theta/pi_ref)(y_n)``
-``policy/entropy``             sequence entropy of ``pi_theta`` (nats): mean of ``-sum_n log
-                               pi_theta(y_n)`` over the training answers
-``policy/answer_length``       mean answer length in tokens (``<eos>`` included)
-``loss/...``                   the algorithm's loss and each of its terms (see
-                               :mod:`agents.text.losses`), averaged over the iteration's steps
-``time/queries_per_s``         training queries per second of the iteration (evaluation excluded)
-``time/tokens_per_s``          generated tokens (all answers, opponents included) per second
-============================== =====================================================================
+================================= ======================================================================
+name                              meaning
+================================= ======================================================================
+``game/queries``                  training preference queries used so far (evaluation is not counted)
+``time/iterations``               iterations done so far
+``eval/win_rate_ref_judge``       mean learned-judge ``P(y > y_ref | x)``, ``y ~ pi_theta``,
+                                  ``y_ref ~ pi_ref``, on ``eval_prompts`` held-out prompts (every
+                                  ``eval_every`` iterations)
+``eval/win_rate_ref_true``        the same under the ground truth ``P*``
+``eval/kl_ref``                   sequence ``KL(pi_theta || pi_ref)`` on the held-out prompts (nats)
+``eval/exploitability``           ``max_pi' P_beta(pi' > pi_theta) - 1/2`` in the regularised game of the
+                                  paying judge on held-out prompts: exact on enumerable worlds
+                                  (:func:`nlhf_envs.text.exact.exact_game`), estimated elsewhere
+                                  (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`, on
+                                  Hugging Face games :func:`nlhf_envs.text.hf_estimate.
+                                  estimate_hf_nash_metrics`; also ``eval/exploitability_low``/
+                                  ``_high``, a 95% interval over prompts)
+``eval/kl_to_nash``               ``E_x KL(pi*_beta || pi_theta)`` (exact or estimated, as above)
+``eval/exploitability_trained``   the same two on the prompts the agent trains on (the env's
+``eval/kl_to_nash_trained``       ``prompt_split``, ``"train"`` by default): optimisation beside the
+                                  held-out prompts' generalisation (``docs/nash-metrics.md``, "One
+                                  protocol")
+``policy/kl_ref``                 sequence ``KL(pi_theta || pi_ref)`` on the iteration's training
+                                  answers: Monte-Carlo mean of ``sum_n log(pi_theta/pi_ref)(y_n)``
+``policy/entropy``                sequence entropy of ``pi_theta`` (nats): mean of ``-sum_n log
+                                  pi_theta(y_n)`` over the training answers
+``policy/answer_length``          mean answer length in tokens (``<eos>`` included)
+``loss/...``                      the algorithm's loss and each of its terms (see
+                                  :mod:`agents.text.losses`), averaged over the iteration's steps
+``time/queries_per_s``            training queries per second of the iteration (evaluation excluded)
+``time/tokens_per_s``             generated tokens (all answers, opponents included) per second
+================================= ======================================================================
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -96,6 +101,8 @@ TEXT_METRIC_NAMES: tuple[str, ...] = (
     "eval/kl_ref",
     "eval/exploitability",
     "eval/kl_to_nash",
+    "eval/exploitability_trained",
+    "eval/kl_to_nash_trained",
     "policy/kl_ref",
     "policy/entropy",
     "policy/answer_length",
@@ -173,7 +180,7 @@ class TextAgentConfig:
 
     mode: str = "sampled"
     batch_size: int = 64
-    lr: float = 1.0e-3
+    lr: float = 1.0e-4
     optimizer: str = "adam"
     sampler: str = "multinomial"
     lr_schedule: str = "constant"
@@ -367,7 +374,15 @@ class TextAgent(AgentBase):
         ]
         self._tokens = 0
         self._stats: dict[str, list[float]] = {}
-        self._exact: tuple[Any, Any] | None = None
+        self._exact: dict[str, tuple[Any, Any]] = {}
+        trained = evaluation.trained_split(self)
+        if trained in ("all", "heldout") and config.nash_eval != "off":
+            warnings.warn(
+                f"{type(self).__name__} trains on the env's {trained!r} prompts, which include the "
+                "held-out ones: eval/exploitability and eval/kl_to_nash then measure optimisation, "
+                "not generalisation to unseen prompts (train on prompt_split='train' for that)",
+                stacklevel=3,
+            )
         self._setup()
 
     # ------------------------------------------------------------------ to override
@@ -505,10 +520,11 @@ class TextAgent(AgentBase):
         """
         return evaluation.evaluate(self, num_prompts, split, chunk=EVAL_CHUNK)
 
-    def exact_game(self) -> tuple[Any, Any]:
-        """The exact regularised game of the paying judge on held-out prompts and its equilibrium
-        ``(game, pi*)`` (built once; needs an enumerable world, see :mod:`nlhf_envs.text.exact`)."""
-        return evaluation.exact_game_and_nash(self)
+    def exact_game(self, split: str = "heldout") -> tuple[Any, Any]:
+        """The exact regularised game of the paying judge on the prompts of ``split`` (default the
+        held-out ones) and its equilibrium ``(game, pi*)`` (built once per split; needs an
+        enumerable world, see :mod:`nlhf_envs.text.exact`)."""
+        return evaluation.exact_game_and_nash(self, split)
 
     def enumerable(self) -> bool:
         """Whether the env's answers can be enumerated (exact Nash metrics)."""

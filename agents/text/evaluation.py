@@ -73,23 +73,28 @@ def evaluate(
     return out
 
 
-def exact_game_and_nash(agent: Any) -> tuple[Any, Any]:
-    """The exact regularised game of ``agent``'s paying judge on held-out prompts and its
-    equilibrium ``(game, pi*)`` (built once per agent and kept on it; needs an enumerable world,
-    see :mod:`nlhf_envs.text.exact`)."""
-    if agent._exact is None:
+def trained_split(agent: Any) -> str:
+    """The prompt split ``agent`` trains on: its env's ``prompt_split`` (``"train"`` by default)."""
+    return str(getattr(agent.env, "prompt_split", "train"))
+
+
+def exact_game_and_nash(agent: Any, split: str = "heldout") -> tuple[Any, Any]:
+    """The exact regularised game of ``agent``'s paying judge on the prompts of ``split`` and its
+    equilibrium ``(game, pi*)`` (built once per agent and split and kept on it; needs an enumerable
+    world, see :mod:`nlhf_envs.text.exact`)."""
+    if split not in agent._exact:
         from nlhf_envs.solvers import regularized_nash
         from nlhf_envs.text.exact import exact_game
 
         game = exact_game(
             agent.env,
-            "heldout",
+            split,
             payer=agent.config.payer,
             beta=agent.beta,
             reference=agent.reference,
         )
-        agent._exact = (game, regularized_nash(game))
-    return agent._exact
+        agent._exact[split] = (game, regularized_nash(game))
+    return agent._exact[split]
 
 
 def enumerable(agent: Any) -> bool:
@@ -105,52 +110,62 @@ def enumerable(agent: Any) -> bool:
 
 @torch.no_grad()
 def nash_metrics(agent: Any, exact: bool | None = None) -> dict[str, float]:
-    """``eval/exploitability`` and ``eval/kl_to_nash`` of ``agent``'s ``pi_theta`` on held-out
-    prompts.
+    """Nash metrics of ``agent``'s ``pi_theta`` on the two report splits of the protocol:
+    ``eval/exploitability`` and ``eval/kl_to_nash`` on the held-out prompts (generalisation: no
+    training, tuning or shipped model saw them), ``eval/exploitability_trained`` and
+    ``eval/kl_to_nash_trained`` on the prompts it trains on (optimisation; the env's
+    ``prompt_split``).
 
     Args:
         agent: a :class:`~agents.text.common.TextAgent` (its ``enumerable`` and ``exact_game``
             methods are used).
         exact: ``True``: exact (enumerable worlds); ``False``: estimated with
-            ``nash_eval_prompts`` prompts and ``nash_eval_samples`` samples; ``None``: from
+            ``nash_eval_prompts`` prompts and ``nash_eval_samples`` samples per split (the
+            held-out estimate also gives ``eval/exploitability_low``/``_high``); ``None``: from
             ``config.nash_eval`` (``"auto"``: exact when the world is enumerable).
     """
     mode = agent.config.nash_eval
     if exact is None:
         exact = mode == "exact" or (mode in ("auto", "off") and agent.enumerable())
     agent.model.eval()
+    out: dict[str, float] = {}
     try:
-        if exact:
-            from nlhf_envs.text.exact import exact_metrics
+        for split, suffix in (("heldout", ""), (trained_split(agent), "_trained")):
+            if exact:
+                from nlhf_envs.text.exact import exact_metrics
 
-            game, star = agent.exact_game()
-            m = exact_metrics(agent.model, game, agent.env, "heldout", nash=star)
-            return {
-                "eval/exploitability": m["exploitability"],
-                "eval/kl_to_nash": m["kl_to_nash"],
-            }
-        n = agent.config.nash_eval_samples
-        seed = int(
-            np.random.SeedSequence([agent.seed, 9, agent.num_iterations]).generate_state(1)[0]
-        )
-        from nlhf_envs.text.estimate import estimate_nash_metrics
+                game, star = agent.exact_game(split)
+                m = exact_metrics(agent.model, game, agent.env, split, nash=star)
+                out[f"eval/exploitability{suffix}"] = m["exploitability"]
+                out[f"eval/kl_to_nash{suffix}"] = m["kl_to_nash"]
+                continue
+            n = agent.config.nash_eval_samples
+            seed = int(
+                np.random.SeedSequence([agent.seed, 9, agent.num_iterations]).generate_state(1)[0]
+            )
+            from nlhf_envs.text.estimate import estimate_nash_metrics
 
-        native = agent.backend.kind == "native"  # else the env estimates with its own parts
-        est = estimate_nash_metrics(
-            agent.model,
-            agent.env,
-            split="heldout",
-            num_prompts=agent.config.nash_eval_prompts,
-            n=n,
-            m=2 * n,
-            seed=seed,
-            payer=agent.config.payer,
-            beta=agent.beta,
-            reference=agent.reference if native else None,
-            device=agent.device,
-        )
-        out = est.as_dict("eval/")
-        out.pop("eval/kl_ref")
+            native = agent.backend.kind == "native"  # else the env estimates with its own parts
+            est = estimate_nash_metrics(
+                agent.model,
+                agent.env,
+                split=split,
+                num_prompts=agent.config.nash_eval_prompts,
+                n=n,
+                m=2 * n,
+                seed=seed,
+                payer=agent.config.payer,
+                beta=agent.beta,
+                reference=agent.reference if native else None,
+                device=agent.device,
+            )
+            got = est.as_dict("eval/")
+            got.pop("eval/kl_ref")
+            if suffix:
+                got = {
+                    f"eval/{k}_trained": got[f"eval/{k}"] for k in ("exploitability", "kl_to_nash")
+                }
+            out.update(got)
         return out
     finally:
         agent.model.train()
