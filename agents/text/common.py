@@ -79,7 +79,7 @@ from agents.text.checkpoint import (  # noqa: F401 (re-exported)
     load_text_agent,
     save_text_agent,
 )
-from agents.text.distributed import DataParallel, concat_duels, shard_seed
+from agents.text.distributed import DataParallel, concat_duels, prompt_seed, shard_seed
 from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
 from nlhf_envs.text.models import TinyCausalLM
 
@@ -416,6 +416,15 @@ class TextAgent(AgentBase):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for algorithms
+    def prompt_generator(self, shard: int = 0) -> torch.Generator:
+        """The generator of the next duel's prompts (of ``shard``): seeded by the agent's seed, the
+        shard and the number of duels judged so far (``queries_used // batch_size``), so every
+        agent with the same seed and ``batch_size`` trains on the same prompts at the same step
+        (common random numbers: comparisons between agents are paired), whatever else it draws;
+        answers and outcomes come from the agent's own generators."""
+        step = self.queries_used // self.config.batch_size
+        return torch.Generator("cpu").manual_seed(prompt_seed(self.seed, shard, step))
+
     def duel(self, opponent: Any, policy: Any | None = None) -> Duel:
         """Sample ``batch_size`` prompts, answers of ``policy`` (default ``pi_theta``) and of
         ``opponent``, and judge them: ``batch_size`` preference queries, counted."""
@@ -425,8 +434,9 @@ class TextAgent(AgentBase):
         split = getattr(self.env, "prompt_split", "train")
         n = cfg.batch_size // self.dp.shards
         parts = []
-        for gen in self.shard_rngs:  # one shard (the whole batch) without data parallelism
-            _, ids, mask = self.engine.sample_prompts(n, gen, split=split)
+        local = zip(self.dp.local_shards, self.shard_rngs, strict=True)
+        for shard, gen in local:  # one shard (the whole batch) without data parallelism
+            _, ids, mask = self.engine.sample_prompts(n, self.prompt_generator(shard), split=split)
             y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen)
             pay = self.engine.score(ids, mask, y, y2, gen)
             self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())

@@ -40,7 +40,13 @@ import torch
 
 from agents.config import ConfigError
 
-__all__ = ["DATA_PARALLEL_AGENTS", "DataParallel", "concat_duels", "shard_seed"]
+__all__ = [
+    "DATA_PARALLEL_AGENTS",
+    "DataParallel",
+    "concat_duels",
+    "prompt_seed",
+    "shard_seed",
+]
 
 #: the token agents whose every duel goes through ``TextAgent.duel`` (sharded)
 DATA_PARALLEL_AGENTS: tuple[str, ...] = ("nash_mp", "online_ipo", "nash_md")
@@ -49,6 +55,12 @@ DATA_PARALLEL_AGENTS: tuple[str, ...] = ("nash_mp", "online_ipo", "nash_md")
 def shard_seed(seed: int, shard: int) -> int:
     """The seed of shard ``shard >= 1``'s generator (shard 0 uses the agent's ``rng``)."""
     return int(np.random.SeedSequence([int(seed), 13, int(shard)]).generate_state(1)[0])
+
+
+def prompt_seed(seed: int, shard: int, step: int) -> int:
+    """The seed of the prompts of duel ``step`` of shard ``shard`` (see
+    :meth:`agents.text.common.TextAgent.prompt_generator`)."""
+    return int(np.random.SeedSequence([int(seed), 17, int(shard), int(step)]).generate_state(1)[0])
 
 
 def _group() -> tuple[int, int]:

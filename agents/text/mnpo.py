@@ -241,7 +241,9 @@ class TextMNPO(TextAgent):
             return self.duel(opponent=member, policy=member)
         cfg = self.config
         split = getattr(self.env, "prompt_split", "train")
-        _, ids, mask = self.engine.sample_prompts(cfg.batch_size, self.rng, split=split)
+        _, ids, mask = self.engine.sample_prompts(
+            cfg.batch_size, self.prompt_generator(), split=split
+        )
         lam = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
         comp = torch.multinomial(lam, 2 * cfg.batch_size, replacement=True, generator=self.rng)
         firsts, seconds = [], []
