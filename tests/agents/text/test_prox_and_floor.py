@@ -141,8 +141,10 @@ def test_sampler_option_reaches_the_engine_and_batches_self_play():
     assert agent.engine.sampler == "multinomial"
     gen = torch.Generator().manual_seed(0)
     gen.set_state(agent.rng.get_state())
+    prompts = agent.prompt_generator()  # the prompts' own stream (common random numbers)
     duel = agent.duel(agent.model)
-    _, ids, mask = agent.engine.sample_prompts(8, gen, split="train")
+    _, ids, mask = agent.engine.sample_prompts(8, prompts, split="train")
+    assert torch.equal(duel.prompt_ids, ids)
     assert torch.equal(duel.y.tokens, agent.engine.generate(agent.model, ids, mask, gen).tokens)
     assert torch.equal(duel.y2.tokens, agent.engine.generate(agent.model, ids, mask, gen).tokens)
     # inverse_cdf: Online IPO's self-play pair is one batch of 2B (rows :B are y)
@@ -151,8 +153,9 @@ def test_sampler_option_reaches_the_engine_and_batches_self_play():
     )
     assert fast.engine.sampler == "inverse_cdf"
     gen.set_state(fast.rng.get_state())
+    prompts = fast.prompt_generator()
     duel = fast.duel(fast.model)
-    _, ids, mask = fast.engine.sample_prompts(8, gen, split="train")
+    _, ids, mask = fast.engine.sample_prompts(8, prompts, split="train")
     both = fast.engine.generate(fast.model, ids.repeat(2, 1), mask.repeat(2, 1), gen)
     assert torch.equal(torch.cat([duel.y.tokens, duel.y2.tokens]), both.tokens)
     fast.learn(num_iterations=2)
@@ -161,3 +164,15 @@ def test_sampler_option_reaches_the_engine_and_batches_self_play():
         agents.make("nash_md", TINY, sampler="gumbel")
     with pytest.raises(ConfigError, match="optimizer: the SB3 PPO agent trains with SB3's Adam"):
         agents.make("sb3_ppo_selfplay", TINY, optimizer="sgd")
+
+
+def test_agents_with_one_seed_train_on_the_same_prompts_step_by_step():
+    # common random numbers: the k-th duel's prompts depend on (seed, k) only, not on the agent
+    kw = dict(seed=5, batch_size=16, eval_every=0)
+    ipo, md = agents.make("online_ipo", TINY, **kw), agents.make("nash_md", TINY, **kw)
+    for _ in range(3):
+        a, b = ipo.duel(ipo.model), md.duel(md.reference)
+        assert torch.equal(a.prompt_ids, b.prompt_ids)
+        assert not torch.equal(a.y.tokens, b.y2.tokens)  # answers come from each agent's own draws
+    other = agents.make("online_ipo", TINY, seed=6, batch_size=16, eval_every=0)
+    assert not torch.equal(other.duel(other.model).prompt_ids, ipo.duel(ipo.model).prompt_ids)
