@@ -40,11 +40,13 @@ coefficient, log-uniform in ``[1/32, 1/2]``); a tabular agent without ``lr`` its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import fcntl
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,23 @@ class TuneResult:
     yaml: str
     new_trials: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _storage_lock(url: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<study file>.lock`` (nothing for an in-memory study): Optuna's
+    SQLite storage creates its tables on first use, and two processes doing that at once fail
+    (a unique-constraint error on the schema version)."""
+    if url is None:
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///") + ".lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def storage_url(storage: str | os.PathLike[str] | None) -> str | None:
@@ -349,14 +368,17 @@ def tune(
              "validation_split": validation_split}  # fmt: skip
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=pruner_startup_trials)
-    study = optuna.create_study(
-        study_name=name, storage=url, sampler=sampler, pruner=pruner, direction="minimize",
-        load_if_exists=True,
-    )  # fmt: skip
-    stored = study.user_attrs.get("tune")
-    if stored is None:
-        study.set_user_attr("tune", attrs)
-    elif yaml.safe_dump(stored, sort_keys=True) != yaml.safe_dump(attrs, sort_keys=True):
+    with _storage_lock(url):  # processes that create one new storage at once would race
+        study = optuna.create_study(
+            study_name=name, storage=url, sampler=sampler, pruner=pruner, direction="minimize",
+            load_if_exists=True,
+        )  # fmt: skip
+        stored = study.user_attrs.get("tune")
+        if stored is None:
+            study.set_user_attr("tune", attrs)
+    if stored is not None and yaml.safe_dump(stored, sort_keys=True) != yaml.safe_dump(
+        attrs, sort_keys=True
+    ):
         diff = sorted(k for k in set(stored) | set(attrs) if stored.get(k) != attrs.get(k))
         raise ConfigError(
             f"study {name!r} in {url} was run with other settings ("

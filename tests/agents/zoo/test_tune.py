@@ -106,3 +106,32 @@ def test_yaml_floats_are_read_as_floats_by_every_parser():
         "n": 3,
         "kw": {"a": 1},
     }
+
+
+def test_two_processes_create_one_new_study_file_at_once(tmp_path):
+    # Optuna's SQLite storage creates its schema on first use; two processes doing it at the
+    # same moment failed with a unique-constraint error before the storage lock
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "shared.db"
+    code = (
+        "import sys; from agents.zoo.tune import tune; "
+        "r = tune('nash_mp', 'nlhf/BiasedRPS-v0', n_trials=1, budget=1024, storage=sys.argv[1], "
+        "n_evaluations=1); print(r.n_complete + r.n_pruned)"
+    )
+    root = Path(__file__).resolve().parents[3]
+    env = {**__import__("os").environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, cwd=root,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outs]
+    # one study: the second process found the first's finished trial (or both ran one)
+    study = optuna.load_study(
+        study_name="nash_mp:nlhf/BiasedRPS-v0:1024q:seed0", storage=storage_url(db)
+    )
+    assert 1 <= len(study.trials) <= 2
