@@ -1,0 +1,212 @@
+"""Do the token agents' library defaults improve on ``pi_ref``? (issue 23, item 3)
+
+Every token agent (``agents.available("text")`` without the SB3 wrapper) is built with
+``agents.make(agent, env_id, seed=s)`` and nothing else (the library defaults, not the zoo's
+settings), trained for ``--budget`` preference queries (default 50,000) on every registered
+enumerable token env, and scored exactly (:func:`nlhf_envs.text.exact.exact_metrics`) on the two
+report splits of the one protocol (``docs/nash-metrics.md``): ``train``, the prompts it trained on
+(optimisation), and ``heldout``, prompts it never saw (generalisation). ``pi_ref``'s exploitability
+on the same prompts is the bar: a default that ends above it made the policy worse.
+
+Results: ``benchmarks/results/text_defaults.json`` (one record per run, with the full config used)
+and ``text_defaults.md`` (the table). ``report`` refuses a results file whose configs are no longer
+the library defaults (the table would describe other settings).
+
+Run from the repository root (one process per env shares its exact games; two processes use the
+two cores)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/text_defaults.py run --envs nlhf/TinyTokenDuel-v0
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/text_defaults.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import agents
+from agents.config import config_to_dict
+from nlhf_envs.env_ids import TEXT_ENV_IDS
+from nlhf_envs.solvers import exploitability
+from nlhf_envs.text.exact import MAX_ANSWERS, enumerate_answers, exact_game, exact_metrics
+
+RESULTS = Path(__file__).parent / "results"
+#: the report splits of the protocol: trained on, and never seen
+SPLITS = ("train", "heldout")
+
+
+def enumerable_env_ids() -> list[str]:
+    """Registered token-duel ids whose answers can be enumerated (exact Nash metrics)."""
+    out = []
+    for env_id in TEXT_ENV_IDS:
+        try:
+            if len(enumerate_answers(env_id)) <= MAX_ANSWERS:
+                out.append(env_id)
+        except ValueError:  # too large to enumerate
+            continue
+    return out
+
+
+def token_agents() -> list[str]:
+    """Registered token agents trained by this library's losses (the SB3 wrapper excluded)."""
+    return [a for a in agents.available("text") if not a.startswith("sb3_")]
+
+
+def run_one(
+    agent: str, env_id: str, seed: int, budget: int, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train ``agent`` with the library defaults (and ``params``) and score it on both splits."""
+    t0 = time.perf_counter()
+    ag = agents.make(agent, env_id, seed=seed, **(params or {}))
+    ag.learn(num_queries=budget)
+    rec: dict[str, Any] = {
+        "agent": agent,
+        "env": env_id,
+        "seed": seed,
+        "budget": budget,
+        "queries": int(ag.queries_used),
+        "config": config_to_dict(ag.config),
+        "params": dict(params or {}),
+        "seconds": time.perf_counter() - t0,
+    }
+    for split in SPLITS:
+        game = exact_game(ag.env, split)
+        m = exact_metrics(ag.model, game, ag.env, split)
+        rec[split] = {
+            "exploitability": m["exploitability"],
+            "kl_ref": m["kl_ref"],
+            "ref_exploitability": exploitability(game, game.pi_ref),
+            "prompts": int(game.P.shape[0]),
+        }
+    return rec
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["runs"] if path.is_file() else []
+
+
+def _store(path: Path, rec: dict[str, Any]) -> None:
+    key = (rec["agent"], rec["env"], rec["seed"], rec["budget"])
+    runs = [r for r in _load(path) if (r["agent"], r["env"], r["seed"], r["budget"]) != key]
+    runs.append(rec)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"runs": runs}, indent=1))
+    tmp.replace(path)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    params = json.loads(args.params) if args.params else {}
+    path = Path(args.results) / "text_defaults.json"
+    envs = args.envs.split(",") if args.envs else enumerable_env_ids()
+    names = args.agents.split(",") if args.agents else token_agents()
+    for env_id in envs:
+        for agent in names:
+            for seed in range(args.seeds):
+                rec = run_one(agent, env_id, seed, args.budget, params)
+                # re-read under a lock before writing: two processes (one per env) share the file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path.with_name(".text_defaults.lock"), "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    _store(path, rec)
+                print(
+                    f"{env_id} {agent} seed {seed}: "
+                    + ", ".join(
+                        f"{s} {rec[s]['exploitability']:.4f} (pi_ref {rec[s]['ref_exploitability']:.4f})"
+                        for s in SPLITS
+                    )
+                    + f" [{rec['seconds']:.0f} s]",
+                    flush=True,
+                )
+
+
+def defaults_of(agent: str, env_id: str) -> dict[str, Any]:
+    """The config ``agents.make(agent, env_id)`` builds today (no training)."""
+    cls = agents.config_class(agent, "text")
+    return config_to_dict(cls())
+
+
+def table(runs: list[dict[str, Any]], budget: int) -> str:
+    """The markdown table of the runs at ``budget``."""
+    rows = [
+        "| env | agent | seeds | trained prompts: exploitability (pi_ref) | unseen prompts: "
+        "exploitability (pi_ref) | KL(pi, pi_ref) unseen | improves on both |",
+        "|---|---|---:|---|---|---:|---|",
+    ]
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["budget"] == budget:
+            cells.setdefault((r["env"], r["agent"]), []).append(r)
+    for (env_id, agent), rs in sorted(cells.items()):
+        parts = []
+        for s in SPLITS:
+            v = np.array([r[s]["exploitability"] for r in rs])
+            ref = rs[0][s]["ref_exploitability"]
+            parts.append(f"{v.mean():.4f} [{v.min():.4f}, {v.max():.4f}] ({ref:.4f})")
+        kl = np.mean([r["heldout"]["kl_ref"] for r in rs])
+        ok = sum(
+            all(r[s]["exploitability"] < r[s]["ref_exploitability"] for s in SPLITS) for r in rs
+        )
+        rows.append(
+            f"| `{env_id}` | `{agent}` | {len(rs)} | {parts[0]} | {parts[1]} | {kl:.3f} | "
+            f"{'yes' if ok == len(rs) else 'NO'} ({ok}/{len(rs)}) |"
+        )
+    return "\n".join(rows)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    path = Path(args.results) / "text_defaults.json"
+    runs = [r for r in _load(path) if r["budget"] == args.budget]
+    if not runs:
+        sys.exit(f"no runs at budget {args.budget} in {path.name}")
+    stale = sorted(
+        {
+            (r["agent"], r["env"])
+            for r in runs
+            if r["params"] or r["config"] != defaults_of(r["agent"], r["env"])
+        }
+    )
+    if stale:
+        sys.exit(
+            f"{path.name}: runs of {stale} were not made with today's library defaults; rerun them "
+            "(`run --envs ... --agents ...`)"
+        )
+    text = (
+        "# Library defaults against pi_ref (`benchmarks/text_defaults.py`)\n\n"
+        f"`agents.make(agent, env_id, seed=s)` with nothing else, {args.budget:,} preference queries, "
+        "exact exploitability of the last iterate (mean [min, max] over seeds) on the prompts trained "
+        "on (`train`) and on prompts never seen (`heldout`), against `pi_ref` on the same prompts.\n\n"
+        f"{table(runs, args.budget)}\n"
+    )
+    (Path(args.results) / "text_defaults.md").write_text(text)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=str(RESULTS), help="results folder")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train and score (appends to text_defaults.json)")
+    r.add_argument("--envs", default="", help="comma-separated env ids (default: all enumerable)")
+    r.add_argument(
+        "--agents", default="", help="comma-separated agents (default: all token agents)"
+    )
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--budget", type=int, default=50_000)
+    r.add_argument("--params", default="", help="JSON config overrides (not the defaults then)")
+    rep = sub.add_parser("report", help="text_defaults.md from text_defaults.json")
+    rep.add_argument("--budget", type=int, default=50_000)
+    args = p.parse_args(argv)
+    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
