@@ -48,11 +48,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 
 import agents
 from nlhf_envs.solvers import regularized_nash
 from nlhf_envs.text.exact import exact_game, sequence_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules of this script
+from text_nash_core import per_prompt  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WORLDS = {"plain": "nlhf/TinyTokenDuel-v1", "cyclic": "nlhf/TinyTokenDuel-Cyclic-v1"}
@@ -167,13 +169,8 @@ class Scorer:
 
     def exploitability(self, pi: np.ndarray, split: str) -> np.ndarray:
         """Per-prompt ``max_pi' P_beta(pi' > pi) - 1/2`` (``docs/nash-metrics.md``)."""
-        game, _ = self.games[split]
-        pi = np.clip(pi, 1e-300, None)
-        g = np.einsum("cij,cj->ci", game.P, pi)
-        kl_ref = (pi * (np.log(pi) - np.log(game.pi_ref))).sum(-1)
-        return (
-            game.beta * logsumexp(g / game.beta, b=game.pi_ref, axis=1) + game.beta * kl_ref - 0.5
-        )
+        game, star = self.games[split]
+        return per_prompt(game, np.clip(pi, 1e-300, None), star)[0]
 
     def score(self, model: Any) -> dict[str, list[float]]:
         model.eval()
