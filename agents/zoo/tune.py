@@ -121,6 +121,12 @@ def _storage_lock(url: str | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _storage_name(url: str | None) -> str:
+    """The study file's name for provenance comments (never its folder: a zoo file that is
+    shared or committed must not carry a machine's paths)."""
+    return "in memory" if url is None else f"file {Path(url.removeprefix('sqlite:///')).name}"
+
+
 def storage_url(storage: str | os.PathLike[str] | None) -> str | None:
     """``sqlite:///<absolute path>`` for a path, the URL itself for ``sqlite:///...``.
 
@@ -439,7 +445,7 @@ def tune(
     )
     what = "the game" if best_agent.kind == "matrix" else f"the {validation_split!r} prompts"
     comments = [
-        f"nlhf-zoo tune: study {name!r} ({url or 'in memory'}), {len(complete)} complete + "
+        f"nlhf-zoo tune: study {name!r} ({_storage_name(url)}), {len(complete)} complete + "
         f"{n_pruned} pruned trials (TPE sampler seed {seed}, median pruner over "
         f"{n_evaluations} evaluations)",
         f"budget {budget:,} queries per trial; objective: {where} exploitability on {what} "

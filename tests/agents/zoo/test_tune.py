@@ -38,7 +38,10 @@ def test_trials_prune_resume_and_write_a_zoo_entry(tmp_path):
     assert tune("nash_mp", ENV, n_trials=4, **kw).new_trials == 0
     # the snippet is valid YAML with its provenance and loads as a zoo entry
     text = again.yaml
-    assert text.startswith("# nlhf-zoo tune: study 'nash_mp:nlhf/BiasedRPS-v0:2048q:seed0'")
+    assert text.startswith(
+        "# nlhf-zoo tune: study 'nash_mp:nlhf/BiasedRPS-v0:2048q:seed0' (file study.db), "
+    )
+    assert str(tmp_path) not in text  # the provenance names the study file, not its folder
     assert "budget 2,048 queries per trial" in text and "date 2026-12-06" in text
     conf = tmp_path / "conf"
     conf.mkdir()
