@@ -1,4 +1,11 @@
-"""Token-level agents measured on Nash metrics in the exact tiny worlds (issue 11).
+"""Token-level agents measured on Nash metrics in the 32-prompt exact tiny worlds (issue 11).
+
+**Superseded for comparisons by** ``benchmarks/text_h2h.py`` (issue 23: the one protocol of
+``docs/nash-metrics.md`` on the 256-prompt worlds, tuning with ``nlhf-zoo tune``). This script keeps
+the studies published before it (and their regeneration); under the one protocol its ``nash``
+protocol's "test" figures measure optimisation (the agents trained on those prompts), and its
+``tune`` grids are hand-rolled. The 32-prompt worlds have no validation split: the grids score the
+24 train prompts.
 
 Worlds: ``nlhf/TinyTokenDuel-v0`` (plain) and ``nlhf/TinyTokenDuel-Cyclic-v0`` (intransitive),
 ``--beta`` to change the game's KL strength (an env argument). At fixed query budgets the script
