@@ -1,6 +1,6 @@
 """The token games measured: intransitivity, judge quality off pi_ref, over-optimisation, estimator error.
 
-``python benchmarks/token_games.py`` (about 25 minutes on one CPU core) writes
+``python benchmarks/token_games.py`` (about 20 minutes on one CPU core) writes
 ``benchmarks/results/token_games.md``, ``token_games.json`` and ``judge_overoptimisation.png``.
 ``--only shares,estimator`` runs only the named sections (of ``shares``, ``judges``, ``curves``,
 ``estimator``, ``timing``): each section that runs replaces its part of ``token_games.json``, the other
