@@ -139,8 +139,9 @@ def cmd_report(args: argparse.Namespace, results: Path = DEFAULT_RESULTS) -> Non
     lines = ["# Token-level agents on exact Nash metrics (tiny worlds)", "",
              "Written by `python benchmarks/text_nash.py report` from the JSON files next to it. "
              "The commands that produced them, and what of the issue's grid was not run, are in "
-             "the README's section \"Head to head on Nash metrics\". Validation: the world's 24 "
-             "\"train\" prompts (tuning only); test: its 8 \"heldout\" prompts (disjoint). "
+             "docs/studies/token-nash.md, section \"Head to head on Nash metrics\". Validation: "
+             "the world's 24 \"train\" prompts (tuning only); test: its 8 \"heldout\" prompts "
+             "(disjoint). "
              "Protocol `nash` (primary): the agents train on all 32 prompts, so validation and "
              "test prompts are both in the game's prompt distribution and the metrics measure "
              "convergence to the game's Nash equilibrium. Protocol `heldout` (secondary, the "

@@ -1,11 +1,19 @@
 """The token games measured: intransitivity, judge quality off pi_ref, over-optimisation, estimator error.
 
-``python benchmarks/token_games.py`` (about 10 minutes on one CPU core) writes
-``benchmarks/results/token_games.md``, ``token_games.json`` and ``judge_overoptimisation.png``:
+``python benchmarks/token_games.py`` (about 20 minutes on one CPU core) writes
+``benchmarks/results/token_games.md``, ``token_games.json`` and ``judge_overoptimisation.png``.
+``--only shares,estimator`` runs only the named sections (of ``shares``, ``judges``, ``curves``,
+``estimator``, ``timing``): each section that runs replaces its part of ``token_games.json``, the other
+sections keep what the file had, and ``token_games.md`` is rendered from the merged file.
 
 1. **Cyclic share** (:func:`nlhf_envs.intransitivity.cyclic_share`) of every registered token game on
-   held-out prompts, under its judge and under the ground truth: over all enumerated answers on the
-   tiny worlds (exact game), over ``--share-samples`` answers of ``pi_ref`` per prompt elsewhere.
+   held-out prompts, under its judge and under the ground truth, with two named weightings of the
+   answers: ``uniform`` (every answer weighs the same) and ``pi_ref`` (answers weighted by
+   ``pi_ref(y | x)``). On the enumerable worlds both are exact: all answers, with equal weights or
+   with the exact ``pi_ref`` of the prompt as weights. Elsewhere (``--share-prompts`` prompts) they
+   are sampled: ``--share-samples`` answers per prompt from ``World.random_answer`` (uniformly random
+   length and words) or from ``pi_ref``, with equal weights. On the enumerable worlds the two samplers
+   are run too, as a check of the sampled columns.
 2. **Judge quality per pair source** on held-out prompts (:func:`nlhf_envs.text.train.evaluate_sources`):
    the shipped metrics of every latest judge (``assets/<world>/metrics.json``) and the same evaluation
    of the v0 judge of ``nlhf/TokenDuel-v0``, run here.
@@ -14,16 +22,26 @@
    ``pi_ref`` grows (:func:`nlhf_envs.text.train.overoptimisation_curve`, run here for every judge).
 4. **Estimator error**: :func:`nlhf_envs.text.estimate.estimate_nash_metrics` against the exact values of
    :func:`nlhf_envs.text.exact.exact_game` on the tiny worlds, for ``pi_ref`` and two drifted policies,
-   ``n`` in ``--ns`` (``m = 2 n``), 16 prompts, 3 seeds: mean absolute error (the exact value taken on the
-   same prompts) and how often the 95% interval covers the exact mean over all prompts.
+   ``n`` in ``--ns`` (``m = 2 n``), 16 prompts, ``--seeds`` runs each. Every run's absolute error (the
+   exact value taken on the same prompts) is kept; per (env, policy, n) the report gives the mean and
+   the largest error over the runs, how many runs are within :data:`WITHIN` of the exact
+   exploitability, and how many runs' 95% intervals cover the exact mean over all prompts.
+5. **Timing** of building (uncached) and solving the exact tiny game (also written to
+   ``token_games_timing.md``; ``--timing-only`` is ``--only timing``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import shlex
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,22 +63,49 @@ from nlhf_envs.text.train import (
 )
 
 OUT = Path(__file__).resolve().parent / "results"
+#: the sections, in the order they run and are reported
+SECTIONS: tuple[str, ...] = ("shares", "judges", "curves", "estimator", "timing")
+#: the answer weightings of the cyclic share
+WEIGHTINGS: tuple[str, ...] = ("uniform", "pi_ref")
+PAYERS: tuple[str, ...] = ("judge", "ground_truth")
+#: the enumerable token games of the estimator study
+ESTIMATOR_ENV_IDS: tuple[str, ...] = ("nlhf/TinyTokenDuel-v0", "nlhf/TinyTokenDuel-Cyclic-v0")
+#: an exploitability estimate counts as accurate when within this of the exact value
+WITHIN = 0.005
+#: held-out prompts of the estimator runs
+ESTIMATOR_PROMPTS = 16
 
 
-def share_of(env: TokenDuelEnv, samples: int, prompts: int, seed: int) -> dict[str, float]:
-    """Mean cyclic share on held-out prompts under the judge and the ground truth."""
+def enumerable(env: TokenDuelEnv) -> bool:
+    """Whether the env's answers can be enumerated (an exact game exists)."""
+    try:
+        exact.enumerate_answers(env)
+    except ValueError:
+        return False
+    return True
+
+
+def sampled_shares(
+    env: TokenDuelEnv, prompt_indices: Sequence[int], samples: int, seed: int
+) -> dict[str, dict[str, float]]:
+    """Mean cyclic share over prompts of ``samples`` sampled answers per prompt, equal weights.
+
+    ``uniform``: answers of :meth:`~nlhf_envs.text.world.World.random_answer` (a uniformly random
+    length in ``[0, max_new_tokens - 1]`` words, uniformly random words, then ``<eos>``); ``pi_ref``:
+    answers of the world's reference policy.
+
+    Returns:
+        ``{weighting: {payer: share}}`` (a prompt whose sampled answers are all tied, where the share
+        is undefined, is left out of the mean).
+    """
     w = env.world
-    if env.world.suppressed_token_ids:
-        return {
-            payer: float(np.mean(cyclic_share(exact.exact_game(env, "heldout", payer=payer).P)))
-            for payer in ("judge", "ground_truth")
-        }
     ref = load_reference_policy(world=w)
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(w.prompts.heldout_indices, size=prompts, replace=False)
-    out: dict[str, list[float]] = {"judge": [], "ground_truth": []}
     gen = torch.Generator().manual_seed(seed)
-    for i in idx:
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, dict[str, list[float]]] = {
+        k: {payer: [] for payer in PAYERS} for k in WEIGHTINGS
+    }
+    for i in prompt_indices:
         p_ids, p_mask = w.tokenizer.encode_prompts([w.prompts.texts[i]], w.prompt_len)
         g = generate(
             ref,
@@ -69,10 +114,46 @@ def share_of(env: TokenDuelEnv, samples: int, prompts: int, seed: int) -> dict[s
             w.max_new_tokens,
             generator=gen,
         )
-        for payer, judge in (("judge", env.judge), ("ground_truth", env.truth)):
-            P = exact.preference_matrix(judge, w, p_ids, p_mask, (g.tokens, g.mask))
-            out[payer].append(float(cyclic_share(P)))
-    return {k: float(np.mean(v)) for k, v in out.items()}
+        uniform = w.tokenizer.encode_answers(
+            [w.random_answer(rng) for _ in range(samples)], w.max_new_tokens, add_eos=True
+        )
+        for weighting, answers in (("pi_ref", (g.tokens, g.mask)), ("uniform", uniform)):
+            for payer, judge in (("judge", env.judge), ("ground_truth", env.truth)):
+                P = exact.preference_matrix(judge, w, p_ids, p_mask, answers)
+                out[weighting][payer].append(float(cyclic_share(P)))
+    return {k: {p: float(np.nanmean(v)) for p, v in d.items()} for k, d in out.items()}
+
+
+def share_of(env: TokenDuelEnv, samples: int, prompts: int, seed: int) -> dict[str, Any]:
+    """Mean cyclic share on held-out prompts under the judge and the ground truth, both weightings.
+
+    Returns:
+        ``{"method": "exact" | "sampled", "prompts": C, "answers": ..., "uniform": {payer: share},
+        "pi_ref": {payer: share}}``; on the enumerable worlds also ``"sampled"``: the same shares
+        from ``samples`` sampled answers per held-out prompt (:func:`sampled_shares`).
+    """
+    w = env.world
+    if enumerable(env):
+        out: dict[str, Any] = {"method": "exact", "answers": len(exact.enumerate_answers(env))}
+        out["uniform"], out["pi_ref"] = {}, {}
+        for payer in PAYERS:
+            game = exact.exact_game(env, "heldout", payer=payer)
+            out["uniform"][payer] = float(np.mean(cyclic_share(game.P)))
+            out["pi_ref"][payer] = float(np.mean(cyclic_share(game.P, game.pi_ref)))
+        out["prompts"] = int(game.P.shape[0])
+        out["sampled"] = {
+            "answers": samples,
+            **sampled_shares(env, w.prompts.heldout_indices, samples, seed),
+        }
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(w.prompts.heldout_indices, size=prompts, replace=False)
+    return {
+        "method": "sampled",
+        "answers": samples,
+        "prompts": prompts,
+        **sampled_shares(env, idx, samples, seed),
+    }
 
 
 def per_context(game, pi: np.ndarray, star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +166,21 @@ def per_context(game, pi: np.ndarray, star: np.ndarray) -> tuple[np.ndarray, np.
     return expl, kl(star, pi)
 
 
-def estimator_study(ns: list[int], seeds: int) -> list[dict[str, float | str | int]]:
-    rows: list[dict[str, float | str | int]] = []
-    for env_id in ("nlhf/TinyTokenDuel-v0", "nlhf/TinyTokenDuel-Cyclic-v0"):
+def estimator_study(
+    ns: Sequence[int], seeds: int, env_ids: Sequence[str] = ESTIMATOR_ENV_IDS
+) -> list[dict[str, Any]]:
+    """Estimated against exact Nash metrics, every run kept (see the module docstring, item 4).
+
+    Returns:
+        One row per (env, policy, n): the exact values, the per-run lists ``abs_err_exploitability``,
+        ``abs_err_kl_to_nash``, ``covers_exploitability``, ``covers_kl_to_nash`` (one entry per seed)
+        and their summaries (``mean_``/``max_abs_err_*``, ``within_exploitability``: runs within
+        :data:`WITHIN`, ``covered_*``: runs whose interval covers, ``runs``).
+    """
+    from scipy.special import logsumexp
+
+    rows: list[dict[str, Any]] = []
+    for env_id in env_ids:
         env = TokenDuelEnv(**TEXT_ENV_IDS[env_id])
         ref = load_reference_policy(world=env.world)
         game = exact.exact_game(env, "all")
@@ -95,41 +188,89 @@ def estimator_study(ns: list[int], seeds: int) -> list[dict[str, float | str | i
         policies = {"pi_ref": ref}
         for a in (1.0, 2.0):
             policies[f"drifted a={a:g}"] = drifted_policies(ref, env.world, 1, 5, (a, a))[0]
+        all_idx = env.world.prompts.indices("all")
         for name, pol in policies.items():
             pi = exact.sequence_policy(pol, env, "all")
-            expl_x, kl_x = per_context(game, pi, star)
-            all_idx = env.world.prompts.indices("all")
+            # exact per-prompt exploitability and KL(pi* || pi)
+            g = np.einsum("cij,cj->ci", game.P, pi)
+            b = game.beta
+            expl_x = b * logsumexp(g / b, b=game.pi_ref, axis=1) + b * kl(pi, game.pi_ref) - 0.5
+            kl_x = kl(star, pi)
             for n in ns:
                 err_e, err_k, cov_e, cov_k = [], [], [], []
                 for seed in range(seeds):
                     est = estimate_nash_metrics(
-                        pol, env, split="all", num_prompts=16, n=n, m=2 * n, seed=seed
+                        pol,
+                        env,
+                        split="all",
+                        num_prompts=ESTIMATOR_PROMPTS,
+                        n=n,
+                        m=2 * n,
+                        seed=seed,
                     )
                     rows_of = np.searchsorted(all_idx, est.per_prompt["prompt_index"])
-                    err_e.append(abs(est.exploitability - expl_x[rows_of].mean()))
-                    err_k.append(abs(est.kl_to_nash - kl_x[rows_of].mean()))
+                    err_e.append(float(abs(est.exploitability - expl_x[rows_of].mean())))
+                    err_k.append(float(abs(est.kl_to_nash - kl_x[rows_of].mean())))
                     lo, hi = est.exploitability_ci
-                    cov_e.append(lo <= expl_x.mean() <= hi)
+                    cov_e.append(bool(lo <= expl_x.mean() <= hi))
                     lo, hi = est.kl_to_nash_ci
-                    cov_k.append(lo <= kl_x.mean() <= hi)
+                    cov_k.append(bool(lo <= kl_x.mean() <= hi))
                 rows.append(
                     {
                         "env": env_id,
                         "policy": name,
                         "n": n,
+                        "runs": seeds,
                         "exact_exploitability": float(expl_x.mean()),
-                        "abs_err_exploitability": float(np.mean(err_e)),
                         "exact_kl_to_nash": float(kl_x.mean()),
-                        "abs_err_kl_to_nash": float(np.mean(err_k)),
-                        "coverage_exploitability": float(np.mean(cov_e)),
-                        "coverage_kl_to_nash": float(np.mean(cov_k)),
+                        "abs_err_exploitability": err_e,
+                        "abs_err_kl_to_nash": err_k,
+                        "covers_exploitability": cov_e,
+                        "covers_kl_to_nash": cov_k,
+                        "mean_abs_err_exploitability": float(np.mean(err_e)),
+                        "max_abs_err_exploitability": float(np.max(err_e)),
+                        "within_exploitability": int(np.sum(np.array(err_e) <= WITHIN)),
+                        "mean_abs_err_kl_to_nash": float(np.mean(err_k)),
+                        "max_abs_err_kl_to_nash": float(np.max(err_k)),
+                        "covered_exploitability": int(np.sum(cov_e)),
+                        "covered_kl_to_nash": int(np.sum(cov_k)),
                     }
                 )
-                print(rows[-1], flush=True)
+                r = rows[-1]
+                print(
+                    f"{env_id} {name} n={n}: expl. err mean {r['mean_abs_err_exploitability']:.4f} "
+                    f"max {r['max_abs_err_exploitability']:.4f} within {r['within_exploitability']}"
+                    f"/{seeds}; KL err mean {r['mean_abs_err_kl_to_nash']:.3f} "
+                    f"max {r['max_abs_err_kl_to_nash']:.3f}",
+                    flush=True,
+                )
     return rows
 
 
-def timing(repeats: int = 3) -> str:
+def by_n(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The estimator runs pooled over envs and policies, per ``n``."""
+    out = []
+    for n in sorted({r["n"] for r in rows}):
+        sel = [r for r in rows if r["n"] == n]
+        e = np.concatenate([r["abs_err_exploitability"] for r in sel])
+        k = np.concatenate([r["abs_err_kl_to_nash"] for r in sel])
+        out.append(
+            {
+                "n": n,
+                "runs": int(e.size),
+                "within_exploitability": int(np.sum(e <= WITHIN)),
+                "mean_abs_err_exploitability": float(e.mean()),
+                "max_abs_err_exploitability": float(e.max()),
+                "covered_exploitability": int(sum(r["covered_exploitability"] for r in sel)),
+                "mean_abs_err_kl_to_nash": float(k.mean()),
+                "max_abs_err_kl_to_nash": float(k.max()),
+                "covered_kl_to_nash": int(sum(r["covered_kl_to_nash"] for r in sel)),
+            }
+        )
+    return out
+
+
+def timing(repeats: int = 3) -> dict[str, float]:
     """Wall time of building (uncached) and solving the exact tiny game, median of ``repeats``."""
     env = TokenDuelEnv(**TEXT_ENV_IDS["nlhf/TinyTokenDuel-v0"])
     build, solve = [], []
@@ -141,92 +282,234 @@ def timing(repeats: int = 3) -> str:
         regularized_nash(game, use_cache=False)
         build.append(t1 - t0)
         solve.append(time.perf_counter() - t1)
+    return {
+        "prompts": int(game.P.shape[0]),
+        "answers": int(game.P.shape[1]),
+        "build_s": float(np.median(build)),
+        "solve_s": float(np.median(solve)),
+        "repeats": repeats,
+    }
+
+
+def timing_table(t: dict[str, float]) -> str:
+    """The timing section as a markdown table."""
     return (
-        "| exact tiny game (8 prompts x 259 answers) | build (uncached) "
-        f"{np.median(build):.2f} s | solve {np.median(solve):.3f} s |\n"
+        "| what | build | solve |\n| --- | --- | --- |\n"
+        f"| exact tiny game ({t['prompts']} prompts x {t['answers']} answers) | build (uncached) "
+        f"{t['build_s']:.2f} s | solve {t['solve_s']:.3f} s |\n"
+    )
+
+
+def parse_sections(text: str) -> list[str]:
+    """The sections of ``--only`` (a comma list), in :data:`SECTIONS` order.
+
+    Raises:
+        ValueError: for an unknown or empty section name.
+    """
+    names = [t.strip() for t in text.split(",")]
+    bad = [t for t in names if t not in SECTIONS]
+    if bad:
+        raise ValueError(f"unknown section(s) {bad}; expected some of {', '.join(SECTIONS)}")
+    return [s for s in SECTIONS if s in names]
+
+
+def machine() -> str:
+    """The machine a section ran on, in words."""
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
+        f"{torch.get_num_threads()} torch thread(s)"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        default=list(SECTIONS),
+        help=f"comma list of sections to run (of {', '.join(SECTIONS)}; default all); the "
+        "results file keeps the other sections' previous content",
+    )
+    parser.add_argument(
+        "--env-ids",
+        type=lambda t: [s.strip() for s in t.split(",")],
+        default=None,
+        help="comma list of token ids to measure in shares and estimator (default: every "
+        "registered id for shares, the tiny v0 ids for estimator)",
+    )
     parser.add_argument("--share-samples", type=int, default=48)
     parser.add_argument("--share-prompts", type=int, default=32)
     parser.add_argument("--eval-pairs", type=int, default=4000)
     parser.add_argument("--ns", type=int, nargs="+", default=[8, 16, 32, 64, 128])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--curve-steps", type=int, default=200)
     parser.add_argument("--curve-lr", type=float, default=3.0e-4)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument(
-        "--timing-only",
-        action="store_true",
-        help="only time the exact game (token_games_timing.md)",
-    )
-    args = parser.parse_args(argv)
+    parser.add_argument("--timing-only", action="store_true", help="the same as --only timing")
+    argv_ = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv_)
+    sections = ["timing"] if args.timing_only else args.only
+    unknown = [e for e in args.env_ids or () if e not in TEXT_ENV_IDS]
+    if unknown:
+        parser.error(f"unknown token id(s) {unknown}; expected some of {', '.join(TEXT_ENV_IDS)}")
     torch.set_num_threads(1)
-    if args.timing_only:
-        text = "| what | build | solve |\n| --- | --- | --- |\n" + timing()
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "token_games_timing.md", text)
-        print(text)
-        return 0
-    t0 = time.perf_counter()
-    results: dict[str, object] = {"shares": {}, "judges": {}, "curves": {}}
-    for env_id, kwargs in TEXT_ENV_IDS.items():
-        env = TokenDuelEnv(**kwargs)
-        results["shares"][env_id] = share_of(env, args.share_samples, args.share_prompts, 0)
-        print(env_id, results["shares"][env_id], flush=True)
-    v0 = TokenDuelEnv(world="default", judge_version="v0")
-    results["judges"]["default (v0)"] = evaluate_sources(
-        v0.judge, v0.world, load_reference_policy(world="default"), args.eval_pairs, seed=9
-    )
-    for world in ("default", "default-cyclic", "tiny", "tiny-cyclic"):
-        shipped = json.loads((ASSETS / world / "metrics.json").read_text())
-        results["judges"][world] = shipped["metrics"]
-    for name, env in (("default (v0)", v0),) + tuple(
-        (w, TokenDuelEnv(world=w, judge_version="latest"))
-        for w in ("default", "default-cyclic", "tiny", "tiny-cyclic")
-    ):
-        ref = load_reference_policy(world=env.world)
-        results["curves"][name] = overoptimisation_curve(
-            env.judge, ref, env.world, args.curve_steps, 8, 10, lr=args.curve_lr
-        )
-        print("curve", name, results["curves"][name][-1], flush=True)
-    print("judges done", flush=True)
-    results["estimator"] = estimator_study(args.ns, args.seeds)
-    results["seconds"] = time.perf_counter() - t0
+    path = args.out / "token_games.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("section_runs", {})
+    for section in sections:
+        t0 = time.perf_counter()
+        if section == "shares":
+            results["shares"] = {}
+            for env_id in args.env_ids or TEXT_ENV_IDS:
+                env = TokenDuelEnv(**TEXT_ENV_IDS[env_id])
+                results["shares"][env_id] = share_of(env, args.share_samples, args.share_prompts, 0)
+                print(env_id, results["shares"][env_id], flush=True)
+        elif section == "judges":
+            results["judges"] = judges(args.eval_pairs)
+        elif section == "curves":
+            results["curves"] = curves(args.curve_steps, args.curve_lr)
+        elif section == "estimator":
+            ids = list(args.env_ids or ESTIMATOR_ENV_IDS)
+            ids = [e for e in ids if enumerable(TokenDuelEnv(**TEXT_ENV_IDS[e]))]
+            results["estimator"] = estimator_study(args.ns, args.seeds, ids)
+            results["estimator_by_n"] = by_n(results["estimator"])
+        else:
+            results["timing"] = timing()
+            args.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out / "token_games_timing.md", timing_table(results["timing"]))
+        results["section_runs"][section] = {
+            "seconds": time.perf_counter() - t0,
+            "machine": machine(),
+            "command": shlex.join(["python", "benchmarks/token_games.py", *argv_]),
+        }
     args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.out / "token_games.json", "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(results, f, indent=2)
-    atomic_write_text(args.out / "token_games.md", report(results))
-    plot_curves(results["curves"], args.out / "judge_overoptimisation.png")
-    print(report(results))
+    text = report(results)
+    atomic_write_text(args.out / "token_games.md", text)
+    if "curves" in sections:
+        plot_curves(results["curves"], args.out / "judge_overoptimisation.png")
+    print(text)
     return 0
 
 
-def report(r: dict) -> str:
-    lines = ["# Token games: intransitivity, judges, estimator", ""]
-    lines += [
-        "Made by `python benchmarks/token_games.py` (2-core x86-64 Intel Xeon, one torch thread, "
-        f"{r['seconds'] / 60:.0f} min).",
-        "",
+JUDGE_WORLDS: tuple[str, ...] = ("default", "default-cyclic", "tiny", "tiny-cyclic")
+
+
+def judges(eval_pairs: int) -> dict[str, dict[str, float]]:
+    """Section 2: the v0 judge evaluated here, the latest judges' shipped metrics."""
+    v0 = TokenDuelEnv(world="default", judge_version="v0")
+    out = {
+        "default (v0)": evaluate_sources(
+            v0.judge, v0.world, load_reference_policy(world="default"), eval_pairs, seed=9
+        )
+    }
+    for world in JUDGE_WORLDS:
+        shipped = json.loads((ASSETS / world / "metrics.json").read_text())
+        out[world] = shipped["metrics"]
+    return out
+
+
+def curves(steps: int, lr: float) -> dict[str, list[dict[str, float]]]:
+    """Section 3: the over-optimisation curve of every judge."""
+    out = {}
+    envs = [("default (v0)", TokenDuelEnv(world="default", judge_version="v0"))]
+    envs += [(w, TokenDuelEnv(world=w, judge_version="latest")) for w in JUDGE_WORLDS]
+    for name, env in envs:
+        ref = load_reference_policy(world=env.world)
+        out[name] = overoptimisation_curve(env.judge, ref, env.world, steps, 8, 10, lr=lr)
+        print("curve", name, out[name][-1], flush=True)
+    return out
+
+
+def _runs_line(r: dict[str, Any]) -> str:
+    runs = r.get("section_runs", {})
+    groups: dict[tuple[str, str], list[str]] = {}
+    earlier = []
+    for s in SECTIONS:
+        if s in r and s in runs:
+            key = (runs[s]["command"], runs[s]["machine"])
+            groups.setdefault(key, []).append(f"{s} {runs[s]['seconds'] / 60:.1f} min")
+        elif s in r:
+            earlier.append(s)
+    parts = [f"`{cmd}` ({mach}; {', '.join(times)})" for (cmd, mach), times in groups.items()]
+    if earlier:
+        total = f", {r['seconds'] / 60:.0f} min in all" if "seconds" in r else ""
+        parts.append(
+            f"{', '.join(earlier)}: an earlier full run of `python benchmarks/token_games.py` "
+            f"(2-core x86-64 Intel Xeon, one torch thread{total})"
+        )
+    return "Made by " + "; ".join(parts) + "."
+
+
+def report(r: dict[str, Any]) -> str:
+    """``token_games.md`` from the (merged) results; sections absent from ``r`` are left out."""
+    lines = ["# Token games: intransitivity, judges, estimator", "", _runs_line(r), ""]
+    if "shares" in r:
+        lines += shares_section(r["shares"])
+    if "judges" in r:
+        lines += judges_section(r["judges"])
+    if "estimator" in r:
+        lines += estimator_section(r["estimator"], r.get("estimator_by_n") or by_n(r["estimator"]))
+    if "timing" in r:
+        lines += ["## Exact tiny game: build and solve", "", timing_table(r["timing"]).rstrip(), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def shares_section(shares: dict[str, Any]) -> list[str]:
+    """The cyclic-share table, its weightings explained, and the sampling check."""
+    lines = [
         "## Cyclic share of P - 1/2 on held-out prompts",
         "",
-        "| env id | judge | ground truth | over |",
-        "| --- | --- | --- | --- |",
+        "| env id | judge, uniform | ground truth, uniform | judge, pi_ref | ground truth, pi_ref "
+        "| over |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for env_id, s in r["shares"].items():
-        over = "all 259 answers" if "Tiny" in env_id else "48 pi_ref answers x 32 prompts"
-        lines.append(f"| `{env_id}` | {s['judge']:.3f} | {s['ground_truth']:.3f} | {over} |")
+    for env_id, s in shares.items():
+        over = (
+            f"all {s['answers']} answers x {s['prompts']} prompts (exact)"
+            if s["method"] == "exact"
+            else f"{s['answers']} sampled answers x {s['prompts']} prompts"
+        )
+        cells = [f"{s[k][p]:.3f}" for k in WEIGHTINGS for p in PAYERS]
+        lines.append(f"| `{env_id}` | " + " | ".join(cells) + f" | {over} |")
     lines += [
         "",
+        "*uniform*: every answer weighs the same (exact worlds: all answers, equal weights; the others: "
+        "answers of `World.random_answer`, a uniformly random length of 0 to `max_new_tokens - 1` "
+        "words and uniformly random words, equal weights). *pi_ref*: answers weighted by "
+        "`pi_ref(y | x)` (exact worlds: all answers, weights the exact `pi_ref` of the prompt; the "
+        "others: answers sampled from `pi_ref`, equal weights). The share is the mean over prompts.",
+        "",
+    ]
+    checks = {e: s["sampled"] for e, s in shares.items() if "sampled" in s}
+    if checks:
+        lines += [
+            "Sampling check on the exact worlds: the same shares from sampled answers per held-out "
+            "prompt, equal weights (`random_answer` never gives the cut answers of "
+            "`max_new_tokens` words, so its column is not the exact uniform one):",
+            "",
+            "| env id | judge, random_answer | ground truth, random_answer | judge, pi_ref samples "
+            "| ground truth, pi_ref samples | answers per prompt |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for env_id, c in checks.items():
+            cells = [f"{c[k][p]:.3f}" for k in WEIGHTINGS for p in PAYERS]
+            lines.append(f"| `{env_id}` | " + " | ".join(cells) + f" | {c['answers']} |")
+        lines.append("")
+    return lines
+
+
+def judges_section(judges_: dict[str, Any]) -> list[str]:
+    """The judge-agreement table."""
+    lines = [
         "## Judge agreement with the population majority where |P* - 1/2| > 0.1 (held-out prompts)",
         "",
         "| judge | ref vs ref | random vs random | ref vs random | drifted (KL >= 2) | min / mean KL "
         "of the drifted policies |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name, m in r["judges"].items():
+    for name, m in judges_.items():
         cells = [
             f"{m[f'judge/{s}/agreement_confident']:.3f} (Brier {m[f'judge/{s}/brier']:.3f}, "
             f"ECE {m[f'judge/{s}/ece']:.3f})"
@@ -234,22 +517,53 @@ def report(r: dict) -> str:
         ]
         kls = f"{m['judge/drifted/min_kl']:.1f} / {m['judge/drifted/mean_kl']:.1f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {kls} |")
-    lines += [
+    return lines + [""]
+
+
+def estimator_section(
+    rows: Sequence[dict[str, Any]], pooled: Sequence[dict[str, Any]]
+) -> list[str]:
+    """The estimator tables: pooled per ``n``, then per (env, policy, n)."""
+    runs = rows[0]["runs"] if rows else 0
+    lines = [
+        f"## Estimated vs exact Nash metrics (tiny worlds; {ESTIMATOR_PROMPTS} prompts, m = 2n, "
+        f"{runs} runs (seeds) per row)",
         "",
-        "## Estimated vs exact Nash metrics (tiny worlds; 16 prompts, m = 2n, 3 seeds)",
+        "Absolute error of each run's estimate against the exact value on the same prompts: mean and "
+        f'largest over the runs, and the runs within {WITHIN} of the exact exploitability; "CI '
+        'covers": runs whose 95% interval covers the exact mean over all prompts.',
         "",
-        "| env | policy | n | exact expl. | abs. error | CI covers | exact KL(pi*\\|\\|pi) | abs. "
-        "error | CI covers |",
+        "All envs and policies pooled:",
+        "",
+        f"| n | runs | expl.: within {WITHIN} | mean abs. error | max abs. error | CI covers | "
+        "KL(pi*\\|\\|pi): mean abs. error | max abs. error | CI covers |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in r["estimator"]:
+    for p in pooled:
+        lines.append(
+            f"| {p['n']} | {p['runs']} | {p['within_exploitability']} / {p['runs']} | "
+            f"{p['mean_abs_err_exploitability']:.4f} | {p['max_abs_err_exploitability']:.4f} | "
+            f"{p['covered_exploitability']} / {p['runs']} | {p['mean_abs_err_kl_to_nash']:.3f} | "
+            f"{p['max_abs_err_kl_to_nash']:.3f} | {p['covered_kl_to_nash']} / {p['runs']} |"
+        )
+    lines += [
+        "",
+        "| env | policy | n | exact expl. | mean abs. error | max abs. error | within "
+        f"{WITHIN} | CI covers | exact KL(pi*\\|\\|pi) | mean abs. error | max abs. error | "
+        "CI covers |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        k = row["runs"]
         lines.append(
             f"| {row['env'].split('/')[1]} | {row['policy']} | {row['n']} | "
-            f"{row['exact_exploitability']:.4f} | {row['abs_err_exploitability']:.4f} | "
-            f"{row['coverage_exploitability']:.2f} | {row['exact_kl_to_nash']:.3f} | "
-            f"{row['abs_err_kl_to_nash']:.3f} | {row['coverage_kl_to_nash']:.2f} |"
+            f"{row['exact_exploitability']:.4f} | {row['mean_abs_err_exploitability']:.4f} | "
+            f"{row['max_abs_err_exploitability']:.4f} | {row['within_exploitability']} / {k} | "
+            f"{row['covered_exploitability']} / {k} | {row['exact_kl_to_nash']:.3f} | "
+            f"{row['mean_abs_err_kl_to_nash']:.3f} | {row['max_abs_err_kl_to_nash']:.3f} | "
+            f"{row['covered_kl_to_nash']} / {k} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def plot_curves(curves: dict, path: Path) -> None:

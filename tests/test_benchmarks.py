@@ -76,3 +76,59 @@ def test_training_against_a_baseline_revision_runs_both_codes():
     assert len(rows) == 3 and "inverse_cdf" in rows[2][0]
     for row in rows[1:]:
         assert row[2].endswith("x") and float(row[2][:-1]) > 0
+
+
+def test_token_games_only_runs_the_named_sections_and_keeps_the_others(tmp_path, one_torch_thread):
+    import json
+
+    import numpy as np
+
+    from nlhf_envs.intransitivity import cyclic_share
+    from nlhf_envs.text import exact
+
+    bench = _load("token_games.py")
+    shipped = json.loads((ROOT / "benchmarks" / "results" / "token_games.json").read_text())
+    before = {"judges": shipped["judges"], "seconds": 960.0}
+    (tmp_path / "token_games.json").write_text(json.dumps(before))
+    tiny, full = "nlhf/TinyTokenDuel-v0", "nlhf/TokenDuel-v1"
+    args = ["--only", "estimator,shares", "--env-ids", f"{tiny},{full}", "--share-samples", "4"]
+    args += ["--share-prompts", "2", "--ns", "4", "--seeds", "2", "--out", str(tmp_path)]
+    assert bench["main"](args) == 0
+    r = json.loads((tmp_path / "token_games.json").read_text())
+    # the judges section is kept as it was; the two sections that ran are added
+    assert r["judges"] == shipped["judges"]
+    assert set(r["section_runs"]) == {"shares", "estimator"}
+    assert "curves" not in r and "timing" not in r
+    # the exact tiny shares under both weightings: all 259 answers, equal or pi_ref weights
+    game = exact.exact_game(bench["TokenDuelEnv"](world="tiny"), "heldout")
+    s = r["shares"][tiny]
+    assert (s["method"], s["answers"], s["prompts"]) == ("exact", 259, 8)
+    assert s["uniform"]["judge"] == pytest.approx(np.mean(cyclic_share(game.P)), rel=1e-12)
+    pi_ref_share = np.mean(cyclic_share(game.P, game.pi_ref))
+    assert s["pi_ref"]["judge"] == pytest.approx(pi_ref_share, rel=1e-12)
+    # pi_ref's likely answers are far more transitive than the uniform mix (0.045 vs 0.105)
+    assert s["pi_ref"]["judge"] < 0.6 * s["uniform"]["judge"]
+    assert r["shares"][full]["method"] == "sampled" and r["shares"][full]["prompts"] == 2
+    for weighting in ("uniform", "pi_ref"):
+        assert 0.0 <= r["shares"][full][weighting]["ground_truth"] <= 1.0
+    # every run of the estimator kept, and the per-row summaries are those of the runs
+    assert len(r["estimator"]) == 3  # pi_ref and two drifted policies at one n
+    for row in r["estimator"]:
+        err = np.array(row["abs_err_exploitability"])
+        assert row["runs"] == 2 and err.shape == (2,)
+        assert row["max_abs_err_exploitability"] == err.max()
+        assert row["within_exploitability"] == int(np.sum(err <= 0.005))
+        assert row["covered_exploitability"] == sum(row["covers_exploitability"])
+    (pooled,) = r["estimator_by_n"]
+    assert (pooled["n"], pooled["runs"]) == (4, 6)
+    assert pooled["max_abs_err_exploitability"] == max(
+        row["max_abs_err_exploitability"] for row in r["estimator"]
+    )
+    text = (tmp_path / "token_games.md").read_text()
+    assert (
+        "| judge, uniform | ground truth, uniform | judge, pi_ref | ground truth, pi_ref |" in text
+    )
+    assert "## Judge agreement" in text and "an earlier full run" in text
+    assert f"| 4 | 6 | {pooled['within_exploitability']} / 6 |" in text
+    with pytest.raises(SystemExit):
+        bench["main"](["--only", "shares,plots", "--out", str(tmp_path)])

@@ -16,9 +16,11 @@ For a prompt ``x``, ``pi*_beta(y | x) = pi_ref(y | x) r(y)`` with ``r = exp((g_{
 
 The means over prompts come with t-intervals (95%) over prompts. The estimates are biased for small
 ``n``/``m`` (the log of a Monte-Carlo mean under-estimates; a sampled support misses rare answers);
-``python benchmarks/token_games.py`` (its "estimator error" study, ``estimator_study``) measures the
-error against :func:`nlhf_envs.text.exact.exact_game` on the tiny worlds for several ``n`` and how
-often the 95% interval covers the exact value (README: "Nash metrics for token policies").
+``python benchmarks/token_games.py --only estimator`` (its "estimator error" study,
+``estimator_study``) measures every run's error against :func:`nlhf_envs.text.exact.exact_game` on the
+tiny worlds for several ``n`` and how often the 95% interval covers the exact value (results in
+``benchmarks/results/token_games.md``; summary in ``docs/nash-metrics.md``, "Estimated metrics of
+token policies").
 """
 
 from __future__ import annotations

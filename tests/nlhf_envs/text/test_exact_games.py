@@ -153,19 +153,86 @@ def test_bulk_preferences_equal_the_judges_pairwise_answers(tiny_env):
 # ------------------------------------------------------------------------------------------ cycles
 
 
-@pytest.mark.parametrize("env_id", [TINY, TINY_CYCLIC])
-def test_cyclic_share_of_the_tiny_games(env_id):
-    env = pettingzoo.make("parallel", env_id)
-    shares = {
-        payer: float(np.mean(cyclic_share(exact.exact_game(env, "heldout", payer=payer).P)))
-        for payer in ("judge", "ground_truth")
-    }
-    # docs/games/exact-token-games.md "Intransitivity" table: tiny 0.12 / 0.12, tiny-cyclic 0.49 / 0.49 (judge / ground truth).
-    if env_id == TINY_CYCLIC:
-        assert min(shares.values()) >= 0.4
-    else:
-        assert max(shares.values()) < 0.3
-    assert abs(shares["judge"] - shares["ground_truth"]) < 0.05
+#: docs/games/exact-token-games.md "Intransitivity" table (benchmarks/results/token_games.md): the
+#: exact cyclic share on held-out prompts, (weighting, payer) -> share; "uniform": all 259 answers with
+#: equal weights, "pi_ref": all answers weighted by the exact pi_ref of the prompt
+TINY_SHARES: dict[str, dict[tuple[str, str], float]] = {
+    TINY: {
+        ("uniform", "judge"): 0.105,
+        ("uniform", "ground_truth"): 0.125,
+        ("pi_ref", "judge"): 0.045,
+        ("pi_ref", "ground_truth"): 0.053,
+    },
+    TINY_CYCLIC: {
+        ("uniform", "judge"): 0.457,
+        ("uniform", "ground_truth"): 0.496,
+        ("pi_ref", "judge"): 0.327,
+        ("pi_ref", "ground_truth"): 0.316,
+    },
+    "nlhf/TinyTokenDuel-v1": {
+        ("uniform", "judge"): 0.105,
+        ("uniform", "ground_truth"): 0.127,
+        ("pi_ref", "judge"): 0.074,
+        ("pi_ref", "ground_truth"): 0.076,
+    },
+    "nlhf/TinyTokenDuel-Cyclic-v1": {
+        ("uniform", "judge"): 0.310,
+        ("uniform", "ground_truth"): 0.496,
+        ("pi_ref", "judge"): 0.328,
+        ("pi_ref", "ground_truth"): 0.339,
+    },
+}
+
+
+_SHARES_CACHE: dict[str, dict[tuple[str, str], float]] = {}
+
+
+def _exact_shares(env_id: str) -> dict[tuple[str, str], float]:
+    """The exact cyclic shares of a tiny id on its held-out prompts, both weightings and payers."""
+    if env_id not in _SHARES_CACHE:
+        env = pettingzoo.make("parallel", env_id)
+        out: dict[tuple[str, str], float] = {}
+        for payer in ("judge", "ground_truth"):
+            game = exact.exact_game(env, "heldout", payer=payer)
+            out["uniform", payer] = float(np.mean(cyclic_share(game.P)))
+            out["pi_ref", payer] = float(np.mean(cyclic_share(game.P, game.pi_ref)))
+        _SHARES_CACHE[env_id] = out
+    return _SHARES_CACHE[env_id]
+
+
+#: the 256-prompt worlds take about 10 s each (64 held-out prompts x 259^2 judge pairs)
+_V1 = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        TINY,
+        TINY_CYCLIC,
+        pytest.param("nlhf/TinyTokenDuel-v1", marks=_V1),
+        pytest.param("nlhf/TinyTokenDuel-Cyclic-v1", marks=_V1),
+    ],
+)
+def test_cyclic_share_of_the_tiny_games_under_both_weightings(env_id):
+    shares = _exact_shares(env_id)
+    for key, documented in TINY_SHARES[env_id].items():
+        assert shares[key] == pytest.approx(documented, abs=0.03), key
+    # on pi_ref's answers the judge is as cyclic as the ground truth (within 0.011 measured)
+    assert abs(shares["pi_ref", "judge"] - shares["pi_ref", "ground_truth"]) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("plain", "cyclic"),
+    [
+        (TINY, TINY_CYCLIC),
+        pytest.param("nlhf/TinyTokenDuel-v1", "nlhf/TinyTokenDuel-Cyclic-v1", marks=_V1),
+    ],
+)
+def test_the_cyclic_tiny_worlds_are_clearly_more_cyclic(plain, cyclic):
+    for key, plain_share in _exact_shares(plain).items():
+        cyclic_share_ = _exact_shares(cyclic)[key]
+        # measured: 0.310 vs 0.105 (v1, uniform, judge) at the closest
+        assert cyclic_share_ >= 2.0 * plain_share and cyclic_share_ - plain_share >= 0.15, key
 
 
 def test_cyclic_share_closed_forms():
@@ -292,24 +359,32 @@ def test_full_size_judges_hold_in_every_pair_source(world_name):
 @pytest.mark.parametrize(
     ("env_id", "cyclic"), [("nlhf/TokenDuel-v1", False), ("nlhf/TokenDuel-Cyclic-v0", True)]
 )
-def test_cyclic_share_of_the_full_size_games_on_pi_ref_samples(env_id, cyclic):
+def test_cyclic_share_of_the_full_size_games_on_sampled_answers(env_id, cyclic):
     env = pettingzoo.make("parallel", env_id)
     w = env.world
     ref = load_reference_policy(world=w)
     gen = torch.Generator().manual_seed(0)
-    shares: dict[str, list[float]] = {"judge": [], "truth": []}
+    rng = np.random.default_rng(1)
+    shares: dict[tuple[str, str], list[float]] = {}
     for i in w.prompts.heldout_indices[:12]:
         p_ids, p_mask = w.tokenizer.encode_prompts([w.prompts.texts[i]], w.prompt_len)
         g = generate(ref, p_ids.expand(32, -1), p_mask.expand(32, -1), 24, generator=gen)
-        for name, judge in (("judge", env.judge), ("truth", env.truth)):
-            P = exact.preference_matrix(judge, w, p_ids, p_mask, (g.tokens, g.mask))
-            shares[name].append(cyclic_share(P))
-    judge_share, truth_share = np.mean(shares["judge"]), np.mean(shares["truth"])
-    # docs/games/exact-token-games.md "Intransitivity" table (48 answers x 32 prompts): see benchmarks/results/token_games.md
+        uniform = w.tokenizer.encode_answers(
+            [w.random_answer(rng) for _ in range(32)], 24, add_eos=True
+        )
+        for weighting, answers in (("pi_ref", (g.tokens, g.mask)), ("uniform", uniform)):
+            for name, judge in (("judge", env.judge), ("truth", env.truth)):
+                P = exact.preference_matrix(judge, w, p_ids, p_mask, answers)
+                shares.setdefault((weighting, name), []).append(cyclic_share(P))
+    mean = {k: float(np.mean(v)) for k, v in shares.items()}
+    # docs/games/exact-token-games.md "Intransitivity" table (48 answers x 32 prompts; see
+    # benchmarks/results/token_games.md): plain 0.11-0.21, cyclic 0.44-0.45 (uniform, answers of
+    # World.random_answer) and 0.71 (pi_ref samples)
     if cyclic:
-        assert judge_share >= 0.4 and truth_share >= 0.4
+        assert min(mean[("uniform", p)] for p in ("judge", "truth")) >= 0.35, mean
+        assert min(mean[("pi_ref", p)] for p in ("judge", "truth")) >= 0.6, mean
     else:
-        assert judge_share < 0.3 and truth_share < 0.3
+        assert max(mean.values()) < 0.3, mean
 
 
 def test_cli_eval_prints_exact_nash_metrics_of_a_token_agent(tmp_path, capsys):
