@@ -265,6 +265,21 @@ def per_seed(runs: list[dict[str, Any]], name: str, split: str, queries: int) ->
     return out
 
 
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _searched(rec: dict[str, Any]) -> dict[str, Any]:
+    """The settings the search chose (config keys), without the ones every contestant shares."""
+    best = rec.get("best", {})
+    keys = set(rec.get("search", {}))
+    if "eta_over_beta" in keys:  # the search draws eta / beta; the config holds eta
+        keys = (keys - {"eta_over_beta"}) | {"eta"}
+    out = {k: best[k] for k in best if k in keys}
+    variant = rec.get("fixed", {}).get("variant")
+    return {"variant": variant, **out} if variant else out
+
+
 def report_setting(key: str, data: dict[str, Any], tuned: dict[str, Any]) -> str:
     runs = data["runs"]
     budget = max(r["budget"] for r in runs)
@@ -295,10 +310,7 @@ def report_setting(key: str, data: dict[str, Any], tuned: dict[str, Any]) -> str
             lo, hi = bootstrap_ci(d)
             diff = f"{d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
         t = tuned.get(name, {})
-        best = ", ".join(
-            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in t.get("best", {}).items()
-        )
+        best = ", ".join(f"{k} {_short(v)}" for k, v in _searched(t).items())
         obj = f" ({t['objective']:.4f}, {t['trials']} trials)" if t else ""
         lines.append(
             f"| {name} | {best}{obj} | {len(seeds)} | {tr.mean():.4f} [{lo_t:.4f}, {hi_t:.4f}] | "
