@@ -184,7 +184,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         f"`agents.make(agent, env_id, seed=s)` with nothing else, {args.budget:,} preference queries, "
         "exact exploitability of the last iterate (mean [min, max] over seeds) on the prompts trained "
         "on (`train`) and on prompts never seen (`heldout`), against `pi_ref` on the same prompts.\n\n"
+        "<!-- --8<-- [start:table] -->\n"
         f"{table(runs, args.budget)}\n"
+        "<!-- --8<-- [end:table] -->\n"
     )
     (Path(args.results) / "text_defaults.md").write_text(text)
     print(text)

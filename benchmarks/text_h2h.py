@@ -337,7 +337,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         "number of trials and budget for every contestant.",
     ]
     for key in sorted(runs):
-        parts += ["", report_setting(key, runs[key], tuned.get(key, {}))]
+        # snippet markers: the docs include each setting's table from this file (no copy to drift)
+        mark = key.replace(".", "")  # section names: letters, digits, - and _
+        table = report_setting(key, runs[key], tuned.get(key, {}))
+        parts += ["", f"<!-- --8<-- [start:{mark}] -->", table, f"<!-- --8<-- [end:{mark}] -->"]
     text = "\n".join(parts) + "\n"
     (results / "text_h2h.md").write_text(text)
     print(text)
