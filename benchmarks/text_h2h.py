@@ -98,7 +98,7 @@ def _update(path: Path, fn: Callable[[dict[str, Any]], None]) -> None:
         data = json.loads(path.read_text()) if path.is_file() else {}
         fn(data)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(json.dumps(data, separators=(",", ":")))  # compact: per-prompt arrays
         tmp.replace(path)
 
 
@@ -216,7 +216,10 @@ def cmd_run(args: argparse.Namespace) -> None:
             curve = []
             for p in points:
                 ag.learn(num_queries=p - ag.queries_used)
-                curve.append({"queries": int(ag.queries_used), **scorer.score(ag.model)})
+                scores = {
+                    k: [round(v, 8) for v in vals] for k, vals in scorer.score(ag.model).items()
+                }
+                curve.append({"queries": int(ag.queries_used), **scores})
             rec = {
                 "contestant": name,
                 "seed": seed,
