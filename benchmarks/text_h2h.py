@@ -2,7 +2,7 @@
 
 Contestants: Nash-MP in its three designs, (A) target networks (``variant: target``), (B)
 extragradient (``variant: extragradient``) and (C) the EMA anchor and opponent (``variant: ema``),
-against Online IPO and Nash-MD. Worlds: the 256-prompt enumerable worlds ``nlhf/TinyTokenDuel-v1``
+against Online IPO, Nash-MD and MNPO (its default population of 2). Worlds: the 256-prompt enumerable worlds ``nlhf/TinyTokenDuel-v1``
 (``plain``) and ``nlhf/TinyTokenDuel-Cyclic-v1`` (``cyclic``), at the game's ``beta`` (0.1) or
 ``--beta``. Every contestant shares the low-variance setting :data:`COMMON` (judge probabilities,
 batch 256).
@@ -67,6 +67,7 @@ CONTESTANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "nash_mp_C": ("nash_mp", {"variant": "ema", "inner_steps": 1}),
     "online_ipo": ("online_ipo", {}),
     "nash_md": ("nash_md", {}),
+    "mnpo": ("mnpo", {}),
 }
 #: the report splits: the prompts trained on, and prompts never seen
 SPLITS = ("train", "heldout")
