@@ -2,7 +2,7 @@
 
 Contestants: Nash-MP in its three designs, (A) target networks (``variant: target``), (B)
 extragradient (``variant: extragradient``) and (C) the EMA anchor and opponent (``variant: ema``),
-against Online IPO, Nash-MD and MNPO (its default population of 2). Worlds: the 256-prompt enumerable worlds ``nlhf/TinyTokenDuel-v1``
+against Online IPO, Nash-MD and MNPO (the zoo's default population: its last 3 iterates). Worlds: the 256-prompt enumerable worlds ``nlhf/TinyTokenDuel-v1``
 (``plain``) and ``nlhf/TinyTokenDuel-Cyclic-v1`` (``cyclic``), at the game's ``beta`` (0.1) or
 ``--beta``. Every contestant shares the low-variance setting :data:`COMMON` (judge probabilities,
 batch 256).
