@@ -22,7 +22,6 @@ two cores)::
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import sys
 import time
@@ -37,6 +36,9 @@ from agents.config import config_to_dict
 from nlhf_envs.env_ids import TEXT_ENV_IDS
 from nlhf_envs.solvers import exploitability
 from nlhf_envs.text.exact import MAX_ANSWERS, enumerate_answers, exact_game, exact_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules of this script
+from text_nash_core import update_json  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 #: the report splits of the protocol: trained on, and never seen
@@ -94,12 +96,17 @@ def _load(path: Path) -> list[dict[str, Any]]:
 
 
 def _store(path: Path, rec: dict[str, Any]) -> None:
+    """Add ``rec`` to the results file (replacing a run with its key), under the file's lock: two
+    processes (one per env) share it."""
     key = (rec["agent"], rec["env"], rec["seed"], rec["budget"])
-    runs = [r for r in _load(path) if (r["agent"], r["env"], r["seed"], r["budget"]) != key]
-    runs.append(rec)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"runs": runs}, indent=1))
-    tmp.replace(path)
+
+    def add(data: dict[str, Any]) -> None:
+        runs = data.get("runs", [])
+        data["runs"] = [
+            r for r in runs if (r["agent"], r["env"], r["seed"], r["budget"]) != key
+        ] + [rec]
+
+    update_json(path, add, indent=1)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -112,11 +119,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         for agent in names:
             for seed in range(args.seeds):
                 rec = run_one(agent, env_id, seed, args.budget, params)
-                # re-read under a lock before writing: two processes (one per env) share the file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path.with_name(".text_defaults.lock"), "w") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    _store(path, rec)
+                _store(path, rec)
                 print(
                     f"{env_id} {agent} seed {seed}: "
                     + ", ".join(

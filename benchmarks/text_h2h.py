@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import fcntl
 import json
 import sys
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +51,7 @@ from nlhf_envs.solvers import regularized_nash
 from nlhf_envs.text.exact import exact_game, sequence_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules of this script
-from text_nash_core import per_prompt  # noqa: E402
+from text_nash_core import per_prompt, update_json  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WORLDS = {"plain": "nlhf/TinyTokenDuel-v1", "cyclic": "nlhf/TinyTokenDuel-Cyclic-v1"}
@@ -83,24 +80,6 @@ def setting_key(world: str, beta: float | None) -> str:
 def env_kwargs(beta: float | None) -> dict[str, Any]:
     """The env arguments of a setting (the game's own ``beta`` unless ``--beta``)."""
     return {} if beta is None else {"beta": beta}
-
-
-@contextmanager
-def _locked(path: Path) -> Any:
-    """Exclusive access to the result file ``path`` (several processes append to it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.stem}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _update(path: Path, fn: Callable[[dict[str, Any]], None]) -> None:
-    with _locked(path):
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        fn(data)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")))  # compact: per-prompt arrays
-        tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------- tune
@@ -142,7 +121,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
             "seconds": time.perf_counter() - t0,
             "date": _dt.date.today().isoformat(),
         }
-        _update(
+        update_json(
             results / "text_h2h_tuned.json",
             lambda d, name=name, rec=rec: d.setdefault(key, {}).update({name: rec}),
         )
@@ -187,13 +166,19 @@ class Scorer:
             model.train()
 
 
-def tuned_settings(results: Path, key: str, name: str) -> dict[str, Any]:
-    """The fixed and tuned settings of contestant ``name`` in setting ``key``."""
+def tuned_settings(results: Path, key: str, name: str, budget: int) -> dict[str, Any]:
+    """The fixed and tuned settings of contestant ``name`` in setting ``key``, tuned at ``budget``
+    (settings tuned at another budget are refused: the objective is exploitability at the budget)."""
     path = results / "text_h2h_tuned.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     if name not in data.get(key, {}):
         raise SystemExit(f"{path.name}: no tuned settings of {name} for {key}; run `tune` first")
     rec = data[key][name]
+    if rec["budget"] != budget:
+        raise SystemExit(
+            f"{path.name}: {name} for {key} was tuned at {rec['budget']:,} queries, not {budget:,}; "
+            f"run with --budget {rec['budget']} or tune again at this budget"
+        )
     return dict(rec["best"])
 
 
@@ -208,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in names:
             agent_name, _ = CONTESTANTS[name]
-            settings = tuned_settings(results, key, name)
+            settings = tuned_settings(results, key, name, args.budget)
             t0 = time.perf_counter()
             ag = agents.make(
                 agent_name, WORLDS[args.world], seed=seed, env_kwargs=kwargs,
@@ -237,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     x for x in entry["runs"] if (x["contestant"], x["seed"], x["budget"]) != same
                 ] + [rec]
 
-            _update(results / "text_h2h_runs.json", store)
+            update_json(results / "text_h2h_runs.json", store)
             last = curve[-1]
             print(
                 f"{key} seed {seed} {name}: train {np.mean(last['train']):.4f}, heldout "

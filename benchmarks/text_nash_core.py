@@ -10,9 +10,11 @@ Not a script: ``text_nash.py`` (argument parsing and the ``tune``/``h2h``/``full
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,23 @@ class Judge:
     def metrics(self, pi: np.ndarray, which: str) -> tuple[np.ndarray, np.ndarray]:
         _, game, star = self.games[which]
         return per_prompt(game, np.clip(pi, 1e-300, None), star)
+
+
+def update_json(
+    path: Path, fn: Callable[[dict[str, Any]], None], indent: int | None = None
+) -> None:
+    """Read the JSON file ``path`` (``{}`` when absent), let ``fn`` change it in place and write it
+    back atomically, all under an exclusive lock (``.<stem>.lock`` beside it): several benchmark
+    processes append to one results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.stem}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        fn(data)
+        tmp = path.with_suffix(".tmp")
+        separators = (",", ":") if indent is None else None  # compact: per-prompt arrays
+        tmp.write_text(json.dumps(data, indent=indent, separators=separators))
+        tmp.replace(path)
 
 
 def read_result(results: Path, name: str) -> dict[str, Any]:

@@ -67,6 +67,9 @@ def test_text_h2h_tunes_runs_and_reports_paired_differences(tmp_path):
         ("nash_mp_C", 1), ("nash_mp_C", 2), ("online_ipo", 1), ("online_ipo", 2)
     ]  # fmt: skip
     assert [row["queries"] for row in data["runs"][0]["curve"]] == [256, 512]
+    with pytest.raises(SystemExit, match="tuned at 512 queries, not 1,024"):
+        bench["main"]([*base, "run", "--world", "plain", "--contestants", "online_ipo",
+                       "--seeds", "1", "--budget", "1024"])  # fmt: skip
     bench["main"]([*base, "report"])
     text = (tmp_path / "text_h2h.md").read_text()
     assert "| nash_mp_C |" in text and "unseen, minus Online IPO (paired)" in text
