@@ -629,9 +629,9 @@ def _start_folder(init_from: str | None, lora: bool, reference_model: Any) -> Pa
             ) from None
         if not base or not Path(base).is_dir():
             raise ConfigError(f"init_from: the adapter's base model {base!r} is not a local folder")
-        import transformers
+        from nlhf_envs.text.hf_folders import load_causal_lm
 
-        base_model = transformers.AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+        base_model = load_causal_lm(base, "init_from (the adapter's base model)", ConfigError)
         mine, theirs = reference_model.state_dict(), base_model.state_dict()
         same = set(mine) == set(theirs) and all(
             mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k]) for k in mine

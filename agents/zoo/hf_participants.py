@@ -41,7 +41,7 @@ def load_hf_participant(path: Path, spec: str) -> Any | None:
     if not is_hf_folder(path):
         return None
     try:
-        import transformers
+        import transformers  # noqa: F401  (the extra's check)
     except ImportError:
         raise ConfigError(
             f"participant {spec!r}: a Hugging Face model needs the 'hf' extra"
@@ -52,33 +52,28 @@ def load_hf_participant(path: Path, spec: str) -> Any | None:
     if arch is not None:
         raise ConfigError(f"participant {spec!r}: {path} holds a {arch}, not a causal LM")
 
+    from nlhf_envs.text.hf_folders import load_adapter, load_causal_lm
+
+    what = f"participant {spec!r}"
     adapter = path / "adapter_config.json"
-    try:
-        if adapter.is_file():
-            try:
-                import peft
-            except ImportError:
-                raise ConfigError(
-                    f"participant {spec!r}: a PEFT adapter needs the peft package"
-                ) from None
+    if adapter.is_file():
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{what}: a PEFT adapter needs the peft package") from None
+        try:
             base_name = json.loads(adapter.read_text()).get("base_model_name_or_path")
-            if not base_name or not Path(base_name).is_dir():
-                raise ConfigError(
-                    f"participant {spec!r}: the adapter's base model {base_name!r} is not a local "
-                    "folder (nothing is downloaded)"
-                )
-            base = transformers.AutoModelForCausalLM.from_pretrained(
-                base_name, local_files_only=True
+        except (OSError, ValueError, AttributeError) as err:
+            raise ConfigError(f"{what}: cannot read {adapter}: {_first_line(err)}") from None
+        if not base_name or not Path(base_name).is_dir():
+            raise ConfigError(
+                f"{what}: the adapter's base model {base_name!r} is not a local "
+                "folder (nothing is downloaded)"
             )
-            model = peft.PeftModelForCausalLM.from_pretrained(base, path)
-        else:
-            model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, json.JSONDecodeError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(
-            f"participant {spec!r}: cannot load a causal LM from {path}: {_first_line(err)}"
-        ) from None
+        base = load_causal_lm(base_name, f"{what} (the adapter's base model)", ConfigError)
+        model = load_adapter(base, path, what, ConfigError)
+    else:
+        model = load_causal_lm(path, what, ConfigError)
     if not is_causal_lm(model):  # pragma: no cover - AutoModelForCausalLM only builds causal LMs
         raise ConfigError(f"participant {spec!r}: {type(model).__name__} is not a causal LM")
     return model.eval()

@@ -107,6 +107,7 @@ from nlhf_envs.rewards import check_reward_mode
 from nlhf_envs.text.engine import AnswerState, new_answers, pay
 from nlhf_envs.text.env import AnswerDuelBase
 from nlhf_envs.text.hf import HFPolicy, is_causal_lm, saved_architecture
+from nlhf_envs.text.hf_folders import load_causal_lm, load_tokenizer
 from nlhf_envs.text.hf_judges import ValidatedJudge, as_text_judge
 from nlhf_envs.text.hf_players import HFModelPlayer, UniformTokenPlayer
 from nlhf_envs.text.hf_prompts import (
@@ -119,7 +120,7 @@ from nlhf_envs.text.hf_prompts import (
 from nlhf_envs.text.world import World
 
 try:
-    import transformers
+    import transformers  # noqa: F401  (the extra's check)
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "nlhf_envs.text.hf_env needs the 'hf' extra: pip install 'nlhf-zoo[hf]'"
@@ -138,11 +139,6 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _load_reference(reference: Any) -> Any:
     if isinstance(reference, (str, os.PathLike)):
         path = Path(reference)
@@ -154,10 +150,7 @@ def _load_reference(reference: Any) -> Any:
                 f"the reference {arch} saved in {path} is not a causal language model "
                 "(AutoModelForCausalLM)"
             )
-        try:
-            return transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise GameError(f"cannot load a causal LM from {path}: {_first_line(err)}") from None
+        return load_causal_lm(path, "the reference")
     if reference is None:
         raise GameError("HFTokenDuel needs reference= (a causal LM or the folder of one)")
     return reference
@@ -175,10 +168,7 @@ def _load_tokenizer(tokenizer: Any, reference: Any, model: Any) -> Any:
         path = Path(tokenizer)
         if not path.is_dir():
             raise GameError(f"no tokenizer folder at {path}")
-        try:
-            return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise GameError(f"cannot load a tokenizer from {path}: {_first_line(err)}") from None
+        return load_tokenizer(path, "the tokenizer")
     return tokenizer
 
 

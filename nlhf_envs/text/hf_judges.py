@@ -304,18 +304,12 @@ class TRLJudgeAdapter:
 
 
 def _load_reward_model(path: Path) -> RewardModelJudge:
-    import transformers
+    from nlhf_envs.text.hf_folders import load_sequence_classifier, load_tokenizer
 
     if not path.is_dir():
         raise GameError(f"no judge model folder at {path}")
-    try:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            path, local_files_only=True
-        )
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GameError(f"cannot load a reward model from {path}: {first}") from None
+    model = load_sequence_classifier(path, "the judge")
+    tokenizer = load_tokenizer(path, "the judge's tokenizer")
     return RewardModelJudge(model, tokenizer)
 
 

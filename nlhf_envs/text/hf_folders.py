@@ -1,0 +1,205 @@
+"""A user's Hugging Face folders as data: weights, configs and tokenizers, never the folder's code.
+
+A model folder can ask ``transformers`` to import Python files it carries: ``config.json`` (or
+``tokenizer_config.json``) names classes in an ``auto_map``, and a ``model_type`` (or
+``tokenizer_class``) that ``transformers`` does not have needs them. Left to its default,
+``from_pretrained`` then asks "Do you wish to run the custom code? [y/N]" in a terminal, and one
+keystroke runs the folder's code. Every folder nlhf-zoo loads (references, policies, participants,
+reward models, tokenizers, LoRA adapters and their base models) goes through the loaders here,
+which
+
+* refuse a folder that needs its own code, before ``transformers`` reads it, with one line naming
+  the folder and the file that asks for it;
+* pass ``trust_remote_code=False`` and ``local_files_only=True`` to every ``from_pretrained``, so
+  ``transformers`` never asks and never downloads. A folder whose ``model_type`` is built into
+  ``transformers`` loads with the built-in implementation even when it also carries an
+  ``auto_map`` (``transformers``' own rule under ``trust_remote_code=False``), with a warning.
+
+Errors are :class:`~nlhf_envs.errors.GameError` unless the caller names another
+:class:`~nlhf_envs.errors.NlhfError` class (the zoo raises ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from nlhf_envs.errors import GameError, NlhfError
+
+__all__ = [
+    "FolderCodeWarning",
+    "check_no_folder_code",
+    "load_adapter",
+    "load_causal_lm",
+    "load_sequence_classifier",
+    "load_tokenizer",
+]
+
+
+class FolderCodeWarning(UserWarning):
+    """A folder carries custom code (``auto_map``) that nlhf-zoo ignores: the built-in
+    ``transformers`` implementation of its ``model_type`` is loaded instead."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when the file is absent or not an object (a
+    damaged file is left to ``transformers``, whose error is reported as one line)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)  # a config is a few kB; never read a huge file whole
+        data = json.loads(head.decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _known_model_type(model_type: Any) -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return isinstance(model_type, str) and model_type in CONFIG_MAPPING_NAMES
+
+
+def _known_tokenizer_class(name: Any) -> bool:
+    import transformers
+
+    if not isinstance(name, str) or not name:
+        return True  # no class named: transformers picks one from the model type
+    return hasattr(transformers, name) or hasattr(transformers, name.removesuffix("Fast"))
+
+
+def check_no_folder_code(
+    folder: str | os.PathLike[str], what: str, error: type[NlhfError] = GameError
+) -> None:
+    """Refuse ``folder`` when loading it would need the Python code it carries.
+
+    Args:
+        folder: a model, reward-model, tokenizer or adapter folder.
+        what: how the message names it ("the reference", "participant 'a'", "the judge").
+        error: the error class raised.
+
+    Raises:
+        error: ``config.json`` has an ``auto_map`` and a ``model_type`` unknown to ``transformers``
+            (or none), or ``tokenizer_config.json`` has an ``auto_map`` and a tokenizer class
+            unknown to ``transformers``.
+    """
+    path = Path(folder)
+    config = _read_json(path / "config.json")
+    if config is not None and config.get("auto_map"):
+        model_type = config.get("model_type")
+        if not _known_model_type(model_type):
+            raise error(
+                f"{what}: {path} needs its own Python code (config.json has an auto_map and "
+                f"model_type {model_type!r} is not built into transformers); nlhf-zoo never runs "
+                "code from a model folder: save the model as a built-in architecture"
+            )
+        warnings.warn(
+            f"{what}: {path}/config.json names custom code (auto_map); it is ignored and the "
+            f"built-in transformers implementation of {model_type!r} is loaded",
+            FolderCodeWarning,
+            stacklevel=3,
+        )
+    tok_config = _read_json(path / "tokenizer_config.json")
+    if tok_config is not None and tok_config.get("auto_map"):
+        name = tok_config.get("tokenizer_class")
+        if not _known_tokenizer_class(name):
+            raise error(
+                f"{what}: {path} needs its own Python code (tokenizer_config.json has an auto_map "
+                f"and tokenizer class {name!r} is not built into transformers); nlhf-zoo never runs "
+                "code from a model folder"
+            )
+
+
+def _checked_folder(
+    folder: str | os.PathLike[str], what: str, kind: str, error: type[NlhfError]
+) -> Path:
+    path = Path(folder)
+    if not path.is_dir():
+        raise error(f"{what}: no {kind} folder at {path}")
+    check_no_folder_code(path, what, error)
+    return path
+
+
+def _load(
+    loader: Any, path: Path, what: str, kind: str, error: type[NlhfError], **kwargs: Any
+) -> Any:
+    try:
+        return loader.from_pretrained(
+            path, local_files_only=True, trust_remote_code=False, **kwargs
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, NlhfError):
+            raise
+        raise error(f"{what}: cannot load a {kind} from {path}: {_first_line(err)}") from None
+
+
+def load_causal_lm(
+    folder: str | os.PathLike[str],
+    what: str = "the model",
+    error: type[NlhfError] = GameError,
+    **kwargs: Any,
+) -> Any:
+    """``AutoModelForCausalLM.from_pretrained(folder)`` without the folder's code (module docstring).
+
+    ``kwargs`` go to ``from_pretrained`` (``torch_dtype=...``, say).
+    """
+    import transformers
+
+    path = _checked_folder(folder, what, "model", error)
+    return _load(transformers.AutoModelForCausalLM, path, what, "causal LM", error, **kwargs)
+
+
+def load_sequence_classifier(
+    folder: str | os.PathLike[str],
+    what: str = "the judge",
+    error: type[NlhfError] = GameError,
+    **kwargs: Any,
+) -> Any:
+    """``AutoModelForSequenceClassification.from_pretrained(folder)`` without the folder's code."""
+    import transformers
+
+    path = _checked_folder(folder, what, "model", error)
+    return _load(
+        transformers.AutoModelForSequenceClassification, path, what, "reward model", error, **kwargs
+    )
+
+
+def load_tokenizer(
+    folder: str | os.PathLike[str],
+    what: str = "the tokenizer",
+    error: type[NlhfError] = GameError,
+    **kwargs: Any,
+) -> Any:
+    """``AutoTokenizer.from_pretrained(folder)`` without the folder's code."""
+    import transformers
+
+    path = _checked_folder(folder, what, "tokenizer", error)
+    return _load(transformers.AutoTokenizer, path, what, "tokenizer", error, **kwargs)
+
+
+def load_adapter(
+    base_model: Any,
+    folder: str | os.PathLike[str],
+    what: str = "the adapter",
+    error: type[NlhfError] = GameError,
+    **kwargs: Any,
+) -> Any:
+    """``peft.PeftModelForCausalLM.from_pretrained(base_model, folder)`` (a LoRA adapter's
+    weights and config; PEFT runs no code of the folder, which is checked like the others)."""
+    import peft
+
+    path = _checked_folder(folder, what, "adapter", error)
+    try:
+        # PEFT runs no code of the folder (trust_remote_code is not a PEFT argument)
+        return peft.PeftModelForCausalLM.from_pretrained(base_model, path, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, NlhfError):
+            raise
+        raise error(f"{what}: cannot load a LoRA adapter from {path}: {_first_line(err)}") from None
