@@ -46,6 +46,10 @@ import datetime as _dt
 import fcntl
 import math
 import os
+import secrets
+import socket
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +153,158 @@ def storage_url(storage: str | os.PathLike[str] | None) -> str | None:
     return f"sqlite:///{path.resolve()}"
 
 
+#: the first 16 bytes of every SQLite database file
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_study_file(url: str | None) -> None:
+    """Refuse a ``--storage`` file that is not an Optuna study, before Optuna opens (and would
+    write into) it: an existing non-empty file must be a SQLite database that is empty or holds
+    Optuna's tables. A missing or empty file is a new study.
+
+    Raises:
+        ConfigError: naming the file: another kind of file, a damaged SQLite file, or a SQLite
+            database of something else (nothing is written to any of them).
+    """
+    if url is None:
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    keep = "nothing was written to it; give the path of a study file or of a new file"
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_HEADER))
+    if head != _SQLITE_HEADER:
+        raise ConfigError(
+            f"--storage {path}: not a SQLite study file (it holds other data); {keep}"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        raise ConfigError(f"--storage {path}: damaged SQLite file ({exc}); {keep}") from None
+    if tables and "studies" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise ConfigError(
+            f"--storage {path}: a SQLite database that is not an Optuna study (tables {shown}); "
+            f"{keep}"
+        )
+
+
+@contextlib.contextmanager
+def _storage_errors(url: str | None) -> Iterator[None]:
+    """A damaged or unreadable study file is one line naming it (Optuna's storage raises
+    SQLAlchemy's errors)."""
+    try:
+        yield
+    except Exception as exc:
+        try:
+            from sqlalchemy.exc import SQLAlchemyError
+        except ImportError:  # pragma: no cover - Optuna depends on SQLAlchemy
+            raise exc from None
+        if not isinstance(exc, SQLAlchemyError) or url is None:
+            raise
+        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise ConfigError(
+            f"--storage {url.removeprefix('sqlite:///')}: the study file cannot be used "
+            f"({type(exc).__name__}: {detail}); restore it or give a new file"
+        ) from None
+
+
+#: the user attribute of a trial naming the process that runs it (see :class:`_Owner`)
+OWNER_KEY = "tune_owner"
+
+
+class _Owner:
+    """This process's claim on the trials it runs, so that others can tell a live trial from one
+    whose process died.
+
+    The claim is an ``fcntl.flock`` on ``<study file>.tune/<token>.lock``, held while the process
+    runs; the kernel releases it when the process ends in any way (SIGKILL included). Each trial
+    the process starts records the token (user attribute :data:`OWNER_KEY`). A ``RUNNING`` trial
+    is stale when the lock of its token can be taken (or its file is gone): no process holds it.
+    On a study file shared between machines this is as reliable as the file system's locks,
+    which SQLite needs as well.
+    """
+
+    def __init__(self, url: str | None) -> None:
+        self.folder = None if url is None else Path(url.removeprefix("sqlite:///") + ".tune")
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._fd: int | None = None
+
+    def __enter__(self) -> _Owner:
+        if self.folder is None:
+            return self
+        path = self.folder / f"{self.token}.lock"
+        for attempt in range(5):
+            self.folder.mkdir(exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileNotFoundError:  # another process removed the empty folder meanwhile
+                if attempt == 4:
+                    raise
+                continue
+            break
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None and self.folder is not None:
+            with contextlib.suppress(OSError):
+                (self.folder / f"{self.token}.lock").unlink()
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # when no other process holds a claim
+
+    def holds(self, token: Any) -> bool:
+        """Whether a live process holds ``token`` (this one included)."""
+        if self.folder is None:
+            return token == self.token  # an in-memory study: only this process runs trials
+        if not isinstance(token, str) or "/" in token or token.startswith("."):
+            return False
+        path = self.folder / f"{token}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return False  # the file is gone: its process ended (or a checker removed it)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True  # held: the process runs
+        finally:
+            os.close(fd)  # (releases the lock just taken, if it was)
+        with contextlib.suppress(OSError):
+            path.unlink()  # its process died without removing it
+        return False
+
+
+def _fail_stale_trials(study: Any, owner: _Owner) -> list[int]:
+    """Mark ``FAIL`` every ``RUNNING`` trial of ``study`` that no live process holds (killed by
+    SIGKILL, a power cut, ...); returns their numbers. Called under the storage lock."""
+    import optuna
+
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if owner.holds(t.user_attrs.get(OWNER_KEY)):
+            continue
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        stale.append(t.number)
+    return stale
+
+
+def trial_seed(seed: int, finished: int, running: int) -> int:
+    """The TPE sampler's seed for the next trial of a study: a function of the study's ``seed``,
+    its number of finished (complete or pruned) trials and the number of trials other processes
+    are running. A resumed study therefore draws what the uninterrupted one drew at the same
+    point (trials of a killed process are failed and ignored), and two processes that start
+    trials at once draw differently."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, finished, running]).generate_state(1)[0])
+
+
 def suggest(trial: Any, agent: Any) -> dict[str, Any]:
     """The trial's settings for ``agent`` (a probe built from the zoo entry; see the module
     docstring for the spaces)."""
@@ -186,14 +342,23 @@ def _check_split(agent: Any, split: str) -> None:
     """Refuse an objective split that the agent's env does not have (before any trial runs)."""
     world = getattr(agent, "world", None)
     prompts = getattr(world, "prompts", None)
-    has = prompts.has_split(split) if prompts is not None else split == "train"
+    own = getattr(agent.env, "prompts", None)  # nlhf/HFTokenDuel-v0: the env's own prompt sets
+    if prompts is not None:
+        has, where = prompts.has_split(split), f"world {world.name!r}"
+    elif isinstance(own, dict):
+        has, where = bool(own.get(split)), "this nlhf/HFTokenDuel-v0 env"
+    else:
+        has, where = split == "train", "this env"
     if not has:
-        where = f"world {world.name!r}" if prompts is not None else "this env"
+        hint = (
+            "give it validation prompts (env_kwargs validation_prompts or validation_fraction)"
+            if isinstance(own, dict)
+            else "tune on an env with a validation split (nlhf/TinyTokenDuel-v1)"
+        )
         raise ConfigError(
             f"{where} has no {split!r} prompts to tune on; pass validation_split='train' "
             "(--validation-split train: the objective then scores the prompts trained on, an "
-            "optimisation objective) or tune on an env with a validation split "
-            "(nlhf/TinyTokenDuel-v1)"
+            f"optimisation objective) or {hint}"
         )
 
 
@@ -223,10 +388,11 @@ def validation_exploitability(agent: Any, split: str = "train") -> float:
         from nlhf_envs.text.estimate import estimate_nash_metrics
 
         n = agent.config.nash_eval_samples
+        native = agent.backend.kind == "native"  # else the env estimates with its own parts
         est = estimate_nash_metrics(
             agent.model, agent.env, split=split, num_prompts=agent.config.nash_eval_prompts,
             n=n, m=2 * n, seed=agent.seed, payer=agent.config.payer, beta=agent.beta,
-            reference=agent.reference,
+            reference=agent.reference if native else None, device=agent.device,
         )  # fmt: skip
         return float(est.as_dict("eval/")["eval/exploitability"])
     finally:
@@ -273,6 +439,62 @@ def _entry_of(
     return entry
 
 
+def _run_trials(
+    study: Any,
+    objective: Callable[[Any], float],
+    owner: _Owner,
+    url: str | None,
+    n_trials: int,
+    seed: int,
+    enqueue: Sequence[Mapping[str, Any]],
+    poll_seconds: float,
+) -> int:
+    """Run trials until the study holds ``n_trials`` finished ones; returns how many this call
+    finished.
+
+    Under the storage lock, each round fails the stale trials (:func:`_fail_stale_trials`),
+    counts the finished and the running trials and starts a new trial only while their sum is
+    below ``n_trials`` (so processes sharing the study never finish more), with a TPE sampler
+    seeded by :func:`trial_seed`. When the other processes' running trials complete the count,
+    it waits for them (polling every ``poll_seconds``), failing those whose process dies.
+    A trial stopped by an exception, Ctrl-C or SIGTERM is marked ``FAIL`` before the exception
+    goes on.
+    """
+    import optuna
+
+    states = optuna.trial.TrialState
+    ran = 0
+    while True:
+        with _storage_lock(url):
+            _fail_stale_trials(study, owner)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
+            running = sum(t.state == states.RUNNING for t in trials)
+            trial = None
+            if done + running < n_trials:
+                if done + running == 0:
+                    for fixed in enqueue:
+                        study.enqueue_trial(dict(fixed), skip_if_exists=True)
+                study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, done, running))
+                trial = study.ask()
+                trial.set_user_attr(OWNER_KEY, owner.token)
+        if trial is None:
+            if running == 0:
+                return ran
+            time.sleep(poll_seconds)  # other processes finish the study's last trials
+            continue
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=states.PRUNED)
+        except BaseException:
+            study.tell(trial, state=states.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+        ran += 1
+
+
 def _evaluation_points(budget: int, per_iteration: int, n: int) -> list[int]:
     """``n`` evenly spaced budgets ending at ``budget``, each a whole number of iterations."""
     whole = budget // per_iteration
@@ -297,6 +519,8 @@ def tune(
     enqueue: Sequence[Mapping[str, Any]] = (),
     space: Callable[[Any, Any], dict[str, Any]] | None = None,
     today: _dt.date | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    poll_seconds: float = 1.0,
 ) -> TuneResult:
     """Tune ``agent_name`` on ``env_id`` (see the module docstring); returns the :class:`TuneResult`.
 
@@ -321,10 +545,14 @@ def tune(
             values.
         space: ``space(trial, probe_agent) -> settings`` replacing :func:`suggest`.
         today: the date written in the provenance (default: today, UTC).
+        env_kwargs: keyword arguments of the environment, merged over the zoo entry's (e.g. the
+            parts of ``nlhf/HFTokenDuel-v0``: ``reference``, ``judge``, ``prompts``, ...).
+        poll_seconds: how often a process whose share of the study is done looks whether the
+            trials other processes run have finished.
 
     Raises:
-        ConfigError: for a bad argument, a budget below one iteration, or a stored study that was
-            run with other settings.
+        ConfigError: for a bad argument, a budget below one iteration, a stored study that was
+            run with other settings, or a storage file that is not a study (or is damaged).
     """
     import optuna
 
@@ -342,6 +570,8 @@ def tune(
         if isinstance(val, bool) or not isinstance(val, int) or val < low:
             raise ConfigError(f"{key}: must be an integer >= {low}; got {val!r}")
     fixed = dict(params or {})
+    if env_kwargs:
+        fixed["env_kwargs"] = {**dict(fixed.get("env_kwargs") or {}), **dict(env_kwargs)}
     base = zoo.resolve(agent_name, env_id, config_dir=config_dir, params=fixed)
     budget = base.num_queries if budget is None else budget
     if budget is None:
@@ -372,12 +602,12 @@ def tune(
     attrs = {"agent": agent_name, "env_id": env_id, "budget": int(budget), "seed": int(seed),
              "params": {k: fixed[k] for k in sorted(fixed)}, "n_evaluations": int(n_evaluations),
              "validation_split": validation_split}  # fmt: skip
-    sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=pruner_startup_trials)
-    with _storage_lock(url):  # processes that create one new storage at once would race
+    check_study_file(url)
+    with _storage_errors(url), _storage_lock(url):  # one process creates a new storage
         study = optuna.create_study(
-            study_name=name, storage=url, sampler=sampler, pruner=pruner, direction="minimize",
-            load_if_exists=True,
+            study_name=name, storage=url, sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=pruner, direction="minimize", load_if_exists=True,
         )  # fmt: skip
         stored = study.user_attrs.get("tune")
         if stored is None:
@@ -391,7 +621,6 @@ def tune(
             + ", ".join(f"{k}: {stored.get(k)!r}, not {attrs.get(k)!r}" for k in diff)
             + "); give another --study-name"
         )
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def objective(trial: Any) -> float:
         settings = space(trial, probe)
@@ -409,17 +638,10 @@ def tune(
         trial.set_user_attr("queries", int(agent.queries_used))
         return value
 
-    done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
-    for params_ in enqueue:
-        if done == 0:
-            study.enqueue_trial(dict(params_), skip_if_exists=True)
-    before = done
-    if done < n_trials:
-        study.optimize(
-            objective,
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=finished)],
-            catch=(),
-        )
+    from agents.zoo.runs import TerminateAsInterrupt
+
+    with _storage_errors(url), TerminateAsInterrupt(), _Owner(url) as owner:
+        ran = _run_trials(study, objective, owner, url, n_trials, seed, enqueue, poll_seconds)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
@@ -464,7 +686,7 @@ def tune(
         best_params=dict(best.params),
         entry=body,
         yaml=to_yaml(env_id, body, comments),
-        new_trials=max(0, sum(t.state in finished for t in trials) - before),
+        new_trials=ran,
         attrs=attrs,
     )
 
@@ -492,6 +714,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument(
         "--params", nargs="*", default=[], metavar="KEY:VALUE",
         help="fixed config overrides for every trial",
+    )  # fmt: skip
+    p.add_argument(
+        "--env-kwargs", nargs="*", default=[], metavar="KEY:VALUE",
+        help="environment keyword arguments (merged over the zoo entry's env_kwargs), e.g. the "
+        "reference, judge and prompts of nlhf/HFTokenDuel-v0",
     )  # fmt: skip
     p.add_argument("--conf-dir", default=None, help="folder of the zoo YAML files")
     p.add_argument(
@@ -533,6 +760,7 @@ def cmd_tune(args: Any) -> int:
         study_name=args.study_name, params=zoo.parse_params(args.params),
         config_dir=args.conf_dir, validation_split=args.validation_split,
         pruner_startup_trials=args.pruner_startup_trials,
+        env_kwargs=zoo.parse_params(args.env_kwargs),
     )  # fmt: skip
     print(
         f"nlhf-zoo: study {result.study_name!r}: {result.new_trials} new trial(s); "

@@ -138,3 +138,118 @@ def test_two_processes_create_one_new_study_file_at_once(tmp_path):
         study_name="nash_mp:nlhf/BiasedRPS-v0:1024q:seed0", storage=storage_url(db)
     )
     assert 1 <= len(study.trials) <= 2
+
+
+# ------------------------------------------------------- nothing lost, nothing repeated (issue 29)
+_KILL_IN_TRIAL = """
+import os, signal, sys
+import agents.zoo.tune as t
+def stop(*args, **kwargs):  # in the middle of the trial's first evaluation
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+t.validation_exploitability = stop
+t.tune("nash_mp", "nlhf/BiasedRPS-v0", n_trials=4, budget=1024, n_evaluations=1,
+       storage=sys.argv[1])
+"""
+
+
+def _subprocess(code, *args, **popen):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], env=env, cwd=root,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+def _trials(db, name="nash_mp:nlhf/BiasedRPS-v0:1024q:seed0"):
+    return optuna.load_study(study_name=name, storage=storage_url(db)).trials
+
+
+def test_an_interrupted_and_resumed_study_chooses_what_an_uninterrupted_one_chooses(tmp_path):
+    kw = dict(budget=1024, n_evaluations=1, today=DAY)
+    whole = tune("nash_mp", ENV, n_trials=4, storage=tmp_path / "whole.db", **kw)
+    db = tmp_path / "cut.db"
+    first = tune("nash_mp", ENV, n_trials=2, storage=db, **kw)
+    assert first.new_trials == 2
+    # the third trial is stopped twice: SIGTERM (the process marks it failed itself), then
+    # SIGKILL (it stays RUNNING until the next process finds that no process holds it)
+    for sig in ("SIGTERM", "SIGKILL"):
+        proc = _subprocess(_KILL_IN_TRIAL, db, sig)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode != 0, err
+    states = [t.state.name for t in _trials(db)]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "RUNNING"]
+    again = tune("nash_mp", ENV, n_trials=4, storage=db, **kw)
+    trials = _trials(db)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2 + ["FAIL"] * 2 + ["COMPLETE"] * 2
+    assert again.new_trials == 2 and again.n_complete == 4
+    # the search went on where it stopped: trial for trial what the uninterrupted study drew
+    done = [t.params["eta"] for t in trials if t.state.name == "COMPLETE"]
+    assert done == [t.params["eta"] for t in _trials(tmp_path / "whole.db")]
+    assert len(set(done)) == 4  # no finished suggestion is drawn again
+    assert again.best_params == whole.best_params and again.entry == whole.entry
+    assert again.best_value == whole.best_value
+    assert not (tmp_path / "cut.db.tune").exists()  # the claims of dead processes are cleared
+
+
+_SHARE = """
+import sys
+from agents.zoo.tune import tune
+r = tune("nash_mp", "nlhf/BiasedRPS-v0", n_trials=6, budget=1024, n_evaluations=1,
+         storage=sys.argv[1], poll_seconds=0.1)
+print(r.n_complete + r.n_pruned, r.best_number, r.new_trials)
+"""
+
+
+def test_two_processes_on_one_study_finish_exactly_n_trials_without_repeats(tmp_path):
+    db = tmp_path / "shared.db"
+    tune("nash_mp", ENV, n_trials=1, budget=1024, n_evaluations=1, storage=db)  # the schema
+    procs = [_subprocess(_SHARE, db) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outs]
+    trials = _trials(db)
+    assert [t.state.name for t in trials].count("RUNNING") == 0
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 6  # not 7: a trial starts only while finished + running < 6
+    etas = [t.params["eta"] for t in finished]
+    assert len(set(etas)) == 6  # the processes draw different settings
+    reports = [out.split() for out, _ in outs]
+    assert reports[0][:2] == reports[1][:2] and reports[0][0] == "6"  # the same whole study
+    assert int(reports[0][2]) + int(reports[1][2]) == 5
+
+
+def test_a_storage_that_is_not_a_study_is_refused_and_kept(tmp_path, capsys):
+    import sqlite3
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+    other_bytes = other.read_bytes()
+    study = tmp_path / "study.db"
+    tune("nash_mp", ENV, n_trials=1, budget=1024, n_evaluations=1, storage=study)
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(study.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the schema page overwritten
+    damaged.write_bytes(bytes(data))
+    cases = [
+        (notes, f"--storage {notes}: not a SQLite study file (it holds other data); nothing was "
+                "written to it"),
+        (other, f"--storage {other}: a SQLite database that is not an Optuna study (tables "
+                "orders); nothing was written to it"),
+        (damaged, f"--storage {damaged}: damaged SQLite file ("),
+    ]  # fmt: skip
+    for path, message in cases:
+        argv = ["tune", "--agent", "nash_mp", "--env", ENV, "--n-trials", "1", "-n", "1024",
+                "--storage", str(path)]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"nlhf-zoo: error: {message}") and err.count("\n") == 1, err
+    assert notes.read_text() == "my notes\n" and other.read_bytes() == other_bytes
+    assert damaged.read_bytes() == bytes(data)
