@@ -54,8 +54,14 @@ Environment arguments:
     ``prompts``: a list, a ``.txt``/``.jsonl``/``.json`` file or a ``datasets.Dataset``
     (:func:`nlhf_envs.text.hf_prompts.load_prompts`); strings or conversations.
     ``heldout_prompts`` (None) or ``heldout_fraction`` (0.0) with ``split_seed`` (0): the held-out
-    prompts (:func:`~nlhf_envs.text.hf_prompts.split_prompts`). ``prompt_split`` ("train"):
-    ``"train"``, ``"heldout"`` or ``"all"``: where ``reset`` draws prompts.
+    prompts (:func:`~nlhf_envs.text.hf_prompts.split_prompts`). ``validation_prompts`` (None) or
+    ``validation_fraction`` (0.0, of the prompts left after the held-out split): the validation
+    prompts that ``nlhf-zoo tune`` scores (never trained on, never reported). A prompt is kept
+    once: repeats within a set are dropped with a warning, and explicit held-out or validation
+    prompts that are also training (or held-out) prompts are refused. A prompt with words the
+    tokenizer does not know (read as its unknown token) is counted in a warning.
+    ``prompt_split`` ("train"): ``"train"``, ``"heldout"`` or ``"all"`` (train and held-out):
+    where ``reset`` draws prompts.
     ``beta`` (0.1): KL strength of the regularised game (read by learners and Nash metrics).
     ``max_prompt_tokens`` (64): the prompt width; a longer prompt is refused at construction.
     ``max_new_tokens`` (16): the longest answer, EOS included; ``max_cycles`` (None) caps it.
@@ -114,8 +120,10 @@ from nlhf_envs.text.hf_prompts import (
     Prompt,
     check_prompts,
     load_prompts,
+    prompt_key,
     prompt_text,
     split_prompts,
+    unique_prompts,
 )
 from nlhf_envs.text.world import World
 
@@ -195,6 +203,8 @@ class HFTokenDuelEnv(AnswerDuelBase):
         heldout_prompts: Any = None,
         heldout_fraction: float = 0.0,
         split_seed: int = 0,
+        validation_prompts: Any = None,
+        validation_fraction: float = 0.0,
         prompt_split: str = "train",
         beta: float = 0.1,
         max_prompt_tokens: int = 64,
@@ -292,24 +302,21 @@ class HFTokenDuelEnv(AnswerDuelBase):
         self.system_prompt = system_prompt
         if prompts is None:
             raise GameError("HFTokenDuel needs prompts= (a list, a file or a datasets.Dataset)")
-        train = load_prompts(prompts)
-        if heldout_prompts is not None:
-            if heldout_fraction:
-                raise GameError("pass heldout_prompts or heldout_fraction, not both")
-            heldout = load_prompts(heldout_prompts)
-        else:
-            train, heldout = split_prompts(train, heldout_fraction, split_seed)
-        self.prompts: dict[str, list[Prompt]] = {"train": train, "heldout": heldout}
-        self.prompts["all"] = train + heldout
+        self.prompts: dict[str, list[Prompt]] = _prompt_splits(
+            prompts, heldout_prompts, heldout_fraction, validation_prompts, validation_fraction,
+            split_seed,
+        )  # fmt: skip
         self.prompt_split = prompt_split
         pool = self.prompts[prompt_split]
         if not pool:
             raise GameError(f"prompt_split={prompt_split!r} has no prompts")
         self._pool_ids = [self.encode_prompt(p, i) for i, p in enumerate(pool)]
-        if prompt_split != "all":  # validate the other split too (errors at construction)
-            other = "heldout" if prompt_split == "train" else "train"
-            for i, p in enumerate(self.prompts[other]):
-                self.encode_prompt(p, i)
+        unknown = _UnknownWords(self.tokenizer)
+        for split in ("train", "heldout", "validation"):  # every prompt is checked at construction
+            ids = self._pool_ids if split == prompt_split else None
+            for i, p in enumerate(self.prompts[split]):
+                unknown.count(split, i, p, self.encode_prompt(p, i) if ids is None else ids[i])
+        unknown.warn()
 
         # -- spaces
         self.possible_agents = list(AGENTS)
@@ -445,6 +452,7 @@ class HFTokenDuelEnv(AnswerDuelBase):
                 _content_digest(self._judge),
                 self.prompts["train"],
                 self.prompts["heldout"],
+                *([self.prompts["validation"]] if self.prompts["validation"] else []),
                 self.system_prompt,
                 self.allowed_token_ids,
                 (self.beta, self.reward_mode, self.max_prompt_tokens, self.max_new_tokens),
@@ -575,6 +583,97 @@ class HFTokenDuelEnv(AnswerDuelBase):
 
 
 raw_env = HFTokenDuelEnv
+
+
+def _prompt_splits(
+    prompts: Any,
+    heldout_prompts: Any,
+    heldout_fraction: float,
+    validation_prompts: Any,
+    validation_fraction: float,
+    split_seed: int,
+) -> dict[str, list[Prompt]]:
+    """The env's prompt sets ``train``, ``heldout``, ``validation`` and ``all`` (train and
+    held-out), each prompt in one set only (see the module docstring).
+
+    Raises:
+        GameError: for both a set and its fraction, or a prompt given for two sets.
+    """
+    dropped: dict[str, int] = {}
+    train, dropped["training"] = unique_prompts(load_prompts(prompts))
+    if heldout_prompts is not None:
+        if heldout_fraction:
+            raise GameError("pass heldout_prompts or heldout_fraction, not both")
+        heldout, dropped["held-out"] = unique_prompts(load_prompts(heldout_prompts))
+        _refuse_shared(("training", train), ("held-out", heldout))
+    else:
+        train, heldout = split_prompts(train, heldout_fraction, split_seed)
+    if validation_prompts is not None:
+        if validation_fraction:
+            raise GameError("pass validation_prompts or validation_fraction, not both")
+        validation, dropped["validation"] = unique_prompts(load_prompts(validation_prompts))
+        _refuse_shared(("training", train), ("validation", validation))
+        _refuse_shared(("held-out", heldout), ("validation", validation))
+    else:
+        seed = int(np.random.SeedSequence([split_seed, 1]).generate_state(1)[0])
+        train, validation = split_prompts(
+            train, validation_fraction, seed, name="validation_fraction"
+        )
+    repeats = [f"{n} of the {what} prompts" for what, n in dropped.items() if n]
+    if repeats:
+        warnings.warn(
+            f"repeated prompts dropped ({', '.join(repeats)}): each prompt is kept once, so no "
+            "prompt is in two splits",
+            stacklevel=3,
+        )
+    return {"train": train, "heldout": heldout, "validation": validation, "all": train + heldout}
+
+
+def _refuse_shared(first: tuple[str, list[Prompt]], second: tuple[str, list[Prompt]]) -> None:
+    """Refuse prompts that are in both sets (metrics on one would be computed on the other)."""
+    index = {prompt_key(p): i for i, p in enumerate(first[1])}
+    shared = [(i, index[prompt_key(p)]) for i, p in enumerate(second[1]) if prompt_key(p) in index]
+    if shared:
+        i, j = shared[0]
+        text = prompt_text(second[1][i])
+        raise GameError(
+            f"{len(shared)} of the {second[0]} prompts are also {first[0]} prompts (first: "
+            f"{second[0]} prompt {i} = {first[0]} prompt {j}, {text[:60]!r}); a prompt may be in "
+            "one set only: remove it from one of them"
+        )
+
+
+class _UnknownWords:
+    """Counts the prompts a tokenizer reads with its unknown token (words it does not know)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        unk = getattr(tokenizer, "unk_token_id", None)
+        self.unk_id = None if unk is None else int(unk)
+        self.unk_text = str(getattr(tokenizer, "unk_token", "") or "")
+        self.prompts = self.tokens = self.total = 0
+        self.first: str | None = None
+
+    def count(self, split: str, index: int, prompt: Prompt, ids: list[int]) -> None:
+        self.total += 1
+        if self.unk_id is None:
+            return
+        n = ids.count(self.unk_id)
+        if n and self.unk_text:
+            n -= prompt_text(prompt).count(self.unk_text)  # written in the prompt on purpose
+        if n > 0:
+            self.prompts += 1
+            self.tokens += n
+            if self.first is None:
+                self.first = f"{split} prompt {index}, {prompt_text(prompt)[:60]!r}"
+
+    def warn(self) -> None:
+        if self.prompts:
+            warnings.warn(
+                f"{self.prompts} of {self.total} prompts hold words the tokenizer does not know "
+                f"({self.tokens} tokens read as {self.unk_text or 'its unknown token'}; first: "
+                f"{self.first}): the model cannot read them",
+                stacklevel=3,
+            )
 
 
 def _content_digest(obj: Any, depth: int = 0) -> str:

@@ -65,7 +65,7 @@ def estimate_hf_nash_metrics(
         policy: a policy of the engine's signature over the env's tokenizer (e.g. an
             :class:`~nlhf_envs.text.hf.HFPolicy`; ``env.reference`` is ``pi_ref``).
         env: the env (its prompts, reference, EOS and judge).
-        split: ``"heldout"``, ``"train"`` or ``"all"`` prompts of the env.
+        split: ``"heldout"``, ``"train"``, ``"all"`` or ``"validation"`` prompts of the env.
         num_prompts: prompts drawn without replacement (all of them when fewer).
         n: ``pi_ref`` samples per prompt on which the game is solved.
         m: fresh samples per prompt of ``pi_ref`` and of ``policy``.
@@ -85,7 +85,7 @@ def estimate_hf_nash_metrics(
     for name, v in (("num_prompts", num_prompts), ("n", n), ("m", m)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise GameError(f"{name} must be a positive integer, got {v!r}")
-    pool = env.prompts.get(split) if split in ("train", "heldout", "all") else None
+    pool = env.prompts.get(split) if split in ("train", "heldout", "all", "validation") else None
     if not pool:
         raise GameError(f"split {split!r} of the env has no prompts")
     beta = env.beta if beta is None else float(beta)

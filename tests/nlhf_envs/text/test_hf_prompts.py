@@ -108,3 +108,94 @@ def test_heldout_split_is_deterministic_and_disjoint(model):
     assert explicit.prompts["all"] == TEXTS
     with pytest.raises(GameError, match="pass heldout_prompts or heldout_fraction, not both"):
         _env(model, heldout_prompts=TEXTS[:2], heldout_fraction=0.5)
+
+
+# ------------------------------------------------------------ one prompt, one split (issue 29)
+def test_repeated_prompts_are_kept_once_and_never_in_two_splits(model):
+    repeated = TEXTS + TEXTS[:4] + [TEXTS[0]]  # 15 prompts, 10 distinct
+    for seed in range(5):
+        with pytest.warns(UserWarning, match=r"repeated prompts dropped \(5 of the training "):
+            env = _env(model, prompts=repeated, heldout_fraction=0.3, split_seed=seed)
+        train, held = env.prompts["train"], env.prompts["heldout"]
+        assert not set(train) & set(held)  # before: a repeat could land in both
+        assert sorted(train + held) == sorted(TEXTS) and len(held) == 3
+    with pytest.warns(UserWarning, match=r"\(2 of the held-out prompts\)"):
+        env = _env(
+            model, prompts=TEXTS[:6], heldout_prompts=[TEXTS[7], TEXTS[7], TEXTS[8], TEXTS[8]]
+        )
+    assert env.prompts["heldout"] == [TEXTS[7], TEXTS[8]]
+    # held-out prompts that are also training prompts: held-out metrics would be on trained ones
+    with pytest.raises(
+        GameError,
+        match=r"^2 of the held-out prompts are also training prompts \(first: held-out prompt 1 "
+        r"= training prompt 3, 'w13 w23'\); a prompt may be in one set only",
+    ):
+        _env(model, prompts=TEXTS[:6], heldout_prompts=[TEXTS[8], TEXTS[3], TEXTS[5]])
+    convs = [[{"role": "user", "content": t}] for t in TEXTS[:3]]
+    tok = word_tokenizer(V, chat_template=TEMPLATE)
+    with pytest.raises(GameError, match="1 of the held-out prompts are also training prompts"):
+        _env(model, tokenizer=tok, prompts=convs, heldout_prompts=[convs[2]])
+
+
+def test_validation_prompts_are_a_third_disjoint_set(model):
+    env = _env(model, heldout_fraction=0.2, validation_fraction=0.25, split_seed=3)
+    train, held, val = (env.prompts[k] for k in ("train", "heldout", "validation"))
+    assert (len(train), len(held), len(val)) == (6, 2, 2)
+    assert sorted(train + held + val) == sorted(TEXTS)
+    assert env.prompts["all"] == train + held  # reset never draws a validation prompt
+    assert env.prompts == _env(model, heldout_fraction=0.2, validation_fraction=0.25,
+                               split_seed=3).prompts  # fmt: skip
+    assert _env(model).prompts["validation"] == []
+    # the validation prompts change the game's fingerprint; none: as before
+    assert env.fingerprint() != _env(model, heldout_fraction=0.2, split_seed=3).fingerprint()
+    explicit = _env(model, prompts=TEXTS[:6], validation_prompts=TEXTS[6:])
+    assert explicit.prompts["validation"] == TEXTS[6:]
+    with pytest.raises(GameError, match="2 of the validation prompts are also training prompts"):
+        _env(model, prompts=TEXTS[:6], validation_prompts=TEXTS[4:8])
+    with pytest.raises(GameError, match="1 of the validation prompts are also held-out prompts"):
+        _env(model, prompts=TEXTS[:6], heldout_prompts=TEXTS[6:8], validation_prompts=[TEXTS[7]])
+    with pytest.raises(GameError, match="pass validation_prompts or validation_fraction, not"):
+        _env(model, validation_prompts=TEXTS[:1], validation_fraction=0.5)
+    with pytest.raises(GameError, match=r"^validation_fraction must lie in \[0, 1\); got 1.5$"):
+        _env(model, validation_fraction=1.5)
+
+
+def test_prompt_files_bom_encoding_size_and_unknown_words(model, tmp_path, monkeypatch):
+    from nlhf_envs.text import hf_prompts
+
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(TEXTS).encode())
+    assert load_prompts(bom) == TEXTS  # before: the first prompt began with U+FEFF
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "w10 w20"}\n')
+    assert load_prompts(jsonl) == ["w10 w20"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("w10 caf\xe9\n".encode("latin-1"))
+    with pytest.raises(
+        GameError, match=rf"^prompt file {latin} is not UTF-8 text \(byte 7: invalid "
+    ):
+        load_prompts(latin)
+    # one line longer than a prompt may be: refused before it is tokenized
+    long = tmp_path / "long.txt"
+    long.write_text("w10\n" + "w11 " * (2**18) + "w12\n")
+    with pytest.raises(
+        GameError, match=rf"^prompt 1 of {long} has 1,048,579 characters; a prompt may have at "
+        r"most 1,048,576 \(MAX_PROMPT_CHARS\)$"
+    ):  # fmt: skip
+        load_prompts(long)
+    monkeypatch.setattr(hf_prompts, "MAX_PROMPT_FILE_BYTES", 64)  # the 256 MiB limit, scaled
+    big = tmp_path / "big.txt"
+    big.write_text("\n".join(TEXTS))
+    with pytest.raises(GameError, match=rf"^prompt file {big} has 79 bytes; a prompt file may "):
+        load_prompts(big)
+    monkeypatch.undo()
+    # words the tokenizer does not know are counted, not read silently as <unk>
+    with pytest.warns(UserWarning) as seen:
+        env = _env(model, prompts=TEXTS[:4] + ["w10 hello world", "w11 <unk>"],
+                   heldout_prompts=["bonjour w12"])  # fmt: skip
+    (warning,) = [w for w in seen if "does not know" in str(w.message)]
+    assert str(warning.message) == (
+        "2 of 7 prompts hold words the tokenizer does not know (3 tokens read as <unk>; first: "
+        "train prompt 4, 'w10 hello world'): the model cannot read them"
+    )
+    assert env.encode_prompt("w10 hello world") == [10, 2, 2]
