@@ -4,6 +4,7 @@ curve, a shared storage file that resumes, and a winning zoo snippet with its pr
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -253,3 +254,74 @@ def test_a_storage_that_is_not_a_study_is_refused_and_kept(tmp_path, capsys):
         assert err.startswith(f"nlhf-zoo: error: {message}") and err.count("\n") == 1, err
     assert notes.read_text() == "my notes\n" and other.read_bytes() == other_bytes
     assert damaged.read_bytes() == bytes(data)
+
+
+def test_tune_on_your_own_hugging_face_model_scores_its_validation_prompts(tmp_path, capsys):
+    # issue 29, item 3: a zoo entry on nlhf/HFTokenDuel-v0 with --env-kwargs; the objective is
+    # the estimated exploitability (estimate_hf_nash_metrics) on the env's validation prompts
+    pytest.importorskip("transformers")
+    import sys
+
+    import torch
+    import transformers
+
+    import agents
+    from agents.zoo.tune import validation_exploitability
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "nlhf_envs" / "text"))
+    from hf_parts import tiny_gpt2, word_tokenizer
+
+    tok = word_tokenizer(24)
+    tiny_gpt2(24, seed=0).save_pretrained(tmp_path / "ref")
+    tok.save_pretrained(tmp_path / "ref")
+    config = transformers.GPT2Config(vocab_size=24, n_layer=1, n_embd=8, n_head=2, num_labels=1)
+    config.pad_token_id = 0
+    torch.manual_seed(0)
+    transformers.GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    (tmp_path / "prompts.txt").write_text("\n".join(f"w{10 + i} w{11 + i}" for i in range(8)))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    kwargs = {"reference": str(tmp_path / "ref"), "judge": str(tmp_path / "judge"),
+              "prompts": str(tmp_path / "prompts.txt"), "heldout_fraction": 0.25,
+              "max_prompt_tokens": 4, "max_new_tokens": 3}  # fmt: skip
+    entry = {"batch_size": 4, "nash_eval_prompts": 2, "nash_eval_samples": 4, "eval_every": 0,
+             "num_queries": 16, "env_kwargs": kwargs}  # fmt: skip
+    (conf / "online_ipo.yml").write_text(yaml.safe_dump({"nlhf/HFTokenDuel-v0": entry}))
+    argv = ["tune", "--agent", "online_ipo", "--env", "nlhf/HFTokenDuel-v0", "--conf-dir",
+            str(conf), "--n-trials", "2", "--n-evaluations", "2"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2  # no validation prompts: refused before any trial, with the way out
+    err = capsys.readouterr().err.splitlines()[-1]  # after transformers' loading bars
+    assert (
+        err.startswith(
+            "nlhf-zoo: error: this nlhf/HFTokenDuel-v0 env has no 'validation' prompts to tune on; "
+        )
+        and "give it validation prompts (env_kwargs validation_prompts or validation_fraction)"
+        in err
+    )
+    # scoring the training prompts (an optimisation objective) crashed after the first trial:
+    # "HFTokenDuelEnv has no ground truth and its own pi_ref"
+    assert main([*argv[:-4], "--n-trials", "1", "--n-evaluations", "1", "--validation-split",
+                 "train"]) == 0  # fmt: skip
+    assert "estimated exploitability on the 'train' prompts" in capsys.readouterr().out
+    db = tmp_path / "hf.db"
+    assert main([*argv, "--env-kwargs", "validation_fraction:0.34", "--storage", str(db)]) == 0
+    captured = capsys.readouterr()
+    assert "2 new trial(s); 2 complete, 0 pruned" in captured.err
+    assert "objective: estimated exploitability on the 'validation' prompts" in captured.out
+    got = yaml.safe_load(captured.out)["nlhf/HFTokenDuel-v0"]
+    assert got["env_kwargs"] == {**kwargs, "validation_fraction": 0.34}
+    # the objective is that estimate, recomputed here for the winning setting
+    study = optuna.load_study(study_name="online_ipo:nlhf/HFTokenDuel-v0:16q:seed0",
+                              storage=storage_url(db))  # fmt: skip
+    cfg = {k: v for k, v in got.items() if k not in ("num_queries", "env_kwargs")}
+    cfg.update(study.best_trial.user_attrs["settings"])  # the exact lr, not the snippet's digits
+    agent = agents.make(
+        "online_ipo", "nlhf/HFTokenDuel-v0", seed=0, env_kwargs=got["env_kwargs"], **cfg
+    )
+    assert len(agent.env.prompts["validation"]) == 2
+    agent.learn(num_queries=16)
+    assert validation_exploitability(agent, "validation") == pytest.approx(
+        study.best_value, rel=1e-6, abs=1e-9
+    )
