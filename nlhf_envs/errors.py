@@ -5,6 +5,8 @@ them into one line on stderr (exit status 2) and lets any other exception keep i
 because an unexpected exception is a bug to report, not a message to hide.
 
 * :class:`GameError`: a game's data or arguments violate a property of the game;
+  :class:`JudgeError`, one of them: a judge returned something that is not a probability per pair
+  (NaN, infinity, a value outside [0, 1], the wrong number of values);
 * :class:`ConfigError`: an agent configuration, a zoo file or a command-line value is invalid;
 * :class:`CheckpointError`: a checkpoint file is missing, corrupt, foreign or inconsistent;
 * :class:`EnvironmentSetupError`: the environment or machine cannot provide what was asked (an
@@ -21,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "NlhfError",
     "GameError",
+    "JudgeError",
     "ConfigError",
     "CheckpointError",
     "EnvironmentSetupError",
@@ -34,6 +37,11 @@ class NlhfError(Exception):
 
 class GameError(NlhfError, ValueError):
     """A game's data or arguments violate a property of the game (named in the message)."""
+
+
+class JudgeError(GameError):
+    """A judge's output is not one probability per pair (the message names the judge and the
+    value); ``nlhf-zoo train`` stops on it as on Ctrl-C, with its state saved."""
 
 
 class ConfigError(NlhfError, ValueError):

@@ -807,6 +807,8 @@ def save_hf_folder(agent: Any, folder: str | os.PathLike[str], *, merged: bool =
 
 
 def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
+    from nlhf_envs.text.hf_folders import write_base_record
+
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -830,6 +832,7 @@ def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
                 lm.save_pretrained(tmp)
             finally:
                 config.base_model_name_or_path = before
+            write_base_record(tmp, agent.env.reference_model, base)  # checked by load_adapter
         else:
             lm.save_pretrained(tmp)
         agent.env.tokenizer.save_pretrained(tmp)

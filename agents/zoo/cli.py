@@ -20,7 +20,8 @@ Subcommands:
 A user's mistake (unknown agent or id, a config typo, a missing file: any
 :class:`nlhf_envs.errors.NlhfError`) prints one line ``nlhf-zoo: error: ...`` on stderr and exits
 with status 2 (``--debug`` shows the traceback); nothing is written before the arguments are
-validated. Any other exception is a bug and keeps its traceback. Ctrl-C exits with status 130.
+validated. A full disk is one line as well (what was saved stays whole: every file is written
+atomically). Any other exception is a bug and keeps its traceback. Ctrl-C exits with status 130.
 
 This module only parses the command line (:func:`build_parser`, :func:`main` and the small option
 helpers); each command's logic lives in its own module, usable without the parser:
@@ -34,6 +35,7 @@ they share. The names below are re-exported from there.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -344,6 +346,17 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk is the machine's state, not a bug
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or getattr(args, "debug", False):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(
+            f"nlhf-zoo: error: no space left on the device{where} ({exc.strerror}); nothing saved "
+            "before was changed: free some space and run the command again (train --resume RUN "
+            "continues a run)",
+            file=sys.stderr,
+        )
         return 2
     except TrainingInterrupted as exc:
         print(f"nlhf-zoo: {exc}", file=sys.stderr)

@@ -30,6 +30,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not final.is_file():
         raise UserError(f"export {run_dir}: no final.npz yet (finish the run with train --resume)")
     out = Path(args.out)
+    from agents.zoo.runs import remove_stale_folders
+
+    remove_stale_folders(out.parent, out.name)  # an earlier export that was killed
     if out.exists():
         raise UserError(
             f"export: {out} already exists; choose a new folder (nothing is overwritten)"

@@ -19,7 +19,9 @@ These are the pieces of ``nlhf-zoo train`` that make an interrupted or killed ru
 * :func:`check_no_outside_links` refuses a run folder holding a symbolic link that points out of it
   (a resumed run would write wherever the link points);
 * :class:`HistoryDigest` fingerprints the metric rows a periodic checkpoint relies on, so rows of
-  ``metrics.csv`` edited or duplicated after the checkpoint are detected on resume.
+  ``metrics.csv`` edited or duplicated after the checkpoint are detected on resume;
+* :func:`remove_stale_folders` clears the temporary folders a killed write of a Hugging Face
+  folder (``final_hf/``, an ``export``) left behind.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "check_no_outside_links",
     "HistoryDigest",
     "LOCK_NAME",
+    "remove_stale_folders",
 ]
 
 #: the lock file of a run folder (held with ``fcntl.flock`` while a ``train`` writes the run).
@@ -351,3 +354,59 @@ class TerminateAsInterrupt:
         if self._installed:
             signal.signal(signal.SIGTERM, self._old)
             self._installed = False
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this process included); unknown counts as running."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but is someone else's, or this cannot tell: keep its folder
+    return True
+
+
+def remove_stale_folders(parent: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Clear what killed writes of Hugging Face folders left in ``parent``; returns what it
+    removed.
+
+    A folder ``X`` is written as ``X.tmp<pid>`` and then put in place by two renames (``X`` to
+    ``X.old<pid>``, ``X.tmp<pid>`` to ``X``). For every ``X.tmp<pid>`` or ``X.old<pid>`` folder
+    (only those of ``X == name`` when given) whose process no longer runs: when ``X`` itself is
+    missing, the kill came between the two renames and ``X.tmp<pid>`` is complete, so it is put
+    in place (or ``X.old<pid>`` is, without it); the remaining temporary folders are removed.
+    Folders of running processes are never touched.
+    """
+    import re
+    import shutil
+
+    root = Path(parent)
+    pattern = re.compile(r"^(?P<name>.+)\.(?P<kind>tmp|old)(?P<pid>[0-9]+)$")
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    found: dict[tuple[str, int], dict[str, Path]] = {}
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or (name is not None and m["name"] != name):
+            continue
+        if entry.is_symlink() or not entry.is_dir() or _process_alive(int(m["pid"])):
+            continue
+        found.setdefault((m["name"], int(m["pid"])), {})[m["kind"]] = entry
+    removed = []
+    for (target, _), kinds in found.items():
+        final = root / target
+        if not final.exists():
+            # .old and .tmp: the .tmp is complete (X was moved aside only then); .old alone: the
+            # previous folder; .tmp alone: perhaps half-written, so it is not put in place
+            keep = kinds.pop("tmp" if "old" in kinds and "tmp" in kinds else "old", None)
+            if keep is not None:
+                keep.rename(final)
+        for leftover in kinds.values():
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed

@@ -487,6 +487,7 @@ def _train_run(
                 recorded = {**entry.to_dict(), "num_queries": budget_q}
                 atomic_write_text(run_dir / "config.yml", yaml.safe_dump(recorded, sort_keys=False))
                 atomic_write_text(run_dir / "args.yml", yaml.safe_dump(record, sort_keys=False))
+                _record_game(run_dir, agent)
                 metrics = MetricsCSV(run_dir / "metrics.csv")
                 tb = tensorboard_log if tensorboard_log is not None else run_dir / "tb"
                 _attach_logger(agent, tb)
@@ -519,6 +520,7 @@ def _train_loop(
     """Learn to the budget with periodic checkpoints and evaluations; save ``final.npz``."""
     from agents.checkpoint import write_npz_atomic
     from agents.zoo.runs import HistoryDigest
+    from nlhf_envs.errors import JudgeError
 
     ckpt_dir = run_dir / "checkpoints"
     left_q = None if budget_q is None else max(0, budget_q - agent.queries_used)
@@ -526,6 +528,11 @@ def _train_loop(
     last = [agent.queries_used if budget_q is not None else agent.num_iterations]
     evaluator = Evaluations(run_dir)
     digest = HistoryDigest()
+    boundary = _Boundary.of(agent)
+    if eval_freq and agent.num_iterations and agent.num_iterations % eval_freq == 0:
+        # a resumed state whose evaluation is missing: killed (or the disk full) between the
+        # periodic checkpoint and its evaluation row; the same state gives the same row
+        evaluator.record(agent)
 
     def callback(a: Any) -> bool:
         done = a.queries_used if budget_q is not None else a.num_iterations
@@ -542,15 +549,23 @@ def _train_loop(
             write_npz_atomic(str(ckpt_dir / f"{a.name}_{a.queries_used}_queries.npz"), arrays)
         if eval_freq and a.num_iterations % eval_freq == 0:
             evaluator.record(a)
+        if boundary is not None:
+            boundary.take(a)
         return True
 
     interrupted = setup_interrupted
+    judge_error: JudgeError | None = None
     if not interrupted:
         bar = _progress(left_q if left_q is not None else left_i, f"train {agent.name}", progress)
         try:
             agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
         except interrupted_error:
             interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
+        except JudgeError as exc:  # stop as Ctrl-C does: the state of the last boundary is saved
+            if boundary is None:
+                raise
+            judge_error, interrupted = exc, True
+            agent = boundary.restore(agent)
         finally:
             bar.close()
     with deferred() as late:  # the final files are written whole even if Ctrl-C comes now
@@ -558,9 +573,70 @@ def _train_loop(
         metrics.update(agent.history)
         if not interrupted:
             evaluator.final(agent, record=bool(eval_freq))
+    if judge_error is not None:
+        raise JudgeStopped(run_dir, agent, judge_error)
     if interrupted or late.requested:
         raise TrainingInterrupted(run_dir, agent)
     return agent, run_dir
+
+
+class JudgeStopped(UserError):
+    """The judge returned a value that is not a probability during ``train``: the run stopped as
+    on Ctrl-C, with ``final.npz`` holding the state after the last whole iteration."""
+
+    def __init__(self, run_dir: Path, agent: Any, error: BaseException) -> None:
+        given = getattr(agent.env, "judge", None)  # the env's judge argument: a folder, say
+        where = f" (env_kwargs judge: {given})" if isinstance(given, (str, os.PathLike)) else ""
+        super().__init__(
+            f"{error}{where}; the run stopped after iteration {agent.num_iterations} "
+            f"({agent.queries_used} queries), saved in {run_dir / 'final.npz'} (nlhf-zoo train "
+            f"--resume {run_dir} continues it)"
+        )
+        self.run_dir = run_dir
+        self.agent = agent
+
+
+class _Boundary:
+    """The state of a run's agent after its last whole iteration, kept in memory so that a judge
+    failing in the middle of an iteration (a NaN, say) stops the run at that boundary, as Ctrl-C
+    does. Kept for agents whose judge is the user's (``nlhf/HFTokenDuel-v0``); it costs one copy
+    of the trainable state (policy or adapter weights, optimiser moments, generators)."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, Any] = {}
+        self.rows = 0
+
+    @classmethod
+    def of(cls, agent: Any) -> _Boundary | None:
+        """A boundary holding ``agent``'s current state, or ``None`` for agents whose judge is
+        not the user's (the matrix games' preferences and the shipped judges are checked when
+        they are built)."""
+        backend = getattr(agent, "backend", None)
+        if agent.kind != "text" or getattr(backend, "kind", "native") == "native":
+            return None
+        out = cls()
+        out.take(agent)
+        return out
+
+    def take(self, agent: Any) -> None:
+        """Keep a copy of ``agent``'s state (at an iteration boundary)."""
+        import numpy as np
+
+        arrays = agent.checkpoint_arrays(include_history=False)
+        self.arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
+        self.rows = len(agent.history)
+
+    def restore(self, agent: Any) -> Any:
+        """A new agent in the kept state, with the history rows it had then."""
+        import json
+
+        meta = json.loads(self.arrays["meta"].tobytes().decode("utf-8"))
+        twin = type(agent).from_checkpoint(
+            "the state of the last whole iteration", meta, self.arrays, game=agent.env
+        )
+        twin.history = list(agent.history[: self.rows])
+        twin.logger = agent.logger
+        return twin
 
 
 #: the member of a run's periodic checkpoint holding :class:`agents.zoo.runs.HistoryDigest` of
@@ -581,7 +657,7 @@ def _resume(
     Returns ``(lock, agent, budget_q, budget_i, save_freq, eval_freq, tensorboard_log)``; the lock
     is held (released here if anything fails).
     """
-    from agents.zoo.runs import RunLock, check_no_outside_links
+    from agents.zoo.runs import RunLock, check_no_outside_links, remove_stale_folders
 
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir}: no such folder")
@@ -589,6 +665,8 @@ def _resume(
     check_no_outside_links(run_dir)
     lock = RunLock(run_dir).acquire()
     try:
+        for gone in remove_stale_folders(run_dir):  # a kill while final_hf/ was being written
+            notify(f"removed {gone}, left by a write that was killed")
         rec = _resume_state(run_dir, agent_name, env_id)  # read again under the lock
         config, recorded = rec["config"], rec["args"]
         save_freq, eval_freq, tb, changes = _resume_arguments(run_dir, config, recorded, given)
@@ -789,6 +867,8 @@ def _resumed_agent(
     for _, why in unreadable:
         notify(f"skipping a damaged saved state: {why}")
     env = _hf_env_of(config) if states else None  # a Hugging Face game is rebuilt, not stored
+    if env is not None:
+        _check_game(run_dir, config, env, states[0])
     for number, path in enumerate(states):
         try:
             agent = agents.load(path, game=env)
@@ -817,7 +897,80 @@ def _resumed_agent(
         "with its config.yml"
     )
     entry = _entry_of_run(run_dir, config)
-    return _build_agent(entry.agent, entry.env_id, entry, seed)
+    agent = _build_agent(entry.agent, entry.env_id, entry, seed)
+    if hasattr(getattr(agent, "env", None), "part_fingerprints"):
+        _check_game(run_dir, config, agent.env, None)
+    return agent
+
+
+#: the file of a run on ``nlhf/HFTokenDuel-v0`` that records the fingerprints of its game's parts
+GAME_RECORD = "game.yml"
+
+#: the ``env_kwargs`` that name each part of a Hugging Face game (for the messages)
+_PART_SOURCES = {
+    "reference": ("reference",),
+    "tokenizer": ("tokenizer", "reference"),
+    "judge": ("judge",),
+    "prompts": ("prompts", "heldout_prompts", "validation_prompts"),
+    "settings": (),
+}
+
+
+def _record_game(run_dir: Path, agent: Any) -> None:
+    """Write ``game.yml`` for a run on ``nlhf/HFTokenDuel-v0``: the fingerprints of the parts of
+    its game (reference, tokenizer, judge, prompts, settings), read on resume to name a part
+    that changed since (its files are the user's and may be replaced)."""
+    env = getattr(agent, "env", None)
+    if not hasattr(env, "part_fingerprints"):
+        return
+    data = {"fingerprint": env.fingerprint(), "parts": env.part_fingerprints()}
+    atomic_write_text(run_dir / GAME_RECORD, yaml.safe_dump(data, sort_keys=False))
+
+
+def _check_game(run_dir: Path, config: dict[str, Any], env: Any, state: Path | None) -> None:
+    """Refuse to resume a Hugging Face run whose game changed since it started, naming the part
+    (from ``game.yml``) or, for a run without that record, the fingerprint its saved state holds.
+
+    Raises:
+        UserError: naming the part, where it comes from and both fingerprints.
+    """
+    from agents.checkpoint import CheckpointError, read_meta
+
+    where = f"--resume {run_dir}"
+    advice = "restore it, or start a new run to train on the new one"
+    record = run_dir / GAME_RECORD
+    if record.is_file():
+        data = _read_run_yaml(record)
+        parts = data.get("parts")
+        if not isinstance(parts, dict):
+            raise UserError(f"{record}: field 'parts' must be a mapping; got {parts!r}")
+        now = env.part_fingerprints()
+        kwargs = dict(config.get("env_kwargs") or {})
+        for part, have in now.items():
+            want = parts.get(part)
+            if want == have:
+                continue
+            sources = [f"{k}: {kwargs[k]}" for k in _PART_SOURCES[part] if kwargs.get(k)][:1]
+            named = f" ({sources[0]})" if sources else ""
+            if part == "settings":
+                named = " (system prompt, answer alphabet, beta, reward mode or lengths)"
+            raise UserError(
+                f"{where}: the {part}{named} changed since the run started (fingerprint {want}, "
+                f"now {have}; recorded in {record}): the run trained on the old one; {advice}"
+            )
+        return
+    if state is None:
+        return
+    try:
+        want = (read_meta(state).get("env") or {}).get("fingerprint")
+    except CheckpointError:
+        return  # a damaged newest state: the loader skips it with its own notice
+    have = env.fingerprint()
+    if want is not None and want != have:
+        raise UserError(
+            f"{where}: the game changed since {state} was saved (the reference model, tokenizer, "
+            f"judge, prompts or settings; fingerprint {want}, now {have}); {advice}"
+        )
 
 
 def _hf_env_of(config: dict[str, Any]) -> Any:

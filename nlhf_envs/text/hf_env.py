@@ -330,6 +330,8 @@ class HFTokenDuelEnv(AnswerDuelBase):
         self._answers: dict[str, AnswerState] = {}
         self._result: dict[str, Any] | None = None
         self._fingerprint: str | None = None
+        self._part_fingerprints: dict[str, str] | None = None
+        self._part_values: dict[str, tuple[Any, ...]] | None = None
 
     # ----------------------------------------------------------------------------- construction
 
@@ -436,31 +438,62 @@ class HFTokenDuelEnv(AnswerDuelBase):
         """A short hash of the game this env plays (cached): the reference model's weights, the
         tokenizer's vocabulary, special tokens and chat template, the judge (the weights of every
         torch module it holds; a judge without one, a plain callable, by its qualified name only),
-        the prompts of both splits, the system prompt, the answer alphabet, ``beta``, the reward
+        the prompts of every split, the system prompt, the answer alphabet, ``beta``, the reward
         mode and both length limits. Two envs with the same fingerprint pay the same duels;
         tournaments refuse participants whose envs differ and reuse a logged match only under the
-        same fingerprint."""
+        same fingerprint. :meth:`part_fingerprints` tells which part differs."""
         if self._fingerprint is None:
-            from nlhf_envs.text.models import module_digest
-
             h = hashlib.sha256()
-            for part in (
-                module_digest(self.reference_model),
-                sorted(self.tokenizer.get_vocab().items()),
-                (self.eos_id, self.pad_id, self.use_chat_template),
-                getattr(self.tokenizer, "chat_template", None) if self.use_chat_template else None,
-                _content_digest(self._judge),
-                self.prompts["train"],
-                self.prompts["heldout"],
-                *([self.prompts["validation"]] if self.prompts["validation"] else []),
-                self.system_prompt,
-                self.allowed_token_ids,
-                (self.beta, self.reward_mode, self.max_prompt_tokens, self.max_new_tokens),
-            ):
-                h.update(repr(part).encode())
-                h.update(b"\0")
+            for part in self._parts().values():
+                for item in part:
+                    h.update(repr(item).encode())
+                    h.update(b"\0")
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+    def part_fingerprints(self) -> dict[str, str]:
+        """Short hashes of the game's parts (cached): ``reference`` (the model's weights),
+        ``tokenizer`` (vocabulary, special tokens, chat template), ``judge``, ``prompts`` (every
+        split) and ``settings`` (system prompt, answer alphabet, ``beta``, reward mode, lengths).
+        :meth:`fingerprint` covers them all; a run records these to name what changed."""
+        if self._part_fingerprints is None:
+            out = {}
+            for name, part in self._parts().items():
+                h = hashlib.sha256()
+                for item in part:
+                    h.update(repr(item).encode())
+                    h.update(b"\0")
+                out[name] = h.hexdigest()[:16]
+            self._part_fingerprints = out
+        return dict(self._part_fingerprints)
+
+    def _parts(self) -> dict[str, tuple[Any, ...]]:
+        from nlhf_envs.text.models import module_digest
+
+        if self._part_values is None:
+            validation = self.prompts["validation"]
+            self._part_values = {
+                "reference": (module_digest(self.reference_model),),
+                "tokenizer": (
+                    sorted(self.tokenizer.get_vocab().items()),
+                    (self.eos_id, self.pad_id, self.use_chat_template),
+                    getattr(self.tokenizer, "chat_template", None)
+                    if self.use_chat_template
+                    else None,
+                ),
+                "judge": (_content_digest(self._judge),),
+                "prompts": (
+                    self.prompts["train"],
+                    self.prompts["heldout"],
+                    *([validation] if validation else []),
+                ),
+                "settings": (
+                    self.system_prompt,
+                    self.allowed_token_ids,
+                    (self.beta, self.reward_mode, self.max_prompt_tokens, self.max_new_tokens),
+                ),
+            }
+        return self._part_values
 
     # ----------------------------------------------------------------------------- play
 

@@ -15,6 +15,10 @@ which
   ``transformers`` loads with the built-in implementation even when it also carries an
   ``auto_map`` (``transformers``' own rule under ``trust_remote_code=False``), with a warning.
 
+A LoRA adapter folder that nlhf-zoo writes records the fingerprint of the weights of the base
+model it was trained on (:data:`BASE_RECORD`); :func:`load_adapter` refuses to put the adapter on a
+base whose weights differ (a base folder replaced since), naming both.
+
 Errors are :class:`~nlhf_envs.errors.GameError` unless the caller names another
 :class:`~nlhf_envs.errors.NlhfError` class (the zoo raises ``ConfigError``).
 """
@@ -30,13 +34,18 @@ from typing import Any
 from nlhf_envs.errors import GameError, NlhfError
 
 __all__ = [
+    "BASE_RECORD",
     "FolderCodeWarning",
     "check_no_folder_code",
     "load_adapter",
     "load_causal_lm",
     "load_sequence_classifier",
     "load_tokenizer",
+    "write_base_record",
 ]
+
+#: the file of an adapter folder recording the base model it was trained on
+BASE_RECORD = "nlhf_base.json"
 
 
 class FolderCodeWarning(UserWarning):
@@ -192,10 +201,19 @@ def load_adapter(
     **kwargs: Any,
 ) -> Any:
     """``peft.PeftModelForCausalLM.from_pretrained(base_model, folder)`` (a LoRA adapter's
-    weights and config; PEFT runs no code of the folder, which is checked like the others)."""
+    weights and config; PEFT runs no code of the folder, which is checked like the others).
+
+    An adapter folder holding :data:`BASE_RECORD` (nlhf-zoo writes it) is put only on a base
+    model with the recorded weights.
+
+    Raises:
+        error: the folder cannot be loaded, or ``base_model``'s weights are not those of the base
+            the adapter was trained on (both named).
+    """
     import peft
 
     path = _checked_folder(folder, what, "adapter", error)
+    _check_base(base_model, path, what, error)
     try:
         # PEFT runs no code of the folder (trust_remote_code is not a PEFT argument)
         return peft.PeftModelForCausalLM.from_pretrained(base_model, path, **kwargs)
@@ -203,3 +221,36 @@ def load_adapter(
         if isinstance(err, NlhfError):
             raise
         raise error(f"{what}: cannot load a LoRA adapter from {path}: {_first_line(err)}") from None
+
+
+def _weights_fingerprint(model: Any) -> str:
+    from nlhf_envs.text.models import module_digest
+
+    return module_digest(model)
+
+
+def write_base_record(folder: str | os.PathLike[str], base_model: Any, base_path: Any) -> None:
+    """Record in the adapter ``folder`` the base model it was trained on: ``base_path`` and the
+    fingerprint of ``base_model``'s weights (:data:`BASE_RECORD`, JSON)."""
+    data = {"base_model": str(base_path), "weights_fingerprint": _weights_fingerprint(base_model)}
+    (Path(folder) / BASE_RECORD).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _check_base(base_model: Any, folder: Path, what: str, error: type[NlhfError]) -> None:
+    """Refuse ``base_model`` when the adapter in ``folder`` records another base."""
+    record = folder / BASE_RECORD
+    if not record.is_file():
+        return  # an adapter from elsewhere: PEFT checks only the shapes
+    data = _read_json(record)
+    want = None if data is None else data.get("weights_fingerprint")
+    if not isinstance(want, str):
+        raise error(f"{what}: {record} is damaged (no weights_fingerprint); restore the folder")
+    have = _weights_fingerprint(base_model)
+    if have != want:
+        now = getattr(base_model, "name_or_path", None) or "the base model given"
+        raise error(
+            f"{what}: the adapter {folder} was trained on the base model "
+            f"{data.get('base_model')} with weights fingerprint {want}, but the base model now "
+            f"loaded ({now}) has {have}: refusing to play the adapter on another base (restore "
+            "that base model, or train the adapter again)"
+        )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nlhf_envs.errors import JudgeError
 from nlhf_envs.text.tokenizer import EOS, SPECIAL_TOKENS, Tokenizer
 
 #: A batch of token sequences: a 2-D integer tensor ``[B, L]`` or a list of strings.
@@ -101,22 +102,23 @@ def check_probabilities(prob: object, batch_size: int, source: str) -> torch.Ten
     """Validate a judge's output: ``batch_size`` finite numbers in [0, 1] (as a float tensor).
 
     Raises:
-        ValueError: naming the first NaN, infinity or value outside [0, 1], or the wrong length.
+        JudgeError: (a ``ValueError``) naming the first NaN, infinity or value outside [0, 1],
+            or the wrong length.
     """
     p = torch.as_tensor(prob, dtype=torch.float32) if not isinstance(prob, torch.Tensor) else prob
     p = p.float()
     if p.dim() != 1 or p.shape[0] != batch_size:
-        raise ValueError(
+        raise JudgeError(
             f"{source} must return {batch_size} probabilities; got shape {tuple(p.shape)}"
         )
     bad = ~torch.isfinite(p)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{source} returned {float(p[i])} for pair {i}; expected a probability")
+        raise JudgeError(f"{source} returned {float(p[i])} for pair {i}; expected a probability")
     out = (p < 0) | (p > 1)
     if bool(out.any()):
         i = int(out.nonzero()[0, 0])
-        raise ValueError(
+        raise JudgeError(
             f"{source} returned {float(p[i])} for pair {i}; expected a value in [0, 1]"
         )
     return p

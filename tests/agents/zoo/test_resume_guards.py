@@ -4,6 +4,7 @@ Each test runs real, short NashMP trainings on BiasedRPS and compares the resume
 uninterrupted run's.
 """
 
+import errno
 import fcntl
 import os
 import shutil
@@ -393,3 +394,96 @@ def test_a_damaged_newest_checkpoint_falls_back_to_an_older_one(tmp_path, monkey
     assert f"skipping a damaged saved state: {str(newest)!r}: field 'state/log_pi'" in err
     assert f"resuming from {run / 'checkpoints' / 'nash_mp_96_queries.npz'} (iteration 6)" in err
     _same_agent(agents.load(run / "final.npz"), full)
+
+
+# ------------------------------------------------------------- nothing lost (issue 29, item 2)
+def test_an_evaluation_lost_right_after_a_checkpoint_is_made_again_on_resume(
+    tmp_path, monkeypatch, capsys
+):
+    freq = {"save_freq": 4, "eval_freq": 4}
+    _, full_run = _full(tmp_path, **freq)
+    with np.load(full_run / "evaluations.npz") as data:
+        want = {k: data[k].copy() for k in data.files}
+    assert list(want["iterations"]) == [4, 8, 12, 13]
+    original = zoo_train.Evaluations.record
+
+    def killed_before_the_row(self, agent, m=None):
+        if agent.num_iterations == 8:  # the checkpoint of iteration 8 is on disk already
+            raise RuntimeError("simulated kill")
+        return original(self, agent, m)
+
+    monkeypatch.setattr(zoo_train.Evaluations, "record", killed_before_the_row)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train_run("nash_mp", ENV, log_folder=tmp_path / "b", **KW, **freq)
+    monkeypatch.undo()
+    run = tmp_path / "b" / "nash_mp" / "BiasedRPS-v0_1"
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert names == {"nash_mp_64_queries.npz", "nash_mp_128_queries.npz"}  # iterations 4 and 8
+    assert _resume(run) == 0
+    with np.load(run / "evaluations.npz") as got:
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-12)
+
+    # the disk full at the same place: one line, nothing saved is damaged, the row comes back
+    writes = []
+    real_open = zoo_train.atomic_open
+
+    def full_disk(path, mode="w", **kwargs):
+        if str(path).endswith("evaluations.npz"):
+            writes.append(path)
+            if len(writes) == 2:  # iteration 8's row
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, **kwargs)
+
+    monkeypatch.setattr(zoo_train, "atomic_open", full_disk)
+    argv = ["train", "--agent", "nash_mp", "--env", ENV, "--params", "mode:sampled",
+            "batch_size:8", "-n", "208", "--save-freq", "4", "--eval-freq", "4", "--log-folder",
+            str(tmp_path / "c"), "--no-progress"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    _one_line_error(capsys, "no space left on the device (No space left on device)")
+    monkeypatch.undo()
+    run = tmp_path / "c" / "nash_mp" / "BiasedRPS-v0_1"
+    with np.load(run / "evaluations.npz") as data:
+        assert list(data["iterations"]) == [4]  # the file of iteration 4, whole
+    assert _resume(run) == 0
+    with np.load(run / "evaluations.npz") as got:
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-12)
+
+
+def test_folders_left_by_killed_writes_of_dead_processes_are_cleared(tmp_path):
+    # what a SIGKILL leaves while a Hugging Face folder X is written as X.tmp<pid> and put in
+    # place by two renames (X -> X.old<pid>, X.tmp<pid> -> X); the slow suite kills real runs
+    from agents.zoo.runs import remove_stale_folders
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = proc.pid  # a process that has ended
+    live = os.getpid()
+
+    def folder(name, text):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights").write_text(text)
+
+    folder("final_hf", "current")
+    folder(f"final_hf.tmp{dead}", "half-written")  # killed while writing: removed
+    folder(f"final_hf.tmp{live}", "being written")  # a running writer's: kept
+    folder("best_model_hf.old" + str(dead), "previous")  # killed between the renames:
+    folder("best_model_hf.tmp" + str(dead), "new")  # the complete new one goes in place
+    folder("merged.old" + str(dead), "previous")  # only the moved-aside one: put back
+    folder(f"other.tmp{dead}", "x")
+    (tmp_path / f"notes.tmp{dead}").write_text("a file, not a folder: kept")
+    removed = remove_stale_folders(tmp_path)
+    assert sorted(p.name for p in removed) == [
+        f"best_model_hf.old{dead}", f"final_hf.tmp{dead}", f"other.tmp{dead}",
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["best_model_hf", "final_hf", f"final_hf.tmp{live}", "merged", f"notes.tmp{dead}"]
+    )
+    assert (tmp_path / "best_model_hf" / "weights").read_text() == "new"
+    assert (tmp_path / "merged" / "weights").read_text() == "previous"
+    assert (tmp_path / "final_hf" / "weights").read_text() == "current"
+    folder(f"x.tmp{dead}", "x")
+    assert remove_stale_folders(tmp_path, "final_hf") == []  # only the named folder's
+    assert (tmp_path / f"x.tmp{dead}").is_dir()
