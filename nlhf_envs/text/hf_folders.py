@@ -19,14 +19,23 @@ A LoRA adapter folder that nlhf-zoo writes records the fingerprint of the weight
 model it was trained on (:data:`BASE_RECORD`); :func:`load_adapter` refuses to put the adapter on a
 base whose weights differ (a base folder replaced since), naming both.
 
+A small folder cannot make the loader build a huge model: before ``from_pretrained``, the model
+that ``config.json`` declares is built on torch's ``meta`` device (no memory) and its parameters
+counted; a config declaring more than :data:`PARAMETERS_PER_BYTE` parameters per byte of the
+folder's weight files (``n_layer: 100000`` in a config beside a small file) is refused. A pickled
+``.bin`` that torch's weights-only loader refuses, and a tokenizer file that does not parse, are
+one line each.
+
 Errors are :class:`~nlhf_envs.errors.GameError` unless the caller names another
 :class:`~nlhf_envs.errors.NlhfError` class (the zoo raises ``ConfigError``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,6 +55,13 @@ __all__ = [
 
 #: the file of an adapter folder recording the base model it was trained on
 BASE_RECORD = "nlhf_base.json"
+
+#: the most parameters a config may declare per byte of the folder's weight files: 2 (weights
+#: stored at 4 bits); a model is never built larger than that
+PARAMETERS_PER_BYTE = 2
+
+#: the files that hold a folder's weights
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class FolderCodeWarning(UserWarning):
@@ -140,13 +156,82 @@ def _load(
     loader: Any, path: Path, what: str, kind: str, error: type[NlhfError], **kwargs: Any
 ) -> Any:
     try:
+        if kind != "tokenizer":
+            _check_declared_size(loader, path, what, error)
         return loader.from_pretrained(
             path, local_files_only=True, trust_remote_code=False, **kwargs
         )
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except pickle.UnpicklingError as err:  # torch's weights-only loader refused a pickle
+        lines = [ln.strip() for ln in str(err).splitlines()]
+        detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
+        raise error(
+            f"{what}: {path} holds a pickled torch file with more than weights, which torch's "
+            f"weights-only loader refuses ({detail}); nothing in it was run: save the model with "
+            "safetensors"
+        ) from None
+    except Exception as err:
         if isinstance(err, NlhfError):
             raise
+        # the tokenizers library reports a malformed tokenizer.json as a plain Exception
+        user_data = (OSError, ValueError, KeyError, TypeError)
+        if not isinstance(err, user_data) and not (kind == "tokenizer" and type(err) is Exception):
+            raise
         raise error(f"{what}: cannot load a {kind} from {path}: {_first_line(err)}") from None
+
+
+def _weight_bytes(path: Path) -> int:
+    return sum(
+        f.stat().st_size for f in path.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
+    )
+
+
+def declared_parameters(config: Any, loader: Any) -> int:
+    """The number of parameters of the model ``loader.from_config(config)`` would build, counted
+    on torch's ``meta`` device (nothing allocated). Deep models are counted from one- and
+    two-layer copies of the config (the count is affine in the number of layers), so a config
+    declaring 100,000 layers costs no more than one declaring two."""
+    import torch
+
+    def count(cfg: Any) -> int:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = loader.from_config(cfg)
+        return sum(p.numel() for p in model.parameters())
+
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers > 2:
+        try:
+            one, two = copy.deepcopy(config), copy.deepcopy(config)
+            one.num_hidden_layers, two.num_hidden_layers = 1, 2
+            first, second = count(one), count(two)
+        except Exception:  # noqa: BLE001 - a config whose layers are listed: count it whole
+            if layers > 1024:
+                raise ValueError(
+                    f"config.json declares {layers:,} layers and cannot be counted from fewer"
+                ) from None
+        else:
+            return first + (second - first) * (layers - 1)
+    return count(config)
+
+
+def _check_declared_size(loader: Any, path: Path, what: str, error: type[NlhfError]) -> None:
+    """Refuse a config that declares far more parameters than the weight files hold (see the
+    module docstring), before ``from_pretrained`` builds the model."""
+    import transformers
+
+    stored = _weight_bytes(path)
+    if stored == 0:
+        return  # no weights: from_pretrained says so itself
+    config = transformers.AutoConfig.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False
+    )
+    declared = declared_parameters(config, loader)
+    if declared > PARAMETERS_PER_BYTE * stored:
+        raise error(
+            f"{what}: {path / 'config.json'} declares a model of {declared:,} parameters, but the "
+            f"folder's weight files hold {stored:,} bytes (at most {PARAMETERS_PER_BYTE * stored:,} "
+            "parameters): refusing to build it (a damaged or edited config.json?)"
+        )
 
 
 def load_causal_lm(
