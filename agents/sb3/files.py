@@ -20,7 +20,11 @@ like) is refused with a message naming the file and the opt-in: ``trust_pickle=T
 line: ``--trust-pickle``) hands the file to SB3's own loader, which unpickles it, as Hugging Face's
 ``trust_remote_code=True`` runs a repository's code. Use it only for a file you trust.
 
-Every archive is size-checked first (:func:`nlhf_envs.archives.open_zip`).
+Every archive is size-checked first (:func:`nlhf_envs.archives.open_zip`), and nothing the file
+declares is built larger than what it stores: the observation and action spaces and the network
+(``net_arch``) must fit the parameters ``policy.pth`` holds, and the rollout or replay buffer that
+``n_steps`` or ``buffer_size`` asks for may take at most :data:`MAX_BUFFER_BYTES`, so a small file
+cannot make the loader allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -38,7 +43,10 @@ import numpy as np
 from nlhf_envs.archives import READ_ERRORS, open_zip
 from nlhf_envs.errors import CheckpointError
 
-__all__ = ["load_sb3_model", "TRUST_HINT", "UnsafeModelWarning"]
+__all__ = ["load_sb3_model", "MAX_BUFFER_BYTES", "TRUST_HINT", "UnsafeModelWarning"]
+
+#: the largest rollout (PPO, A2C) or replay (DQN) buffer a model file may ask for: 2 GiB
+MAX_BUFFER_BYTES = 2 * 2**30
 
 #: the opt-in, named in every refusal.
 TRUST_HINT = (
@@ -115,28 +123,42 @@ def _refuse(path: str, problem: str) -> CheckpointError:
 
 
 def _numbers(text: Any, count: int, path: str, field: str) -> np.ndarray:
-    """The numbers of a numpy array's ``str`` (``"[0. 1.]"``), exactly ``count`` of them."""
+    """The numbers of a numpy array's ``str`` (``"[0. 1.]"``), exactly ``count`` of them (any
+    number for ``count=-1``)."""
     tokens = re.sub(r"[\[\],]", " ", str(text)).split()
     try:
         values = np.array([float(t) for t in tokens], dtype=np.float64)
     except ValueError:
         raise _refuse(path, f"{field} {text!r} is not a list of numbers") from None
-    if values.size != count:
+    if count >= 0 and values.size != count:
         raise _refuse(path, f"{field} holds {values.size} numbers, expected {count}")
     return values
 
 
-def _space(entry: Any, path: str, key: str) -> Any:
-    """A gymnasium ``Box`` or ``Discrete`` rebuilt from SB3's plain description of it."""
+def _space(entry: Any, path: str, key: str, limit: int) -> Any:
+    """A gymnasium ``Box`` or ``Discrete`` rebuilt from SB3's plain description of it; its size
+    (the Box's entries, the Discrete's ``n``) may not exceed ``limit``, the parameters the file
+    stores (a network reading or writing it has at least that many)."""
     from gymnasium import spaces
 
     kind = entry.get(":type:") if isinstance(entry, dict) else None
     try:
         if kind == "<class 'gymnasium.spaces.discrete.Discrete'>":
-            return spaces.Discrete(int(entry["n"]), start=int(entry.get("start", 0)))
+            n = int(entry["n"])
+            if not 0 < n <= limit:
+                raise CheckpointError(
+                    f"{path!r}: {key} declares Discrete({n}), more actions than the "
+                    f"{limit:,} parameters the file stores"
+                )
+            return spaces.Discrete(n, start=int(entry.get("start", 0)))
         if kind == "<class 'gymnasium.spaces.box.Box'>":
-            shape = tuple(int(s) for s in entry["_shape"])
+            shape = tuple(int(s) for s in _numbers(entry["_shape"], -1, path, f"{key}._shape"))
             dtype = np.dtype(str(entry["dtype"]))
+            if any(d < 1 for d in shape) or math.prod(shape) > limit:
+                raise CheckpointError(
+                    f"{path!r}: {key} declares a Box of shape {shape}, more entries than the "
+                    f"{limit:,} parameters the file stores"
+                )
             count = int(np.prod(shape, dtype=np.int64))
             bounds = []
             for side in ("low", "high"):
@@ -147,6 +169,8 @@ def _space(entry: Any, path: str, key: str) -> Any:
                     values = _numbers(entry[side], count, path, f"{key}.{side}").reshape(shape)
                 bounds.append(values.astype(dtype))
             return spaces.Box(bounds[0], bounds[1], shape=shape, dtype=dtype)
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError) as err:
         raise _refuse(path, f"{key} cannot be read from its description ({err})") from None
     raise _refuse(path, f"{key} is a {kind}, which is rebuilt only by unpickling")
@@ -206,6 +230,59 @@ def _state(zf: Any, member: str, path: str, device: str) -> dict[str, Any]:
     return state
 
 
+def _chains(net_arch: Any, path: str) -> list[list[int]]:
+    """The layer widths of ``net_arch`` as chains (a list, a ``{"pi": [...], "vf": [...]}``
+    mapping, or SB3's older ``[shared..., {"pi": ..., "vf": ...}]``)."""
+
+    def widths(value: Any) -> list[int]:
+        if not isinstance(value, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value
+        ):
+            raise CheckpointError(
+                f"{path!r}: policy_kwargs net_arch {net_arch!r:.80} must list positive integers"
+            )
+        return value
+
+    if net_arch is None:
+        return []
+    if isinstance(net_arch, dict):
+        return [widths(v) for v in net_arch.values()]
+    if isinstance(net_arch, list) and net_arch and isinstance(net_arch[-1], dict):
+        shared = widths(net_arch[:-1])
+        return [shared + widths(v) for v in net_arch[-1].values()] or [shared]
+    return [widths(net_arch)]
+
+
+def _check_sizes(
+    path: str, algo: str, data: dict[str, Any], policy_kwargs: dict[str, Any], stored: int,
+    obs_count: int,
+) -> None:  # fmt: skip
+    """Refuse a network or a buffer larger than the file can hold (see the module docstring)."""
+    declared = 0
+    for chain in _chains(policy_kwargs.get("net_arch"), path):
+        widths = [obs_count, *chain]
+        declared = max(declared, sum(a * b for a, b in zip(widths, widths[1:], strict=False)))
+    if declared > stored:
+        raise CheckpointError(
+            f"{path!r}: policy_kwargs net_arch {policy_kwargs.get('net_arch')!r:.80} declares at "
+            f"least {declared:,} weights, but policy.pth stores {stored:,}: refusing to build it"
+        )
+    key = "buffer_size" if algo == "DQN" else "n_steps"
+    steps = data.get(key)
+    if steps is None:
+        return
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CheckpointError(f"{path!r}: {key} must be a positive integer; got {steps!r:.40}")
+    # observations (twice for DQN's next observations), the action and six floats per step, at
+    # most 8 bytes each
+    per_step = 8 * ((2 if algo == "DQN" else 1) * obs_count + 7)
+    if steps * per_step > MAX_BUFFER_BYTES:
+        raise CheckpointError(
+            f"{path!r}: {key} {steps:,} asks for a buffer of about {steps * per_step:,} bytes; "
+            f"a model file may ask for at most {MAX_BUFFER_BYTES:,} (MAX_BUFFER_BYTES)"
+        )
+
+
 def _load_trusted(path: str, device: str) -> Any:
     """SB3's own loader (it unpickles the file): PPO, A2C or DQN, tried in turn."""
     import stable_baselines3 as sb3
@@ -261,10 +338,13 @@ def load_sb3_model(
         module, name = _policy(data.get("policy_class"), p)
         algos = POLICIES[(module, name)]
         algo_name = algos[0] if len(algos) == 1 or "n_epochs" in data else algos[1]
-        obs_space = _space(data.get("observation_space"), p, "observation_space")
-        act_space = _space(data.get("action_space"), p, "action_space")
-        policy_kwargs = _policy_kwargs(data.get("policy_kwargs"), p)
         policy_state = _state(zf, "policy.pth", p, device)
+        stored = sum(int(v.numel()) for v in policy_state.values() if hasattr(v, "numel"))
+        obs_space = _space(data.get("observation_space"), p, "observation_space", stored)
+        act_space = _space(data.get("action_space"), p, "action_space", stored)
+        policy_kwargs = _policy_kwargs(data.get("policy_kwargs"), p)
+        obs_count = int(getattr(obs_space, "n", 0) or math.prod(obs_space.shape))
+        _check_sizes(p, algo_name, data, policy_kwargs, stored, obs_count)
         optim_state = (
             _state(zf, "policy.optimizer.pth", p, device)
             if "policy.optimizer.pth" in zf.namelist()

@@ -188,3 +188,48 @@ def _torch_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def _edit(src: Path, dst: Path, **changes) -> Path:
+    """A copy of ``src`` whose ``data`` entries are changed (``key=value`` or ``key=(sub, value)``
+    for an item of a mapping entry)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            content = zin.read(item)
+            if item.filename == "data":
+                data = json.loads(content)
+                for key, value in changes.items():
+                    if isinstance(value, tuple):
+                        data[key][value[0]] = value[1]
+                    else:
+                        data[key] = value
+                content = json.dumps(data).encode()
+            zout.writestr(item, content)
+    return dst
+
+
+def test_a_small_file_declaring_a_huge_model_or_buffer_is_refused(models, tmp_path):
+    # issue 29: net_arch [6000, 6000] took > 240 s and 1 GB; n_steps 10**9 allocated 7.45 GiB
+    ppo, dqn = models["PPO"], models["DQN"]
+    cases = [
+        (_edit(ppo, tmp_path / "wide.zip", policy_kwargs={"net_arch": [6000, 6000]}),
+         r"policy_kwargs net_arch \[6000, 6000\] declares at least 36,006,000 weights, but "
+         r"policy.pth stores 8,836: refusing to build it"),
+        (_edit(ppo, tmp_path / "steps.zip", n_steps=10**9),
+         r"n_steps 1,000,000,000 asks for a buffer of about 64,000,000,000 bytes; a model file "
+         r"may ask for at most 2,147,483,648 \(MAX_BUFFER_BYTES\)"),
+        (_edit(dqn, tmp_path / "buffer.zip", buffer_size=10**9),
+         r"buffer_size 1,000,000,000 asks for a buffer of about"),
+        (_edit(ppo, tmp_path / "obs.zip", observation_space=("_shape", [10**9])),
+         r"observation_space declares a Box of shape \(1000000000,\), more entries than the "
+         r"8,836 parameters the file stores"),
+        (_edit(dqn, tmp_path / "act.zip", action_space=("n", "10000000000")),
+         r"action_space declares Discrete\(10000000000\), more actions than the"),
+        (_edit(ppo, tmp_path / "neg.zip", policy_kwargs={"net_arch": [64, -3]}),
+         r"policy_kwargs net_arch \[64, -3\] must list positive integers"),
+    ]  # fmt: skip
+    for path, message in cases:
+        with pytest.raises(CheckpointError, match=rf"^'{path}': {message}"):
+            load_sb3_model(path)
+    # the limits leave real models alone: the default DQN buffer (10**6 steps) loads
+    assert load_sb3_model(dqn).buffer_size == 1_000_000
