@@ -8,9 +8,17 @@ from pathlib import Path
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``nlhf-zoo list``: print the environment ids, game families, agents and zoo configs;
-    ``0``."""
+    ``0``.
+
+    Raises:
+        ConfigError: for a ``--conf-dir`` that is not a folder (before anything is printed).
+    """
     import nlhf_envs
     from agents.zoo import configs as zoo
+    from nlhf_envs.errors import ConfigError
+
+    if args.conf_dir and not Path(args.conf_dir).is_dir():
+        raise ConfigError(f"--conf-dir {args.conf_dir}: no such folder")
 
     print("Environment ids (pettingzoo.make('parallel' | 'aec', ID)):")
     for env_id in nlhf_envs.registered_ids():

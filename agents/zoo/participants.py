@@ -21,16 +21,14 @@ from nlhf_envs.errors import EnvironmentSetupError
 
 
 def _recorded_env(path: Path) -> tuple[str, dict[str, Any]] | None:
-    """``(env_id, env_kwargs)`` from the ``config.yml`` of the train run holding ``path``."""
+    """``(env_id, env_kwargs)`` from the ``config.yml`` of the train run holding ``path`` (a
+    damaged one is a one-line error naming it: :func:`agents.zoo.train.recorded_env`)."""
+    from agents.zoo.train import recorded_env
+
     for folder in (path.parent, path.parent.parent):  # run/final.npz, run/checkpoints/x.npz
         cfg = folder / "config.yml"
         if cfg.is_file():
-            try:
-                data = yaml.safe_load(cfg.read_text())
-            except yaml.YAMLError:
-                return None
-            if isinstance(data, dict) and isinstance(data.get("env_id"), str):
-                return data["env_id"], dict(data.get("env_kwargs") or {})
+            return recorded_env(cfg)
     return None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from agents.arena.match import MAX_DUELS
 from agents.zoo.common import (
     MAX_SEED,
+    UserError,
     _check_count,
     _check_folder,
     _progress,
@@ -35,6 +36,13 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     _check_count("--seed", args.seed, 0, MAX_SEED)
     _check_folder("--output-dir", args.output_dir)
     _check_folder("--log-folder", args.log_folder)
+    if args.ray:  # before any participant is trained or loaded
+        from agents.arena.distributed import RAY_MISSING, require_ray
+
+        try:
+            require_ray()
+        except ImportError:
+            raise UserError(f"--ray: {RAY_MISSING}") from None
     resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
     parts = arena.unique_names([(n, o) for n, o, _ in resolved])
     env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)

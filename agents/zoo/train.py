@@ -84,6 +84,23 @@ def _read_run_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def recorded_env(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """``(env_id, env_kwargs)`` that a run's ``config.yml`` at ``path`` records (``None`` when it
+    names no env), for the participants of ``eval`` and ``tournament``.
+
+    Raises:
+        UserError: naming the file (and the field): not UTF-8, not YAML, not a mapping, or an
+            ``env_kwargs`` that is not a mapping.
+    """
+    data = _read_run_yaml(path)
+    if not isinstance(data.get("env_id"), str):
+        return None
+    _check_run_field(
+        path, data, "env_kwargs", isinstance(data.get("env_kwargs") or {}, dict), "a mapping"
+    )
+    return data["env_id"], dict(data.get("env_kwargs") or {})
+
+
 def _check_run_field(path: Path, data: dict[str, Any], key: str, ok: bool, expected: str) -> None:
     if not ok:
         raise UserError(f"{path}: field {key!r} must be {expected}; got {data.get(key)!r}")

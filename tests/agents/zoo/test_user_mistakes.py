@@ -289,3 +289,44 @@ def test_plot_names_a_non_numeric_metrics_cell(tmp_path, capsys):
     csv_path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
     message = _one_line_error(capsys, ["plot", "--env", "nlhf/RPS-v0", "--log-folder", str(logs)])
     assert message.endswith(f"{csv_path}: line 2, column 'game/queries': 'abc' is not a number")
+
+
+# ----------------------------------------------------------------- still tracebacks (issue 29)
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("env_kwargs: abc\n", "field 'env_kwargs' must be a mapping; got 'abc'"),
+        ("env_kwargs: [1, 2]\n", "field 'env_kwargs' must be a mapping; got [1, 2]"),
+        (b"env_kwargs: {}\n# caf\xe9\n", "not UTF-8 text (byte 20: invalid continuation byte)"),
+        ("env_kwargs: {a: [\n", "not valid YAML: "),
+    ],
+)
+def test_a_damaged_config_yml_beside_a_participant_is_one_line(tmp_path, capsys, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    agents.make("nash_mp", "nlhf/RPS-v0", seed=0).save(run / "final.npz")
+    cfg = run / "config.yml"
+    text = "agent: nash_mp\nenv_id: nlhf/RPS-v0\n"
+    cfg.write_bytes(text.encode() + (content if isinstance(content, bytes) else content.encode()))
+    if isinstance(content, bytes):
+        message = message.replace("byte 20", f"byte {len(text) + 20}")
+    for argv in (["eval", str(run), "--n-duels", "10"],
+                 ["tournament", str(run), "pi_ref", "--n-duels", "10", "--output-dir",
+                  str(tmp_path / "out")]):  # fmt: skip
+        got = _one_line_error(capsys, argv)
+        assert got.startswith(f"{cfg}: {message}"), got
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_without_the_extra_and_a_missing_conf_dir_are_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as without the ray extra: import ray fails
+    got = _one_line_error(capsys, ["tournament", "pi_ref", "uniform", "--ray", "--output-dir",
+                                   str(tmp_path / "out")])  # fmt: skip
+    assert got == "--ray: install the ray extra: pip install 'nlhf-zoo[ray]'"
+    assert not (tmp_path / "out").exists()
+    missing = tmp_path / "missing"
+    assert _one_line_error(capsys, ["list", "--conf-dir", str(missing)]) == (
+        f"--conf-dir {missing}: no such folder"
+    )  # before: an empty list of zoo configs, exit 0
