@@ -58,6 +58,7 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError, config_to_dict
+from nlhf_envs.errors import NlhfError
 
 __all__ = [
     "TuneResult",
@@ -180,9 +181,17 @@ def check_study_file(url: str | None) -> None:
         )
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            db.text_factory = bytes  # damaged text must not fail to decode here
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
+            tables = {n.decode("utf-8", "replace") for n in names if isinstance(n, bytes)}
+            check = [row[0] for row in db.execute("PRAGMA quick_check")]
     except sqlite3.Error as exc:
         raise ConfigError(f"--storage {path}: damaged SQLite file ({exc}); {keep}") from None
+    except UnicodeDecodeError:  # SQLite's message quoting a damaged schema
+        raise ConfigError(f"--storage {path}: damaged SQLite file (its schema); {keep}") from None
+    if check != [b"ok"]:
+        first = check[0].decode("utf-8", "replace") if check else "no answer"
+        raise ConfigError(f"--storage {path}: damaged SQLite file ({first}); {keep}")
     if tables and "studies" not in tables:
         shown = ", ".join(sorted(tables)[:5])
         raise ConfigError(
@@ -192,9 +201,11 @@ def check_study_file(url: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _storage_errors(url: str | None) -> Iterator[None]:
-    """A damaged or unreadable study file is one line naming it (Optuna's storage raises
-    SQLAlchemy's errors)."""
+def _storage_errors(url: str | None, reading: bool = False) -> Iterator[None]:
+    """A damaged or unreadable study file is one line naming it: Optuna's storage raises
+    SQLAlchemy's errors (a full disk among them), and damaged rows decode badly. With
+    ``reading`` (a block that only reads and writes the study, no trial's code) every error of
+    the data is the file's; otherwise only the storage's own."""
     try:
         yield
     except Exception as exc:
@@ -202,7 +213,10 @@ def _storage_errors(url: str | None) -> Iterator[None]:
             from sqlalchemy.exc import SQLAlchemyError
         except ImportError:  # pragma: no cover - Optuna depends on SQLAlchemy
             raise exc from None
-        if not isinstance(exc, SQLAlchemyError) or url is None:
+        kinds: tuple[type[BaseException], ...] = (SQLAlchemyError, UnicodeDecodeError)
+        if reading:
+            kinds += (ValueError, KeyError, TypeError)
+        if not isinstance(exc, kinds) or isinstance(exc, NlhfError) or url is None:
             raise
         detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
         raise ConfigError(
@@ -604,7 +618,7 @@ def tune(
              "validation_split": validation_split}  # fmt: skip
     pruner = optuna.pruners.MedianPruner(n_startup_trials=pruner_startup_trials)
     check_study_file(url)
-    with _storage_errors(url), _storage_lock(url):  # one process creates a new storage
+    with _storage_errors(url, reading=True), _storage_lock(url):  # one process creates it
         study = optuna.create_study(
             study_name=name, storage=url, sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=pruner, direction="minimize", load_if_exists=True,
@@ -612,6 +626,7 @@ def tune(
         stored = study.user_attrs.get("tune")
         if stored is None:
             study.set_user_attr("tune", attrs)
+        study.get_trials(deepcopy=False)  # every stored trial read once: damage shows here
     if stored is not None and yaml.safe_dump(stored, sort_keys=True) != yaml.safe_dump(
         attrs, sort_keys=True
     ):

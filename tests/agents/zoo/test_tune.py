@@ -254,6 +254,26 @@ def test_a_storage_that_is_not_a_study_is_refused_and_kept(tmp_path, capsys):
         assert err.startswith(f"nlhf-zoo: error: {message}") and err.count("\n") == 1, err
     assert notes.read_text() == "my notes\n" and other.read_bytes() == other_bytes
     assert damaged.read_bytes() == bytes(data)
+    # bytes flipped anywhere after the header: the study runs, or one line names the file
+    import random
+    import shutil
+
+    for seed in range(5):
+        rng = random.Random(seed)
+        flipped = bytearray(study.read_bytes())
+        for _ in range(20 if seed % 2 else 200):
+            flipped[rng.randrange(4096, len(flipped))] ^= 0xFF
+        damaged.write_bytes(bytes(flipped))
+        shutil.rmtree(tmp_path / "damaged.db.tune", ignore_errors=True)
+        argv = ["tune", "--agent", "nash_mp", "--env", ENV, "--n-trials", "2", "-n", "1024",
+                "--n-evaluations", "1", "--storage", str(damaged)]  # fmt: skip
+        code = main(argv)  # never a traceback
+        err = capsys.readouterr().err
+        assert code in (0, 2)
+        if code == 2:
+            assert (
+                err.startswith(f"nlhf-zoo: error: --storage {damaged}: ") and err.count("\n") == 1
+            ), err
 
 
 def test_tune_on_your_own_hugging_face_model_scores_its_validation_prompts(tmp_path, capsys):
