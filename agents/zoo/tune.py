@@ -2,8 +2,11 @@
 
 One study tunes one agent on one environment:
 
-* sampler: Optuna's TPE (``TPESampler``, seeded), so each trial's settings are drawn from what the
-  earlier trials of the study taught;
+* sampler: Optuna's TPE (``TPESampler``), so each trial's settings are drawn from what the
+  earlier trials of the study taught; each trial's sampler is seeded by :func:`trial_seed` from the
+  study's seed, its number of finished trials and the number of trials other processes are
+  running, so a stopped and resumed study draws what the uninterrupted one draws, trial for trial,
+  and processes sharing a study never draw the same setting;
 * every trial trains a fresh agent from the zoo entry (``zoo_configs/<agent>.yml``, with the
   fixed ``params`` over it and the trial's settings over those) for ``budget`` preference queries
   and evaluates it at ``n_evaluations`` evenly spaced points of that budget (the evaluation curve);
@@ -15,16 +18,26 @@ One study tunes one agent on one environment:
   ``docs/nash-metrics.md``). ``validation_split="validation"`` (default) scores the world's
   validation prompts, disjoint from the prompts trained on and from the held-out ones
   (``nlhf/TinyTokenDuel-v1``: 32 of 256); a world without them (the 32-prompt
-  ``nlhf/TinyTokenDuel-v0``, ``nlhf/HFTokenDuel-v0``) is refused unless ``"train"`` is asked
-  for, which scores the prompts trained on (an optimisation objective, named so in the
-  provenance).
+  ``nlhf/TinyTokenDuel-v0``, an ``nlhf/HFTokenDuel-v0`` env without ``validation_prompts`` or
+  ``validation_fraction``) is refused unless ``"train"`` is asked for, which scores the prompts
+  trained on (an optimisation objective, named so in the provenance).
   Exploitability is exact on matrix games and on enumerable token worlds
   (:func:`nlhf_envs.text.exact.exact_metrics`), estimated on the full-size ones
-  (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`);
+  (:func:`nlhf_envs.text.estimate.estimate_nash_metrics`; on ``nlhf/HFTokenDuel-v0``, your own
+  model, the env's :func:`~nlhf_envs.text.hf_estimate.estimate_hf_nash_metrics` with its
+  reference as ``pi_ref``);
 * storage: a SQLite file (``sqlite:///path``, or a plain path) holds the study, so several
   processes (or machines sharing the file) work on one study, and a stopped study resumes where it
   was: ``n_trials`` is the study's total of finished (complete or pruned) trials, so every agent
-  tuned with the same ``n_trials`` gets the same trial budget however the work was split.
+  tuned with the same ``n_trials`` gets the same trial budget however the work was split. A trial
+  starts (under a lock next to the file) only while finished plus running trials are below
+  ``n_trials``, so processes sharing a study finish exactly ``n_trials``; a process whose share is
+  done waits for the others' running trials. Each process holds a lock file under
+  ``<study file>.tune/`` (:class:`_Owner`): a ``RUNNING`` trial whose process no longer holds its
+  lock (killed) is marked ``FAIL`` by the next process, and Ctrl-C or SIGTERM mark the running
+  trial ``FAIL`` at once; the sampler and the pruner ignore failed trials. A file that is not an
+  Optuna study, or a damaged one, is refused before Optuna writes to it
+  (:func:`check_study_file`).
 
 The result is the best trial's complete zoo entry as a YAML snippet (every config value that
 differs from the agent's defaults, the budget as ``num_queries``, and ``env_kwargs``) with its
