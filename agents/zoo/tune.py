@@ -4,9 +4,9 @@ One study tunes one agent on one environment:
 
 * sampler: Optuna's TPE (``TPESampler``), so each trial's settings are drawn from what the
   earlier trials of the study taught; each trial's sampler is seeded by :func:`trial_seed` from the
-  study's seed, its number of finished trials and the number of trials other processes are
-  running, so a stopped and resumed study draws what the uninterrupted one draws, trial for trial,
-  and processes sharing a study never draw the same setting;
+  study's seed, its number of finished trials and the trials other processes are running, so a
+  stopped and resumed study draws what the uninterrupted one draws, trial for trial, and
+  processes sharing a study do not draw the same setting (see :func:`trial_seed`);
 * every trial trains a fresh agent from the zoo entry (``zoo_configs/<agent>.yml``, with the
   fixed ``params`` over it and the trial's settings over those) for ``budget`` preference queries
   and evaluates it at ``n_evaluations`` evenly spaced points of that budget (the evaluation curve);
@@ -321,15 +321,19 @@ def _fail_stale_trials(study: Any, owner: _Owner) -> list[int]:
     return stale
 
 
-def trial_seed(seed: int, finished: int, running: int) -> int:
+def trial_seed(seed: int, finished: int, running: Sequence[int] = ()) -> int:
     """The TPE sampler's seed for the next trial of a study: a function of the study's ``seed``,
-    its number of finished (complete or pruned) trials and the number of trials other processes
-    are running. A resumed study therefore draws what the uninterrupted one drew at the same
-    point (trials of a killed process are failed and ignored), and two processes that start
-    trials at once draw differently."""
+    its number of finished (complete or pruned) trials and the numbers of the trials other
+    processes are running. A resumed study therefore draws what the uninterrupted one drew at the
+    same point (trials of a killed process are failed first, and ignored), and no two trials that
+    run or finish side by side draw from the same seed and history: two starts with the same
+    finished trials and the same running ones are apart only when the first of them failed."""
     import numpy as np
 
-    return int(np.random.SeedSequence([seed, finished, running]).generate_state(1)[0])
+    running = sorted(int(n) for n in running)
+    # the length, and numbers shifted by one: SeedSequence ignores trailing zeros
+    entropy = [int(seed), int(finished), len(running), *(n + 1 for n in running)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def suggest(trial: Any, agent: Any) -> dict[str, Any]:
@@ -496,17 +500,17 @@ def _run_trials(
             _fail_stale_trials(study, owner)
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
-            running = sum(t.state == states.RUNNING for t in trials)
+            running = [t.number for t in trials if t.state == states.RUNNING]
             trial = None
-            if done + running < n_trials:
-                if done + running == 0:
+            if done + len(running) < n_trials:
+                if done + len(running) == 0:
                     for fixed in enqueue:
                         study.enqueue_trial(dict(fixed), skip_if_exists=True)
                 study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, done, running))
                 trial = study.ask()
                 trial.set_user_attr(OWNER_KEY, owner.token)
         if trial is None:
-            if running == 0:
+            if not running:
                 return ran
             time.sleep(poll_seconds)  # other processes finish the study's last trials
             continue
