@@ -17,7 +17,7 @@ Design (A), target networks (default, ``variant="target"``):
 
 Each half-step solves its own entropy-regularised bandit, so its optimiser starts afresh
 (``optimizer_state="reset"``, default): carrying Adam's moments from the previous phase
-(``optimizer_state="carry"``, the behaviour before issue 11: restore the Adam state of ``theta_k``)
+(``optimizer_state="carry"``, the earlier default: restore the Adam state of ``theta_k``)
 makes the half-step follow the previous phase's gradient noise instead of the prox step
 (``equations.md`` §7, "prox fidelity"; :func:`prox_fidelity` measures it on an enumerable world).
 
@@ -84,7 +84,7 @@ class TextNashMPConfig(TextAgentConfig):
             spans about ``1 / kappa`` iterations); unused by the other designs.
         optimizer_state: ``"reset"`` (default): a fresh Adam per half-step, so the inner loop
             computes the prox step; ``"carry"``: restore ``theta_k``'s Adam state before each phase
-            (the behaviour before issue 11).
+            (the default of earlier versions).
     """
 
     eta: float | None = None
