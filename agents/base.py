@@ -24,7 +24,7 @@ name                           meaning
 ``game/queries``               preference queries used so far by this agent (exact evaluations of a
                                win-rate vector in ``exact`` mode, Bernoulli outcomes otherwise)
 ``game/kl_to_nash``            ``E_x KL(pi*_beta || pi)``, the quantity Nash-MP's theorem bounds
-``game/exploitability``        ``max_pi' P_beta(pi' > pi) - 1/2`` (closed form, algorithms.md §2)
+``game/exploitability``        ``max_pi' P_beta(pi' > pi) - 1/2`` (closed form, equations.md §2)
 ``game/span_to_nash``          span semi-norm of ``log pi - log pi*_beta``
 ``game/unreg_exploitability``  ``E_x max_y g_pi(y|x) - 1/2``, exploitability without regularisation
 ``policy/entropy``             Shannon entropy of ``pi`` in nats (``rho``-averaged)

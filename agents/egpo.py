@@ -1,6 +1,6 @@
 """Extragradient Preference Optimization (EGPO): Zhou et al., "Extragradient Preference
 Optimization (EGPO): Beyond Last-Iterate Convergence for Nash Learning from Human Feedback"
-(arXiv 2503.08942); ``algorithms.md`` §4.
+(arXiv 2503.08942); ``equations.md`` §4.
 
 Extragradient with the explicit KL term, on log-probabilities:
 

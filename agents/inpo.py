@@ -1,6 +1,6 @@
 """Iterative Nash Policy Optimization (INPO): Zhang et al., "Iterative Nash Policy Optimization:
 Aligning LLMs with General Preferences via No-Regret Learning" (ICLR 2025, arXiv 2407.00617);
-``algorithms.md`` §4.
+``equations.md`` §4.
 
 Each iteration minimises, over ``pi_theta``, the loss on pairs ``y, y' ~ pi_t`` ranked by one
 preference query (winner ``y_w``, loser ``y_l``):

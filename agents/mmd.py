@@ -1,7 +1,7 @@
 """Magnetic Mirror Descent (MMD): Sokota et al., "A Unified Approach to Reinforcement Learning,
 Quantal Response Equilibria, and Two-Player Zero-Sum Games" (ICLR 2023, arXiv 2206.05825).
 
-Applied to the beta-regularised preference game with the magnet ``pi_ref`` (``algorithms.md`` §4):
+Applied to the beta-regularised preference game with the magnet ``pi_ref`` (``equations.md`` §4):
 
     pi_{t+1} ∝ (pi_t exp(lr g_{pi_t}) pi_ref^(lr beta))^(1 / (1 + lr beta)).
 

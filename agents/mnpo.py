@@ -1,5 +1,5 @@
 """Multiplayer Nash Preference Optimization (MNPO): Wu et al., "Multiplayer Nash Preference
-Optimization" (arXiv 2509.23102, 2025); ``algorithms.md`` §4 (INPO, of which it is the n-player form).
+Optimization" (arXiv 2509.23102, 2025); ``equations.md`` §4 (INPO, of which it is the n-player form).
 
 MNPO casts alignment as an ``n``-player game: the policy competes against a population of
 opponents (in the paper's time-dependent form, its own last ``H = n - 1`` iterates

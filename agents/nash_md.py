@@ -1,5 +1,5 @@
 """Nash Mirror Descent (Nash-MD): Munos et al., "Nash Learning from Human Feedback" (ICML 2024,
-arXiv 2312.00886), §6 (``algorithms.md`` §4).
+arXiv 2312.00886), §6 (``equations.md`` §4).
 
     pi^mu_t  ∝ pi_t^(1 - eta_t beta) pi_ref^(eta_t beta)          (geometric mixture)
     pi_{t+1} ∝ pi^mu_t exp(eta_t g_{pi^mu_t})                     (mirror-descent step)

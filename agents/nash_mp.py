@@ -1,7 +1,7 @@
 """Nash Mirror Prox (Nash-MP): Tiapkin et al., "Accelerating Nash Learning from Human Feedback via
 Mirror Prox" (arXiv 2505.19731, 2025; v2 "Proximal Point Nash Learning from Human Feedback").
 
-Each iteration makes two prox steps centred on ``pi_k`` (``algorithms.md`` §3):
+Each iteration makes two prox steps centred on ``pi_k`` (``equations.md`` §3):
 
     pi_{k+1/2} = argmax_pi P(pi > pi_k)       - beta KL(pi||pi_ref) - (beta/eta) KL(pi||pi_k)
     pi_{k+1}   = argmax_pi P(pi > pi_{k+1/2}) - beta KL(pi||pi_ref) - (beta/eta) KL(pi||pi_k)
@@ -18,7 +18,7 @@ Modes:
   iteration.
 * ``pg``: each half-step is solved approximately by ``inner_steps`` stochastic policy-gradient steps
   of a softmax policy on sampled outcomes (the paper's approximate Nash-MP; design (A) of
-  ``algorithms.md`` §3: phase 1 starts from ``theta_k`` against ``pi_k`` and gives ``pi_{k+1/2}``,
+  ``equations.md`` §3: phase 1 starts from ``theta_k`` against ``pi_k`` and gives ``pi_{k+1/2}``,
   phase 2 restarts from ``theta_k`` against ``pi_{k+1/2}``); ``2 inner_steps pg_batch_size`` queries
   per iteration. The paper's inner budget is not public: the defaults here (``inner_steps = 20``,
   ``pg_batch_size = 32``, Polyak averaging over the second half) are ours. The EMA-anchor variant

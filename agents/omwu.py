@@ -1,4 +1,4 @@
-"""Regularised optimistic multiplicative weights (OMWU); ``algorithms.md`` §4.
+"""Regularised optimistic multiplicative weights (OMWU); ``equations.md`` §4.
 
 Optimistic mirror descent (Rakhlin and Sridharan 2013; Daskalakis and Panageas 2019, last-iterate
 convergence of OMWU) on the beta-regularised game:

@@ -1,5 +1,5 @@
 """Online IPO: Calandriello et al., "Human Alignment of Large Language Models through Online
-Preference Optimisation" (ICML 2024, arXiv 2403.08635); ``algorithms.md`` §4.
+Preference Optimisation" (ICML 2024, arXiv 2403.08635); ``equations.md`` §4.
 
 Online IPO is self-play policy gradient on ``P(pi > sg(pi)) - beta KL(pi||pi_ref)``. Its IPO loss on
 pairs ``y, y' ~ sg(pi_theta)`` with outcome ``o``,

@@ -58,7 +58,7 @@ def nash_mp_pg_half_step(
 
     Ascends ``E_y~pi_theta [A(y) grad log pi_theta(y)]`` with the advantage of
     :func:`agents.updates.nash_mp_pg_advantage` (Tiapkin et al. 2025, approximate Nash-MP;
-    ``algorithms.md`` §3), a leave-one-out baseline, from ``theta0`` (design (A): both half-steps
+    ``equations.md`` §3), a leave-one-out baseline, from ``theta0`` (design (A): both half-steps
     restart from ``theta_k``).
 
     Args:

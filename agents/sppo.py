@@ -1,5 +1,5 @@
 """Self-Play Preference Optimization (SPPO): Wu et al., "Self-Play Preference Optimization for
-Language Model Alignment" (arXiv 2405.00675); ``algorithms.md`` §4.
+Language Model Alignment" (arXiv 2405.00675); ``equations.md`` §4.
 
 Tabular form of the SPPO update (the population solution of its square loss):
 

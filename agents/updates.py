@@ -3,7 +3,7 @@
 All functions act on log-policies ``l = log pi`` of shape ``(C, K)`` (one row per context), take
 win-rate vectors ``g = P @ pi_opp`` of the same shape (exact or estimated), return new arrays and
 never touch global state. Each docstring gives the equation it implements; the maths is collected in
-``algorithms.md`` (§3 Nash-MP, §4 baselines). ``log_normalize`` is applied after each line, as the
+``equations.md`` (§3 Nash-MP, §4 baselines). ``log_normalize`` is applied after each line, as the
 closed forms are stated up to a per-context constant.
 """
 
@@ -56,7 +56,7 @@ def softmax(l: np.ndarray) -> np.ndarray:
 def nash_mp_prox_step(
     l_center: np.ndarray, l_ref: np.ndarray, g: np.ndarray, eta: float, beta: float
 ) -> np.ndarray:
-    """One Nash Mirror Prox step in closed form (Tiapkin et al. 2025, §3; ``algorithms.md`` §3).
+    """One Nash Mirror Prox step in closed form (Tiapkin et al. 2025, §3; ``equations.md`` §3).
 
     ``argmax_pi P(pi > pi_opp) - beta KL(pi||pi_ref) - (beta/eta) KL(pi||pi_k)`` is
 
@@ -76,7 +76,7 @@ def mmd_step(l: np.ndarray, l_ref: np.ndarray, g: np.ndarray, lr: float, beta: f
         pi_{t+1} ∝ (pi_t exp(lr g_t) pi_ref^(lr beta))^(1 / (1 + lr beta)),
 
     i.e. ``l_{t+1} = (l_t + lr g_t + lr beta l_ref) / (1 + lr beta)``. With ``lr = eta / beta``
-    this is exactly :func:`nash_mp_prox_step` (``algorithms.md`` §4).
+    this is exactly :func:`nash_mp_prox_step` (``equations.md`` §4).
     """
     _check_same_shape(l=l, l_ref=l_ref, g=g)
     return log_normalize((l + lr * g + lr * beta * l_ref) / (1.0 + lr * beta))
@@ -103,7 +103,7 @@ def nash_md_step(l_mu: np.ndarray, g_mu: np.ndarray, eta: float) -> np.ndarray:
 def regularized_explicit_step(
     l: np.ndarray, l_ref: np.ndarray, g: np.ndarray, lam: float, beta: float
 ) -> np.ndarray:
-    """Explicit regularised step shared by Online IPO, INPO and EGPO (``algorithms.md`` §4).
+    """Explicit regularised step shared by Online IPO, INPO and EGPO (``equations.md`` §4).
 
         l_{t+1} = (1 - lam beta) l_t + lam beta l_ref + lam g_t,   normalised.
 
@@ -124,7 +124,7 @@ def omwu_step(
     lam: float,
     beta: float,
 ) -> np.ndarray:
-    """Regularised optimistic multiplicative weights (``algorithms.md`` §4).
+    """Regularised optimistic multiplicative weights (``equations.md`` §4).
 
     l_{t+1} = (1 - lam beta) l_t + lam beta l_ref + lam (2 g_t - g_{t-1}).
     """
@@ -149,7 +149,7 @@ def nash_mp_pg_advantage(
     beta: float,
     eta: float,
 ) -> np.ndarray:
-    """Per-sample advantage of approximate Nash-MP's policy gradient (``algorithms.md`` §3).
+    """Per-sample advantage of approximate Nash-MP's policy gradient (``equations.md`` §3).
 
         A(y) = (o - 1/2) - beta log(pi_theta(y)/pi_ref(y)) - (beta/eta) log(pi_theta(y)/pi_k(y)),
 
@@ -211,7 +211,7 @@ def inpo_loss_gradient(
     eta: float,
     beta: float,
 ) -> tuple[float, np.ndarray]:
-    """INPO's loss and its derivative in ``h`` (Zhang et al. 2025, INPO loss; ``algorithms.md`` §4).
+    """INPO's loss and its derivative in ``h`` (Zhang et al. 2025, INPO loss; ``equations.md`` §4).
 
         loss = mean_i (h(y_w, y_l) - eta/2)^2,
         h = log pi_theta(y_w)/pi_theta(y_l) - eta beta log pi_ref(y_w)/pi_ref(y_l)

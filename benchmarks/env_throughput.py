@@ -136,7 +136,7 @@ def solver_rows(K: int, beta: float, rounds: int, dense: bool = True) -> list[tu
     if dense:
         rows.append(
             (
-                f"regularized_nash K = {K:,}, beta = {beta:g}, dense LU path (before issue 15)",
+                f"regularized_nash K = {K:,}, beta = {beta:g}, dense LU path",
                 f"{t['dense'] * 1e3:,.0f} ms",
                 f"{t['dense'] / t['krylov']:.1f}x the Krylov time",
             )
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 1 if args.smoke else 3 if args.quick else 5
     episode = 100
 
-    def old_aec():  # the AEC path before issue 15
+    def old_aec():  # PettingZoo's generic conversion of the parallel env
         aec = parallel_to_aec(matrix_game.parallel_env(game="rps", num_rounds=episode))
         return wrappers.OrderEnforcingWrapper(wrappers.AssertOutOfBoundsWrapper(aec))
 
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         ("PettingZoo classic/rps_v2 parallel steps/s (anchor)", f"{par['peer']:,.0f}", "1.00x"),
         ("native AEC env() steps/s", f"{aec['ours']:,.0f}", f"{aec['ours'] / aec['peer']:.2f}x"),
         (
-            "AEC through parallel_to_aec (before issue 15) steps/s",
+            "AEC through parallel_to_aec steps/s",
             f"{aec['old']:,.0f}",
             f"{aec['old'] / aec['peer']:.2f}x",
         ),

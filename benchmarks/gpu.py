@@ -197,7 +197,7 @@ def training_rows(
             if base is not None:
                 rows.append(
                     (
-                        f"{label}, code of `{baseline_ref}` (anchor)",
+                        f"{label}, code of the baseline revision (anchor)",
                         f"{anchor:,.0f} queries/s",
                         "1.00x",
                     )

@@ -9,7 +9,7 @@ protocol's "test" figures measure optimisation (the agents trained on those prom
 
 Worlds: ``nlhf/TinyTokenDuel-v0`` (plain) and ``nlhf/TinyTokenDuel-Cyclic-v0`` (intransitive),
 ``--beta`` to change the game's KL strength (an env argument). At fixed query budgets the script
-computes, exactly over the 259 enumerated answers (``algorithms.md`` §7):
+computes, exactly over the 259 enumerated answers (``equations.md`` §7):
 
 * validation metrics on the 24 "train" prompts of the world (used for tuning only);
 * test metrics on the 8 "heldout" prompts (disjoint from the tuning prompts; reported):
@@ -198,7 +198,7 @@ def cmd_h2h(args: argparse.Namespace) -> None:
 
 
 def cmd_full(args: argparse.Namespace) -> None:
-    """Full-size worlds: estimated Nash metrics (``algorithms.md`` §7, :meth:`TextAgent.nash_metrics`
+    """Full-size worlds: estimated Nash metrics (``equations.md`` §7, :meth:`TextAgent.nash_metrics`
     with ``exact=False``) at the query budgets of ``--points`` (``0``: ``pi_ref``, before training);
     ``--device cuda`` on a GPU machine.
 

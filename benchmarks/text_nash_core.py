@@ -44,7 +44,7 @@ def tag(world: str, protocol: str = "nash", beta: float | None = None) -> str:
 
 
 def per_prompt(game: Any, pi: np.ndarray, star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact per-prompt exploitability and ``KL(pi* || pi)`` (``algorithms.md`` §2)."""
+    """Exact per-prompt exploitability and ``KL(pi* || pi)`` (``equations.md`` §2)."""
     beta = game.beta
     g = np.einsum("cij,cj->ci", game.P, pi)
     kl_ref = (pi * (np.log(pi) - np.log(game.pi_ref))).sum(-1)

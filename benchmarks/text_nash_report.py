@@ -107,7 +107,7 @@ def _full_lines(d: dict[str, Any]) -> list[str]:
     """The estimated Nash metrics of a ``full`` run: mean over seeds, and each seed's estimate with
     its 95% t-interval over prompts."""
     lines = [f"## Full-size world `{d['env']}` (estimated, `text_nash.py full`)", "",
-             f"Estimator of `algorithms.md` §7 on {d['prompts']} held-out prompts, n = "
+             f"Estimator of `equations.md` §7 on {d['prompts']} held-out prompts, n = "
              f"{d['samples']} pi_ref samples per prompt (m = {2 * d['samples']} fresh samples per "
              f"side), device {d['device']}, protocol `{d['protocol']}`, settings tuned on the tiny "
              f"world `{d.get('tuned_from')}` with the shared setting {d.get('common', COMMON)}. "
@@ -138,8 +138,9 @@ def cmd_report(args: argparse.Namespace, results: Path = DEFAULT_RESULTS) -> Non
     ``results``; writes ``text_nash.md`` there."""
     lines = ["# Token-level agents on exact Nash metrics (tiny worlds)", "",
              "Written by `python benchmarks/text_nash.py report` from the JSON files next to it. "
-             "The commands that produced them, and what of the issue's grid was not run, are in "
-             "docs/studies/token-nash.md, section \"Head to head on Nash metrics\". Validation: "
+             "The commands that produced them, and what of the planned grid was not run, are in "
+             "docs/studies/token-nash.md, section \"Trained on all 32 prompts of the v0 tiny worlds\". "
+             "Validation: "
              "the world's 24 \"train\" prompts (tuning only); test: its 8 \"heldout\" prompts "
              "(disjoint). "
              "Protocol `nash` (primary): the agents train on all 32 prompts, so validation and "

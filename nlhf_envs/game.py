@@ -2,7 +2,7 @@
 
 A (contextual) preference game is a set of contexts ``x`` drawn from ``rho``, ``K`` responses, and one
 preference matrix ``P_x`` per context with ``P_x[y, y'] = P(y > y' | x)``, ``P_x + P_x^T = 1`` and
-``diag(P_x) = 1/2`` (Munos et al. 2024, §2; ``algorithms.md`` §1). Together with a reference policy
+``diag(P_x) = 1/2`` (Munos et al. 2024, §2; ``equations.md`` §1). Together with a reference policy
 ``pi_ref`` and a strength ``beta > 0`` it defines the beta-regularised constant-sum game
 
     P_beta(pi > pi') = P(pi > pi') - beta KL(pi || pi_ref) + beta KL(pi' || pi_ref),

@@ -1,7 +1,7 @@
 """Exact solvers and metrics for (contextual) preference games. Pure numpy/scipy: no torch.
 
 Every function takes a :class:`~nlhf_envs.game.PreferenceGame` and policies of shape ``(K,)`` or
-``(C, K)``; context-dependent quantities are averaged with ``rho``. Formulas follow ``algorithms.md``
+``(C, K)``; context-dependent quantities are averaged with ``rho``. Formulas follow ``equations.md``
 §1-2 (Munos et al. 2024; Tiapkin et al. 2025):
 
 * regularised Nash ``pi*_beta(y|x) ∝ pi_ref(y|x) exp(g_{pi*}(y|x) / beta)``;
@@ -317,7 +317,7 @@ def regularized_nash(
 
     With ``A = P - 1/2`` (antisymmetric; ``P pi = 1/2 + A pi`` on the simplex), ``pi*_beta`` is
     ``softmax(l*)`` for the unique root of ``F(l) = beta (l - l_ref) - A softmax(l)``: at the root,
-    ``pi ∝ pi_ref exp(A pi / beta) ∝ pi_ref exp(g_pi / beta)``, the fixed point of ``algorithms.md`` §1.
+    ``pi ∝ pi_ref exp(A pi / beta) ∝ pi_ref exp(g_pi / beta)``, the fixed point of ``equations.md`` §1.
     The Jacobian ``J = beta I - A (diag(pi) - pi pi^T)`` has eigenvalues ``beta + i s`` (``A`` times a
     PSD matrix is similar to an antisymmetric one), so it is never singular, and the Newton direction
     ``-J^{-1} F`` is a descent direction of ``||F||^2``: damped Newton with Armijo backtracking
@@ -424,7 +424,7 @@ def entropy(game: PreferenceGame, pi: ArrayLike) -> float:
 def exploitability(game: PreferenceGame, pi: ArrayLike) -> float:
     """Regularised exploitability ``max_pi' P_beta(pi' > pi) - 1/2`` (>= 0, zero iff pi = pi*_beta).
 
-    Closed form (``algorithms.md`` §2):
+    Closed form (``equations.md`` §2):
     ``beta E_x log sum_y pi_ref(y|x) exp(g_pi(y|x)/beta) + beta E_x KL(pi||pi_ref) - 1/2``.
     """
     arr = _policy(game, pi)
@@ -460,7 +460,7 @@ def multiplayer_duality_gap(game: PreferenceGame, population: Sequence[ArrayLike
 
         DG(pi_1..pi_n) = 1/n sum_i [ max_{pi'} J(pi', pi_{-i}) - min_{pi'_{-i}} J(pi_i, pi'_{-i}) ].
 
-    Both terms are closed-form (``algorithms.md`` §2): with ``gbar_i = 1/(n-1) sum_{j != i} g_{pi_j}``
+    Both terms are closed-form (``equations.md`` §2): with ``gbar_i = 1/(n-1) sum_{j != i} g_{pi_j}``
     the win rates against the others' mixture,
 
         max_{pi'} J(pi', pi_{-i}) = beta E_x log sum_y pi_ref exp(gbar_i / beta)

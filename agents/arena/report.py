@@ -13,6 +13,15 @@ import numpy as np
 from agents.arena.match import MatchResult
 from nlhf_envs.atomic import atomic_open, atomic_write_text
 
+#: what the ranking of :meth:`TournamentResult.to_markdown` measures (and what it does not)
+NASH_AVERAGING_NOTE = (
+    "Nash averaging ranks by the duels among these participants only: the Nash mass is the "
+    "meta-game's maximum-entropy Nash equilibrium, a score is the expected win rate against that "
+    "mixture minus 1/2 (0 in its support). It is not exploitability in the game: a participant that "
+    "wins this pool's duels can lose to a policy outside it (the exploitability column, where known, "
+    "measures that, against every policy of the beta-regularised game)."
+)
+
 
 @dataclass
 class TournamentResult:
@@ -72,6 +81,8 @@ class TournamentResult:
                 if self.exact_win_rate is not None
                 else "duel estimates."
             )
+            + " "
+            + NASH_AVERAGING_NOTE
         )
         if self.intransitive:
             lines.append("")

@@ -13,7 +13,7 @@ Objective. With ``ent_coef=None`` (default) PPO maximises, against the opponent 
     E_x E_{y ~ pi, y' ~ pi_opp}[o] + beta H(pi(.|x)) + beta E_{y ~ pi} log(K pi_ref(y|x))
         = P(pi > pi_opp) - beta KL(pi || pi_ref) + const,
 
-i.e. the game's beta-regularised payoff (algorithms.md §1): the entropy bonus ``ent_coef = beta``
+i.e. the game's beta-regularised payoff (equations.md §1): the entropy bonus ``ent_coef = beta``
 plus a reward term ``beta log(K pi_ref(y|x))`` (zero for a uniform ``pi_ref``). With
 ``normalize_advantage=False`` and ``gamma=0`` (default; rounds are independent duels) the PPO
 gradient is exactly the gradient of that objective; PPO's clipping keeps each iteration close to

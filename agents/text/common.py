@@ -128,7 +128,7 @@ class TextAgentConfig:
         optimizer: ``"adam"`` (default) or ``"sgd"`` (plain stochastic gradient, no momentum). Adam
             normalises each coordinate's step, so a fresh Adam moves every parameter by about ``lr``
             whatever the gradient's size; SGD's step shrinks with the gradient, which vanishes at the
-            solution of a prox half-step (Nash-MP's inner loop; ``algorithms.md`` §3). SGD learning
+            solution of a prox half-step (Nash-MP's inner loop; ``equations.md`` §3). SGD learning
             rates are larger (the benchmarks tune them separately).
         sampler: how answers are drawn (:func:`nlhf_envs.text.engine.generate`): ``"multinomial"``
             (default; the seeded samples of every shipped result) or ``"inverse_cdf"`` (faster: one
@@ -137,7 +137,7 @@ class TextAgentConfig:
         lr_schedule: learning-rate schedule over training queries ``q``: ``"constant"`` (default),
             ``"inverse"`` (``lr / (1 + q / lr_decay_queries)``, the harmonic decay) or
             ``"inverse_sqrt"`` (``lr / sqrt(1 + q / lr_decay_queries)``). A decaying step lowers
-            the noise floor of constant-step stochastic methods (``algorithms.md`` §3-4).
+            the noise floor of constant-step stochastic methods (``equations.md`` §3-4).
         lr_decay_queries: the schedule's time scale in queries.
         beta: KL regularisation ``beta`` towards ``pi_ref`` (``None``: the env's ``beta``, which
             belongs to the game).

@@ -1,4 +1,4 @@
-"""Pure, shape-checked token-level NLHF losses (``algorithms.md`` §4-§5).
+"""Pure, shape-checked token-level NLHF losses (``equations.md`` §4-§5).
 
 Every function takes per-token tensors ``[B, N]`` (``B`` answers of at most ``N`` tokens, right
 padded) with a boolean ``mask`` that is true on each answer's tokens up to and including its first
@@ -130,7 +130,7 @@ def nash_mp_pg_loss(
     beta: float,
     eta: float,
 ) -> LossTerms:
-    """Policy-gradient surrogate of one approximate Nash-MP half-step (``algorithms.md`` §3).
+    """Policy-gradient surrogate of one approximate Nash-MP half-step (``equations.md`` §3).
 
     The half-step maximises ``P(pi > pi_opp) - beta KL(pi||pi_ref) - (beta/eta) KL(pi||pi_k)`` over
     ``pi_theta``; with ``y ~ pi_theta``, ``y' ~ pi_opp`` and ``o ~ Bernoulli(P(y > y'|x))`` the
@@ -183,7 +183,7 @@ def nash_md_pg_loss(
     *,
     beta: float,
 ) -> LossTerms:
-    """Nash-MD-PG loss (Munos et al. 2024; ``algorithms.md`` §4).
+    """Nash-MD-PG loss (Munos et al. 2024; ``equations.md`` §4).
 
     With ``y ~ pi_theta``, ``y'`` from the geometric mixture and ``o`` the outcome of ``y`` over
     ``y'``:
@@ -233,7 +233,7 @@ def ipo_loss(
     beta: float,
     average_log_probs: bool = False,
 ) -> LossTerms:
-    """Online IPO loss (Calandriello et al. 2024; ``algorithms.md`` §4).
+    """Online IPO loss (Calandriello et al. 2024; ``equations.md`` §4).
 
         loss = (1/B) sum_b (h_b - (o_b - 1/2) / beta)^2,
         h = log(pi_theta(y)/pi_ref(y)) - log(pi_theta(y')/pi_ref(y'))

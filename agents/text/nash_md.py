@@ -1,5 +1,5 @@
 """Nash-MD-PG on the token duel: Munos et al., "Nash Learning from Human Feedback" (ICML 2024,
-arXiv 2312.00886), §7; ``algorithms.md`` §4-§5.
+arXiv 2312.00886), §7; ``equations.md`` §4-§5.
 
 Every iteration ``t`` is one policy-gradient step:
 

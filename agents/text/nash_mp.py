@@ -1,5 +1,5 @@
 """Approximate Nash Mirror Prox on the token duel: Tiapkin et al., "Accelerating Nash Learning from
-Human Feedback via Mirror Prox" (arXiv 2505.19731); ``algorithms.md`` §3, design (A).
+Human Feedback via Mirror Prox" (arXiv 2505.19731); ``equations.md`` §3, design (A).
 
 Each iteration takes two proximal half-steps, both centred on ``pi_k``:
 
@@ -17,9 +17,9 @@ Design (A), target networks (default, ``variant="target"``):
 
 Each half-step solves its own entropy-regularised bandit, so its optimiser starts afresh
 (``optimizer_state="reset"``, default): carrying Adam's moments from the previous phase
-(``optimizer_state="carry"``, the behaviour before issue 11: restore the Adam state of ``theta_k``)
+(``optimizer_state="carry"``, the earlier default: restore the Adam state of ``theta_k``)
 makes the half-step follow the previous phase's gradient noise instead of the prox step
-(``algorithms.md`` §7, "prox fidelity"; :func:`prox_fidelity` measures it on an enumerable world).
+(``equations.md`` §7, "prox fidelity"; :func:`prox_fidelity` measures it on an enumerable world).
 
 One iteration costs ``2 M batch_size`` preference queries. The paper does not publish its inner-loop
 budget; ``M = 8`` is this library's default (the zoo entries say what they use).
@@ -84,7 +84,7 @@ class TextNashMPConfig(TextAgentConfig):
             spans about ``1 / kappa`` iterations); unused by the other designs.
         optimizer_state: ``"reset"`` (default): a fresh Adam per half-step, so the inner loop
             computes the prox step; ``"carry"``: restore ``theta_k``'s Adam state before each phase
-            (the behaviour before issue 11).
+            (the default of earlier versions).
     """
 
     eta: float | None = None
@@ -249,7 +249,7 @@ class TextNashMP(TextAgent):
 def exact_prox_step(
     log_pi_k: np.ndarray, log_ref: np.ndarray, payoff: np.ndarray, *, beta: float, eta: float
 ) -> np.ndarray:
-    """The exact Nash-MP half-step on log-probabilities (``algorithms.md`` §3, closed form).
+    """The exact Nash-MP half-step on log-probabilities (``equations.md`` §3, closed form).
 
     ``l_half = (l_k + eta l_ref + (eta/beta) g) / (1 + eta)``, normalised per context, with
     ``g[c, i] = sum_j P[c, i, j] pi_k[c, j]`` (Tiapkin et al. 2025, the prox step of Nash-MP).
@@ -272,7 +272,7 @@ def exact_prox_step(
 
 @dataclass
 class ProxFidelity:
-    """How well one neural half-step matches the exact prox step (``algorithms.md`` §7).
+    """How well one neural half-step matches the exact prox step (``equations.md`` §7).
 
     Attributes:
         correlation: correlation over ``(x, y)``, weighted by ``pi_k(y|x)``, between the neural
@@ -294,7 +294,7 @@ def _kl(log_p: np.ndarray, log_q: np.ndarray) -> float:
 
 def prox_fidelity(agent: TextNashMP, split: str = "heldout") -> ProxFidelity:
     """Run one neural half-step of ``agent`` from its current ``pi_k`` and compare it with the exact
-    prox step on the prompts of ``split`` (an enumerable world; ``algorithms.md`` §7).
+    prox step on the prompts of ``split`` (an enumerable world; ``equations.md`` §7).
 
     The half-step is the agent's own phase 1 (its ``inner_steps``, ``batch_size``, ``mode`` and
     optimiser handling; it trains on the env's prompt split and counts its queries). Afterwards the

@@ -1,5 +1,5 @@
 """Online IPO on the token duel: Calandriello et al., "Human Alignment of Large Language Models
-through Online Preference Optimisation" (ICML 2024, arXiv 2403.08635); ``algorithms.md`` §4.
+through Online Preference Optimisation" (ICML 2024, arXiv 2403.08635); ``equations.md`` §4.
 
 Every iteration is one gradient step on self-play pairs from the current policy:
 

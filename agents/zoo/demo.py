@@ -126,12 +126,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     print(result.to_markdown())
     best = result.names[int(np.argmax(result.nash_score))]
+    print(f"\n{_ranking_note(result.names, result.exploitability, best)}")
     print(
-        f"\nTop Nash-averaged participant: {best}. Plots: {plot_exact}, {plot_sampled}, "
+        f"\nPlots: {plot_exact}, {plot_sampled}, "
         f"{out / 'tournament' / 'heatmap.png'}. Runs (metrics.csv, checkpoints, TensorBoard): "
         f"{out / 'logs'}. Total time {time.perf_counter() - t0:.0f} s."
     )
     return 0
+
+
+def _ranking_note(names: Sequence[str], exploitability: Sequence[float | None], best: str) -> str:
+    """What the tournament's top participant is, next to the least exploitable one, and why the
+    two rankings differ."""
+    known = {n: e for n, e in zip(names, exploitability, strict=True) if e is not None}
+    head = f"Top Nash-averaged participant: {best}"
+    if best not in known:
+        return head + "."
+    least = min(known, key=lambda n: known[n])
+    head += f" (exploitability {known[best]:.2e})"
+    if least != best:
+        head += f"; the least exploitable is {least} ({known[least]:.2e})"
+    return (
+        f"{head}. The two rankings answer different questions: Nash averaging ranks by the "
+        "unregularised duels among these participants (the support of the meta-game's "
+        "maximum-entropy Nash equilibrium); exploitability is what the best response of the "
+        "beta-regularised game gains against a participant (zero only at its equilibrium "
+        "pi*_beta). SPPO has no pi_ref anchor: it heads for the unregularised game and can win "
+        "these duels while far from pi*_beta."
+    )
 
 
 def _br(game: Any) -> Any:

@@ -53,8 +53,12 @@ Environment arguments:
     reward-model judge, a symmetrised pairwise classifier, a TRL-style judge, a reward-model folder).
     ``prompts``: a list, a ``.txt``/``.jsonl``/``.json`` file or a ``datasets.Dataset``
     (:func:`nlhf_envs.text.hf_prompts.load_prompts`); strings or conversations.
-    ``heldout_prompts`` (None) or ``heldout_fraction`` (0.0) with ``split_seed`` (0): the held-out
-    prompts (:func:`~nlhf_envs.text.hf_prompts.split_prompts`). ``validation_prompts`` (None) or
+    ``heldout_prompts`` (None) or ``heldout_fraction`` (None) with ``split_seed`` (0): the held-out
+    prompts (:func:`~nlhf_envs.text.hf_prompts.split_prompts`). ``heldout_fraction=None`` (the
+    default) holds out :data:`DEFAULT_HELDOUT_FRACTION` of a prompt set of at least
+    :data:`MIN_PROMPTS_FOR_HELDOUT` prompts (none of a smaller one), so that the token agents'
+    periodic evaluation and the command line's final one have unseen prompts to measure;
+    ``0.0`` trains on every prompt. ``validation_prompts`` (None) or
     ``validation_fraction`` (0.0, of the prompts left after the held-out split): the validation
     prompts that ``nlhf-zoo tune`` scores (never trained on, never reported). A prompt is kept
     once: repeats within a set are dropped with a warning, and explicit held-out or validation
@@ -63,7 +67,12 @@ Environment arguments:
     ``prompt_split`` ("train"): ``"train"``, ``"heldout"`` or ``"all"`` (train and held-out):
     where ``reset`` draws prompts.
     ``beta`` (0.1): KL strength of the regularised game (read by learners and Nash metrics).
-    ``max_prompt_tokens`` (64): the prompt width; a longer prompt is refused at construction.
+    ``max_prompt_tokens`` (64): the prompt width. ``prompt_truncation`` ("error"): what happens
+    to a prompt longer than that: ``"error"`` refuses it (at construction for the prompt set),
+    ``"left"`` keeps its last ``max_prompt_tokens`` tokens, as TRL's trainers do with
+    ``max_prompt_length`` (a BOS token, a system prompt or a chat template's header at the start
+    is what is cut; one warning says how many prompts were cut). The judge reads the whole prompt
+    either way.
     ``max_new_tokens`` (16): the longest answer, EOS included; ``max_cycles`` (None) caps it.
     ``reward_mode`` ("outcome"). ``system_prompt`` (None): a system message put before every
     prompt (a first system message with a chat template, else text and a blank line).
@@ -90,7 +99,8 @@ References:
     2505.19731).
 
 Version History:
-    v0: initial release.
+    v0: initial release; later in v0, ``heldout_fraction`` defaults to ``None`` (a tenth of ten or
+    more prompts held out; it was 0.0) and ``prompt_truncation`` was added.
 """
 
 from __future__ import annotations
@@ -137,6 +147,11 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 __all__ = ["HFTokenDuelEnv", "env", "parallel_env", "raw_env"]
 
 AGENTS: tuple[str, str] = ("player_0", "player_1")
+#: the share of prompts ``heldout_fraction=None`` holds out ...
+DEFAULT_HELDOUT_FRACTION = 0.1
+#: ... from a prompt set of at least this many prompts (a smaller one is all for training)
+MIN_PROMPTS_FOR_HELDOUT = 10
+PROMPT_TRUNCATIONS: tuple[str, ...] = ("error", "left")
 ENV_ID = "nlhf/HFTokenDuel-v0"
 SPLITS: tuple[str, ...] = ("train", "heldout", "all")
 
@@ -201,13 +216,14 @@ class HFTokenDuelEnv(AnswerDuelBase):
         prompts: Any = None,
         *,
         heldout_prompts: Any = None,
-        heldout_fraction: float = 0.0,
+        heldout_fraction: float | None = None,
         split_seed: int = 0,
         validation_prompts: Any = None,
         validation_fraction: float = 0.0,
         prompt_split: str = "train",
         beta: float = 0.1,
         max_prompt_tokens: int = 64,
+        prompt_truncation: str = "error",
         max_new_tokens: int = 16,
         max_cycles: int | None = None,
         reward_mode: str = "outcome",
@@ -225,6 +241,12 @@ class HFTokenDuelEnv(AnswerDuelBase):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
             raise GameError(f"beta must be a positive number, got {beta!r}")
         self.max_prompt_tokens = _positive_int(max_prompt_tokens, "max_prompt_tokens")
+        if prompt_truncation not in PROMPT_TRUNCATIONS:
+            raise GameError(
+                f"prompt_truncation must be one of {PROMPT_TRUNCATIONS}; got {prompt_truncation!r}"
+            )
+        self.prompt_truncation = prompt_truncation
+        self._n_truncated = 0  # prompts cut by prompt_truncation="left" (counted at construction)
         max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
         if max_cycles is not None:
             max_new_tokens = min(max_new_tokens, _positive_int(max_cycles, "max_cycles"))
@@ -312,11 +334,20 @@ class HFTokenDuelEnv(AnswerDuelBase):
             raise GameError(f"prompt_split={prompt_split!r} has no prompts")
         self._pool_ids = [self.encode_prompt(p, i) for i, p in enumerate(pool)]
         unknown = _UnknownWords(self.tokenizer)
+        encoded = []
+        known = {prompt_split: self._pool_ids}  # each prompt encoded once (truncations counted once)
+        if prompt_split == "all":
+            n = len(self.prompts["train"])
+            known = {"train": self._pool_ids[:n], "heldout": self._pool_ids[n:]}
         for split in ("train", "heldout", "validation"):  # every prompt is checked at construction
-            ids = self._pool_ids if split == prompt_split else None
+            ids = known.get(split)
             for i, p in enumerate(self.prompts[split]):
-                unknown.count(split, i, p, self.encode_prompt(p, i) if ids is None else ids[i])
+                row = self.encode_prompt(p, i) if ids is None else ids[i]
+                unknown.count(split, i, p, row)
+                encoded.append((p, row))
         unknown.warn()
+        if self._n_truncated:
+            _check_truncated(self, encoded)
 
         # -- spaces
         self.possible_agents = list(AGENTS)
@@ -416,8 +447,12 @@ class HFTokenDuelEnv(AnswerDuelBase):
         if not ids:
             raise GameError(f"prompt {index} is empty after tokenization")
         if len(ids) > self.max_prompt_tokens:
+            if self.prompt_truncation == "left":  # keep the end, as TRL's max_prompt_length
+                self._n_truncated += 1
+                return ids[-self.max_prompt_tokens :]
             raise GameError(
-                f"prompt {index} has {len(ids)} tokens; max_prompt_tokens is {self.max_prompt_tokens}"
+                f"prompt {index} has {len(ids)} tokens; max_prompt_tokens is "
+                f"{self.max_prompt_tokens} (prompt_truncation='left' keeps its last tokens)"
             )
         return ids
 
@@ -621,7 +656,7 @@ raw_env = HFTokenDuelEnv
 def _prompt_splits(
     prompts: Any,
     heldout_prompts: Any,
-    heldout_fraction: float,
+    heldout_fraction: float | None,
     validation_prompts: Any,
     validation_fraction: float,
     split_seed: int,
@@ -640,7 +675,9 @@ def _prompt_splits(
         heldout, dropped["held-out"] = unique_prompts(load_prompts(heldout_prompts))
         _refuse_shared(("training", train), ("held-out", heldout))
     else:
-        train, heldout = split_prompts(train, heldout_fraction, split_seed)
+        train, heldout = split_prompts(
+            train, _heldout_fraction(heldout_fraction, train), split_seed
+        )
     if validation_prompts is not None:
         if validation_fraction:
             raise GameError("pass validation_prompts or validation_fraction, not both")
@@ -707,6 +744,39 @@ class _UnknownWords:
                 f"{self.first}): the model cannot read them",
                 stacklevel=3,
             )
+
+
+def _heldout_fraction(fraction: float | None, prompts: Sequence[Any]) -> float:
+    """``heldout_fraction`` as given, or its default for ``prompts`` (see the module docstring)."""
+    if fraction is not None:
+        return fraction
+    return DEFAULT_HELDOUT_FRACTION if len(prompts) >= MIN_PROMPTS_FOR_HELDOUT else 0.0
+
+
+def _check_truncated(env: HFTokenDuelEnv, encoded: list[tuple[Any, list[int]]]) -> None:
+    """After ``prompt_truncation="left"`` cut some of the prompt set's ``(prompt, ids)``: refuse
+    two different prompts that the model now reads as the same tokens (the judge reads their whole
+    texts, so they would be one prompt for the policy and two for the judge); warn once."""
+    seen: dict[tuple[int, ...], Any] = {}
+    for prompt, ids in encoded:
+        first = seen.setdefault(tuple(ids), prompt)
+        if first != prompt:
+            raise GameError(
+                f"the prompts {_quoted(first)} and {_quoted(prompt)} read the same after "
+                f"truncation to their last {env.max_prompt_tokens} tokens; raise max_prompt_tokens"
+            )
+    warnings.warn(
+        f"{env._n_truncated} of {len(encoded)} prompts are longer than max_prompt_tokens="
+        f"{env.max_prompt_tokens} and were cut to their last {env.max_prompt_tokens} tokens "
+        "(prompt_truncation='left')",
+        stacklevel=3,
+    )
+
+
+def _quoted(prompt: Any) -> str:
+    """A prompt's text for an error message, cut after 40 characters."""
+    text = prompt_text(prompt)
+    return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
 def _content_digest(obj: Any, depth: int = 0) -> str:

@@ -303,11 +303,34 @@ class TRLJudgeAdapter:
         return [1.0 - float(r) for r in ranks]
 
 
+def _causal_lm_architecture(path: Path) -> str | None:
+    """The causal-LM architectures a model folder's ``config.json`` declares, or ``None``."""
+    import json
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        archs = json.loads((path / "config.json").read_text(encoding="utf-8"))["architectures"]
+        names = [str(a) for a in archs]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no readable list: the loader reports what is wrong
+    known = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    causal = [a for a in names if a in known or a.endswith(("ForCausalLM", "LMHeadModel"))]
+    return ", ".join(causal) or None
+
+
 def _load_reward_model(path: Path) -> RewardModelJudge:
     from nlhf_envs.text.hf_folders import load_sequence_classifier, load_tokenizer
 
     if not path.is_dir():
         raise GameError(f"no judge model folder at {path}")
+    causal = _causal_lm_architecture(path)
+    if causal is not None:  # it would load as a classifier with a fresh two-output head
+        raise GameError(
+            f"the judge folder {path} holds a causal language model ({causal}), not a reward "
+            "model: a judge folder needs an AutoModelForSequenceClassification with one output "
+            "(num_labels=1)"
+        )
     model = load_sequence_classifier(path, "the judge")
     tokenizer = load_tokenizer(path, "the judge's tokenizer")
     return RewardModelJudge(model, tokenizer)

@@ -19,6 +19,11 @@ for the ``eval`` line after it. Markers (an HTML comment on the line right befor
 
 A block holding only a snippet include (``--8<-- "examples/x.py"``) shows a file that its own test
 runs; the collector checks that such a test exists instead of running the file twice.
+
+A page whose examples read files the reader brings (their own model, judge and prompts) has an
+entry in :data:`PAGE_PARTS`: before its first block, the test writes small stand-ins under the
+names the page uses into the page's folder, and replaces the sizes a user would run with small
+ones (each replaced text must occur in the page, so the page and the test cannot drift apart).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import doctest
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,44 @@ FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\s*$", re.M | re.S)
 MARKER = re.compile(r"<!--\s*(no-test|slow|test-budget):\s*(.*?)\s*-->\s*$")
 SNIPPET = re.compile(r'^--8<-- "([^"]+)"$')
 RUN_LANGS = {"python", "pycon", "bash"}
+
+
+def _hf_parts(folder: Path) -> None:
+    pytest.importorskip("peft")
+    from hf_doc_parts import build  # tests/docs/hf_doc_parts.py
+
+    build(folder)
+
+
+@dataclass(frozen=True)
+class PageParts:
+    """What a page's examples need from the reader: ``build(folder)`` writes stand-ins for the
+    reader's files; ``replace`` lists ``(text, replacement)`` pairs applied to every block."""
+
+    build: Callable[[Path], None]
+    replace: tuple[tuple[str, str], ...] = ()
+
+
+#: docs/games/hf.md: a tiny Llama, a reward model, a LoRA adapter and a prompt file
+#: (tests/docs/hf_doc_parts.py). Replaced: the GPU by the CPU, the budget by one iteration of
+#: Nash-MP (2 x 4 inner steps x 32 pairs = 256 queries), answers of 64 tokens by 4, the final
+#: evaluation's 256 prompts and Nash estimate (16 prompts x 32 samples) by 8 prompts and 2 x 4, and
+#: 500 duels per pair (tournament, eval) by 8, so that the page runs in seconds.
+PAGE_PARTS: dict[str, PageParts] = {
+    "docs/games/hf.md": PageParts(
+        _hf_parts,
+        (
+            ("--device cuda", "--device cpu"),
+            ("-n 20000", "-n 256"),
+            (
+                "--params batch_size:32",
+                "--params batch_size:32 eval_prompts:8 nash_eval_prompts:2 nash_eval_samples:4",
+            ),
+            ("max_new_tokens:64", "max_new_tokens:4"),
+            ("--n-duels 500", "--n-duels 8"),
+        ),
+    ),
+}
 
 
 @dataclass
@@ -131,10 +175,19 @@ def _run_page(page: Path, slow: bool, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     namespace: dict = {"__name__": "__main__"}
+    parts = PAGE_PARTS.get(str(page.relative_to(ROOT)))
+    if parts is not None:
+        monkeypatch.syspath_prepend(str(Path(__file__).parent))
+        parts.build(tmp_path)
     ran = 0
     for block in runnable(page):
         if "no-test" in block.markers or ("slow" in block.markers and not slow):
             continue
+        if parts is not None:
+            code = block.code
+            for old, new in parts.replace:
+                code = code.replace(old, new)
+            block = Block(block.page, block.line, block.lang, code, block.markers)
         run_block(block, namespace)
         ran += 1
     return ran
@@ -202,6 +255,13 @@ def test_collector_reads_markers_and_zoo_commands(tmp_path: Path):
         ["train", "--agent", "nash_mp", "--env", "nlhf/RPS-v0", "--num-queries", "64"],
         ["train", "--resume", "logs/x"],
     ]
+
+
+@pytest.mark.parametrize("page", sorted(PAGE_PARTS))
+def test_replaced_sizes_occur_in_their_page(page: str):
+    text = (ROOT / page).read_text()
+    missing = [old for old, _ in PAGE_PARTS[page].replace if old not in text]
+    assert missing == [], f"{page} no longer holds {missing}: update PAGE_PARTS"
 
 
 def test_readme_links_point_to_files_that_exist():

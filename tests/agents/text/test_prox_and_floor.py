@@ -1,5 +1,5 @@
 """Issue 11: Nash-MP's inner loop computes the prox step (prox fidelity on the exact tiny game,
-``algorithms.md`` §7) and the noise-floor options (learning-rate schedules)."""
+``equations.md`` §7) and the noise-floor options (learning-rate schedules)."""
 
 from __future__ import annotations
 

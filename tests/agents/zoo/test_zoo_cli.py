@@ -206,6 +206,7 @@ def test_demo_small_budget(tmp_path, capsys):
     assert main([*args, "--output-dir", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "Top Nash-averaged participant" in text
+    assert "The two rankings answer different questions" in text
     for name in ("kl_exact.png", "exploitability_sampled.png", "tournament/heatmap.png"):
         assert (out / name).stat().st_size > 1000, name
     # the exact-oracle phase shows the headline: Nash-MP's KL after 120 queries is below 1e-6

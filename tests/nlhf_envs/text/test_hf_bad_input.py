@@ -123,11 +123,11 @@ def test_empty_or_non_string_prompts_are_refused(model, bad, message):
 def test_a_prompt_longer_than_max_prompt_tokens_is_refused(model):
     with pytest.raises(GameError) as e:
         _env(model, prompts=["w5", "w5 w6 w7 w8 w9 w10 w11"])
-    _one_line(e, "prompt 1 has 7 tokens; max_prompt_tokens is 5")
+    _one_line(e, r"prompt 1 has 7 tokens; max_prompt_tokens is 5 \(prompt_truncation='left' .*\)")
     env = _env(model)
     with pytest.raises(GameError) as e:
         env.reset(options={"prompt": "w5 w6 w7 w8 w9 w10"})
-    _one_line(e, "prompt 0 has 6 tokens; max_prompt_tokens is 5")
+    _one_line(e, r"prompt 0 has 6 tokens; max_prompt_tokens is 5 \(prompt_truncation='left' .*\)")
 
 
 def test_a_prompt_file_without_a_prompt_field_is_refused(model, tmp_path):
