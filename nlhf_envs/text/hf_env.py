@@ -335,7 +335,8 @@ class HFTokenDuelEnv(AnswerDuelBase):
         self._pool_ids = [self.encode_prompt(p, i) for i, p in enumerate(pool)]
         unknown = _UnknownWords(self.tokenizer)
         encoded = []
-        known = {prompt_split: self._pool_ids}  # each prompt encoded once (truncations counted once)
+        # each prompt is encoded once (its truncation counted once)
+        known = {prompt_split: self._pool_ids}
         if prompt_split == "all":
             n = len(self.prompts["train"])
             known = {"train": self._pool_ids[:n], "heldout": self._pool_ids[n:]}
