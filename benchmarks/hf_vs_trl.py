@@ -416,10 +416,10 @@ def time_pair(
     return {
         "ours_s": [w for w, _ in ours],
         "trl_s": [w for w, _ in trl],
-        "ratios": [o[0] / t[0] for o, t in zip(ours, trl, strict=True)],
+        "ratios": [o[0] / t[0] for o, t in zip(ours, trl, strict=True)] if trl else [],
         "ours_cpu_s": [c for _, c in ours],
         "trl_cpu_s": [c for _, c in trl],
-        "cpu_ratios": [o[1] / t[1] for o, t in zip(ours, trl, strict=True)],
+        "cpu_ratios": [o[1] / t[1] for o, t in zip(ours, trl, strict=True)] if trl else [],
     }
 
 
@@ -893,6 +893,8 @@ def render(result: dict[str, Any]) -> str:
             f"{shown[1]} | "
             f"{_ratio(peaks[0], peaks[1])} | {_ratio(own[0], own[1])} |"
         )
+    if not any(row.get("memory") for row in result["rows"]):
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "Work per step (last measured step; `[rows x length]`; a generate call's length is its "
