@@ -30,7 +30,9 @@ nlhf-zoo step at the end of every TRL step, so the two alternate step by step un
 TRL's step is the wall time from the end of the nlhf-zoo step before it to TRL's next
 ``on_step_end`` (its whole loop: batch, generation, forwards, reward, backward, clipping, optimiser,
 scheduler, logging); nlhf-zoo's is ``agent.learn(num_iterations=1)``. The first ``--warmup`` rounds
-are dropped; the ratio is the median over rounds of ``nlhf-zoo seconds / TRL seconds``. *Memory*:
+are dropped; the ratio is the median over rounds of ``nlhf-zoo seconds / TRL seconds``, in wall
+seconds and in CPU seconds of the process (``time.process_time``: on a shared machine it leaves
+out the time spent waiting for a core, and is then the steadier of the two). *Memory*:
 each side runs ``--memory-steps`` steps in a fresh Python process of its own (the same imports,
 TRL's included when installed, and the same parts): the peak resident set size (Linux ``VmHWM``,
 reset after the parts are built) and that peak minus the resident size before the side was
@@ -55,7 +57,9 @@ preference ``o ~ Bernoulli(sigmoid(r_a - r_b))`` (the same loss form, ``(h - (o 
 TRL decodes answers and tokenizes ``prompt + answer`` in one padded batch, nlhf-zoo's judge scores
 the same texts (``format=prompt + answer``) one tokenisation per text; TRL logs every 10 steps,
 nlhf-zoo keeps one metrics row per step; each side samples with its own sampler (Hugging Face
-``generate`` and nlhf-zoo's engine). Data-parallel, vLLM and evaluation are off on both sides.
+``generate`` and nlhf-zoo's engine); with ``--precision bf16`` TRL's accelerate also wraps the
+reward model's forward in autocast, nlhf-zoo's judge scores in fp32. Data-parallel, vLLM and
+evaluation are off on both sides.
 
 Results go to ``benchmarks/results/hf_vs_trl.json`` and ``.md`` (``--out``, ``--name``; written
 after every row, so a cut run keeps what it measured): the machine (CPU model, cores, threads and
@@ -245,11 +249,13 @@ def make_prompts(vocab: int, n: int, words: tuple[int, int], seed: int) -> list[
 
 
 def build_parts(setup: Setup) -> Parts:
-    """The parts of ``setup`` (seeded: the same weights and prompts in every process), on its
-    device, in eval mode."""
+    """The parts of ``setup`` (seeded: the same weights and prompts in every process of a run),
+    built on its device (a 1.1B model initialises in seconds on a GPU), in eval mode."""
     shape = SHAPES[setup.shape]
     tok = word_tokenizer(shape.vocab)
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(setup.device)
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus), device:
         torch.manual_seed(setup.seed)
         model = _causal_lm(shape)
         rm = _reward_model(shape.vocab)
@@ -260,8 +266,7 @@ def build_parts(setup: Setup) -> Parts:
         raise SystemExit(
             f"hf_vs_trl: error: --max-prompt-tokens {width} is below the longest prompt ({longest})"
         )
-    device = torch.device(setup.device)
-    return Parts(model.to(device).eval(), tok, rm.to(device).eval(), prompts, width)
+    return Parts(model.eval(), tok, rm.eval(), prompts, width)
 
 
 # ------------------------------------------------------------------------------------- the sides
