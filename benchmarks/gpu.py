@@ -26,6 +26,15 @@ Every ratio is taken against an anchor measured in the same run, interleaved (me
    on ``nlhf/TokenDuel-v0`` (evaluation off), preference queries per second, each in a fresh
    process. With ``--baseline-ref GITREV`` the same runs with the code of that revision (exported
    by ``git archive`` into a temporary directory, alternating with this checkout) are the anchor.
+5. **Against TRL** (``--trl``, on by default on CUDA when TRL is installed; ``--trl-only`` runs this
+   section alone): ``benchmarks/hf_vs_trl.py`` on this device, nlhf-zoo's ``online_ipo`` against
+   TRL's ``OnlineDPOTrainer(loss_type="ipo")`` on the same work, full fine-tuning and LoRA, in
+   ``--trl-precision`` (bf16 autocast on both sides by default) at GPT-2 small's shape (124M) and
+   a 1.1B Llama (``--trl-shapes``; ``--quick``: the ``tiny`` shape, a test of the script on a CPU):
+   seconds per step and their ratio (interleaved, median), peak memory
+   (``torch.cuda.max_memory_allocated`` on CUDA, one process per side) and its ratio. Its own
+   results are ``results/hf_vs_trl_<device type>.{json,md}`` (with the work per step of each side).
+   TRL is a dependency of that benchmark only: without it the section's row says why it did not run.
 
 The device is named in the output. :func:`main` takes ``argv``.
 """
@@ -53,7 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 from env_throughput import replace_block  # noqa: E402  (one README-block writer for make bench)
 
-__all__ = ["gpt2_from_tiny", "main", "measure"]
+__all__ = ["gpt2_from_tiny", "main", "measure", "trl_rows"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -357,6 +366,58 @@ def measure(
     return rows
 
 
+def trl_rows(
+    device: torch.device,
+    shapes: list[str],
+    rounds: int,
+    threads: int,
+    batch: int = 8,
+    new_tokens: int = 32,
+    precision: str = "bf16",
+    out: Path = RESULTS,
+) -> list[tuple[str, str, str]]:
+    """Section 5: ``benchmarks/hf_vs_trl.py`` on ``device`` (full fine-tuning and LoRA at each of
+    ``shapes``; its results in ``out/hf_vs_trl_<device type>.*``), as rows ``(measurement,
+    value, ratio)``; one row saying why when TRL cannot run here."""
+    import hf_vs_trl  # the sibling benchmark
+
+    problem = hf_vs_trl._trl_problem()
+    if problem is not None:
+        return [("nlhf-zoo vs TRL Online DPO (IPO)", f"not run: {problem}", "")]
+    name = f"hf_vs_trl_{device.type}"
+    args = ["--device", str(device), "--shapes", ",".join(shapes), "--rounds", str(rounds)]
+    args += ["--batch", str(batch), "--new-tokens", str(new_tokens), "--precision", precision]
+    args += ["--threads", str(threads), "--name", name]
+    if out != RESULTS:
+        args += ["--out", str(out)]
+    if hf_vs_trl.main(args) != 0:
+        raise RuntimeError("benchmarks/hf_vs_trl.py failed")
+    result = json.loads((out / f"{name}.json").read_text())
+    rows = []
+    for row in result["rows"]:
+        t, mem = row["time"], row["memory"]
+        what = (
+            f"nlhf-zoo `online_ipo` vs TRL Online DPO (IPO), {row['shape']} "
+            f"({hf_vs_trl.parameter_count(row['parameters'])}), {row['mode']}, {precision}, "
+            f"B = {batch}"
+        )
+        ours, trl = statistics.median(t["ours_s"]), statistics.median(t["trl_s"])
+        ratio = statistics.median(t["ratios"])
+        rows.append((f"{what}: s/step", f"{ours:.3f} vs {trl:.3f} s", f"{ratio:.2f}x"))
+        key = "cuda_peak_mib" if device.type == "cuda" else "peak_kib"
+        scale = 1.0 if device.type == "cuda" else 1 / 1024
+        a, b = (mem[side][key] for side in ("ours", "trl"))
+        if a and b:
+            rows.append(
+                (
+                    f"{what}: peak memory",
+                    f"{a * scale:,.0f} vs {b * scale:,.0f} MiB",
+                    f"{a / b:.2f}x",
+                )
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print and write the markdown table; returns 0."""
     p = argparse.ArgumentParser(prog="gpu", description=__doc__.splitlines()[0])
@@ -378,9 +439,27 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="add the GPT-2-small rows of nlhf/HFTokenDuel-v0 (default: on CUDA only)",
     )
-    p.add_argument("--out", type=Path, default=None, help="default results/gpu_<device type>.md")
+    p.add_argument(
+        "--trl",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the rows of benchmarks/hf_vs_trl.py (default: on CUDA when TRL is installed)",
+    )
+    p.add_argument("--trl-only", action="store_true", help="run only the TRL section")
+    p.add_argument("--trl-shapes", default=None, help="default gpt2-small,llama-1b (--quick: tiny)")
+    p.add_argument("--trl-batch", type=int, default=8, help="prompts per step of the TRL section")
+    p.add_argument("--trl-new-tokens", type=int, default=32)
+    p.add_argument("--trl-precision", default="bf16", choices=("fp32", "bf16"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default results/gpu_<device type>.md (--trl-only: gpu_<device type>_trl.md)",
+    )
     p.add_argument("--readme", type=Path, default=None, help="also replace its bench:engine table")
     args = p.parse_args(argv)
+    if args.trl_only and args.readme:
+        p.error("--readme takes the whole table; --trl-only writes only the TRL section")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = args.batch_sizes or ([64, 512] if args.quick else [64, 512, 1024, 2048, 4096, 8192])
@@ -389,10 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         args.train_queries if args.train_queries is not None else (1024 if args.quick else 8192)
     )
     start = time.perf_counter()
-    rows = measure(
-        device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
-    )
-    if args.hf if args.hf is not None else device.type == "cuda":
+    rows = []
+    if not args.trl_only:
+        rows += measure(
+            device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
+        )
+    if not args.trl_only and (args.hf if args.hf is not None else device.type == "cuda"):
         from hf_token_duel import gpt2_small_rows  # the sibling benchmarks (need transformers)
         from hf_train import gpt2_small_rows as training_rows_hf
 
@@ -406,6 +487,14 @@ def main(argv: list[str] | None = None) -> int:
                     "",
                 )
             )
+    want_trl = args.trl if args.trl is not None else device.type == "cuda"
+    if args.trl_only or want_trl:
+        shapes = args.trl_shapes or ("tiny" if args.quick else "gpt2-small,llama-1b")
+        rows += trl_rows(
+            device, [s for s in shapes.split(",") if s], args.rounds or 5, args.threads,
+            args.trl_batch, args.trl_new_tokens, args.trl_precision,
+            args.out.parent if args.out else RESULTS,
+        )  # fmt: skip
     shown = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/gpu.py", *[a for a in shown if a]])
     lines = [
@@ -422,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    out = args.out or RESULTS / f"gpu_{device.type}.md"
+    out = args.out or RESULTS / f"gpu_{device.type}{'_trl' if args.trl_only else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.readme:

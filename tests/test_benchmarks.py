@@ -132,3 +132,170 @@ def test_token_games_only_runs_the_named_sections_and_keeps_the_others(tmp_path,
     assert f"| 4 | 6 | {pooled['within_exploitability']} / 6 |" in text
     with pytest.raises(SystemExit):
         bench["main"](["--only", "shares,plots", "--out", str(tmp_path)])
+
+
+# ------------------------------------------------------------------ benchmarks/hf_vs_trl.py
+
+TRL_ABSENT = "TRL is an optional dependency of benchmarks/hf_vs_trl.py only (not installed here)"
+
+
+def _trl_bench_parts(bench: dict, lora: bool, prompt_words: int = 5):
+    """The benchmark's tiny parts with prompts of ``prompt_words`` words each and a causal LM
+    that never emits EOS: its output rows are scaled by 1000 and EOS's row is zero, so each
+    row's largest logit is about 100 above EOS's (every answer runs to the last token)."""
+    import torch
+
+    setup = bench["Setup"](shape="tiny", lora=lora, batch=2, new_tokens=4, prompts=6,
+                           prompt_words=(prompt_words, prompt_words))  # fmt: skip
+    parts = bench["build_parts"](setup)
+    with torch.no_grad():
+        head = parts.model.get_output_embeddings().weight
+        head.mul_(1000.0)
+        head[parts.tokenizer.eos_token_id] = 0.0
+    return setup, parts
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_hf_vs_trl_counts_the_work_of_nlhf_zoo_steps(lora, one_torch_thread):
+    pytest.importorskip("peft")
+    bench = _load("hf_vs_trl.py")
+    setup, parts = _trl_bench_parts(bench, lora)
+    b, n, p = setup.batch, setup.new_tokens, parts.max_prompt_tokens
+    assert p == 5  # every prompt is 5 words, one token each
+    res = bench["measure_side"]("ours", setup, 2, parts=parts)
+    # the run: two iterations of batch_size queries, every answer n tokens long
+    assert res["queries"] == 2 * b and res["answer_length"] == n
+    assert len(res["steps_work"]) == 2 and res["steps_work"][0] == res["steps_work"][1]
+    work = res["work"]
+    # 2b answers per step, generated in calls of n sampled tokens (one forward per token)
+    assert sum(rows for rows, _ in work["generate"]) == 2 * b
+    assert all(tokens == n for _, tokens in work["generate"])
+    assert work["generated_tokens"] == 2 * b * n
+    # the policy (with gradient) and the reference (without) each score the 2b answers once,
+    # over the prompt and every answer token (the last one's own position is optional)
+    for key in ("policy_forwards", "reference_forwards"):
+        assert sum(rows for rows, _ in work[key]) == 2 * b, key
+        assert all(p + n - 1 <= width <= p + n for _, width in work[key]), key
+    # one reward-model call scores the 2b texts "prompt + answer": the prompt's last word and
+    # the answer's first are one unknown word, so p + n - 1 tokens
+    assert work["reward_calls"] == [[2 * b, p + n - 1]]
+    # the base weights: the user's model plus at most a frozen reference and a trainable copy
+    # (LoRA: the adapter's base, shared by the reference)
+    assert (1 if lora else 2) <= res["copies"] <= (2 if lora else 3)
+
+
+def test_base_weight_copies_counts_distinct_storages():
+    peft = pytest.importorskip("peft")
+    import copy
+
+    bench = _load("hf_vs_trl.py")
+    setup = bench["Setup"](shape="tiny")
+    model = bench["build_parts"](setup).model
+    cls, shape = type(model), (131, 32)  # a vocabulary no other test's model has
+    model.resize_token_embeddings(131)
+    assert bench["base_weight_copies"](cls, shape) == 1
+    twin = copy.deepcopy(model)
+    assert bench["base_weight_copies"](cls, shape) == 2
+    config = peft.LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    wrapped = peft.get_peft_model(twin, config)  # in place: the same base weights
+    frozen = {id(p): p for p in wrapped.parameters() if not p.requires_grad}
+    shared = copy.deepcopy(wrapped, frozen)  # a copy sharing the frozen base weights
+    assert bench["base_weight_copies"](cls, shape) == 2
+    del twin, wrapped, shared, frozen  # (deepcopy keeps what it copied in its memo)
+    assert bench["base_weight_copies"](cls, shape) == 1
+
+
+def test_hf_vs_trl_refuses_without_trl_in_one_line(monkeypatch, capsys, tmp_path):
+    bench = _load("hf_vs_trl.py")
+    monkeypatch.setitem(__import__("sys").modules, "trl", None)  # as if not installed
+    assert bench["main"](["--shapes", "tiny", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hf_vs_trl: error: TRL is not installed")
+    assert "--ours-only" in err[0] and not list(tmp_path.iterdir())
+
+
+def test_hf_vs_trl_ours_only_writes_its_tables(tmp_path, one_torch_thread):
+    pytest.importorskip("peft")
+    import json
+    import statistics
+
+    bench = _load("hf_vs_trl.py")
+    args = ["--ours-only", "--no-memory", "--shapes", "tiny", "--rounds", "2", "--warmup", "1"]
+    args += ["--batch", "2", "--new-tokens", "3", "--out", str(tmp_path), "--name", "t"]
+    assert bench["main"](args) == 0
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["shape"], r["mode"]) for r in result["rows"]] == [("tiny", "full"), ("tiny", "LoRA")]
+    for row in result["rows"]:
+        assert len(row["time"]["ours_s"]) == 2 and all(s > 0 for s in row["time"]["ours_s"])
+        assert row["time"]["trl_s"] == [] and row["time"]["ratios"] == []
+    assert result["machine"]["torch_threads"] == 1 and result["versions"]["torch"]
+    assert result["command"].startswith("python benchmarks/hf_vs_trl.py --ours-only")
+    text = (tmp_path / "t.md").read_text()
+    for row in result["rows"]:  # nlhf-zoo's median seconds per step; TRL's columns empty
+        size = bench["parameter_count"](row["parameters"])
+        ours = statistics.median(row["time"]["ours_s"])
+        assert f"| tiny ({size}) | {row['mode']} | {ours:.3f} | n/a | n/a | n/a |" in text
+
+
+@pytest.mark.slow
+def test_hf_vs_trl_measures_memory_in_a_process_per_side(tmp_path, one_torch_thread):
+    pytest.importorskip("peft")
+    import json
+
+    bench = _load("hf_vs_trl.py")
+    args = ["--ours-only", "--shapes", "tiny", "--modes", "full", "--rounds", "1"]
+    args += ["--batch", "2", "--new-tokens", "3", "--memory-steps", "1", "--out", str(tmp_path)]
+    assert bench["main"](args) == 0
+    (row,) = json.loads((tmp_path / "hf_vs_trl.json").read_text())["rows"]
+    ours = row["memory"]["ours"]
+    assert ours["peak_kib"] >= ours["baseline_kib"] > 0
+    assert ours["queries"] == 2 and ours["work"]["generated_tokens"] <= 2 * 2 * 3
+    assert 2 <= ours["copies"] <= 3
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_hf_vs_trl_counts_the_work_of_trl_steps(lora, one_torch_thread):
+    pytest.importorskip("trl", reason=TRL_ABSENT)
+    bench = _load("hf_vs_trl.py")
+    setup, parts = _trl_bench_parts(bench, lora)
+    b, n, p = setup.batch, setup.new_tokens, parts.max_prompt_tokens
+    res = bench["measure_side"]("trl", setup, 2, parts=parts)
+    assert res["queries"] == 2 * b
+    work = res["work"]
+    # TRL 1.16: one generate call of 2b answers, one policy and one reference forward of 2b
+    # sequences (prompt and answer), one reward-model call of 2b texts
+    assert work["generate"] == [[2 * b, n]] and work["generated_tokens"] == 2 * b * n
+    assert work["policy_forwards"] == [[2 * b, p + n]]
+    assert work["reference_forwards"] == [[2 * b, p + n]]
+    assert work["reward_calls"] == [[2 * b, p + n - 1]]
+    assert res["copies"] == (1 if lora else 2)
+
+
+def test_gpu_trl_section_says_why_it_did_not_run_without_trl(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "trl", None)  # as if not installed
+    gpu = _load("gpu.py")
+    out = tmp_path / "g.md"
+    assert gpu["main"](["--device", "cpu", "--quick", "--trl-only", "--out", str(out)]) == 0
+    rows = [ln for ln in out.read_text().splitlines() if ln.startswith("| nlhf-zoo")]
+    assert len(rows) == 1 and "| not run: TRL is not installed" in rows[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.md"]
+    with pytest.raises(SystemExit):  # the README block is the whole table, not this section
+        gpu["main"](["--trl-only", "--readme", str(tmp_path / "README.md")])
+
+
+@pytest.mark.slow
+def test_gpu_trl_section_runs_the_comparison_on_cpu(tmp_path):
+    pytest.importorskip("trl", reason=TRL_ABSENT)
+    import json
+
+    gpu = _load("gpu.py")
+    out = tmp_path / "g.md"
+    args = ["--device", "cpu", "--quick", "--trl-only", "--rounds", "1", "--trl-new-tokens", "4"]
+    assert gpu["main"]([*args, "--out", str(out)]) == 0
+    rows = [ln for ln in out.read_text().splitlines() if ln.startswith("| nlhf-zoo")]
+    assert len(rows) == 4  # full and LoRA: time and peak memory
+    assert all("tiny" in r and "bf16" in r and r.rstrip(" |").endswith("x") for r in rows)
+    result = json.loads((tmp_path / "hf_vs_trl_cpu.json").read_text())
+    assert result["settings"]["precision"] == "bf16" and len(result["rows"]) == 2
+    for row in result["rows"]:  # TRL's work: one generate call of 2 x 8 answers of 4 tokens
+        assert row["memory"]["trl"]["work"]["generate"] == [[16, 4]]
