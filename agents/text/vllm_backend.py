@@ -37,6 +37,7 @@ transformers`` with the same seed.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import shutil
@@ -107,11 +108,16 @@ def _adapter_name(lm: Any) -> str:
 
 def _base_weights(lm: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """The named base weights of a ``transformers`` model, or of the model under a peft model's
-    adapters (adapter weights left out, peft's ``.base_layer`` names mapped back)."""
+    adapters (adapter weights left out, peft's ``.base_layer`` names mapped back).
+
+    Tied weights come under each of their names (GPT-2's ``lm_head.weight`` is ``wte``'s): vLLM's
+    CPU layers keep a packed copy of each layer's weight, and a reload refreshes the output
+    head's copy only when the head's own name is among the weights.
+    """
     if not _is_peft(lm):
-        yield from lm.named_parameters()
+        yield from lm.named_parameters(remove_duplicate=False)
         return
-    for name, p in lm.get_base_model().named_parameters():
+    for name, p in lm.get_base_model().named_parameters(remove_duplicate=False):
         if "lora_" in name:
             continue
         yield name.replace(".base_layer.", "."), p
@@ -164,6 +170,12 @@ class VLLMGenerator:
         seed: the engine's seed (each answer also gets its own seed, see :meth:`generate`).
         enforce_eager: run the model without compilation (default ``True``: on a CPU compiling
             takes minutes; on a GPU ``False`` enables CUDA graphs).
+        verify: after every load of weights or of an adapter, check the engine against the
+            ``transformers`` model on one probe prompt: the log-probabilities of its five most
+            likely next tokens must agree to 1e-3 (float32; 0.1 in bfloat16), else
+            ``RuntimeError`` (a wrong or stale model in the engine would otherwise sample silently
+            from another policy). Costs one one-token request and one forward pass of four tokens
+            per load.
         engine_kwargs: further keyword arguments of ``vllm.LLM`` (e.g. ``max_num_seqs``).
 
     Raises:
@@ -182,6 +194,7 @@ class VLLMGenerator:
         kv_cache_bytes: int | None = None,
         seed: int = 0,
         enforce_eager: bool = True,
+        verify: bool = True,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not vllm_available():
@@ -197,10 +210,13 @@ class VLLMGenerator:
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.max_new_tokens = int(max_new_tokens)
         self.lora = _is_peft(lm)
+        self.verify = bool(verify)
+        self._tolerance = 1e-3 if dtype == "float32" else 0.1
         self._root = Path(tempfile.mkdtemp(prefix="nlhf-vllm-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._root), True)
         base = lm.get_base_model() if self.lora else lm
-        self.config = base.config
+        self.config = copy.deepcopy(base.config)
+        self.config.architectures = [type(base).__name__]  # a model built in memory names none
         self.vocab = int(base.get_output_embeddings().weight.shape[0])
         #: the model whose weights the engine holds (the base model, with LoRA) and their signature
         self._loaded: tuple[weakref.ref[Any], tuple[tuple[int, int, int], ...]] | None = None
@@ -217,6 +233,7 @@ class VLLMGenerator:
                                dict(engine_kwargs or {}))  # fmt: skip
         self._base = lm
         self._load(lm, _base_weights(lm))
+        self._verify(lm, adapter=False, request=None)
 
     # ------------------------------------------------------------------ engine
     def _kv_bytes(self, dtype: str) -> int:
@@ -245,6 +262,7 @@ class VLLMGenerator:
         self.config.save_pretrained(folder)  # the architecture only: weights come from sync()
         kwargs: dict[str, Any] = {
             "model": str(folder),
+            "runner": "generate",
             "load_format": "dummy",
             "skip_tokenizer_init": True,  # prompts are token ids; answers are not detokenized
             "generation_config": "vllm",  # no stop tokens from the model's own config
@@ -293,8 +311,7 @@ class VLLMGenerator:
             torch.random.set_rng_state(states[2])
 
     def _model_name(self) -> str:
-        archs = getattr(self.config, "architectures", None) or [type(self.config).__name__]
-        return str(archs[0])
+        return str(self.config.architectures[0])
 
     def _load(self, lm: Any, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load full (or base) weights of ``lm`` into the engine, in place."""
@@ -382,6 +399,7 @@ class VLLMGenerator:
         loaded = self._loaded
         if force or loaded is None or loaded[0]() is not base or loaded[1] != sig:
             self._load(base, _base_weights(base))
+            self._verify(base, adapter=False, request=None)
         return self._adapter_request(target.lm, force) if target.adapter else None
 
     def _check_base(self, lm: Any) -> None:
@@ -420,7 +438,51 @@ class VLLMGenerator:
                 LoRARequest(name, entry.lora_id, str(entry.folder), load_inplace=True)
             )
             entry.signature = sig
+            request = LoRARequest(name, entry.lora_id, str(entry.folder))
+            self._verify(lm, adapter=True, request=request)
+            return request
         return LoRARequest(name, entry.lora_id, str(entry.folder))
+
+    @torch.no_grad()
+    def _verify(self, lm: Any, *, adapter: bool, request: Any) -> None:
+        """Check the engine against ``lm`` (its adapter, or with LoRA its base) on a probe prompt
+        (see ``verify`` in the class docstring)."""
+        if not self.verify:
+            return
+        from vllm import SamplingParams
+
+        probe = list(range(min(4, self.vocab)))
+        params = SamplingParams(temperature=1.0, max_tokens=1, logprobs=5, seed=0, detokenize=False)
+        out = (
+            self.llm.generate(
+                [{"prompt_token_ids": probe}], params, lora_request=request, use_tqdm=False
+            )[0]
+            .outputs[0]
+            .logprobs[0]
+        )
+        device = next(lm.parameters()).device
+        training = [m for m in lm.modules() if m.training]
+        for m in training:  # no (LoRA) dropout in the probe
+            m.eval()
+        try:
+            x = torch.tensor([probe], device=device)
+            if self.lora and not adapter:
+                with lm.disable_adapter():
+                    logits = lm(input_ids=x).logits
+            else:
+                logits = lm(input_ids=x).logits
+        finally:
+            for m in training:
+                m.train()
+        ref = torch.log_softmax(logits[0, -1].float(), -1).cpu()
+        diff = max(abs(float(ref[t]) - lp.logprob) for t, lp in out.items())
+        if not diff <= self._tolerance:
+            what = "adapter" if adapter else "weights"
+            raise RuntimeError(
+                f"the vLLM engine does not reproduce the policy after loading its {what}: "
+                f"next-token log-probs differ by {diff:.3g} on a probe prompt (more than "
+                f"{self._tolerance:g}); vLLM cannot serve this model as loaded"
+            )
 
     def _prune(self) -> None:
         """Drop the adapters of policies that no longer exist (engine slot and folder)."""
