@@ -28,7 +28,8 @@ downloaded; GPT-2 small is 124M parameters, 12 layers of 768; GPT-2 medium 355M,
    tokens and those of the ``transformers`` model for the same tokens (float32 both).
 
 The machine, the command and the versions are written with the table (``--out``, default
-``results/vllm_<device type>.md``). :func:`main` takes ``argv``.
+``results/vllm_<device type>.md``, the table between snippet markers ``table`` for the docs).
+:func:`main` takes ``argv``.
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# vLLM generation backend against the transformers path",
         "",
+        "<!-- --8<-- [start:table] -->",
         f"Device: {_device_name(device)}; {_versions()}. Command: `{cmd}` "
         f"({time.perf_counter() - start:.0f} s). Random weights of each shape, temperature 1; "
         f"rates are medians of {args.rounds} interleaved rounds after start-up and a warm-up call; "
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "| measurement | value | ratio |",
         "| --- | ---: | ---: |",
         *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "<!-- --8<-- [end:table] -->",
         "",
     ]
     text = "\n".join(lines)

@@ -125,8 +125,8 @@ def _base_weights(lm: Any) -> Iterator[tuple[str, torch.Tensor]]:
 
 @dataclass
 class _Target:
-    """What one request samples: the base model or full weights (``adapter`` ``None``) or a LoRA
-    adapter on the base, with the tokens it may emit."""
+    """What one request samples: full weights or the LoRA base model of ``lm`` (``adapter``
+    false), or ``lm``'s LoRA adapter on the base; with the tokens it may emit."""
 
     lm: Any
     adapter: bool
@@ -150,9 +150,9 @@ class VLLMGenerator:
     """One colocated vLLM engine that samples answers of a Hugging Face causal LM, full or LoRA.
 
     The engine runs in this process (vLLM's in-process engine core and single-process executor:
-    nothing is spawned, and weights reach it without a copy through a pipe). It starts from the
-    model's config alone and takes its weights from ``lm`` (no weights are written to disk); a LoRA
-    adapter is written to a small temporary folder, which vLLM's LoRA loader reads.
+    nothing is spawned, and weights reach it as tensors in memory, not through a pipe). It starts
+    from the model's config alone and copies its weights from ``lm`` (no weights are written to
+    disk); a LoRA adapter is written to a small temporary folder, which vLLM's LoRA loader reads.
 
     Args:
         lm: the policy's ``transformers`` causal LM, or a ``peft`` model around one (then the engine

@@ -205,6 +205,58 @@ def test_lora_samples_follow_the_adapter_the_base_and_a_frozen_adapter(env):
         close(agent)
 
 
+def test_a_tied_output_head_follows_the_embedding_and_a_stale_engine_is_refused():
+    from agents.text.backend import HFCausalPolicy
+    from agents.text.vllm_backend import VLLMGenerator
+
+    config = transformers.GPT2Config(
+        vocab_size=40, n_positions=32, n_embd=64, n_layer=1, n_head=2, tie_word_embeddings=True
+    )
+    torch.manual_seed(0)
+    lm = transformers.GPT2LMHeadModel(config).eval()
+    assert lm.lm_head.weight is lm.transformer.wte.weight
+    policy = HFCausalPolicy(lm, 40)
+    vllm = VLLMGenerator(lm, eos_id=39, max_prompt_tokens=4, max_new_tokens=6)
+    try:
+        ids = torch.randint(0, 39, (256, 4), generator=torch.Generator().manual_seed(0))
+        mask = torch.ones_like(ids, dtype=torch.bool)
+
+        def log_prob_gap() -> float:
+            g = vllm.generate(policy, ids, mask, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                lp = token_log_probs(policy, ids, mask, g.tokens, g.mask)
+            return (lp - g.log_probs).abs().max().item()
+
+        assert log_prob_gap() < 1e-4
+        with torch.no_grad():
+            lm.transformer.wte.weight.mul_(3.0)  # the output head changes with it
+        assert log_prob_gap() < 1e-4  # reloaded under both names, checked on the probe
+        # the check refuses an engine that holds other weights than the policy's
+        stale = [(n, p.detach() * 0.5) for n, p in lm.named_parameters(remove_duplicate=False)]
+        vllm.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": iter(stale), "is_checkpoint_format": True}
+        )
+        with pytest.raises(RuntimeError, match="does not reproduce the policy after loading"):
+            vllm._verify(lm, adapter=False, request=None)
+    finally:
+        vllm.close()
+
+
+def test_the_benchmark_writes_its_table(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "vllm_generation.py"
+    bench = runpy.run_path(str(path), run_name="vllm_generation")
+    out = tmp_path / "vllm.md"
+    args = ["--shapes", "quick", "--batch", "8", "--new-tokens", "4", "--rounds", "1"]
+    assert bench["main"]([*args, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Device: CPU" in text and "vLLM backend" in text and "weight sync" in text
+    gap = float(text.split("largest log-prob difference, vLLM vs transformers | ")[1].split(" ")[0])
+    assert gap < 1e-4
+
+
 # ------------------------------------------------------------------------------- agents
 
 

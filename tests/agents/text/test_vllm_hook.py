@@ -93,5 +93,7 @@ def test_without_the_extra_the_hf_duel_says_how_to_install_it():
     from nlhf_envs.text.hf_env import HFTokenDuelEnv
 
     env = HFTokenDuelEnv.from_world("nlhf/TinyTokenDuel-v0")
-    with pytest.raises(ConfigError, match=r"needs the vllm package \(pip install 'nlhf-zoo\[vllm\]'"):
+    with pytest.raises(
+        ConfigError, match=r"needs the vllm package \(pip install 'nlhf-zoo\[vllm\]'"
+    ):
         agents.make("online_ipo", env, generation_backend="vllm", eval_every=0)
