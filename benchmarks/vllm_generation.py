@@ -26,6 +26,10 @@ downloaded; GPT-2 small is 124M parameters, 12 layers of 768; GPT-2 medium 355M,
    step), median of ``--rounds``.
 4. A check: the largest difference between the log-probabilities vLLM returns for its sampled
    tokens and those of the ``transformers`` model for the same tokens (float32 both).
+5. **Training** (``--train-iterations``, default on CUDA only): Online IPO iterations/s (full
+   fine-tuning, ``batch_size`` ``--batch`` / 2 pairs, evaluation off) on the GPT-2-small-sized
+   ``nlhf/HFTokenDuel-v0`` of ``benchmarks/hf_train.py`` with ``generation_backend: transformers``
+   (the anchor) and ``vllm``, after one warm-up iteration each.
 
 The machine, the command and the versions are written with the table (``--out``, default
 ``results/vllm_<device type>.md``, the table between snippet markers ``table`` for the docs).
@@ -163,6 +167,42 @@ def measure_shape(
     return rows
 
 
+def training_rows(
+    device: torch.device, batch: int, iterations: int, quick: bool
+) -> list[tuple[str, str, str]]:
+    """Online IPO iterations/s with each generation backend (see the module docstring)."""
+    import agents
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
+    from hf_train import _gpt2_small_env
+
+    env = _gpt2_small_env(quick)
+    rates = {}
+    for backend in ("transformers", "vllm"):
+        agent = agents.make(
+            "online_ipo", env, seed=0, batch_size=batch, eval_every=0, device=str(device),
+            generation_backend=backend,
+        )  # fmt: skip
+        agent.learn(num_iterations=1)  # warm-up (vLLM: engine start and its first call)
+        _synced(device)
+        t = time.perf_counter()
+        agent.learn(num_iterations=iterations)
+        _synced(device)
+        rates[backend] = iterations / (time.perf_counter() - t)
+        if backend == "vllm":
+            agent.engine.vllm.close()
+    shape = "2-layer GPT-2 (quick)" if quick else "GPT-2 small"
+    label = f"Online IPO on {shape} nlhf/HFTokenDuel-v0, full, B = {batch}, {iterations} iterations"
+    return [
+        (f"{label}: transformers (anchor)", f"{rates['transformers']:.3f} iterations/s", "1.00x"),
+        (
+            f"{label}: vLLM",
+            f"{rates['vllm']:.3f} iterations/s",
+            f"{rates['vllm'] / rates['transformers']:.2f}x",
+        ),
+    ]
+
+
 def _versions() -> str:
     import transformers
 
@@ -197,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=None, help="default 32 on CPU, 128 on CUDA")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--train-iterations", type=int, default=None, help="default 8 on CUDA, 0 (off) on CPU"
+    )
+    p.add_argument("--train-quick", action="store_true", help="training rows on a 2-layer model")
     p.add_argument("--out", type=Path, default=None, help="default results/vllm_<device type>.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -212,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure_shape(
             shape, device, batch, args.prompt_tokens, new_tokens, args.rounds, vocab
         )
+    train = args.train_iterations if args.train_iterations is not None else (8 if cuda else 0)
+    if train > 0:
+        rows += training_rows(device, max(2, batch // 2), train, args.train_quick)
     shown = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/vllm_generation.py", *[a for a in shown if a]])
     lines = [

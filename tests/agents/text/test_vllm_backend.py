@@ -250,9 +250,11 @@ def test_the_benchmark_writes_its_table(tmp_path):
     bench = runpy.run_path(str(path), run_name="vllm_generation")
     out = tmp_path / "vllm.md"
     args = ["--shapes", "quick", "--batch", "8", "--new-tokens", "4", "--rounds", "1"]
+    args += ["--train-iterations", "1", "--train-quick"]
     assert bench["main"]([*args, "--out", str(out)]) == 0
     text = out.read_text()
     assert "Device: CPU" in text and "vLLM backend" in text and "weight sync" in text
+    assert "Online IPO on 2-layer GPT-2 (quick)" in text and "iterations/s" in text
     gap = float(text.split("largest log-prob difference, vLLM vs transformers | ")[1].split(" ")[0])
     assert gap < 1e-4
 
