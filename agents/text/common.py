@@ -170,6 +170,10 @@ class TextAgentConfig:
             starts from its full model, or (with the same ``lora`` block) from its adapter, whose
             base model must be the env's reference; ``pi_ref`` stays the env's reference
             (``nlhf/HFTokenDuel-v0`` only).
+        generation_backend: who samples the answers: ``"transformers"`` (default; the engine's own
+            loop, :func:`nlhf_envs.text.engine.generate`) or ``"vllm"`` (a vLLM engine colocated in
+            the training process, extra ``vllm``; ``nlhf/HFTokenDuel-v0`` only, not Nash-MD:
+            :mod:`agents.text.vllm_backend`).
     """
 
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
@@ -200,6 +204,7 @@ class TextAgentConfig:
     shards: int | None = None
     precision: str = "fp32"
     init_from: str | None = None
+    generation_backend: str = "transformers"
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
@@ -265,6 +270,11 @@ class TextAgentConfig:
             )
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision: expected 'fp32' or 'bf16'; got {self.precision!r}")
+        if self.generation_backend not in ("transformers", "vllm"):
+            raise ConfigError(
+                "generation_backend: expected 'transformers' or 'vllm'; "
+                f"got {self.generation_backend!r}"
+            )
 
 
 @dataclass
@@ -361,6 +371,10 @@ class TextAgent(AgentBase):
         self.model, self.optimizer = self._build_model(self.backend.initial)
         #: ``pi_ref`` (frozen; with LoRA, the policy with its adapter disabled)
         self.reference = self.backend.reference_for(self.model)
+        if config.generation_backend == "vllm":  # hook: answers sampled by a colocated vLLM engine
+            from agents.text.vllm_backend import vllm_engine
+
+            self.engine = vllm_engine(self)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
         #: data-parallel layout: this process's rank, the process count and the global shards

@@ -58,6 +58,11 @@ class TextNashMDConfig(TextAgentConfig):
             raise ConfigError(f"mixture_coef: must lie in [0, 1]; got {self.mixture_coef}")
         if self.eta is not None and not self.eta > 0:
             raise ConfigError(f"eta: must be > 0 (or None for 2 / beta); got {self.eta}")
+        if self.generation_backend == "vllm":
+            raise ConfigError(
+                "generation_backend: Nash-MD's opponent mixes pi_theta's and pi_ref's logits at "
+                "every token, which vLLM (one model per request) cannot sample; use transformers"
+            )
 
 
 @register_agent("nash_md", kind="text")
