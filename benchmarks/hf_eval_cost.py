@@ -108,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     print(done.stderr, end="", file=sys.stderr)
     if done.returncode:
         return done.returncode
-    found = re.search(r"trained in ([\d.]+) s; final evaluation in ([\d.]+) s", done.stdout)
+    found = re.search(
+        r"trained in ([\d.]+) s; final evaluation in ([\d.]+) s "
+        r"\(CPU ([\d.]+) s and ([\d.]+) s\)",
+        done.stdout,
+    )
     if found is None:
         print("no timing line in the output", file=sys.stderr)
         return 1
-    train_s, eval_s = float(found.group(1)), float(found.group(2))
+    train_s, eval_s, train_cpu, eval_cpu = (float(g) for g in found.groups())
     print(
         f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"1 torch thread\ntraining {train_s:.1f} s, final evaluation {eval_s:.1f} s: "
-        f"{eval_s / train_s:.2f} of the training"
+        f"1 torch thread\ntraining {train_s:.1f} s (CPU {train_cpu:.1f} s), final evaluation "
+        f"{eval_s:.1f} s (CPU {eval_cpu:.1f} s): {eval_cpu / train_cpu:.2f} of the training in "
+        f"CPU time, {eval_s / train_s:.2f} in wall time"
     )
     return 0
 

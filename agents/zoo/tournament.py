@@ -140,11 +140,16 @@ def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
 
     split = "heldout"
     n = int(args.n_duels)
-    m = agent.evaluate(num_prompts=n, split=split)
-    env_id = getattr(agent.env, "env_id", None) or "nlhf/TokenDuel-v0"
+    m = agent.evaluate(num_prompts=n, split=split, progress=not args.no_progress)
+    hf = agent.backend.kind != "native"
+    env_id = "nlhf/HFTokenDuel-v0" if hf else getattr(agent.env, "env_id", None)
+    env_id = env_id or "nlhf/TokenDuel-v0"
     exact = agent.enumerable() and agent.config.nash_eval in ("auto", "exact")
     world = getattr(agent, "world", None)
-    prompts = len(world.prompts.indices(split)) if world is not None else None
+    if world is not None:
+        prompts = len(world.prompts.indices(split))
+    else:  # a Hugging Face env: its own prompt sets
+        prompts = len(getattr(agent.env, "prompts", {}).get(split) or ())
     where = f"the {prompts} prompts of the {split} split" if prompts else f"the {split} split"
 
     def rate(key: str) -> str:
@@ -152,10 +157,14 @@ def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
         lo, hi = wilson_interval(p * n, n)
         return f"{p:.4f} (95% CI [{lo:.4f}, {hi:.4f}])"
 
+    truth = (
+        f"{rate('eval/win_rate_ref_true')} under the ground truth; "
+        if "eval/win_rate_ref_true" in m
+        else "(the game has no ground truth); "
+    )
     print(
         f"{args.agent_path} vs pi_ref on {env_id}: {n} answer pairs on prompts drawn from "
-        f"{where}: win rate {rate('eval/win_rate_ref_judge')} under the judge, "
-        f"{rate('eval/win_rate_ref_true')} under the ground truth; "
+        f"{where}: win rate {rate('eval/win_rate_ref_judge')} under the judge, {truth}"
         f"KL(pi || pi_ref) = {m['eval/kl_ref']:.4f}"
     )
     if "eval/exploitability" in m:
