@@ -156,7 +156,7 @@ class TextAgentConfig:
         nash_eval_prompts: held-out prompts of an estimate.
         nash_eval_samples: ``pi_ref`` samples per prompt of an estimate (``n``; twice as many fresh
             samples ``m`` for the exploitability). On ``nlhf/HFTokenDuel-v0`` under ``nash_eval:
-            auto`` it is the largest ``n``: an estimate is held to the sampling cost of 16
+            auto`` it is the largest ``n``: an estimate is held to the sampling cost of 8
             training batches (:func:`agents.text.evaluation.estimate_sizes`).
         lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
             block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);

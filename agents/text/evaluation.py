@@ -30,7 +30,7 @@ __all__ = [
 #: On ``nlhf/HFTokenDuel-v0`` under ``nash_eval: auto``, one Nash estimate (one prompt split)
 #: samples about as many answers as this many training batches do (``2 batch_size`` answers each):
 #: see :func:`estimate_sizes`.
-ESTIMATE_BUDGET_BATCHES = 16
+ESTIMATE_BUDGET_BATCHES = 8
 
 #: The smallest support ``n`` the budget of :func:`estimate_sizes` leaves an estimate.
 MIN_SUPPORT = 8

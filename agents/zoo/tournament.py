@@ -16,11 +16,10 @@ from agents.zoo.common import (
     MAX_SEED,
     _check_count,
     _check_folder,
-    _progress,
     _threads_note,
     env_folder_name,
 )
-from agents.zoo.participants import _match_env, _resolve_participant
+from agents.zoo.participants import _match_env, _resolve_participant, check_paths
 
 
 def cmd_tournament(args: argparse.Namespace) -> int:
@@ -35,10 +34,13 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     _check_count("--seed", args.seed, 0, MAX_SEED)
     _check_folder("--output-dir", args.output_dir)
     _check_folder("--log-folder", args.log_folder)
+    check_paths(list(args.participants), args.env, env_kwargs)  # before loading anything
     resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
     parts = arena.unique_names([(n, o) for n, o, _ in resolved])
     env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)
-    arena.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
+    # the environment (its reference model and judge) is built once, here, and every match is
+    # played in it
+    env = arena.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
     # everything is valid: now (and only now) the output folder is created
     out = (
         Path(args.output_dir)
@@ -46,13 +48,11 @@ def cmd_tournament(args: argparse.Namespace) -> int:
         else make_run_dir(Path(args.log_folder) / "tournaments", env_folder_name(env_id))
     )
     n = len(parts)
-    bar = _progress(n * (n - 1) // 2, "tournament", not args.no_progress)
     played = []
     start = time.perf_counter()
 
     def on_match(r: Any) -> None:
         played.append(r)
-        bar.update(1)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", arena.IntransitivityWarning)
@@ -68,8 +68,9 @@ def cmd_tournament(args: argparse.Namespace) -> int:
             use_ray=args.ray,
             ray_address=args.address,
             on_match=on_match,
+            env_instance=env,
+            progress=not args.no_progress,
         )
-    bar.close()
     print(f"tournament on {env_id}:\n")
     print(result.to_markdown())
     for w in caught:
@@ -88,23 +89,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``nlhf-zoo eval``: win rate of a saved agent against ``args.opponent`` (and a token
     agent's Nash metrics); ``0``."""
     from agents import arena
+    from agents.zoo.configs import parse_params
 
     _check_count("--n-duels", args.n_duels, 1, MAX_DUELS)
     _check_count("--seed", args.seed, 0, MAX_SEED)
+    env_kwargs = parse_params(getattr(args, "env_kwargs", None))
+    specs = [f"agent={args.agent_path}", f"opponent={args.opponent}"]
+    check_paths(specs, args.env, env_kwargs)  # before loading anything
     start = time.perf_counter()
-    me = _resolve_participant(f"agent={args.agent_path}", args.env, args)
+    me = _resolve_participant(specs[0], args.env, args)
     if getattr(me[1], "kind", "") == "text":
         _print_text_eval(me[1], args)
         if args.opponent == "pi_ref":
             print(f"evaluated in {time.perf_counter() - start:.1f} s{_threads_note()}")
             return 0
-    opp = _resolve_participant(f"opponent={args.opponent}", args.env, args)
+    opp = _resolve_participant(specs[1], args.env, args)
     parts = [(me[0], me[1]), (opp[0], opp[1])]
-    from agents.zoo.configs import parse_params
-
-    env_kwargs = parse_params(getattr(args, "env_kwargs", None))
     env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, env_kwargs)
-    result = arena.run(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed)
+    result = arena.run(
+        parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed,
+        progress=not args.no_progress,
+    )  # fmt: skip
     lo, hi = result.ci_low[0, 1], result.ci_high[0, 1]
     print(
         f"win rate of {args.agent_path} vs {args.opponent} on {env_id}: "

@@ -158,18 +158,18 @@ def test_the_estimate_is_held_to_a_budget_of_training_batches(parts):
     with user_env_kwargs("nlhf/HFTokenDuel-v0", kwargs):
         env = resolve_target("nlhf/HFTokenDuel-v0", kwargs)[1]
     agent = agents.make(
-        "online_ipo", env, seed=0, batch_size=8, nash_eval_prompts=16, nash_eval_samples=32
+        "online_ipo", env, seed=0, batch_size=16, nash_eval_prompts=16, nash_eval_samples=32
     )
     C = len(env.prompts["heldout"])  # 4 prompts: the split caps the 16 asked for
-    n = ESTIMATE_BUDGET_BATCHES * 2 * 8 // (5 * C)
+    n = ESTIMATE_BUDGET_BATCHES * 2 * 16 // (5 * C)
     assert C == 4 and MIN_SUPPORT < n < 32
     assert estimate_sizes(agent, "heldout") == (16, n, 2 * n)
-    # the answers it samples, C (n + 2m), fit the budget of 16 batches of 2 x 8 answers
-    assert C * 5 * n <= ESTIMATE_BUDGET_BATCHES * 2 * 8
+    # the answers it samples, C (n + 2m), fit the budget of training batches of 2 x 16 answers
+    assert C * 5 * n <= ESTIMATE_BUDGET_BATCHES * 2 * 16
     small = agents.make("online_ipo", env, seed=0, batch_size=2, nash_eval_samples=32)
     assert estimate_sizes(small, "heldout")[1] == MIN_SUPPORT  # never below the floor
     exact = agents.make(
-        "online_ipo", env, seed=0, batch_size=8, nash_eval="estimate", nash_eval_samples=32
+        "online_ipo", env, seed=0, batch_size=16, nash_eval="estimate", nash_eval_samples=32
     )
     assert estimate_sizes(exact, "heldout") == (16, 32, 64)  # "estimate": the config's sizes
 

@@ -155,7 +155,9 @@ def test_a_judge_score_that_is_not_finite_is_named():
             return out
 
     env = _rm_env(Broken(_reward_model(300, seed=5), tok))
-    with pytest.raises(ValueError, match=r"judge \S*Broken returned the score nan for answer 1; expected a finite"):
+    with pytest.raises(
+        ValueError, match=r"judge \S*Broken returned the score nan for answer 1; expected a finite"
+    ):
         estimate_hf_nash_metrics(env.reference, env, num_prompts=2, n=4, m=4)
 
 
