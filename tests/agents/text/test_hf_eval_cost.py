@@ -219,3 +219,45 @@ def test_load_and_eval_rebuild_a_hugging_face_run_s_env_as_resume_does(parts, tm
     lone.write_bytes((run / "final.npz").read_bytes())
     with pytest.raises(agents.checkpoint.CheckpointError, match="needs its env"):
         agents.load(lone)
+
+
+def test_export_only_loads_merges_and_saves_and_refuses_a_stale_folder(parts, tmp_path, capsys):
+    import shutil
+    from collections import Counter
+
+    import torch
+    import transformers
+
+    from nlhf_envs.text import hf_folders
+
+    lora = "lora:{rank: 2, alpha: 4, target_modules: [c_attn]}"
+    assert main(_argv(parts, tmp_path / "logs", [lora], n=8)) == 0
+    run = _run(tmp_path / "logs")
+    shutil.copytree(run / "final_hf", tmp_path / "old_hf")  # the adapter after iteration 1
+    assert main(["train", "--resume", str(run), "-n", "16", "--no-progress"]) == 0
+    loads: Counter = Counter()
+    real = hf_folders._load
+
+    def counted(loader, path, *args, **kwargs):
+        loads[loader.__name__] += 1
+        return real(loader, path, *args, **kwargs)
+
+    hf_folders._load = counted
+    try:
+        assert main(["export", str(run), str(tmp_path / "merged")]) == 0
+    finally:
+        hf_folders._load = real
+    # the adapter's base and the tokenizer: no judge, no environment, no agent
+    assert loads == Counter({"AutoModelForCausalLM": 1, "AutoTokenizer": 1})
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    agent = agents.load(run / "final.npz")
+    ids = torch.tensor([[3, 10, 11, 4, 5]])
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits.float() - agent.model(ids)[0]).abs().max() <= 1e-5
+    # a final_hf/ left behind by an interrupted save is refused, not exported
+    shutil.rmtree(run / "final_hf")
+    shutil.copytree(tmp_path / "old_hf", run / "final_hf")
+    capsys.readouterr()
+    assert main(["export", str(run), str(tmp_path / "stale")]) == 2
+    assert "final_hf/ does not hold the policy of final.npz" in capsys.readouterr().err
+    assert not (tmp_path / "stale").exists()
