@@ -15,7 +15,6 @@ import yaml
 pytest.importorskip("transformers")
 
 import agents  # noqa: E402
-from agents.text.evaluation import ESTIMATE_BUDGET_BATCHES, MIN_SUPPORT, estimate_sizes  # noqa: E402
 from agents.zoo.cli import main  # noqa: E402
 from agents.zoo.train import TrainingInterrupted, train_run  # noqa: E402
 
@@ -153,6 +152,7 @@ def test_sigterm_stops_the_final_evaluation_and_resume_evaluates_the_trained_sta
 
 def test_the_estimate_is_held_to_a_budget_of_training_batches(parts):
     from agents.registry import resolve_target, user_env_kwargs
+    from agents.text.evaluation import ESTIMATE_BUDGET_BATCHES, MIN_SUPPORT, estimate_sizes
 
     kwargs = _env_kwargs(parts)
     with user_env_kwargs("nlhf/HFTokenDuel-v0", kwargs):

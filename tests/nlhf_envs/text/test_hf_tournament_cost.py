@@ -164,6 +164,7 @@ def test_the_duels_of_a_match_are_judged_in_batches(folders):
 
 MISSING = [
     (["tournament", "a={missing}", "pi_ref"], "participant 'a={missing}'"),
+    (["tournament", "a={ok}", "b={missing}", "--env-kwargs"], "participant 'b={missing}'"),
     (["eval", "{missing}"], "participant 'agent={missing}'"),
     (["tournament", "a={ok}", "pi_ref", "--env-kwargs", "reference:{missing}"], "reference"),
     (["eval", "{ok}", "--env-kwargs", "judge:{missing}"], "judge"),
