@@ -424,10 +424,13 @@ class AgentBase:
         if cached is not None and cached[0] == key:
             return cached[1]
         logger, self.logger = self.logger, None  # a TensorBoard writer is not copied
+        listening = self.__dict__.pop("_learn_progress", None)  # nor learn's progress reports
         try:
             twin = copy.deepcopy(self)
         finally:
             self.logger = logger
+            if listening is not None:
+                self._learn_progress = listening
         before = twin.queries_used
         twin._run_iteration()
         cost = int(twin.queries_used - before)
