@@ -52,7 +52,7 @@ def check_paths(specs: list[str], env_id: str | None, env_kwargs: dict[str, Any]
     exist: one line naming the spec or argument and the path.
 
     Raises:
-        UserError: as above.
+        UserError, EnvironmentSetupError: as above (an unknown id: the latter).
     """
     for spec in specs:
         name, sep, value = spec.partition("=")
@@ -67,7 +67,10 @@ def check_paths(specs: list[str], env_id: str | None, env_kwargs: dict[str, Any]
     from nlhf_envs.env_ids import HF_ENV_IDS
 
     if env_id not in nlhf_envs.registered_ids() and env_id not in HF_ENV_IDS:
-        raise UserError(f"--env {env_id}: unknown environment id (see `nlhf-zoo list`)")
+        raise EnvironmentSetupError(  # the words of agents.arena.run's own check
+            f"unknown environment id {env_id!r}; registered: "
+            f"{', '.join(nlhf_envs.registered_ids())}"
+        )
     if env_id not in HF_ENV_IDS:
         return
     for key in HF_FOLDER_ARGS + HF_FILE_ARGS:
