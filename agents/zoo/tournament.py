@@ -106,9 +106,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     opp = _resolve_participant(specs[1], args.env, args)
     parts = [(me[0], me[1]), (opp[0], opp[1])]
     env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, env_kwargs)
+    # a Hugging Face run's agent holds the env its config.yml builds: played, not built again
+    hf_agent = getattr(getattr(me[1], "backend", None), "kind", "native") != "native"
+    same = me[2] is not None and (env_id, env_kwargs) == (me[2][0], dict(me[2][1]))
     result = arena.run(
         parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed,
-        progress=not args.no_progress,
+        progress=not args.no_progress, env_instance=me[1].env if hf_agent and same else None,
     )  # fmt: skip
     lo, hi = result.ci_low[0, 1], result.ci_high[0, 1]
     print(

@@ -214,6 +214,26 @@ def test_load_and_eval_rebuild_a_hugging_face_run_s_env_as_resume_does(parts, tm
     assert f"{run} vs pi_ref on nlhf/HFTokenDuel-v0: 8 answer pairs" in out
     assert "the 4 prompts of the heldout split" in out and "no ground truth" in out
     assert re.search(r"estimated Nash metrics \(beta = 0\.1\): exploitability \S+ \(95% CI", out)
+    # against another opponent the run's env plays the match: its models are loaded once
+    from collections import Counter
+
+    from nlhf_envs.text import hf_folders
+
+    loads: Counter = Counter()
+    real = hf_folders._load
+
+    def counted(loader, path, *args, **kwargs):
+        loads[loader.__name__] += 1
+        return real(loader, path, *args, **kwargs)
+
+    hf_folders._load = counted
+    try:
+        argv = ["eval", str(run), "--opponent", "uniform", "--n-duels", "8", "--no-progress"]
+        assert main(argv) == 0
+    finally:
+        hf_folders._load = real
+    assert loads["AutoModelForCausalLM"] == 1 and loads["AutoModelForSequenceClassification"] == 1
+    assert "win rate of" in capsys.readouterr().out
     # a checkpoint outside its run folder still needs its env, and says how to give it
     lone = tmp_path / "lone.npz"
     lone.write_bytes((run / "final.npz").read_bytes())
