@@ -84,13 +84,15 @@ def _device_of(policy: Any) -> Any:
     return params[0].device if params else torch.device("cpu")
 
 
-def play_batched(spec: Any, env: Any, first: Any, second: Any) -> Any:
-    """The :class:`~agents.arena.match.MatchResult` of ``spec`` on an HF token-duel ``env``,
-    played in batches (module docstring), or ``None`` when a participant cannot be batched."""
+def play_batched(
+    spec: Any, env: Any, first: Any, second: Any
+) -> tuple[list[float], list[float]] | None:
+    """The duels of ``spec`` on an HF token-duel ``env``, played in batches (module docstring):
+    ``(rewards, probs)``, the first participant's reward and judge probability of each duel, in
+    duel order; ``None`` when a participant cannot be batched."""
     import torch
     from gymnasium.utils import seeding
 
-    from agents.arena.match import MatchResult, _win_value
     from nlhf_envs.text.engine import generate, pay
     from nlhf_envs.text.hf_prompts import prompt_text
 
@@ -111,7 +113,8 @@ def play_batched(spec: Any, env: Any, first: Any, second: Any) -> Any:
         for p, s in zip(policies, states, strict=True)
     ]
     width, mode = env.max_prompt_tokens, env.reward_mode
-    wins = prob_sum = 0.0
+    rewards: list[float] = []
+    probs: list[float] = []
     modes = [getattr(p, "training", None) for p in policies]
     try:
         for p in policies:
@@ -146,12 +149,11 @@ def play_batched(spec: Any, env: Any, first: Any, second: Any) -> Any:
             u = torch.tensor(uniform[start : start + len(rows)], dtype=torch.float32)
             _, r0, r1 = pay(prob, u, mode)
             for r in range(len(rows)):
-                mine = float(r1[r]) if swap[r] else float(r0[r])
-                wins += _win_value(mine, mode)
+                rewards.append(float(r1[r]) if swap[r] else float(r0[r]))
                 p = float(prob[r])
-                prob_sum += 1.0 - p if swap[r] else p
+                probs.append(1.0 - p if swap[r] else p)
     finally:
         for p, was in zip(policies, modes, strict=True):
             if isinstance(p, torch.nn.Module) and was:
                 p.train()
-    return MatchResult(spec.i, spec.j, wins, n, prob_sum / n, spec.seed)
+    return rewards, probs

@@ -104,7 +104,13 @@ def play_match(spec: MatchSpec, env: Any = None) -> MatchResult:
 
         batched = play_batched(spec, base, spec.first, spec.second)  # read-only: no copies
         if batched is not None:
-            return batched
+            rewards, probs = batched
+            wins, prob_sum = 0.0, 0.0
+            for reward, p in zip(rewards, probs, strict=True):  # summed in duel order
+                wins += _win_value(reward, base.reward_mode)
+                prob_sum += p
+            return MatchResult(spec.i, spec.j, wins, spec.num_duels, prob_sum / spec.num_duels,
+                               spec.seed)  # fmt: skip
     first, second = copy.deepcopy(spec.first), copy.deepcopy(spec.second)
     game = matrix_game_of(env)
     n = spec.num_duels
