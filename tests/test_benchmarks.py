@@ -132,3 +132,14 @@ def test_token_games_only_runs_the_named_sections_and_keeps_the_others(tmp_path,
     assert f"| 4 | 6 | {pooled['within_exploitability']} / 6 |" in text
     with pytest.raises(SystemExit):
         bench["main"](["--only", "shares,plots", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_hf_eval_cost_runs_the_docs_command_and_reads_its_timings(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    bench = _load("hf_eval_cost.py")
+    assert bench["main"](["--folder", str(tmp_path / "parts"), "--queries", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "trained nash_mp (256 queries)" in out
+    assert "final evaluation: eval/exploitability = " in out and "(95% CI [" in out
+    assert "of the training in CPU time" in out
