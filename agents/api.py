@@ -31,6 +31,7 @@ import copy
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -41,6 +42,7 @@ import numpy as np
 from agents.checkpoint import save_agent
 from agents.config import ConfigError
 from agents.logger import make_logger
+from nlhf_envs.progress import Progress, reporter
 
 __all__ = [
     "ZooAgent",
@@ -53,6 +55,7 @@ __all__ = [
     "BudgetPlan",
     "plan_budget",
     "logs_iteration",
+    "LearnProgress",
 ]
 
 #: ``callback(agent)`` is called after every iteration; returning ``False`` stops ``learn``.
@@ -76,6 +79,7 @@ class ZooAgent(Protocol):
         num_queries: int | None = None,
         num_iterations: int | None = None,
         callback: Callback | None = None,
+        progress: Progress = None,
     ) -> Any: ...
 
     def act(self, observation: Any, deterministic: bool = False) -> Any: ...
@@ -252,6 +256,65 @@ def plan_budget(agent: Any, num_queries: int) -> BudgetPlan:
     return BudgetPlan(int(num_queries), cost, iterations, iterations * cost)
 
 
+class LearnProgress:
+    """The progress of one ``learn`` call (see :meth:`AgentBase.learn`).
+
+    Reports the call's queries (unit ``"queries"``) after every judged batch that the agent
+    announces (:meth:`AgentBase._queries_counted`; a Nash-MP iteration at ``inner_steps: 8`` is
+    16 of them) and after every iteration, with ``queries_per_s``: the training queries per
+    second of the current iteration (evaluations between iterations excluded) and
+    ``iterations``: the agent's iterations so far. The total is ``num_queries``, else
+    ``num_iterations`` times :meth:`AgentBase.iteration_queries`.
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        progress: Progress,
+        num_queries: int | None,
+        num_iterations: int | None,
+    ) -> None:
+        self.agent = agent
+        self.q0 = int(agent.queries_used)
+        total = num_queries
+        if total is None and num_iterations is not None and progress not in (None, False):
+            total = int(num_iterations) * max(int(agent.iteration_queries()), 1)
+        self.report = reporter(progress, "train", None if total is None else int(total), "queries")
+        self.t_start, self.q_start = time.perf_counter(), self.q0
+
+    def __enter__(self) -> LearnProgress:
+        if self.report.active:
+            self.agent._learn_progress = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.agent.__dict__.pop("_learn_progress", None)
+        self.report.close()
+
+    def iteration_started(self) -> None:
+        """An iteration starts: its queries per second are counted from now."""
+        self.t_start, self.q_start = time.perf_counter(), int(self.agent.queries_used)
+
+    def batch_done(self) -> None:
+        """A batch of queries inside the iteration was counted."""
+        self._send()
+
+    def iteration_done(self) -> None:
+        """The iteration is done (before its evaluation, if it logs one)."""
+        self._send()
+
+    def _send(self) -> None:
+        if not self.report.active:
+            return
+        queries = int(self.agent.queries_used)
+        elapsed = max(time.perf_counter() - self.t_start, 1e-9)
+        self.report.update(
+            queries - self.q0,
+            queries_per_s=(queries - self.q_start) / elapsed,
+            iterations=float(self.agent.num_iterations),
+        )
+
+
 def logs_iteration(t: int, every: int | None) -> bool:
     """Whether iteration ``t`` (1-based, counted over the agent's whole life) is logged.
 
@@ -361,10 +424,13 @@ class AgentBase:
         if cached is not None and cached[0] == key:
             return cached[1]
         logger, self.logger = self.logger, None  # a TensorBoard writer is not copied
+        listening = self.__dict__.pop("_learn_progress", None)  # nor learn's progress reports
         try:
             twin = copy.deepcopy(self)
         finally:
             self.logger = logger
+            if listening is not None:
+                self._learn_progress = listening
         before = twin.queries_used
         twin._run_iteration()
         cost = int(twin.queries_used - before)
@@ -377,6 +443,7 @@ class AgentBase:
         num_queries: int | None = None,
         num_iterations: int | None = None,
         callback: Callback | None = None,
+        progress: Progress = None,
     ) -> Any:
         """Run iterations until a budget of this call is spent or the callback says stop.
 
@@ -386,6 +453,10 @@ class AgentBase:
                 up to one iteration's queries of the budget may stay unused.
             num_iterations: stop after this many iterations of this call.
             callback: ``callback(agent)`` after every iteration; returning ``False`` stops.
+            progress: ``None`` (default: silent), ``True`` (a ``tqdm`` bar on stderr) or a
+                callable receiving :class:`~nlhf_envs.progress.ProgressEvent` objects (task
+                ``"train"``, unit ``"queries"``: the queries of this call, out of ``num_queries``,
+                else ``num_iterations`` iterations' worth); see :class:`LearnProgress`.
 
         Returns:
             ``self``.
@@ -394,12 +465,24 @@ class AgentBase:
             ConfigError: (a ``ValueError``) if neither budget is given or a budget is negative.
             LearningInterrupted: Ctrl-C, raised at the next iteration boundary.
         """
-        for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
-            extra = self._run_iteration()
-            self.num_iterations += 1
-            if logs_iteration(self.num_iterations, self.config.log_every):
-                self._record(extra)
+        check_learn_args(num_queries, num_iterations, callback)
+        with LearnProgress(self, progress, num_queries, num_iterations) as report:
+            for _ in iterations_within_budget(self, num_queries, num_iterations, callback):
+                report.iteration_started()
+                extra = self._run_iteration()
+                self.num_iterations += 1
+                report.iteration_done()
+                if logs_iteration(self.num_iterations, self.config.log_every):
+                    self._record(extra)
         return self
+
+    def _queries_counted(self) -> None:
+        """Called by an iteration each time it has counted a batch of queries into
+        ``queries_used`` (the token agents do, once per judged batch): moves ``learn``'s progress
+        within an iteration. Nothing happens when no one listens."""
+        report = getattr(self, "_learn_progress", None)
+        if report is not None:
+            report.batch_done()
 
     def _record(self, extra: dict[str, float]) -> None:
         row = self._log_row(extra)

@@ -307,6 +307,16 @@ def build_config(
                     f"{old!r} is the old name of {new!r}; give one of them{_where(source)}"
                 )
             mapping[new] = mapping.pop(old)
+    for key, word in getattr(cls, "FALSE_MEANS", {}).items():
+        # YAML 1.1 reads off/no/false as a boolean: for a field whose word for "none" is one of
+        # those (``nash_eval: off``), False means that word; True is refused with the reason
+        if mapping.get(key) is False:
+            mapping[key] = word
+        elif mapping.get(key) is True:
+            raise ConfigError(
+                f"{key}: got True (YAML reads on, yes and true as a boolean); give the value by "
+                f"name (off, no and false mean {word!r}){_where(source)}"
+            )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(k for k in mapping if k not in fields)
     if unknown:

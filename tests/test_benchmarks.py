@@ -299,3 +299,13 @@ def test_gpu_trl_section_runs_the_comparison_on_cpu(tmp_path):
     assert result["settings"]["precision"] == "bf16" and len(result["rows"]) == 2
     for row in result["rows"]:  # TRL's work: one generate call of 2 x 8 answers of 4 tokens
         assert row["memory"]["trl"]["work"]["generate"] == [[16, 4]]
+
+@pytest.mark.slow
+def test_hf_eval_cost_runs_the_docs_command_and_reads_its_timings(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    bench = _load("hf_eval_cost.py")
+    assert bench["main"](["--folder", str(tmp_path / "parts"), "--queries", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "trained nash_mp (256 queries)" in out
+    assert "final evaluation: eval/exploitability = " in out and "(95% CI [" in out
+    assert "of the training in CPU time" in out

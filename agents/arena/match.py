@@ -73,23 +73,45 @@ def _sample_rows(pi: np.ndarray, contexts: np.ndarray, rng: np.random.Generator)
     return (u[:, None] > cdf[contexts]).sum(axis=1)
 
 
-def play_match(spec: MatchSpec) -> MatchResult:
+def play_match(spec: MatchSpec, env: Any = None) -> MatchResult:
     """Play ``spec.num_duels`` duels between two participants; seats alternate every duel.
 
     When both participants have known policies on a one-round matrix game the duels are drawn in
     one vectorised pass (contexts, actions and Bernoulli outcomes, exactly as the environment draws
-    them); otherwise every duel is one episode of the PettingZoo environment. Participants are
-    deep-copied first, so a match never changes the caller's objects and its result depends only on
-    the spec.
+    them); on ``nlhf/HFTokenDuel-v0``, when both sample from a known next-token distribution (causal
+    LMs, ``pi_ref``, ``uniform``, token agents), the duels are played in batches
+    (:func:`agents.arena.batched.play_batched`); otherwise every duel is one episode of the
+    PettingZoo environment. Participants are deep-copied for the episode loop, so a match never
+    changes the caller's objects and its result depends only on the spec.
+
+    Args:
+        spec: the match.
+        env: the environment ``spec.env_id`` with ``spec.env_kwargs`` already built (a
+            tournament builds it once and plays every match in it: every duel resets it with its
+            own seed); ``None`` builds it here.
     """
     import pettingzoo
 
     import nlhf_envs  # noqa: F401  (registers the ids)
 
     rng = np.random.default_rng(spec.seed)
-    first, second = copy.deepcopy(spec.first), copy.deepcopy(spec.second)
     _seed_torch(spec.seed)
-    env = pettingzoo.make("parallel", spec.env_id, **spec.env_kwargs)
+    if env is None:
+        env = pettingzoo.make("parallel", spec.env_id, **spec.env_kwargs)
+    base = getattr(env, "unwrapped", env)
+    if getattr(base, "metadata", {}).get("name") == "nlhf/HFTokenDuel-v0":
+        from agents.arena.batched import play_batched
+
+        batched = play_batched(spec, base, spec.first, spec.second)  # read-only: no copies
+        if batched is not None:
+            rewards, probs = batched
+            wins, prob_sum = 0.0, 0.0
+            for reward, p in zip(rewards, probs, strict=True):  # summed in duel order
+                wins += _win_value(reward, base.reward_mode)
+                prob_sum += p
+            return MatchResult(spec.i, spec.j, wins, spec.num_duels, prob_sum / spec.num_duels,
+                               spec.seed)  # fmt: skip
+    first, second = copy.deepcopy(spec.first), copy.deepcopy(spec.second)
     game = matrix_game_of(env)
     n = spec.num_duels
     for seat in (first, second):
@@ -124,6 +146,7 @@ def play_match(spec: MatchSpec) -> MatchResult:
         score = 0.0
         rounds = 0
         last_prob = last_true = None
+        mode = getattr(env, "reward_mode", "outcome")
         while env.agents:
             actions = {
                 agent: seats[k].act(obs[agent], rng)
@@ -131,12 +154,14 @@ def play_match(spec: MatchSpec) -> MatchResult:
                 if agent in env.agents
             }
             obs, rewards, _, _, infos = env.step(actions)
-            score += _win_value(float(rewards.get(me, 0.0)), getattr(env, "reward_mode", "outcome"))
+            last = _win_value(float(rewards.get(me, 0.0)), mode)
+            score += last
             rounds += 1
             last_prob = infos.get(me, {}).get("prob", last_prob)
             last_true = infos.get(me, {}).get("true_prob", last_true)
-        # a multi-round matrix episode scores the fraction of rounds won; a text duel pays once
-        wins += score / rounds if game is not None else score
+        # a multi-round matrix episode scores the fraction of rounds won; a text duel pays once,
+        # at its last step (its earlier steps pay nothing, which is not a draw in "centered" mode)
+        wins += score / rounds if game is not None else last
         if last_prob is not None:
             prob_sum += float(last_prob)
             prob_count += 1

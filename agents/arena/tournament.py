@@ -60,9 +60,15 @@ from agents.arena.stats import (
 from nlhf_envs.atomic import atomic_open
 from nlhf_envs.errors import ConfigError, EnvironmentSetupError
 from nlhf_envs.game import PreferenceGame
+from nlhf_envs.progress import Progress, reporter
 
 #: The version tag hashed into every match seed and record (bump it if the derivation changes).
 _SEED_TAG = "nlhf-zoo/arena/match/v2"
+
+#: The Hugging Face token duel, whose matches are played in batches (:mod:`agents.arena.batched`)
+HF_DUEL = "nlhf/HFTokenDuel-v0"
+#: hashed into the records of its matches: a log written by the episode loop is replayed
+BATCHED_PLAY = "batched-v1"
 
 
 class MatchLogWarning(UserWarning):
@@ -179,8 +185,10 @@ def _prepare(
     env: str,
     env_kwargs: Mapping[str, Any] | None,
     num_duels: int,
+    env_instance: Any = None,
 ) -> tuple[list[tuple[str, Any]], list[Participant], Any, PreferenceGame | None, dict[str, Any]]:
-    """Validate a tournament's arguments and build its participants and a probe environment."""
+    """Validate a tournament's arguments and build its participants and its environment (the
+    one every match plays: built here unless ``env_instance`` is given)."""
     import pettingzoo
 
     import nlhf_envs
@@ -204,8 +212,11 @@ def _prepare(
     env_kwargs = dict(env_kwargs or {})
     from agents.registry import user_env_kwargs
 
-    with user_env_kwargs(env, env_kwargs):
-        probe = pettingzoo.make("parallel", env, **env_kwargs)
+    if env_instance is not None:
+        probe = env_instance
+    else:
+        with user_env_kwargs(env, env_kwargs):
+            probe = pettingzoo.make("parallel", env, **env_kwargs)
     game = matrix_game_of(probe)
     players = [as_participant(name, spec, game, probe) for name, spec in items]
     check_same_game(players, probe, env)
@@ -218,13 +229,17 @@ def validate(
     *,
     env_kwargs: Mapping[str, Any] | None = None,
     num_duels: int = 200,
-) -> None:
+) -> Any:
     """Check a tournament's arguments as :func:`run` does, without playing or writing anything.
+
+    Returns:
+        The environment built for the check: pass it to :func:`run` as ``env_instance`` so the
+        tournament does not build it (and load its models) again.
 
     Raises:
         ConfigError, EnvironmentSetupError, GameValidationError: as :func:`run`.
     """
-    _prepare(participants, env, env_kwargs, num_duels)
+    return _prepare(participants, env, env_kwargs, num_duels)[2]
 
 
 def run(
@@ -239,8 +254,14 @@ def run(
     use_ray: bool = False,
     ray_address: str | None = None,
     on_match: Callable[[MatchResult], None] | None = None,
+    env_instance: Any = None,
+    progress: Progress = None,
 ) -> TournamentResult:
     """Round-robin tournament among ``participants`` on environment ``env``.
+
+    The environment is built once (its reference model and judge loaded once) and every local
+    match is played in it; each participant is loaded once by whoever passes it. On the Hugging
+    Face token duel the duels of a match are played in batches (:mod:`agents.arena.batched`).
 
     Args:
         participants: ``{name: spec}``, ``[(name, spec), ...]`` or unnamed specs ``[agent_a,
@@ -266,6 +287,12 @@ def run(
         use_ray: distribute the matches over a Ray cluster (:func:`agents.arena.distributed.ray_map`).
         ray_address: the cluster address (``None``: start or reuse a local cluster).
         on_match: called with each :class:`MatchResult` as it finishes (progress bars).
+        env_instance: the environment ``env`` with ``env_kwargs`` already built (e.g. by
+            :func:`validate`), played instead of building another one. Ray workers build their
+            own (once per match).
+        progress: ``None`` (silent), ``True`` (a bar on stderr) or a callable receiving
+            :class:`~nlhf_envs.progress.ProgressEvent` objects (task ``"tournament"``, unit
+            ``"matches"``: the matches to play, those reused from ``out_dir`` excluded).
 
     Returns:
         The :class:`TournamentResult`. Warns :class:`IntransitivityWarning` when the meta-game is
@@ -276,7 +303,9 @@ def run(
         EnvironmentSetupError: a participant was trained on another game than ``env`` plays, or
             another tournament is writing into ``out_dir``.
     """
-    items, players, probe, game, env_kwargs = _prepare(participants, env, env_kwargs, num_duels)
+    items, players, probe, game, env_kwargs = _prepare(
+        participants, env, env_kwargs, num_duels, env_instance
+    )
     names = [str(n) for n, _ in items]
     with contextlib.ExitStack() as stack:
         if out_dir is not None:
@@ -296,6 +325,7 @@ def run(
             use_ray,
             ray_address,
             on_match,
+            progress,
         )
         if out_dir is not None:
             result.write(out_dir)
@@ -323,11 +353,14 @@ def _play(
     use_ray: bool,
     ray_address: str | None,
     on_match: Callable[[MatchResult], None] | None,
+    progress: Progress = None,
 ) -> TournamentResult:
     """Play (or reuse from the log) every match of a tournament and summarise it."""
     n = len(players)
     own = getattr(probe, "fingerprint", None)
     content = game.fingerprint() if game is not None else own() if callable(own) else None
+    if getattr(getattr(probe, "unwrapped", probe), "metadata", {}).get("name") == HF_DUEL:
+        content = f"{content}/{BATCHED_PLAY}"  # matches played in batches: older records replay
     spec_fp = _spec_fingerprint(env, env_kwargs, num_duels, seed, content)
     contents = {name: participant_fingerprint(p) for name, p in zip(names, players, strict=True)}
     index = {name: k for k, name in enumerate(names)}
@@ -388,15 +421,17 @@ def _play(
                 os.fsync(f.fileno())
         if on_match is not None:
             on_match(result)
+        bar.advance()
 
-    if use_ray:
-        from agents.arena.distributed import ray_map
+    with reporter(progress, "tournament", len(specs), "matches") as bar:
+        if use_ray:
+            from agents.arena.distributed import ray_map
 
-        # results are logged as their tasks finish, so an interrupted Ray run resumes too
-        ray_map(play_match, specs, address=ray_address, on_result=finished)
-    else:
-        for spec in specs:
-            finished(play_match(spec))
+            # results are logged as their tasks finish, so an interrupted Ray run resumes too
+            ray_map(play_match, specs, address=ray_address, on_result=finished)
+        else:
+            for spec in specs:  # every match in the one environment of the tournament
+                finished(play_match(spec, env=probe))
 
     return _summarise(names, done, n, env, seed, players, game, probe)
 

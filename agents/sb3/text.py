@@ -58,6 +58,7 @@ from agents.registry import register_agent
 from agents.sb3.matrix import _sb3_globals, check_ppo_fields, ppo_kwargs
 from agents.text.common import TextAgent, TextAgentConfig
 from nlhf_envs.players import BasePlayer
+from nlhf_envs.progress import Progress
 from nlhf_envs.text import world
 from nlhf_envs.text.engine import EOS, PAD
 
@@ -459,7 +460,9 @@ class SB3PPOSelfPlayText(TextAgent):
 
     # ------------------------------------------------------------------ evaluation and acting
     @torch.no_grad()
-    def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
+    def evaluate(
+        self, num_prompts: int | None = None, split: str = "heldout", progress: Progress = None
+    ) -> dict[str, float]:
         """Win rates of the PPO policy against ``pi_ref`` (judge and ground truth) and its KL.
 
         Same metrics and seeding as :meth:`TextAgent.evaluate` (no queries counted, the learning
@@ -468,7 +471,7 @@ class SB3PPOSelfPlayText(TextAgent):
         with _sb3_globals():  # SB3's network must not touch the caller's global generators
             self.model.eval()
             try:
-                return super().evaluate(num_prompts, split)
+                return super().evaluate(num_prompts, split, progress)
             finally:
                 self.model.train()
 

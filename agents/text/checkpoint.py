@@ -127,7 +127,9 @@ def load_text_agent(
     subclass) from a checkpoint's ``meta`` and arrays (called by :func:`agents.load`).
 
     The env is rebuilt from its id and ``max_new_tokens`` with the shipped judge (a custom judge is
-    not stored); pass ``env`` to use another.
+    not stored); pass ``env`` to use another. A Hugging Face checkpoint without ``env`` takes the
+    env its train run's ``config.yml`` records (:mod:`agents.run_env`, as ``train --resume``
+    does), checked against the fingerprint the checkpoint stored.
 
     Raises:
         agents.checkpoint.CheckpointError: naming ``path`` when a part is missing or inconsistent.
@@ -136,11 +138,13 @@ def load_text_agent(
     if kind != "native":
         from agents.text.backend import is_hf_env
 
+        if env is None:
+            env = _env_of_run(path)
         if env is None or not is_hf_env(env):
             raise CheckpointError(
                 f"{path!r}: a Hugging Face ({kind}) checkpoint of nlhf/HFTokenDuel-v0 needs its "
-                "env: agents.load(path, game=env) (nlhf-zoo train --resume builds it from the "
-                "run's config.yml)"
+                "env: agents.load(path, game=env), or the file inside its train run folder "
+                "(whose config.yml rebuilds the env)"
             )
         want, have = meta["env"].get("fingerprint"), env.fingerprint()
         if want != have:
@@ -202,6 +206,15 @@ def load_text_agent(
     except (KeyError, ValueError, RuntimeError, TypeError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path!r}: cannot rebuild the text agent: {err}") from None
     return agent
+
+
+def _env_of_run(path: str) -> Any:
+    """The ``nlhf/HFTokenDuel-v0`` env of the train run holding ``path``, rebuilt from its
+    ``config.yml`` as ``train --resume`` does (:mod:`agents.run_env`); ``None`` without one."""
+    from agents.run_env import hf_env_of_run, run_config_of
+
+    found = run_config_of(path)
+    return None if found is None else hf_env_of_run(found[1])
 
 
 def _rebuild_env(env_meta: dict[str, Any]) -> Any:

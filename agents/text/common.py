@@ -80,6 +80,7 @@ from agents.text.checkpoint import (  # noqa: F401 (re-exported)
     save_text_agent,
 )
 from agents.text.distributed import DataParallel, concat_duels, prompt_seed, shard_seed
+from nlhf_envs.progress import Progress
 from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
 from nlhf_envs.text.models import TinyCausalLM
 
@@ -150,10 +151,13 @@ class TextAgentConfig:
         eval_prompts: held-out prompts per evaluation (one answer pair each; not counted as queries).
         log_every: record metrics every this many iterations (``0``: never).
         nash_eval: Nash metrics at each evaluation: ``"auto"`` (exact on enumerable worlds, estimated
-            elsewhere), ``"exact"``, ``"estimate"`` or ``"off"``.
+            elsewhere), ``"exact"``, ``"estimate"`` or ``"off"`` (YAML's unquoted ``off`` and
+            ``false`` mean ``"off"``; every evaluation, the end-of-run one too, respects it).
         nash_eval_prompts: held-out prompts of an estimate.
         nash_eval_samples: ``pi_ref`` samples per prompt of an estimate (``n``; twice as many fresh
-            samples ``m`` for the exploitability).
+            samples ``m`` for the exploitability). On ``nlhf/HFTokenDuel-v0`` under ``nash_eval:
+            auto`` it is the largest ``n``: an estimate is held to the sampling cost of 8
+            training batches (:func:`agents.text.evaluation.estimate_sizes`).
         lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
             block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);
             ``None`` (default): full fine-tuning.
@@ -181,6 +185,8 @@ class TextAgentConfig:
     OPTIMIZERS: ClassVar[tuple[str, ...]] = ("adam", "sgd")
     SAMPLERS: ClassVar[tuple[str, ...]] = SAMPLERS
     NASH_EVALS: ClassVar[tuple[str, ...]] = ("auto", "exact", "estimate", "off")
+    #: YAML reads ``off`` (and ``false``) as a boolean: it means ``nash_eval: "off"`` (build_config)
+    FALSE_MEANS: ClassVar[dict[str, str]] = {"nash_eval": "off"}
 
     mode: str = "sampled"
     batch_size: int = 64
@@ -457,6 +463,7 @@ class TextAgent(AgentBase):
             outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
             parts.append(Duel(ids, mask, y, y2, outcome.to(self.device)))
         self.queries_used += cfg.batch_size  # counted globally: every process counts them all
+        self._queries_counted()  # learn's progress, per batch
         return parts[0] if len(parts) == 1 else concat_duels(parts)
 
     def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
@@ -526,7 +533,9 @@ class TextAgent(AgentBase):
         return row
 
     @torch.no_grad()
-    def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
+    def evaluate(
+        self, num_prompts: int | None = None, split: str = "heldout", progress: Progress = None
+    ) -> dict[str, float]:
         """Win rates of ``pi_theta`` against ``pi_ref`` under the judge and the ground truth
         (:func:`agents.text.evaluation.evaluate`).
 
@@ -537,12 +546,14 @@ class TextAgent(AgentBase):
             num_prompts: prompts (one answer pair each); default ``config.eval_prompts``. They are
                 evaluated in chunks of :data:`EVAL_CHUNK`, so memory does not grow with it.
             split: prompt split, ``"heldout"`` (default), ``"train"`` or ``"all"``.
+            progress: ``None`` (silent), ``True`` (a bar on stderr) or a callable receiving
+                :class:`~nlhf_envs.progress.ProgressEvent` objects.
 
         Returns:
             ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}`` and the Nash
             metrics of :meth:`nash_metrics` (unless ``nash_eval`` is ``"off"``).
         """
-        return evaluation.evaluate(self, num_prompts, split, chunk=EVAL_CHUNK)
+        return evaluation.evaluate(self, num_prompts, split, chunk=EVAL_CHUNK, progress=progress)
 
     def exact_game(self, split: str = "heldout") -> tuple[Any, Any]:
         """The exact regularised game of the paying judge on the prompts of ``split`` (default the
@@ -555,7 +566,9 @@ class TextAgent(AgentBase):
         return evaluation.enumerable(self)
 
     @torch.no_grad()
-    def nash_metrics(self, exact: bool | None = None) -> dict[str, float]:
+    def nash_metrics(
+        self, exact: bool | None = None, progress: Progress = None
+    ) -> dict[str, float]:
         """``eval/exploitability`` and ``eval/kl_to_nash`` of ``pi_theta`` on held-out prompts
         (:func:`agents.text.evaluation.nash_metrics`).
 
@@ -563,8 +576,9 @@ class TextAgent(AgentBase):
             exact: ``True``: exact (enumerable worlds); ``False``: estimated with
                 ``nash_eval_prompts`` prompts and ``nash_eval_samples`` samples; ``None``: from
                 ``config.nash_eval`` (``"auto"``: exact when the world is enumerable).
+            progress: reports of the estimates (``None``: silent; see :mod:`nlhf_envs.progress`).
         """
-        return evaluation.nash_metrics(self, exact)
+        return evaluation.nash_metrics(self, exact, progress)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

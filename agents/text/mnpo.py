@@ -44,6 +44,7 @@ from agents.registry import register_agent
 from agents.text.common import Duel, TextAgent, TextAgentConfig, frozen_copy
 from agents.text.losses import LossTerms, sequence_log_ratio
 from nlhf_envs.errors import CheckpointError
+from nlhf_envs.progress import Progress
 from nlhf_envs.text.engine import Generation
 from nlhf_envs.text.tokenizer import PAD
 
@@ -185,10 +186,12 @@ class TextMNPO(TextAgent):
         members = [self.model, *self.population[1:]]
         return members * 2 if len(members) == 1 else members
 
-    def evaluate(self, num_prompts: int | None = None, split: str = "heldout") -> dict[str, float]:
+    def evaluate(
+        self, num_prompts: int | None = None, split: str = "heldout", progress: Progress = None
+    ) -> dict[str, float]:
         """:meth:`TextAgent.evaluate` plus :meth:`population_gap` (unless ``nash_eval`` is
         ``"off"``)."""
-        out = super().evaluate(num_prompts, split)
+        out = super().evaluate(num_prompts, split, progress)
         if self.config.nash_eval != "off":
             out.update(self.population_gap())
         return out

@@ -32,6 +32,56 @@ def _recorded_env(path: Path) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+#: ``nlhf/HFTokenDuel-v0`` arguments that name a folder, and a file, when given as text
+HF_FOLDER_ARGS = ("reference", "tokenizer", "judge")
+HF_FILE_ARGS = ("prompts", "heldout_prompts", "validation_prompts")
+
+#: what a participant spec may be (the message of a spec that is none of them)
+SPEC_KINDS = (
+    "expected pi_ref, uniform, zoo:AGENT, a probability vector (0.2,0.3,0.5), a checkpoint file, an "
+    "SB3 model (.zip) or a train run folder"
+)
+
+
+def check_paths(specs: list[str], env_id: str | None, env_kwargs: dict[str, Any]) -> None:
+    """Refuse, before anything is loaded or imported (torch, ``transformers``), a participant
+    path that does not exist, an unknown ``--env`` and, on ``nlhf/HFTokenDuel-v0``, an
+    ``--env-kwargs`` folder (``reference``, ``tokenizer``, ``judge``) or prompt file that does not
+    exist: one line naming the spec or argument and the path.
+
+    Raises:
+        UserError, EnvironmentSetupError: as above (an unknown id: the latter).
+    """
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        value = value if sep else spec
+        if value in ("pi_ref", "uniform") or value.startswith("zoo:"):
+            continue
+        if _probability_vector(value) is None and not Path(value).exists():
+            raise UserError(f"participant {spec!r}: {SPEC_KINDS}; {value} does not exist")
+    if env_id is None:
+        return
+    import nlhf_envs
+    from nlhf_envs.env_ids import HF_ENV_IDS
+
+    if env_id not in nlhf_envs.registered_ids() and env_id not in HF_ENV_IDS:
+        raise EnvironmentSetupError(  # the words of agents.arena.run's own check
+            f"unknown environment id {env_id!r}; registered: "
+            f"{', '.join(nlhf_envs.registered_ids())}"
+        )
+    if env_id not in HF_ENV_IDS:
+        return
+    for key in HF_FOLDER_ARGS + HF_FILE_ARGS:
+        value = env_kwargs.get(key)
+        if not isinstance(value, str):
+            continue
+        path = Path(value)
+        if key in HF_FOLDER_ARGS and not path.is_dir():
+            raise UserError(f"--env-kwargs {key}: no folder at {path}")
+        if key in HF_FILE_ARGS and not path.is_file():
+            raise UserError(f"--env-kwargs {key}: no file at {path}")
+
+
 def _resolve_participant(
     spec: str, env_id: str | None, args: argparse.Namespace
 ) -> tuple[str, Any, tuple[str, dict[str, Any]] | None]:
@@ -65,10 +115,7 @@ def _resolve_participant(
     if path.is_dir() and (path / "final.npz").exists():
         path = path / "final.npz"
     if not path.exists():
-        raise UserError(
-            f"participant {spec!r}: expected pi_ref, uniform, zoo:AGENT, a probability vector "
-            "(0.2,0.3,0.5), a checkpoint file, an SB3 model (.zip) or a train run folder"
-        )
+        raise UserError(f"participant {spec!r}: {SPEC_KINDS}")
     if path.suffix == ".zip":
         trust = bool(getattr(args, "trust_pickle", False))
         return name or path.stem, _load_sb3_model(path, spec, trust), None

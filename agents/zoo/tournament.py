@@ -17,11 +17,10 @@ from agents.zoo.common import (
     UserError,
     _check_count,
     _check_folder,
-    _progress,
     _threads_note,
     env_folder_name,
 )
-from agents.zoo.participants import _match_env, _resolve_participant
+from agents.zoo.participants import _match_env, _resolve_participant, check_paths
 
 
 def cmd_tournament(args: argparse.Namespace) -> int:
@@ -43,10 +42,13 @@ def cmd_tournament(args: argparse.Namespace) -> int:
             require_ray()
         except ImportError:
             raise UserError(f"--ray: {RAY_MISSING}") from None
+    check_paths(list(args.participants), args.env, env_kwargs)  # before loading anything
     resolved = [_resolve_participant(s, args.env, args) for s in args.participants]
     parts = arena.unique_names([(n, o) for n, o, _ in resolved])
     env_id, env_kwargs = _match_env(parts, [r for _, _, r in resolved], args.env, env_kwargs)
-    arena.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
+    # the environment (its reference model and judge) is built once, here, and every match is
+    # played in it
+    env = arena.validate(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels)
     # everything is valid: now (and only now) the output folder is created
     out = (
         Path(args.output_dir)
@@ -54,13 +56,11 @@ def cmd_tournament(args: argparse.Namespace) -> int:
         else make_run_dir(Path(args.log_folder) / "tournaments", env_folder_name(env_id))
     )
     n = len(parts)
-    bar = _progress(n * (n - 1) // 2, "tournament", not args.no_progress)
     played = []
     start = time.perf_counter()
 
     def on_match(r: Any) -> None:
         played.append(r)
-        bar.update(1)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", arena.IntransitivityWarning)
@@ -76,8 +76,9 @@ def cmd_tournament(args: argparse.Namespace) -> int:
             use_ray=args.ray,
             ray_address=args.address,
             on_match=on_match,
+            env_instance=env,
+            progress=not args.no_progress,
         )
-    bar.close()
     print(f"tournament on {env_id}:\n")
     print(result.to_markdown())
     for w in caught:
@@ -96,23 +97,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``nlhf-zoo eval``: win rate of a saved agent against ``args.opponent`` (and a token
     agent's Nash metrics); ``0``."""
     from agents import arena
+    from agents.zoo.configs import parse_params
 
     _check_count("--n-duels", args.n_duels, 1, MAX_DUELS)
     _check_count("--seed", args.seed, 0, MAX_SEED)
+    env_kwargs = parse_params(getattr(args, "env_kwargs", None))
+    specs = [f"agent={args.agent_path}", f"opponent={args.opponent}"]
+    check_paths(specs, args.env, env_kwargs)  # before loading anything
     start = time.perf_counter()
-    me = _resolve_participant(f"agent={args.agent_path}", args.env, args)
+    me = _resolve_participant(specs[0], args.env, args)
     if getattr(me[1], "kind", "") == "text":
         _print_text_eval(me[1], args)
         if args.opponent == "pi_ref":
             print(f"evaluated in {time.perf_counter() - start:.1f} s{_threads_note()}")
             return 0
-    opp = _resolve_participant(f"opponent={args.opponent}", args.env, args)
+    opp = _resolve_participant(specs[1], args.env, args)
     parts = [(me[0], me[1]), (opp[0], opp[1])]
-    from agents.zoo.configs import parse_params
-
-    env_kwargs = parse_params(getattr(args, "env_kwargs", None))
     env_id, env_kwargs = _match_env(parts, [me[2], opp[2]], args.env, env_kwargs)
-    result = arena.run(parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed)
+    # a Hugging Face run's agent holds the env its config.yml builds: played, not built again
+    hf_agent = getattr(getattr(me[1], "backend", None), "kind", "native") != "native"
+    same = me[2] is not None and (env_id, env_kwargs) == (me[2][0], dict(me[2][1]))
+    result = arena.run(
+        parts, env_id, env_kwargs=env_kwargs, num_duels=args.n_duels, seed=args.seed,
+        progress=not args.no_progress, env_instance=me[1].env if hf_agent and same else None,
+    )  # fmt: skip
     lo, hi = result.ci_low[0, 1], result.ci_high[0, 1]
     print(
         f"win rate of {args.agent_path} vs {args.opponent} on {env_id}: "
@@ -148,11 +156,16 @@ def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
 
     split = "heldout"
     n = int(args.n_duels)
-    m = agent.evaluate(num_prompts=n, split=split)
-    env_id = getattr(agent.env, "env_id", None) or "nlhf/TokenDuel-v0"
+    m = agent.evaluate(num_prompts=n, split=split, progress=not args.no_progress)
+    hf = agent.backend.kind != "native"
+    env_id = "nlhf/HFTokenDuel-v0" if hf else getattr(agent.env, "env_id", None)
+    env_id = env_id or "nlhf/TokenDuel-v0"
     exact = agent.enumerable() and agent.config.nash_eval in ("auto", "exact")
     world = getattr(agent, "world", None)
-    prompts = len(world.prompts.indices(split)) if world is not None else None
+    if world is not None:
+        prompts = len(world.prompts.indices(split))
+    else:  # a Hugging Face env: its own prompt sets
+        prompts = len(getattr(agent.env, "prompts", {}).get(split) or ())
     where = f"the {prompts} prompts of the {split} split" if prompts else f"the {split} split"
 
     def rate(key: str) -> str:
@@ -160,10 +173,14 @@ def _print_text_eval(agent: Any, args: argparse.Namespace) -> None:
         lo, hi = wilson_interval(p * n, n)
         return f"{p:.4f} (95% CI [{lo:.4f}, {hi:.4f}])"
 
+    truth = (
+        f"{rate('eval/win_rate_ref_true')} under the ground truth; "
+        if "eval/win_rate_ref_true" in m
+        else "(the game has no ground truth); "
+    )
     print(
         f"{args.agent_path} vs pi_ref on {env_id}: {n} answer pairs on prompts drawn from "
-        f"{where}: win rate {rate('eval/win_rate_ref_judge')} under the judge, "
-        f"{rate('eval/win_rate_ref_true')} under the ground truth; "
+        f"{where}: win rate {rate('eval/win_rate_ref_judge')} under the judge, {truth}"
         f"KL(pi || pi_ref) = {m['eval/kl_ref']:.4f}"
     )
     if "eval/exploitability" in m:

@@ -24,25 +24,36 @@ from agents.zoo.common import (
     UserError,
     _check_count,
     _check_folder,
-    _progress,
     _text_ids,
     check_device,
     env_folder_name,
 )
 from nlhf_envs.atomic import atomic_open, atomic_write_text
 from nlhf_envs.errors import ConfigError
+from nlhf_envs.progress import Progress
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a training run at an iteration boundary; its ``final.npz`` is resumable."""
+    """Ctrl-C stopped a training run at an iteration boundary, or during its final evaluation
+    (``evaluating``); its ``final.npz`` is resumable."""
 
-    def __init__(self, run_dir: Path, agent: Any) -> None:
-        super().__init__(
-            f"interrupted after iteration {agent.num_iterations} ({agent.queries_used} queries); "
-            f"{run_dir / 'final.npz'} resumes exactly: nlhf-zoo train --resume {run_dir}"
-        )
+    def __init__(self, run_dir: Path, agent: Any, evaluating: bool = False) -> None:
+        if evaluating:
+            message = (
+                f"interrupted during the final evaluation, after training to iteration "
+                f"{agent.num_iterations} ({agent.queries_used} queries); {run_dir / 'final.npz'} "
+                f"holds the trained state: nlhf-zoo train --resume {run_dir} evaluates it"
+            )
+        else:
+            message = (
+                f"interrupted after iteration {agent.num_iterations} ({agent.queries_used} "
+                f"queries); {run_dir / 'final.npz'} resumes exactly: nlhf-zoo train --resume "
+                f"{run_dir}"
+            )
+        super().__init__(message)
         self.run_dir = run_dir
         self.agent = agent
+        self.evaluating = evaluating
 
 
 def _build_agent(agent_name: str, env_id: str, entry: Any, seed: int) -> Any:
@@ -224,12 +235,15 @@ class Evaluations:
         return {k: [float(v) for v in arrays[k]] for k in cls.FIELDS}
 
     @staticmethod
-    def metrics(agent: Any) -> dict[str, float]:
+    def metrics(agent: Any, progress: Progress = None) -> dict[str, float]:
         """The agent's evaluation: exploitability and ``KL(pi* || pi)`` (exact on matrix and tiny
-        token games, estimated on the full-size token duel), plus what ``evaluate()`` reports."""
-        m = dict(agent.evaluate())
-        if agent.kind == "text" and "eval/exploitability" not in m:
-            m.update(agent.nash_metrics())
+        token games, estimated on the full-size token duel), plus what ``evaluate()`` reports.
+        A token agent with ``nash_eval: off`` gets no Nash metrics (``evaluate()`` only)."""
+        if agent.kind != "text":
+            return dict(agent.evaluate())
+        m = dict(agent.evaluate(progress=progress))
+        if "eval/exploitability" not in m and agent.config.nash_eval != "off":
+            m.update(agent.nash_metrics(progress=progress))
         return m
 
     def recorded(self, agent: Any) -> bool:
@@ -257,10 +271,10 @@ class Evaluations:
             np.savez(fh, **{k: np.asarray(v) for k, v in self.rows.items()})
         return m
 
-    def final(self, agent: Any, record: bool) -> dict[str, float]:
+    def final(self, agent: Any, record: bool, progress: Progress = None) -> dict[str, float]:
         """The final evaluation of a run (``evaluation.yml``; a row of ``evaluations.npz`` when the
         run evaluates periodically and this state has no row yet)."""
-        m = self.metrics(agent)
+        m = self.metrics(agent, progress)
         if record:
             self.record(agent, m)
         out = {"queries": int(agent.queries_used), "iterations": int(agent.num_iterations)}
@@ -326,12 +340,13 @@ def train_run(
     num_queries: int | None = None,
     save_freq: int | None = None,
     config_dir: str | None = None,
-    progress: bool = True,
+    progress: Progress = True,
     args_record: dict[str, Any] | None = None,
     resume: str | os.PathLike[str] | None = None,
     eval_freq: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     notify: Callable[[str], None] = _notify,
+    timings: dict[str, float] | None = None,
 ) -> tuple[Any, Path]:
     """Train ``agent_name`` on ``env_id`` from the zoo config; returns ``(agent, run_dir)``.
 
@@ -351,7 +366,10 @@ def train_run(
     ``train`` of the same folder is refused. Ctrl-C, and SIGTERM alike, stops at the next iteration
     boundary (a second one stops at once, without ``final.npz``): ``final.npz`` then holds a state
     the uninterrupted run passes through, and ``resume=run_dir`` continues it to the configured
-    budget bit for bit (:class:`TrainingInterrupted` is raised after saving). An interrupt while
+    budget bit for bit (:class:`TrainingInterrupted` is raised after saving). The final
+    evaluation runs after ``final.npz`` is saved and stops at once on Ctrl-C or SIGTERM
+    (:class:`TrainingInterrupted` with ``evaluating=True``); ``resume=run_dir`` then evaluates the
+    trained state. An interrupt while
     the folder is being set up also leaves ``final.npz`` (the untrained agent); a folder killed
     before any state was saved resumes from scratch with its recorded config.
 
@@ -380,12 +398,19 @@ def train_run(
             recorded value on resume).
         env_kwargs: keyword arguments of the environment (merged over the zoo entry's).
         config_dir: folder of the zoo YAML files (must exist).
-        progress: show a progress bar on stderr.
+        progress: ``True``: progress bars on stderr (training per judged batch, with queries/s,
+            and the final evaluation); ``False``: none; a callable receives the
+            :class:`~nlhf_envs.progress.ProgressEvent` objects instead (tasks ``"train"``,
+            ``"evaluate"``, ``"nash estimate (...)"``).
         args_record: what ``args.yml`` records (default: the arguments above).
         resume: a run folder to continue from its most advanced valid state (``final.npz`` or a
             checkpoint) to the budget in its ``config.yml``; ``agent_name``/``env_id`` may be
             ``None`` then (taken from the run).
         notify: receives the one-line notices of a resume (default: printed on stderr).
+        timings: a dict that receives the seconds of the training (``train_s``, evaluations every
+            ``eval_freq`` iterations included) and of the final evaluation
+            (``final_evaluation_s``), wall clock, and the same as this process's CPU time
+            (``train_cpu_s``, ``final_evaluation_cpu_s``).
 
     Raises:
         ConfigError, EnvironmentSetupError, GameValidationError, UserError: before anything is
@@ -400,7 +425,7 @@ def train_run(
             agent_name, env_id, params=params, seed=seed, device=device, log_folder=log_folder,
             tensorboard_log=tensorboard_log, num_queries=num_queries, save_freq=save_freq,
             config_dir=config_dir, progress=progress, args_record=args_record, resume=resume,
-            eval_freq=eval_freq, env_kwargs=env_kwargs, notify=notify,
+            eval_freq=eval_freq, env_kwargs=env_kwargs, notify=notify, timings=timings,
         )  # fmt: skip
 
 
@@ -416,12 +441,13 @@ def _train_run(
     num_queries: int | None,
     save_freq: int | None,
     config_dir: str | None,
-    progress: bool,
+    progress: Progress,
     args_record: dict[str, Any] | None,
     resume: str | os.PathLike[str] | None,
     eval_freq: int | None,
     env_kwargs: dict[str, Any] | None,
     notify: Callable[[str], None],
+    timings: dict[str, float] | None = None,
 ) -> tuple[Any, Path]:
     from agents.api import DeferredInterrupt
     from agents.base import LearningInterrupted
@@ -515,7 +541,7 @@ def _train_run(
     try:
         return _train_loop(
             agent, run_dir, metrics, budget_q, budget_i, save_freq, eval_freq, progress,
-            setup_interrupted, DeferredInterrupt, LearningInterrupted,
+            setup_interrupted, DeferredInterrupt, LearningInterrupted, timings,
         )  # fmt: skip
     finally:
         lock.release()
@@ -529,12 +555,16 @@ def _train_loop(
     budget_i: int | None,
     save_freq: int | None,
     eval_freq: int | None,
-    progress: bool,
+    progress: Progress,
     setup_interrupted: bool,
     deferred: Any,
     interrupted_error: type[BaseException],
+    timings: dict[str, float] | None = None,
 ) -> tuple[Any, Path]:
-    """Learn to the budget with periodic checkpoints and evaluations; save ``final.npz``."""
+    """Learn to the budget with periodic checkpoints and evaluations; save ``final.npz``; then the
+    final evaluation (interruptible: ``final.npz`` is already saved)."""
+    import time
+
     from agents.checkpoint import write_npz_atomic
     from agents.zoo.runs import HistoryDigest
     from nlhf_envs.errors import JudgeError
@@ -542,7 +572,6 @@ def _train_loop(
     ckpt_dir = run_dir / "checkpoints"
     left_q = None if budget_q is None else max(0, budget_q - agent.queries_used)
     left_i = None if budget_i is None else max(0, budget_i - agent.num_iterations)
-    last = [agent.queries_used if budget_q is not None else agent.num_iterations]
     evaluator = Evaluations(run_dir)
     digest = HistoryDigest()
     boundary = _Boundary.of(agent)
@@ -550,11 +579,16 @@ def _train_loop(
         # a resumed state whose evaluation is missing: killed (or the disk full) between the
         # periodic checkpoint and its evaluation row; the same state gives the same row
         evaluator.record(agent)
+    clock = {"wall": time.perf_counter(), "cpu": time.process_time()}
+
+    def lap(name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if timings is not None:
+            timings[f"{name}_s"] = wall - clock["wall"]
+            timings[f"{name}_cpu_s"] = cpu - clock["cpu"]
+        clock.update(wall=wall, cpu=cpu)
 
     def callback(a: Any) -> bool:
-        done = a.queries_used if budget_q is not None else a.num_iterations
-        bar.update(done - last[0])
-        last[0] = done
         metrics.update(a.history)
         if save_freq and a.num_iterations % save_freq == 0:
             import numpy as np
@@ -573,9 +607,10 @@ def _train_loop(
     interrupted = setup_interrupted
     judge_error: JudgeError | None = None
     if not interrupted:
-        bar = _progress(left_q if left_q is not None else left_i, f"train {agent.name}", progress)
         try:
-            agent.learn(num_queries=left_q, num_iterations=left_i, callback=callback)
+            agent.learn(
+                num_queries=left_q, num_iterations=left_i, callback=callback, progress=progress
+            )
         except interrupted_error:
             interrupted = True  # Ctrl-C, honoured at an iteration boundary: a consistent state
         except JudgeError as exc:  # stop as Ctrl-C does: the state of the last boundary is saved
@@ -583,17 +618,19 @@ def _train_loop(
                 raise
             judge_error, interrupted = exc, True
             agent = boundary.restore(agent)
-        finally:
-            bar.close()
     with deferred() as late:  # the final files are written whole even if Ctrl-C comes now
         agent.save(run_dir / "final.npz")
         metrics.update(agent.history)
-        if not interrupted:
-            evaluator.final(agent, record=bool(eval_freq))
     if judge_error is not None:
         raise JudgeStopped(run_dir, agent, judge_error)
     if interrupted or late.requested:
         raise TrainingInterrupted(run_dir, agent)
+    lap("train")
+    try:  # not deferred: the trained state is saved, so Ctrl-C or SIGTERM stops the evaluation
+        evaluator.final(agent, record=bool(eval_freq), progress=progress)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run_dir, agent, evaluating=True) from None
+    lap("final_evaluation")
     return agent, run_dir
 
 
@@ -991,16 +1028,12 @@ def _check_game(run_dir: Path, config: dict[str, Any], env: Any, state: Path | N
 
 
 def _hf_env_of(config: dict[str, Any]) -> Any:
-    """The ``nlhf/HFTokenDuel-v0`` env of a run's ``config.yml`` (``None`` for other envs)."""
-    from nlhf_envs.registration import HF_ENV_IDS
+    """The ``nlhf/HFTokenDuel-v0`` env of a run's ``config.yml`` (``None`` for other envs): the
+    one mechanism of :func:`agents.run_env.hf_env_of_run`, shared with :func:`agents.load` and
+    ``nlhf-zoo eval``."""
+    from agents.run_env import hf_env_of_run
 
-    env_id, kwargs = config["env_id"], dict(config.get("env_kwargs") or {})
-    if env_id not in HF_ENV_IDS:
-        return None
-    from agents.registry import resolve_target, user_env_kwargs
-
-    with user_env_kwargs(env_id, kwargs):
-        return resolve_target(env_id, kwargs)[1]
+    return hf_env_of_run(config)
 
 
 def _stored_digest(path: Path) -> str | None:
@@ -1041,6 +1074,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")}
     if record.get("log_folder") is None:
         record["log_folder"] = "logs"
+    timings: dict[str, float] = {}
     agent, run_dir = train_run(
         args.agent,
         args.env,
@@ -1057,6 +1091,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         eval_freq=args.eval_freq,
         env_kwargs=zoo.parse_params(args.env_kwargs),
+        timings=timings,
     )
     last = agent.history[-1] if agent.history else {}
     verb = "resumed" if args.resume else "trained"
@@ -1064,8 +1099,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     final = yaml.safe_load((run_dir / "evaluation.yml").read_text()) or {}
     for key in ("game/exploitability", "eval/exploitability", "game/kl_to_nash", "eval/kl_to_nash"):
         if key in final:
-            print(f"  final evaluation: {key} = {final[key]:.6g}")
+            print(f"  final evaluation: {key} = {final[key]:.6g}{_interval_text(final, key)}")
+    if timings:
+        print(
+            f"  {verb} in {timings['train_s']:.1f} s; final evaluation in "
+            f"{timings['final_evaluation_s']:.1f} s (CPU {timings['train_cpu_s']:.1f} s and "
+            f"{timings['final_evaluation_cpu_s']:.1f} s)"
+        )
     entropy = final.get("policy/entropy", last.get("policy/entropy"))
     if entropy is not None:
         print(f"  policy/entropy = {entropy:.6g}")
     return 0
+
+
+def _interval_text(values: dict[str, Any], key: str) -> str:
+    """`` (95% CI [low, high])`` of an estimated metric (its ``_low``/``_high`` keys), else ``""``:
+    an estimate, negative ones included, is never printed without its interval."""
+    low, high = values.get(f"{key}_low"), values.get(f"{key}_high")
+    if low is None or high is None:
+        return ""
+    return f" (95% CI [{low:.6g}, {high:.6g}])"

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from nlhf_envs.game import PreferenceGame
+from nlhf_envs.progress import Progress, reporter
 from nlhf_envs.solvers import regularized_nash
 from nlhf_envs.text.engine import generate
 from nlhf_envs.text.exact import (
@@ -182,6 +183,7 @@ def estimate_nash_metrics(
     beta: float | None = None,
     reference: Any = None,
     device: torch.device | str | None = None,
+    progress: Progress = None,
 ) -> NashEstimate:
     """Estimate exploitability and ``KL(pi* || pi)`` of a token policy (see the module docstring).
 
@@ -200,6 +202,10 @@ def estimate_nash_metrics(
         beta: KL strength (default: the env's).
         reference: ``pi_ref`` (default: the world's shipped reference policy).
         device: where generation runs (default: the policy's parameters' device, else CPU).
+        progress: ``None`` (silent), ``True`` (a bar on stderr) or a callable receiving
+            :class:`~nlhf_envs.progress.ProgressEvent` objects (task ``"nash estimate"``: one step
+            per sampling, then one per prompt judged); an exception it raises (e.g.
+            ``KeyboardInterrupt``) stops the estimate there.
 
     Returns:
         A :class:`NashEstimate`.
@@ -221,7 +227,7 @@ def estimate_nash_metrics(
             )
         return own(
             policy, split=split, num_prompts=num_prompts, n=n, m=m, seed=seed, beta=beta,
-            device=device,
+            device=device, progress=progress,
         )  # fmt: skip
     s, world, judge, beta, ref, device = _judged_setting(
         env_or_id, payer, beta, reference, device, policy
@@ -241,9 +247,40 @@ def estimate_nash_metrics(
         lp_ref = forced_log_probs(ref, ids, mask, g.tokens, g.mask)
         return g.tokens, g.mask, lp_pol.reshape(C, k), lp_ref.reshape(C, k)
 
-    sup_ids, sup_mask, sup_pol, sup_ref = sample(ref, n)
-    fr_ids, fr_mask, _, _ = sample(ref, m)
-    fp_ids, fp_mask, fp_pol, fp_ref = sample(policy, m)
+    bar = reporter(progress, "nash estimate", 3 + C, "steps")
+    try:
+        sup_ids, sup_mask, sup_pol, sup_ref = sample(ref, n)
+        bar.advance()
+        fr_ids, fr_mask, _, _ = sample(ref, m)
+        bar.advance()
+        fp_ids, fp_mask, fp_pol, fp_ref = sample(policy, m)
+        bar.advance()
+        P_sup, g_pi = _judged(judge, world, p_ids, p_mask, n, m, sup_ids, sup_mask, fr_ids,
+                              fr_mask, fp_ids, fp_mask, bar)  # fmt: skip
+    finally:
+        bar.close()
+    P_sup = _antisymmetrise(P_sup, f"the {payer} of world {world.name!r}")
+    return _nash_estimate(P_sup, sup_ref, sup_pol, fp_pol, fp_ref, g_pi, beta, chosen)
+
+
+def _judged(
+    judge: Any,
+    world: Any,
+    p_ids: torch.Tensor,
+    p_mask: torch.Tensor,
+    n: int,
+    m: int,
+    sup_ids: torch.Tensor,
+    sup_mask: torch.Tensor,
+    fr_ids: torch.Tensor,
+    fr_mask: torch.Tensor,
+    fp_ids: torch.Tensor,
+    fp_mask: torch.Tensor,
+    bar: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The support's preference matrices ``[C, n, n]`` and ``g_pi`` ``[C, m]`` (one step of
+    ``bar`` per prompt)."""
+    C = p_ids.shape[0]
     P_sup = np.empty((C, n, n))
     g_pi = np.empty((C, m))
     for c in range(C):
@@ -258,8 +295,8 @@ def estimate_nash_metrics(
             (fr_ids[fl].cpu(), fr_mask[fl].cpu()),
             (fp_ids[fl].cpu(), fp_mask[fl].cpu()),
         ).mean(axis=1)
-    P_sup = _antisymmetrise(P_sup, f"the {payer} of world {world.name!r}")
-    return _nash_estimate(P_sup, sup_ref, sup_pol, fp_pol, fp_ref, g_pi, beta, chosen)
+        bar.advance()
+    return P_sup, g_pi
 
 
 @torch.no_grad()

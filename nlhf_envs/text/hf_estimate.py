@@ -15,6 +15,15 @@ text judge on decoded answers. Per prompt:
 A judge is not required to be antisymmetric here: the preference used is the seat-averaged
 ``(P(a > b) + 1 - P(b > a)) / 2`` (the env's game averaged over who sits first), which equals the
 judge's own probability for an antisymmetric judge. Means over prompts carry 95% t-intervals.
+
+**Cost.** A judge with the scores interface (:meth:`~nlhf_envs.text.hf_judges.ValidatedJudge.scores`:
+a Bradley-Terry reward model, :class:`~nlhf_envs.text.hf_judges.RewardModelJudge`) scores each of
+a prompt's ``n + 2m`` answers once, and every pair's probability is ``sigmoid(s_a - s_b)`` (which is
+its own seat average): ``n + 2m`` judge calls per prompt. Any other judge is asked for every pair
+it needs, ``n (n - 1)`` support pairs and ``m^2`` fresh pairs in both orders, in one call per prompt
+(in chunks of :data:`JUDGE_CHUNK` pairs, each holding both orders of its pairs). Log-probabilities
+are computed only where the estimate reads them (``pi`` and ``pi_ref`` on the support and on
+``pi``'s fresh answers; ``pi_ref``'s fresh answers are only judged).
 """
 
 from __future__ import annotations
@@ -25,10 +34,15 @@ import numpy as np
 import torch
 
 from nlhf_envs.errors import GameError
+from nlhf_envs.progress import Progress, reporter
 from nlhf_envs.text.engine import Generation, generate
 from nlhf_envs.text.estimate import NashEstimate, _nash_estimate, forced_log_probs
 
 __all__ = ["estimate_hf_nash_metrics"]
+
+
+#: pairs per call of a pairwise judge (both orders of each pair in the same call)
+JUDGE_CHUNK = 4096
 
 
 def _texts(env: Any, gen: Generation) -> list[str]:
@@ -36,13 +50,61 @@ def _texts(env: Any, gen: Generation) -> list[str]:
     return env.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-def _seat_averaged(env: Any, prompt: str, a: list[str], b: list[str]) -> np.ndarray:
-    """``(P(a_i > b_j) + 1 - P(b_j > a_i)) / 2``, float64 ``[len(a), len(b)]``, by the env's judge."""
-    pairs = [(x, y) for x in a for y in b]
-    flipped = [(y, x) for x, y in pairs]
-    p = env._judge([prompt] * len(pairs), pairs).double().numpy()
-    q = env._judge([prompt] * len(pairs), flipped).double().numpy()
-    return ((p + 1.0 - q) / 2.0).reshape(len(a), len(b))
+def _judge_pairs(env: Any, prompt: str, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """``P(a > b)`` of each pair by the env's judge, float64, in calls of :data:`JUDGE_CHUNK`."""
+    out = [
+        env._judge([prompt] * len(pairs[i : i + JUDGE_CHUNK]), pairs[i : i + JUDGE_CHUNK])
+        .double()
+        .numpy()
+        for i in range(0, len(pairs), JUDGE_CHUNK)
+    ]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _pairwise_preferences(
+    env: Any, prompt: str, sup: list[str], ref: list[str], pol: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(P_sup, g)`` of one prompt from a pairwise judge: the seat-averaged preferences among
+    the support answers ``sup`` (``[n, n]``, diagonal ``1/2``) and ``g[i]``, the mean seat-averaged
+    preference of ``ref[i]`` over the answers ``pol`` (``[m]``). Every pair is asked in both
+    orders, next to each other, in the same call."""
+    n, m = len(sup), len(ref)
+    iu, ju = np.triu_indices(n, k=1)
+    pairs: list[tuple[str, str]] = []
+    for i, j in zip(iu.tolist(), ju.tolist(), strict=True):
+        pairs += [(sup[i], sup[j]), (sup[j], sup[i])]
+    for a in ref:
+        for b in pol:
+            pairs += [(a, b), (b, a)]
+    p = _judge_pairs(env, prompt, pairs)
+    k = 2 * len(iu)
+    raw = np.full((n, n), 0.5)
+    raw[iu, ju], raw[ju, iu] = p[0:k:2], p[1:k:2]
+    P = (raw + 1.0 - raw.T) / 2.0
+    P[np.arange(n), np.arange(n)] = 0.5
+    ab, ba = p[k::2].reshape(m, m), p[k + 1 :: 2].reshape(m, m)
+    return P, ((ab + 1.0 - ba) / 2.0).mean(axis=1)
+
+
+def _scored_preferences(
+    env: Any, prompt: str, sup: list[str], ref: list[str], pol: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(P_sup, g)`` as :func:`_pairwise_preferences`, from the judge's scores: each distinct
+    answer scored once, ``P(a > b) = sigmoid(s_a - s_b)`` (its own seat average)."""
+    texts = sup + ref + pol
+    distinct = list(dict.fromkeys(texts))
+    where = {t: k for k, t in enumerate(distinct)}
+    s = env._judge.scores([prompt] * len(distinct), distinct).numpy()
+    r = s[[where[t] for t in texts]]
+    n, m = len(sup), len(ref)
+    r_sup, r_ref, r_pol = r[:n], r[n : n + m], r[n + m :]
+    P = _sigmoid(r_sup[:, None] - r_sup[None, :])
+    P[np.arange(n), np.arange(n)] = 0.5
+    return P, _sigmoid(r_ref[:, None] - r_pol[None, :]).mean(axis=1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 @torch.no_grad()
@@ -57,6 +119,7 @@ def estimate_hf_nash_metrics(
     seed: int = 0,
     beta: float | None = None,
     device: torch.device | str = "cpu",
+    progress: Progress = None,
 ) -> NashEstimate:
     """Estimate exploitability and ``KL(pi* || pi)`` of ``policy`` in a
     :class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv` (see the module docstring).
@@ -72,6 +135,10 @@ def estimate_hf_nash_metrics(
         seed: seed of the prompt choice and of every sample.
         beta: KL strength (default: the env's).
         device: where generation runs (the models must be there).
+        progress: ``None`` (silent), ``True`` (a bar on stderr) or a callable receiving
+            :class:`~nlhf_envs.progress.ProgressEvent` objects (task ``"nash estimate"``, in
+            steps: three samplings, two log-probability passes, then one step per prompt judged);
+            an exception it raises (e.g. ``KeyboardInterrupt``) stops the estimate there.
 
     Returns:
         A :class:`~nlhf_envs.text.estimate.NashEstimate`; ``per_prompt["prompt_index"]`` indexes
@@ -104,27 +171,42 @@ def estimate_hf_nash_metrics(
     ref = env.reference
     C, L = len(rows), env.max_new_tokens
     gen = torch.Generator(device).manual_seed(int(seed))
+    scored = bool(getattr(env._judge, "has_scores", False))
+    with reporter(progress, "nash estimate", 5 + C, "steps") as bar:
 
-    def sample(model: Any, k: int) -> tuple[Generation, torch.Tensor, torch.Tensor]:
-        ids, mask = p_ids.repeat_interleave(k, 0), p_mask.repeat_interleave(k, 0)
-        g = generate(model, ids, mask, L, generator=gen, eos_id=env.eos_id)
-        lp_pol = forced_log_probs(policy, ids, mask, g.tokens, g.mask)
-        lp_ref = forced_log_probs(ref, ids, mask, g.tokens, g.mask)
-        return g, lp_pol.reshape(C, k).cpu(), lp_ref.reshape(C, k).cpu()
+        def sample(model: Any, k: int) -> tuple[Generation, torch.Tensor, torch.Tensor]:
+            ids, mask = p_ids.repeat_interleave(k, 0), p_mask.repeat_interleave(k, 0)
+            g = generate(model, ids, mask, L, generator=gen, eos_id=env.eos_id)
+            bar.advance()
+            return g, ids, mask
 
-    sup, sup_pol, sup_ref = sample(ref, n)
-    fresh_ref, _, _ = sample(ref, m)
-    fresh_pol, fp_pol, fp_ref = sample(policy, m)
-    sup_t, fr_t, fp_t = _texts(env, sup), _texts(env, fresh_ref), _texts(env, fresh_pol)
-    P_sup = np.empty((C, n, n))
-    g_pi = np.empty((C, m))
-    for c in range(C):
-        x = prompt_text(prompts[c])
-        s_c = sup_t[c * n : (c + 1) * n]
-        P_sup[c] = _seat_averaged(env, x, s_c, s_c)
-        g_pi[c] = _seat_averaged(env, x, fr_t[c * m : (c + 1) * m], fp_t[c * m : (c + 1) * m]).mean(
-            axis=1
+        def log_probs(sampled: tuple[Generation, torch.Tensor, torch.Tensor], k: int) -> Any:
+            g, ids, mask = sampled
+            lp_pol = forced_log_probs(policy, ids, mask, g.tokens, g.mask)
+            lp_ref = forced_log_probs(ref, ids, mask, g.tokens, g.mask)
+            bar.advance()
+            return lp_pol.reshape(C, k).cpu(), lp_ref.reshape(C, k).cpu()
+
+        sup = sample(ref, n)
+        fresh_ref = sample(ref, m)
+        fresh_pol = sample(policy, m)
+        sup_pol, sup_ref = log_probs(sup, n)
+        fp_pol, fp_ref = log_probs(fresh_pol, m)
+        sup_t, fr_t, fp_t = (
+            _texts(env, sup[0]),
+            _texts(env, fresh_ref[0]),
+            _texts(env, fresh_pol[0]),
         )
-    i = np.arange(n)
-    P_sup[:, i, i] = 0.5
+        P_sup = np.empty((C, n, n))
+        g_pi = np.empty((C, m))
+        preferences = _scored_preferences if scored else _pairwise_preferences
+        for c in range(C):
+            P_sup[c], g_pi[c] = preferences(
+                env,
+                prompt_text(prompts[c]),
+                sup_t[c * n : (c + 1) * n],
+                fr_t[c * m : (c + 1) * m],
+                fp_t[c * m : (c + 1) * m],
+            )
+            bar.advance()
     return _nash_estimate(P_sup, sup_ref, sup_pol, fp_pol, fp_ref, g_pi, beta, chosen)

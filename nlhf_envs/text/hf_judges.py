@@ -20,7 +20,11 @@ truth) already follows it. :func:`as_text_judge` turns any of these into a
 - a folder path of a saved sequence-classification model with one output (a reward model).
 
 A :class:`ValidatedJudge` checks every output (one finite number in [0, 1] per pair) and names the
-judge in its error. Answers reach a judge as text: a judge with its own tokenizer re-encodes them.
+judge in its error. A judge that also has a method ``scores(prompts, answers)`` (one real number
+``s(x, y)`` per answer, with ``P(a > b | x) = sigmoid(s(x, a) - s(x, b))``; a
+:class:`RewardModelJudge` has it) offers the scores interface (:meth:`ValidatedJudge.scores`):
+the Nash estimate (:mod:`nlhf_envs.text.hf_estimate`) then scores every answer once instead of
+judging every pair. Answers reach a judge as text: a judge with its own tokenizer re-encodes them.
 """
 
 from __future__ import annotations
@@ -67,6 +71,48 @@ class ValidatedJudge:
     def __init__(self, fn: Callable[[list[str], list[tuple[str, str]]], Any], name: str) -> None:
         self.fn = fn
         self.name = name
+
+    @property
+    def has_scores(self) -> bool:
+        """Whether the judge offers the scores interface (:meth:`scores`): one number per
+        answer, ``P(a > b | x) = sigmoid(s(x, a) - s(x, b))`` (a :class:`RewardModelJudge` does)."""
+        return callable(getattr(self.fn, "scores", None))
+
+    def scores(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+        """The judge's score ``s(x, y)`` of each (prompt, answer), float64 ``[B]`` on the CPU, such
+        that ``P(a > b | x) = sigmoid(s(x, a) - s(x, b))``: ``B`` answers cost ``B`` judge calls
+        where every pair of them would cost ``B^2``.
+
+        Raises:
+            GameError: when the judge has no scores interface (:attr:`has_scores`).
+            ValueError: naming the judge, when its output has the wrong shape or a NaN or infinity.
+        """
+        if not self.has_scores:
+            raise GameError(f"judge {self.name} gives pairwise probabilities only (no scores)")
+        texts = [str(a) for a in answers]
+        if len(prompts) != len(texts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(texts)} answers")
+        out = self.fn.scores(list(prompts), texts)  # type: ignore[attr-defined]
+        try:
+            s = torch.as_tensor(
+                out.detach().cpu() if isinstance(out, torch.Tensor) else out, dtype=torch.float64
+            )
+        except (TypeError, RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"judge {self.name} must return {len(texts)} scores; got {out!r:.80}"
+            ) from err
+        if s.dim() != 1 or s.shape[0] != len(texts):
+            raise ValueError(
+                f"judge {self.name} must return {len(texts)} scores; got shape {tuple(s.shape)}"
+            )
+        bad = ~torch.isfinite(s)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"judge {self.name} returned the score {float(s[i])} for answer {i}; expected a "
+                "finite number"
+            )
+        return s
 
     def __call__(self, prompts: Sequence[str], completion_pairs: Pairs) -> torch.Tensor:
         """``P(first > second | prompt)``, float32 ``[B]`` on the CPU.
@@ -189,11 +235,23 @@ class RewardModelJudge:
         self.tokenizer = tokenizer
         self.format = format or _default_pair_format(tokenizer)
         self.max_length = max_length
+        #: texts per model call of :meth:`scores` (memory stays bounded for any number of answers)
+        self.score_batch = 256
 
     def rewards(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
         """``r(x, y)`` per pair, float64 ``[B]`` (pooled as in :func:`pooled_scores`)."""
         texts = [self.format(p, a) for p, a in zip(prompts, answers, strict=True)]
         return pooled_scores(self.model, self.tokenizer, texts, self.max_length)
+
+    def scores(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+        """The scores interface (:meth:`ValidatedJudge.scores`): the rewards ``r(x, y)``, in
+        batches of at most :attr:`score_batch` texts, so that ``P(a > b | x) = sigmoid(r(x, a) -
+        r(x, b))`` for every pair of the answers from one model call per answer."""
+        out = [
+            self.rewards(prompts[i : i + self.score_batch], answers[i : i + self.score_batch])
+            for i in range(0, len(answers), self.score_batch)
+        ]
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     def __call__(self, prompts: Sequence[str], completion_pairs: Pairs) -> torch.Tensor:
         """``sigmoid(r(x, a) - r(x, b))`` per pair (both answers scored in one batch)."""

@@ -181,8 +181,11 @@ def test_full_fine_tuning_run_folder_is_a_plain_causal_lm(parts, tmp_path):
 def test_hf_checkpoint_needs_its_own_game(parts, tmp_path):
     _train(parts, tmp_path, 8)
     path = _run_dir(tmp_path) / "final.npz"
+    assert agents.load(path).num_iterations == 1  # in its run folder: config.yml gives the env
+    lone = tmp_path / "lone.npz"
+    lone.write_bytes(path.read_bytes())
     with pytest.raises(CheckpointError, match="needs its env: agents.load"):
-        agents.load(path)
+        agents.load(lone)
     other = HFTokenDuelEnv(
         reference=parts / "ref", judge=parts / "judge", prompts=parts / "prompts.txt",
         heldout_fraction=0.5, max_prompt_tokens=4, max_new_tokens=3, beta=0.2,

@@ -9,13 +9,14 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hf_parts import prompts, tiny_gpt2, word_tokenizer  # noqa: E402
+from hf_parts import length_judge, prompts, tiny_gpt2, word_tokenizer  # noqa: E402
 
 from nlhf_envs.text import load_reference_policy  # noqa: E402
 from nlhf_envs.text.estimate import estimate_nash_metrics  # noqa: E402
 from nlhf_envs.text.hf import HFPolicy  # noqa: E402
 from nlhf_envs.text.hf_env import HFTokenDuelEnv  # noqa: E402
 from nlhf_envs.text.hf_estimate import estimate_hf_nash_metrics  # noqa: E402
+from nlhf_envs.text.hf_judges import RewardModelJudge  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -76,3 +77,109 @@ def test_a_seat_biased_judge_is_averaged_over_seats():
     expect = 0.2 * other.per_prompt["kl_ref"]
     assert np.allclose(other.per_prompt["exploitability"], expect, atol=1e-12)
     assert np.allclose(at_ref.per_prompt["kl_to_nash"], 0.0, atol=1e-12)
+
+
+def _reward_model(vocab: int, seed: int):
+    """A random one-layer GPT-2 reward model (one output) with the pad id of ``word_tokenizer``."""
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=vocab, n_layer=1, n_embd=16, n_head=2, num_labels=1, pad_token_id=0
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transformers.GPT2ForSequenceClassification(config).eval()
+
+
+class CountingRewardModel(RewardModelJudge):
+    """A reward-model judge that counts the answers its model scores."""
+
+    scored = 0
+
+    def rewards(self, prompts, answers):
+        CountingRewardModel.scored += len(answers)
+        return super().rewards(prompts, answers)
+
+
+def _rm_env(judge):
+    tok = word_tokenizer(300)
+    return HFTokenDuelEnv(
+        tiny_gpt2(300, seed=4),
+        tok,
+        judge,
+        prompts(8),
+        heldout_fraction=0.5,
+        max_prompt_tokens=4,
+        max_new_tokens=4,
+        beta=0.1,
+    )
+
+
+def test_a_reward_model_scores_each_answer_once_and_equals_the_pairwise_path():
+    tok = word_tokenizer(300)
+    rm = CountingRewardModel(_reward_model(300, seed=5), tok)
+    calls = []
+
+    def pairwise(prompts, pairs):  # the same judge, seen as a plain pairwise callable
+        calls.append(list(pairs))
+        return rm(prompts, pairs)
+
+    scored, plain = _rm_env(rm), _rm_env(pairwise)
+    assert scored._judge.has_scores and not plain._judge.has_scores
+    policy = Tempered(HFPolicy(tiny_gpt2(300, seed=6), num_tokens=300), 0.7)
+    kw = {"num_prompts": 4, "n": 8, "m": 12, "seed": 3}
+    CountingRewardModel.scored = 0
+    got = estimate_hf_nash_metrics(policy, scored, **kw)
+    C = len(got.per_prompt["prompt_index"])
+    assert C == 4
+    assert 0 < CountingRewardModel.scored <= C * (8 + 2 * 12)  # n + 2m answers per prompt
+    want = estimate_hf_nash_metrics(policy, plain, **kw)
+    # one call per prompt, each pair next to its mirror: n (n - 1) support pairs, 2 m^2 fresh
+    assert len(calls) == C
+    for pairs in calls:
+        assert len(pairs) == 8 * 7 + 2 * 12 * 12
+        assert all(pairs[k] == pairs[k + 1][::-1] for k in range(0, len(pairs), 2))
+    assert got.kl_ref == want.kl_ref and got.kl_ref > 0.01  # the same samples
+    for key in ("exploitability", "kl_to_nash"):
+        assert np.allclose(got.per_prompt[key], want.per_prompt[key], rtol=0, atol=1e-6)
+    assert abs(got.exploitability) > 1e-3  # the judge has preferences: not a trivial zero
+
+
+def test_a_judge_score_that_is_not_finite_is_named():
+    tok = word_tokenizer(300)
+
+    class Broken(RewardModelJudge):
+        def scores(self, prompts, answers):
+            out = super().scores(prompts, answers)
+            out[1] = float("nan")
+            return out
+
+    env = _rm_env(Broken(_reward_model(300, seed=5), tok))
+    with pytest.raises(
+        ValueError, match=r"judge \S*Broken returned the score nan for answer 1; expected a finite"
+    ):
+        estimate_hf_nash_metrics(env.reference, env, num_prompts=2, n=4, m=4)
+
+
+def test_the_estimate_reports_progress_and_stops_when_its_callback_raises():
+    env = _rm_env(length_judge)
+    events = []
+    estimate_hf_nash_metrics(env.reference, env, num_prompts=3, n=4, m=4, progress=events.append)
+    assert [e.done for e in events] == list(range(1, 5 + 3 + 1))
+    assert {e.total for e in events} == {5 + 3} and {e.task for e in events} == {"nash estimate"}
+
+    def stop(event):
+        if event.done == 2:
+            raise KeyboardInterrupt
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        estimate_hf_nash_metrics(
+            env.reference,
+            env,
+            num_prompts=3,
+            n=4,
+            m=4,
+            progress=lambda e: (seen.append(e), stop(e)),
+        )
+    assert len(seen) == 2
