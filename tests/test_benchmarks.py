@@ -300,6 +300,7 @@ def test_gpu_trl_section_runs_the_comparison_on_cpu(tmp_path):
     for row in result["rows"]:  # TRL's work: one generate call of 2 x 8 answers of 4 tokens
         assert row["memory"]["trl"]["work"]["generate"] == [[16, 4]]
 
+
 @pytest.mark.slow
 def test_hf_eval_cost_runs_the_docs_command_and_reads_its_timings(tmp_path, capsys):
     pytest.importorskip("transformers")
