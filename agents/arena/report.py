@@ -69,6 +69,8 @@ class TournamentResult:
         ]
         for r, i in enumerate(order, 1):
             ex = self.exploitability[i]
+            if ex is not None and -1e-12 < ex < 0.0:  # Expl >= 0: rounding below zero reads as 0
+                ex = 0.0
             lines.append(
                 f"| {r} | {self.names[i]} | {self.nash[i]:.3f} | {self.nash_score[i]:+.4f} | "
                 f"{self.elo[i]:.0f} | {'-' if ex is None else f'{ex:.2e}'} |"

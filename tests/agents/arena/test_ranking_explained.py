@@ -56,3 +56,23 @@ def test_the_demo_names_the_least_exploitable_participant_beside_the_top_one():
     assert same.startswith("Top Nash-averaged participant: nash_md (exploitability 1.00e-05). ")
     assert "least exploitable" not in same
     assert _ranking_note(["a", "b"], [None, None], "a") == "Top Nash-averaged participant: a."
+
+
+def test_rounding_below_zero_is_printed_as_zero_exploitability():
+    """Exploitability is >= 0; a float rounding just below zero (the exact Nash of a game) prints
+    as 0, while a clearly negative value (a bug to see) is printed as it is."""
+    import numpy as np
+
+    from agents.arena.report import TournamentResult
+
+    n = 3
+    res = TournamentResult(
+        names=["a", "b", "c"], win_rate=np.full((n, n), 0.5), ci_low=np.zeros((n, n)),
+        ci_high=np.ones((n, n)), duels=np.ones((n, n)), nash=np.full(n, 1 / 3),
+        nash_score=np.zeros(n), elo=np.zeros(n), intransitive=False,
+        exploitability=[-5.55e-17, None, -0.25], env_id="nlhf/RPS-v0", seed=0,
+    )  # fmt: skip
+    rows = {line.split("|")[2].strip(): line for line in res.to_markdown().splitlines()[2:5]}
+    assert rows["a"].rstrip().endswith("| 0.00e+00 |")
+    assert rows["b"].rstrip().endswith("| - |")
+    assert rows["c"].rstrip().endswith("| -2.50e-01 |")
