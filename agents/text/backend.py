@@ -68,6 +68,7 @@ __all__ = [
     "is_hf_env",
     "make_backend",
     "save_hf_folder",
+    "shared_twin",
     "with_lora",
 ]
 

@@ -162,8 +162,9 @@ class TextAgentConfig:
         nash_eval_samples: ``pi_ref`` samples per prompt of an estimate (``n``; twice as many fresh
             samples ``m`` for the exploitability).
         lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
-            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);
-            ``None`` (default): full fine-tuning.
+            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`;
+            TRL's and peft's names ``r``, ``lora_alpha``, ``lora_dropout`` are accepted too), or a
+            ``peft.LoraConfig``; ``None`` (default): full fine-tuning.
         shards: the global batch of a duel is drawn as ``shards`` equal parts, each from its own
             seeded generator (``None``: the number of data-parallel processes, 1 without them).
             Under ``N`` data-parallel processes (a ``torch.distributed`` process group, e.g.
