@@ -886,7 +886,8 @@ def _load_start_model(folder: Path, what: str, env: Any) -> Any:
     if arch is not None:
         raise ConfigError(f"{what}: {folder} holds a {arch}, not a causal language model")
     model = load_causal_lm(folder, what, ConfigError).eval()
-    n = int(model.get_output_embeddings().weight.shape[0])
+    head = model.get_output_embeddings()
+    n = int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
     if n < env.vocab_size:
         raise ConfigError(
             f"{what}: the model in {folder} scores {n} tokens; the env's tokenizer has "

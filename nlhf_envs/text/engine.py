@@ -84,10 +84,10 @@ def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
     """Left-padded ``[B, P]`` rows cut to the batch's longest one (the leading columns that are
     padding in every row are dropped). Positions are counted over the mask, so every policy gives
     the same logits for the cut rows."""
-    real = mask.bool().any(0)
-    if not bool(real.any()):
+    real = mask.bool().any(0).nonzero()
+    if real.numel() == 0:
         return ids, mask
-    first = int(real.to(torch.int8).argmax())
+    first = int(real[0, 0])
     if first == 0:
         return ids, mask
     return ids[:, first:], mask[:, first:]
