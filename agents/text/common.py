@@ -514,7 +514,17 @@ class TextAgent(AgentBase):
             outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
             parts.append(Duel(ids, mask, y, y2, outcome.to(self.device)))
         self.queries_used += cfg.batch_size  # counted globally: every process counts them all
-        return parts[0] if len(parts) == 1 else concat_duels(parts)
+        if len(parts) == 1:
+            return parts[0]
+        # each shard's prompts are padded to its own longest: left-pad them to a common width
+        width = max(d.prompt_ids.shape[1] for d in parts)
+        pad_id = int(getattr(self.engine, "pad_id", PAD))
+        for d in parts:
+            extra = width - d.prompt_ids.shape[1]
+            if extra:
+                d.prompt_ids = torch.nn.functional.pad(d.prompt_ids, (extra, 0), value=pad_id)
+                d.prompt_mask = torch.nn.functional.pad(d.prompt_mask, (extra, 0), value=False)
+        return concat_duels(parts)
 
     def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
         """Token log-probs ``[B, N]`` of ``duel.y`` (or ``duel.y2``) under ``model``."""

@@ -384,3 +384,24 @@ def test_lora_dropout_acts_in_training_only_and_the_env_model_keeps_its_dropout(
             if isinstance(m, torch.nn.Dropout) and "lora_" not in n]  # fmt: skip
     assert base and max(base) == 0.0  # the agent's base dropout is off
     assert [m.p for m in env.reference_model.modules() if isinstance(m, torch.nn.Dropout)] == rates
+
+
+def test_shards_with_prompts_of_different_widths_make_one_batch():
+    """Each shard's prompts are padded to its own longest; the shards of one process are
+    left-padded to a common width before they are joined (the data-parallel layout)."""
+    env = _random_env()
+    for seed in range(20):  # a seed whose two shards draw prompts of different widths
+        agent = agents.make("online_ipo", env, seed=seed, batch_size=4, shards=2, eval_every=0)
+        draws = [agent.engine.sample_prompts(2, agent.prompt_generator(s))[1:] for s in (0, 1)]
+        if draws[0][0].shape[1] != draws[1][0].shape[1]:
+            break
+    else:
+        pytest.fail("no seed gave shards of different prompt widths")
+    duel = agent.duel(agent.model)
+    assert duel.prompt_ids.shape == (4, max(d[0].shape[1] for d in draws))
+    rows = [(ids[i][mask[i]], mask[i].sum()) for ids, mask in draws for i in range(2)]
+    for i, (tokens, length) in enumerate(rows):
+        assert torch.equal(duel.prompt_ids[i][duel.prompt_mask[i]], tokens)
+        assert int(duel.prompt_mask[i].sum()) == int(length)
+    agent.learn(num_iterations=1)
+    assert agent.history[-1]["loss/ipo"] > 0
