@@ -7,7 +7,10 @@ YAML file of the zoo or from the command line; all of them go through :func:`bui
 * rejects unknown keys (naming the key, the valid keys and where the value came from);
 * checks types: ``bool``, ``int``, ``float``, ``str``, ``None``, ``X | None`` (``Optional[X]``),
   ``Literal[...]``, ``list[X]`` (a YAML sequence, each item checked as ``X``) and nested config
-  dataclasses (a YAML mapping, built and checked by :func:`build_config`); an ``int`` is
+  dataclasses (a YAML mapping, built and checked by :func:`build_config`; a block class may
+  name other libraries' spellings of its fields in ``ALIASES`` and convert other objects with a
+  ``from_value`` class method, as :class:`agents.text.backend.LoraSettings` does for a
+  ``peft.LoraConfig``); an ``int`` is
   accepted for a ``float`` field, a ``bool`` is never accepted for a number, a string is never
   converted to a number except plain scientific notation such as ``3e-4`` (which PyYAML's YAML 1.1
   resolver reads as a string), and a ``float`` must be finite (``.inf`` and ``.nan`` are refused for
@@ -226,6 +229,13 @@ def _check_value(value: Any, tp: Any, key: str, source: str | None) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):  # a nested block (e.g. ``lora``)
         if isinstance(value, tp):
             return value
+        convert = getattr(tp, "from_value", None)  # e.g. a peft.LoraConfig for ``lora``
+        if convert is not None and not isinstance(value, Mapping):
+            try:
+                converted = convert(value)
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err}{_where(source)}") from None
+            value = value if converted is None else converted
         if not isinstance(value, Mapping):
             raise ConfigError(
                 f"{key}: expected a mapping of {tp.__name__} fields; got {value!r}{_where(source)}"
@@ -307,6 +317,14 @@ def build_config(
                     f"{old!r} is the old name of {new!r}; give one of them{_where(source)}"
                 )
             mapping[new] = mapping.pop(old)
+    for alias, name in getattr(cls, "ALIASES", {}).items():  # other libraries' names of a field
+        if alias in mapping:
+            if name in mapping:
+                raise ConfigError(
+                    f"{alias!r} and {name!r} name the same setting; give one of them"
+                    f"{_where(source)}"
+                )
+            mapping[name] = mapping.pop(alias)
     for key, word in getattr(cls, "FALSE_MEANS", {}).items():
         # YAML 1.1 reads off/no/false as a boolean: for a field whose word for "none" is one of
         # those (``nash_eval: off``), False means that word; True is refused with the reason

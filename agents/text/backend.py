@@ -16,11 +16,15 @@ The token agents (:mod:`agents.text`) have one code path. What they need of a ba
 gets the native one; ``nlhf/HFTokenDuel-v0``
 (:class:`~nlhf_envs.text.hf_env.HFTokenDuelEnv`) gets the Hugging Face one:
 
-* the policy is :class:`HFCausalPolicy` around a copy of the env's reference causal LM (full
-  fine-tuning), or a LoRA adapter on it (``lora`` config block, :class:`LoraSettings`);
+* the policy is :class:`HFCausalPolicy` around a trainable copy of the env's reference causal LM
+  (full fine-tuning), or a LoRA adapter on it (``lora`` config block, :class:`LoraSettings`), or
+  around a separate starting model (``init_from``: an SFT model, a previous run's ``final_hf/``);
+* ``pi_ref`` is the env's reference model itself, through a :func:`shared_twin` (frozen, its
+  weights stored once: full fine-tuning holds the trainable model and this one reference; LoRA
+  holds the adapter on the base weights, stored once, and ``pi_ref`` is the adapter disabled);
 * the engine is :class:`HFDuelEngine`: the env's prompts (encoded as the env encodes them,
-  left-padded to ``max_prompt_tokens``), the env's EOS, and the env's *text* judge on decoded
-  answers (:class:`TextJudgeProbs`).
+  left-padded to the longest prompt of each batch), the env's EOS, and the env's *text* judge on
+  decoded answers (:class:`TextJudgeProbs`).
 
 On :meth:`HFTokenDuelEnv.from_world("nlhf/TinyTokenDuel-v0")
 <nlhf_envs.text.hf_env.HFTokenDuelEnv.from_world>` both backends play the same game with the same
@@ -30,18 +34,27 @@ Nash metrics (``tests/agents/text/test_hf_backend.py``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from agents.config import ConfigError
-from nlhf_envs.text.engine import DuelEngine, Generation, _check_prompts, generate
+from nlhf_envs.text.engine import (
+    DuelEngine,
+    Generation,
+    _check_prompts,
+    generate,
+    trim_left_padding,
+)
 
 __all__ = [
     "AdapterDisabled",
@@ -55,6 +68,7 @@ __all__ = [
     "is_hf_env",
     "make_backend",
     "save_hf_folder",
+    "shared_twin",
     "with_lora",
 ]
 
@@ -87,6 +101,61 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] | None = None
 
+    #: TRL's and peft's names (``peft.LoraConfig``) of the same settings, accepted as keys too
+    ALIASES: ClassVar[dict[str, str]] = {
+        "r": "rank",
+        "lora_alpha": "alpha",
+        "lora_dropout": "dropout",
+    }
+
+    @classmethod
+    def from_value(cls, value: Any) -> dict[str, Any] | None:
+        """The block's fields of a ``peft.LoraConfig`` (``None`` for any other object).
+
+        ``r``, ``lora_alpha``, ``lora_dropout`` and ``target_modules`` (a list of names) are read;
+        ``fan_in_fan_out`` is set from the layers' type (GPT-2's ``Conv1D``), and ``task_type``
+        (``CAUSAL_LM`` or unset), ``inference_mode``, ``base_model_name_or_path``, ``revision`` and
+        peft's own bookkeeping are ignored. Any other field set away from peft's default
+        (``modules_to_save``, ``use_dora``, ``bias``, ``init_lora_weights``, ...) is refused: this
+        library trains a plain LoRA adapter whose base weights all stay frozen.
+
+        Raises:
+            agents.config.ConfigError: naming the first unsupported field and its value.
+        """
+        try:
+            import peft
+        except ImportError:  # without peft there is no LoraConfig to convert
+            return None
+        if not isinstance(value, peft.LoraConfig):
+            return None
+        default = peft.LoraConfig()
+        read = {"r", "lora_alpha", "lora_dropout", "target_modules"}
+        for f in dataclasses.fields(value):
+            if f.name in read or f.name in _IGNORED_LORA_FIELDS:
+                continue
+            mine, theirs = getattr(value, f.name), getattr(default, f.name)
+            if mine != theirs:
+                raise ConfigError(
+                    f"the peft.LoraConfig field {f.name}={mine!r} is not supported (a plain LoRA "
+                    "adapter with every base weight frozen; supported: r, lora_alpha, "
+                    f"lora_dropout, target_modules; set {f.name} back to {theirs!r})"
+                )
+        task = value.task_type
+        if task is not None and str(getattr(task, "value", task)) != "CAUSAL_LM":
+            raise ConfigError(f"the peft.LoraConfig task_type {task!r} is not CAUSAL_LM")
+        targets = value.target_modules
+        if isinstance(targets, str):
+            raise ConfigError(
+                f"the peft.LoraConfig target_modules {targets!r} is a pattern; give a list of "
+                "module names"
+            )
+        return {
+            "rank": value.r,
+            "alpha": value.lora_alpha,
+            "dropout": value.lora_dropout,
+            "target_modules": None if targets is None else sorted(targets),
+        }
+
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ConfigError(f"rank: must be an integer >= 1; got {self.rank}")
@@ -96,6 +165,21 @@ class LoraSettings:
             raise ConfigError(f"dropout: must lie in [0, 1); got {self.dropout}")
         if self.target_modules is not None and not self.target_modules:
             raise ConfigError("target_modules: give at least one module name (or null)")
+
+
+#: ``peft.LoraConfig`` fields that do not change the adapter (or that nlhf-zoo sets itself)
+_IGNORED_LORA_FIELDS = frozenset(
+    {
+        "task_type",
+        "peft_type",
+        "auto_mapping",
+        "peft_version",
+        "base_model_name_or_path",
+        "revision",
+        "inference_mode",
+        "fan_in_fan_out",
+    }
+)
 
 
 @dataclass
@@ -109,9 +193,15 @@ class Backend:
             :class:`HFDuelEngine`).
         truth: the ground truth ``P*`` (``None`` when the game has none: a Hugging Face env not
             built from a synthetic world).
-        reference: ``pi_ref`` (frozen, on the agent's device); with LoRA, ``None`` until
-            :meth:`reference_for` gives the adapter-disabled view of the policy.
+        reference: ``pi_ref`` (frozen, on the agent's device); with LoRA on the reference itself,
+            ``None`` until :meth:`reference_for` gives the adapter-disabled view of the policy.
         initial: what ``pi_theta`` starts as (see :meth:`trainable_copy`).
+        owned: ``initial`` was built for this backend alone (a model loaded from ``init_from``, a
+            fresh adapter), so :meth:`trainable_copy` trains it in place instead of copying it.
+        base_folder: with LoRA, the folder of the model under the adapter when it has one (saved
+            adapters name it as their base).
+        base_model: with LoRA, that model as the user gave it (without the adapter's layers),
+            saved next to an adapter when it has no folder.
     """
 
     kind: str
@@ -119,14 +209,25 @@ class Backend:
     truth: Any
     reference: Any
     initial: torch.nn.Module
+    owned: bool = False
+    base_folder: Path | None = None
+    base_model: Any = None
 
     def trainable_copy(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        """``pi_theta``: a trainable copy of ``module`` on ``device``, in training mode (all its
-        weights trainable; with LoRA, only the adapter's)."""
-        memo: dict[int, Any] = {}
-        if self.kind == "lora":  # the frozen base weights are shared, not copied
-            memo = {id(p): p for p in module.parameters() if not p.requires_grad}
-        model = copy.deepcopy(module, memo).to(device).train()
+        """``pi_theta`` from ``module`` on ``device``, in training mode, all its weights trainable
+        (with LoRA, only the adapter's).
+
+        ``module`` is copied, except the frozen base weights of a LoRA model (shared, never
+        copied) and an :attr:`owned` ``initial`` (trained in place, once).
+        """
+        if self.owned and module is self.initial:
+            self.owned = False  # a second call copies
+            model = module.to(device).train()
+        else:
+            memo: dict[int, Any] = {}
+            if self.kind == "lora":  # the frozen base weights are shared, not copied
+                memo = {id(p): p for p in module.parameters() if not p.requires_grad}
+            model = copy.deepcopy(module, memo).to(device).train()
         if self.kind == "lora":
             for name, p in model.named_parameters():
                 p.requires_grad_("lora_" in name)
@@ -158,8 +259,8 @@ class Backend:
 
     def reference_for(self, model: Any) -> Any:
         """``pi_ref`` of an agent whose policy is ``model``: the backend's frozen reference, or,
-        with LoRA, :class:`AdapterDisabled` on ``model``."""
-        if self.kind == "lora" and model is not None:
+        with LoRA on the reference itself, :class:`AdapterDisabled` on ``model``."""
+        if self.kind == "lora" and self.reference is None and model is not None:
             return AdapterDisabled(model)
         return self.reference
 
@@ -175,6 +276,8 @@ class AdapterDisabled:
         policy: an :class:`HFCausalPolicy` around a ``peft`` model.
     """
 
+    supports_logits_to_keep = True
+
     def __init__(self, policy: HFCausalPolicy) -> None:
         self.policy = policy
 
@@ -188,10 +291,16 @@ class AdapterDisabled:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any | None = None,
+        *,
+        logits_to_keep: int = 0,
+        use_cache: bool = True,
     ) -> tuple[torch.Tensor, Any]:
         """Logits and cache of the base model (see :class:`HFCausalPolicy`)."""
         with torch.no_grad(), self.policy.lm.disable_adapter():
-            return self.policy(input_ids, attention_mask, past_key_values)
+            return self.policy(
+                input_ids, attention_mask, past_key_values,
+                logits_to_keep=logits_to_keep, use_cache=use_cache,
+            )  # fmt: skip
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AdapterDisabled:
         return AdapterDisabled(copy.deepcopy(self.policy, memo))
@@ -205,6 +314,26 @@ def _disable_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+
+
+def shared_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model``'s modules that stores no weights of its own.
+
+    Every parameter of the twin is a new ``Parameter`` over the same storage as ``model``'s (with
+    ``requires_grad=False``), every buffer is ``model``'s own tensor, every module is a new
+    object. So the weights exist once, while the twin can be changed as a structure without
+    touching ``model``: ``peft`` can inject an adapter's layers into it, its dropout can be
+    switched off, ``requires_grad`` and ``.to(device)`` act on the twin's parameters only (moving
+    the twin to another device copies its weights there and leaves ``model`` where it is). Tied
+    weights stay tied. Writing into a twin's weight in place writes into ``model``'s: the twin is
+    for frozen uses (``pi_ref``, the base under a LoRA adapter).
+    """
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.detach(), requires_grad=False)
+    for b in model.buffers():
+        memo[id(b)] = b
+    return copy.deepcopy(model, memo)
 
 
 class HFCausalPolicy(torch.nn.Module):
@@ -226,6 +355,8 @@ class HFCausalPolicy(torch.nn.Module):
             bfloat16 on the input's device; logits are returned in float32).
     """
 
+    supports_logits_to_keep = True
+
     def __init__(
         self,
         lm: Any,
@@ -238,6 +369,8 @@ class HFCausalPolicy(torch.nn.Module):
         super().__init__()
         self.lm = lm
         self.precision = precision
+        #: the modules transformers checkpoints (empty until :meth:`enable_gradient_checkpointing`)
+        self._checkpointed: list[torch.nn.Module] = []
         self.num_tokens = int(num_tokens)
         self._cache_kw = _cache_keyword(lm)
         mask = (
@@ -265,19 +398,79 @@ class HFCausalPolicy(torch.nn.Module):
                     module.train()
         return self
 
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the training forward recomputes the layers' activations in the backward pass."""
+        return bool(self._checkpointed)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Gradient (activation) checkpointing for the passes that build a graph, through
+        ``transformers``' own ``activation_checkpointing_enable`` (``gradient_checkpointing_enable``
+        before transformers 5.x), non-reentrant.
+
+        ``transformers`` checkpoints a layer only in training mode, and turns the KV cache off
+        there. This policy keeps the causal LM in eval mode (so no dropout acts) and marks only
+        the checkpointed layers as training, only for a forward pass with gradients and no cache
+        (:meth:`forward`): generation keeps its KV cache, and scoring under ``torch.no_grad()``
+        runs as before. A layer-level float dropout rate (read with ``self.training``) is set to 0
+        on the marked layers, which are this policy's own (the env's model is untouched).
+
+        Raises:
+            agents.config.ConfigError: when the model does not support it.
+        """
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ConfigError(
+                f"gradient_checkpointing: {type(base).__name__} does not support gradient "
+                "checkpointing in transformers"
+            )
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is None:  # transformers before 5.x
+            enable = base.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+        marked = [m for m in base.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        for module in marked:
+            for name, value in vars(module).items():
+                if "dropout" in name and isinstance(value, float):
+                    setattr(module, name, 0.0)
+        self._checkpointed = marked
+
+    @contextlib.contextmanager
+    def _checkpointing(self, active: bool) -> Iterator[None]:
+        if not active:
+            yield
+            return
+        for module in self._checkpointed:
+            module.training = True  # the layer alone: its sub-modules stay in eval mode
+        try:
+            yield
+        finally:
+            for module in self._checkpointed:
+                module.training = False
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any | None = None,
+        *,
+        logits_to_keep: int = 0,
+        use_cache: bool = True,
     ) -> tuple[torch.Tensor, Any]:
-        """Logits ``[B, T, V]`` (float32) and the model's cache."""
+        """Logits ``[B, T, V]`` (float32; the last ``logits_to_keep`` positions when it is
+        positive) and the model's cache (``None`` with ``use_cache=False``)."""
         from nlhf_envs.text.hf import causal_lm_logits
 
-        return causal_lm_logits(
-            self.lm, self._cache_kw, input_ids, attention_mask, past_key_values, self.num_tokens,
-            self.suppress_mask if self._suppress else None, bf16=self.precision == "bf16",
-        )  # fmt: skip
+        checkpoint = (
+            bool(self._checkpointed) and torch.is_grad_enabled() and past_key_values is None
+        )
+        with self._checkpointing(checkpoint):
+            return causal_lm_logits(
+                self.lm, self._cache_kw, input_ids, attention_mask, past_key_values,
+                self.num_tokens, self.suppress_mask if self._suppress else None,
+                bf16=self.precision == "bf16", logits_to_keep=logits_to_keep,
+                use_cache=use_cache and not checkpoint,
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- HF engine
@@ -328,7 +521,7 @@ class HFDuelEngine(DuelEngine):
     """:class:`~nlhf_envs.text.engine.DuelEngine` over an ``nlhf/HFTokenDuel-v0`` env.
 
     Prompts are the env's (``env.prompts[split]``, encoded once by ``env.encode_prompt`` and
-    left-padded with the pad id to ``max_prompt_tokens``); answers end with the env's EOS; the
+    left-padded with the pad id; a drawn batch is cut to its longest prompt); answers end with the env's EOS; the
     judge is the env's text judge on decoded answers (:class:`TextJudgeProbs`). ``generate_pair``,
     ``score`` and ``play`` are the parent's. The ground truth exists only for envs built by
     ``HFTokenDuelEnv.from_world`` (the world's annotator population; same token ids).
@@ -419,14 +612,15 @@ class HFDuelEngine(DuelEngine):
         self, batch_size: int, generator: torch.Generator, split: str = "train"
     ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """Draw ``batch_size`` prompts of the env's ``split`` uniformly: ``(texts, ids, mask)``
-        (the draw of :meth:`DuelEngine.sample_prompts`: one ``randint`` of the generator)."""
+        (the draw of :meth:`DuelEngine.sample_prompts`: one ``randint`` of the generator),
+        left-padded to the longest prompt drawn, not to ``max_prompt_tokens``."""
         texts, ids, mask = self._split(split)
         pick = torch.randint(
             len(texts), (batch_size,), generator=generator, device=generator.device
         )
         pick_list = pick.tolist()
         pick = pick.to(ids.device)
-        return [texts[i] for i in pick_list], ids[pick], mask[pick]
+        return ([texts[i] for i in pick_list], *trim_left_padding(ids[pick], mask[pick]))
 
     def generate(
         self,
@@ -531,6 +725,11 @@ def _native_backend(
             f"precision: {config.precision!r} is for Hugging Face causal LMs "
             "(nlhf/HFTokenDuel-v0); the native TinyCausalLM runs in fp32"
         )
+    if config.gradient_checkpointing:
+        raise ConfigError(
+            "gradient_checkpointing: is for Hugging Face causal LMs (nlhf/HFTokenDuel-v0); the "
+            "native TinyCausalLM keeps its activations (set it to false)"
+        )
     judge = getattr(env, "judge", None)
     if judge is None or not hasattr(env, "max_new_tokens"):
         raise TypeError(
@@ -568,35 +767,81 @@ def _hf_backend(
     engine = HFDuelEngine(
         env, payer=config.payer, max_new_tokens=max_new, device=device, sampler=config.sampler
     )
-    lm = copy.deepcopy(env.reference_model if reference is None else reference)
-    _disable_dropout(lm)
+    ref_model = env.reference_model if reference is None else reference
     suppress = env.reference.suppress_mask
-    start = _start_folder(config.init_from, config.lora is not None, env.reference_model)
+
+    def policy(lm: Any) -> HFCausalPolicy:
+        return HFCausalPolicy(lm, env.vocab_size, suppress, config.precision)
+
+    def own(lm: Any) -> Any:  # a model of this agent's own: its (non-LoRA) dropout off
+        _disable_dropout(lm)
+        return lm
+
+    def with_checkpointing(p: HFCausalPolicy) -> HFCausalPolicy:
+        if config.gradient_checkpointing:
+            p.enable_gradient_checkpointing()
+        return p
+
+    def frozen_reference() -> HFCausalPolicy:
+        # the env's weights, stored once: a twin of new modules over the same tensors
+        return frozen(policy(own(shared_twin(ref_model)))).to(device)
+
+    start = _start_model(config.init_from, config.lora is not None, env, ref_model)
     if config.lora is None:
-        ref = frozen(HFCausalPolicy(lm, env.vocab_size, suppress, config.precision)).to(device)
-        if start is None:
-            return Backend("hf", engine, engine.truth, ref, ref)
-        init = copy.deepcopy(lm)
-        _load_full(init, start)
-        initial = frozen(HFCausalPolicy(init, env.vocab_size, suppress, config.precision))
-        return Backend("hf", engine, engine.truth, ref, initial)
+        ref = frozen_reference()
+        if start is None:  # pi_theta: the one trainable copy of the reference's weights
+            return Backend("hf", engine, engine.truth, ref, with_checkpointing(ref))
+        initial = with_checkpointing(policy(own(start.model)))  # loaded for this agent alone
+        return Backend("hf", engine, engine.truth, ref, initial, owned=True)
+    shared = start is None or start.model is None  # the adapter sits on the reference itself
+    base = own(shared_twin(ref_model) if shared else start.model)  # before the adapter's dropout
     with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
         torch.manual_seed(seed)
-        policy = HFCausalPolicy(
-            with_lora(lm, config.lora), env.vocab_size, suppress, config.precision
-        )
-    if start is not None:
-        _load_adapter(policy.lm, start)
-    return Backend("lora", engine, engine.truth, None, policy)
+        lora = with_checkpointing(policy(with_lora(base, config.lora)))
+    if start is not None and start.adapter is not None:
+        _load_adapter(lora.lm, start.adapter)
+    if shared:
+        return Backend(
+            "lora", engine, engine.truth, None, lora, owned=True,
+            base_folder=_local_folder(ref_model), base_model=ref_model,
+        )  # fmt: skip
+    return Backend(
+        "lora", engine, engine.truth, frozen_reference(), lora, owned=True,
+        base_folder=start.folder, base_model=None,
+    )  # fmt: skip
 
 
-def _start_folder(init_from: str | None, lora: bool, reference_model: Any) -> Path | None:
-    """The checked folder of ``init_from`` (``None`` without one).
+@dataclass
+class _Start:
+    """A checked ``init_from``: the model ``pi_theta`` starts from.
+
+    Attributes:
+        model: the loaded starting model (``None``: the env's reference, for an adapter trained
+            on it).
+        folder: the folder of that model (``None`` for the env's reference).
+        adapter: the adapter folder to load on top of it (``None``: no adapter).
+    """
+
+    model: Any
+    folder: Path | None
+    adapter: Path | None
+
+
+def _start_model(
+    init_from: str | None, lora: bool, env: Any, reference_model: Any
+) -> _Start | None:
+    """The checked starting model of ``init_from`` (``None`` without one).
+
+    ``init_from`` is a causal-LM folder (an SFT model, a previous run's full ``final_hf/``), or
+    a LoRA adapter folder (a previous run's LoRA ``final_hf/``) with its base model named in
+    ``adapter_config.json``. An adapter whose base has the env's reference weights sits on the
+    reference itself (base stored once, ``pi_ref`` = the adapter disabled); on another base, that
+    base is loaded and ``pi_ref`` stays the env's reference.
 
     Raises:
         agents.config.ConfigError: for a folder that is not a saved model or adapter, an adapter
-            without a ``lora`` block (or a full model with one), or an adapter whose base model
-            is not the env's reference.
+            without a ``lora`` block, a model with fewer tokens than the env's tokenizer or
+            saved with another tokenizer, or a base folder that cannot be read.
     """
     if init_from is None:
         return None
@@ -611,37 +856,51 @@ def _start_folder(init_from: str | None, lora: bool, reference_model: Any) -> Pa
         raise ConfigError(
             f"init_from: {folder} holds a LoRA adapter; give the lora block it was trained with"
         )
-    if not adapter and lora:
+    if not adapter:
+        return _Start(_load_start_model(folder, "init_from", env), folder, None)
+    import json
+
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"init_from: {folder}/adapter_config.json names no base model") from None
+    if not base or not Path(base).is_dir():
+        raise ConfigError(f"init_from: the adapter's base model {base!r} is not a local folder")
+    base_model = _load_start_model(Path(base), "init_from (the adapter's base model)", env)
+    mine, theirs = reference_model.state_dict(), base_model.state_dict()
+    same = set(mine) == set(theirs) and all(
+        mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k]) for k in mine
+    )
+    if same:  # an adapter trained on the env's reference: it sits on the reference itself
+        return _Start(None, None, folder)
+    return _Start(base_model, Path(base), folder)
+
+
+def _load_start_model(folder: Path, what: str, env: Any) -> Any:
+    """A causal LM from ``folder`` that can play with the env's tokenizer (eval mode)."""
+    from nlhf_envs.text.hf import saved_architecture
+    from nlhf_envs.text.hf_folders import check_no_folder_code, load_causal_lm, load_tokenizer
+
+    check_no_folder_code(folder, what, ConfigError)  # before reading anything else of it
+    arch = saved_architecture(folder)
+    if arch is not None:
+        raise ConfigError(f"{what}: {folder} holds a {arch}, not a causal language model")
+    model = load_causal_lm(folder, what, ConfigError).eval()
+    head = model.get_output_embeddings()
+    n = int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+    if n < env.vocab_size:
         raise ConfigError(
-            f"init_from: {folder} holds a full model, but with a lora block pi_ref is the model "
-            "under the adapter: start LoRA from the env's reference (remove init_from)"
+            f"{what}: the model in {folder} scores {n} tokens; the env's tokenizer has "
+            f"{env.vocab_size}"
         )
-    if adapter:
-        import json
-
-        try:
-            base = json.loads((folder / "adapter_config.json").read_text())[
-                "base_model_name_or_path"
-            ]
-        except (OSError, ValueError, KeyError, TypeError):
+    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        theirs = load_tokenizer(folder, f"{what} (its tokenizer)", ConfigError).get_vocab()
+        if theirs != env.tokenizer.get_vocab():
             raise ConfigError(
-                f"init_from: {folder}/adapter_config.json names no base model"
-            ) from None
-        if not base or not Path(base).is_dir():
-            raise ConfigError(f"init_from: the adapter's base model {base!r} is not a local folder")
-        from nlhf_envs.text.hf_folders import load_causal_lm
-
-        base_model = load_causal_lm(base, "init_from (the adapter's base model)", ConfigError)
-        mine, theirs = reference_model.state_dict(), base_model.state_dict()
-        same = set(mine) == set(theirs) and all(
-            mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k]) for k in mine
-        )
-        if not same:
-            raise ConfigError(
-                f"init_from: the adapter's base model {base} is not the env's reference model "
-                "(its weights differ)"
+                f"{what}: the tokenizer saved in {folder} is not the env's (other tokens or ids); "
+                "pi_theta must use the env's tokenizer"
             )
-    return folder
+    return model
 
 
 def _safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
@@ -651,25 +910,6 @@ def _safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"init_from: {folder} has no {name}")
     return load_file(str(path))  # a safe format: tensors only, nothing is unpickled
-
-
-def _load_full(lm: Any, folder: Path) -> None:
-    """Load a saved full model's weights into ``lm`` (a copy of the env's reference)."""
-    state = _safetensors(folder, "model.safetensors")
-    own = lm.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("lm_head.weight")]
-    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    extra = [k for k in state if k not in own]
-    if missing or bad or extra:
-        odd = (missing + bad + extra)[0]
-        raise ConfigError(
-            f"init_from: {folder} is not a model of the env's reference architecture "
-            f"({len(missing)} weights missing, {len(bad)} of another shape, {len(extra)} unknown, "
-            f"e.g. {odd!r})"
-        )
-    lm.load_state_dict(state, strict=False)
-    if hasattr(lm, "tie_weights"):
-        lm.tie_weights()
 
 
 def _load_adapter(peft_model: Any, folder: Path) -> None:
@@ -786,8 +1026,9 @@ def save_hf_folder(agent: Any, folder: str | os.PathLike[str], *, merged: bool =
     Full fine-tuning: the model's ``save_pretrained`` output (``config.json``,
     ``model.safetensors``) and the tokenizer. LoRA: the adapter's ``save_pretrained`` output
     (``adapter_config.json``, ``adapter_model.safetensors``) and the tokenizer; the adapter's
-    ``base_model_name_or_path`` is the env's reference folder when the env loaded it from one,
-    else the reference is saved in ``base_model/`` inside the folder. ``merged=True`` writes the
+    ``base_model_name_or_path`` is the folder of the model under the adapter (the env's reference,
+    or the ``init_from`` model) when it was loaded from one, else that model is saved in
+    ``base_model/`` inside the folder. ``merged=True`` writes the
     merged model instead (``merge_and_unload``: a plain causal LM). Without LoRA it changes
     nothing.
 
@@ -820,10 +1061,12 @@ def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
             lm = copy.deepcopy(lm).merge_and_unload()  # a copy: the agent keeps its adapter
             kind = "hf"
         if kind == "lora":
-            base = _local_folder(agent.env.reference_model)
-            if base is None:  # the env's reference was built in memory: keep a copy with it
+            base = agent.backend.base_folder  # the folder of the model under the adapter
+            if base is None:  # that model was built in memory: keep a copy with the adapter
                 base = (folder / "base_model").resolve()
-                agent.env.reference_model.save_pretrained(tmp / "base_model")
+                model = agent.backend.base_model
+                model = agent.env.reference_model if model is None else model
+                model.save_pretrained(tmp / "base_model")
                 agent.env.tokenizer.save_pretrained(tmp / "base_model")
             config = lm.peft_config["default"]
             before = config.base_model_name_or_path

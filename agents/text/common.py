@@ -10,8 +10,10 @@ API as the tabular agents (:mod:`agents.base`):
 * ``act(observation, deterministic=False)`` for the PettingZoo env's observation, ``predict``;
 * ``save(path)`` / :func:`agents.load` (see :func:`agents.text.checkpoint.save_text_agent`).
 
-An algorithm writes only ``_iteration()`` (returning its loss terms) with the helpers :meth:`duel`
-and :meth:`optimise`.
+An algorithm writes only ``_iteration()`` with the helpers :meth:`duel` (sample and judge a batch
+of pairs), :meth:`pair_log_probs` (both answers of a pair scored in one forward pass) and
+:meth:`optimise_duel` (one optimiser step on the algorithm's loss of the batch, computed in
+``gradient_accumulation_steps`` micro-batches).
 
 The checkpoint plumbing is in :mod:`agents.text.checkpoint` and the evaluation (win rates against
 ``pi_ref``, Nash metrics) in :mod:`agents.text.evaluation`; :class:`TextAgent`'s methods call them,
@@ -60,6 +62,7 @@ import copy
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -80,9 +83,11 @@ from agents.text.checkpoint import (  # noqa: F401 (re-exported)
     save_text_agent,
 )
 from agents.text.distributed import DataParallel, concat_duels, prompt_seed, shard_seed
+from agents.text.losses import LossTerms
 from nlhf_envs.progress import Progress
-from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs
+from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs, trim_left_padding
 from nlhf_envs.text.models import TinyCausalLM
+from nlhf_envs.text.tokenizer import PAD
 
 __all__ = [
     "TEXT_METRIC_NAMES",
@@ -132,9 +137,11 @@ class TextAgentConfig:
             solution of a prox half-step (Nash-MP's inner loop; ``equations.md`` §3). SGD learning
             rates are larger (the benchmarks tune them separately).
         sampler: how answers are drawn (:func:`nlhf_envs.text.engine.generate`): ``"multinomial"``
-            (default; the seeded samples of every shipped result) or ``"inverse_cdf"`` (faster: one
-            uniform per row and step, and self-play pairs such as Online IPO's ``y, y' ~ pi_theta``
-            sampled in one batch of ``2 B``; the same distribution, other samples for a seed).
+            (default; ``torch.multinomial``) or ``"inverse_cdf"`` (faster: one uniform per row and
+            step; the same distribution, other samples for a seed). With either, the two answers
+            of a self-play pair (Online IPO's ``y, y' ~ pi_theta``, MNPO's members) and Nash-MD's
+            pair (``pi_theta`` against its geometric mixture) are sampled in one batch of ``2 B``
+            (:meth:`~nlhf_envs.text.engine.DuelEngine.generate_pair` with ``joint=True``).
         lr_schedule: learning-rate schedule over training queries ``q``: ``"constant"`` (default),
             ``"inverse"`` (``lr / (1 + q / lr_decay_queries)``, the harmonic decay) or
             ``"inverse_sqrt"`` (``lr / sqrt(1 + q / lr_decay_queries)``). A decaying step lowers
@@ -159,8 +166,9 @@ class TextAgentConfig:
             auto`` it is the largest ``n``: an estimate is held to the sampling cost of 8
             training batches (:func:`agents.text.evaluation.estimate_sizes`).
         lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
-            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`);
-            ``None`` (default): full fine-tuning.
+            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`;
+            TRL's and peft's names ``r``, ``lora_alpha``, ``lora_dropout`` are accepted too), or a
+            ``peft.LoraConfig``; ``None`` (default): full fine-tuning.
         shards: the global batch of a duel is drawn as ``shards`` equal parts, each from its own
             seeded generator (``None``: the number of data-parallel processes, 1 without them).
             Under ``N`` data-parallel processes (a ``torch.distributed`` process group, e.g.
@@ -170,10 +178,28 @@ class TextAgentConfig:
         precision: ``"fp32"`` (default) or ``"bf16"``: the Hugging Face policy's forward passes
             run under ``torch.autocast`` in bfloat16 (weights, optimiser, log-probs and losses
             stay float32; ``nlhf/HFTokenDuel-v0`` only).
-        init_from: a Hugging Face folder saved by a previous run (``final_hf/``): ``pi_theta``
-            starts from its full model, or (with the same ``lora`` block) from its adapter, whose
-            base model must be the env's reference; ``pi_ref`` stays the env's reference
-            (``nlhf/HFTokenDuel-v0`` only).
+        init_from: the model ``pi_theta`` starts from, when it is not ``pi_ref`` (TRL's ``model``
+            next to its ``ref_model``; ``nlhf/HFTokenDuel-v0`` only): a causal-LM folder (an SFT
+            model, a previous run's full ``final_hf/``), fine-tuned fully or, with a ``lora``
+            block, under a fresh adapter; or a LoRA adapter folder (a previous run's LoRA
+            ``final_hf/``, with the same ``lora`` block) on the base model its
+            ``adapter_config.json`` names. ``pi_ref`` stays the env's reference. The model must
+            use the env's tokenizer (a tokenizer saved in the folder is compared with it). Its
+            weights are stored once: a full model is trained in place; an adapter whose base is
+            the env's reference shares the reference's weights.
+        gradient_accumulation_steps: split every batch of ``batch_size`` answer pairs into this
+            many micro-batches for the training passes (the policy's and the other models'
+            log-probs, the loss and its backward pass), accumulating their gradients before one
+            optimiser step: the same gradient (to float rounding; every loss is a mean over the
+            batch) and the same logged statistics, with the activation memory of one
+            micro-batch. Answers are still generated and judged for the whole batch at once, so
+            the samples do not change. ``batch_size`` must be a multiple of it. TRL's
+            ``per_device_train_batch_size x gradient_accumulation_steps`` is this ``batch_size``.
+        gradient_checkpointing: recompute each transformer layer's activations in the backward
+            pass instead of keeping them (``transformers``' activation checkpointing, for the
+            training forward only): less memory, about one more forward's time, the same results.
+            Generation keeps its KV cache (TRL's ``gradient_checkpointing`` turns it off).
+            ``nlhf/HFTokenDuel-v0`` only.
         generation_backend: who samples the answers: ``"transformers"`` (default; the engine's own
             loop, :func:`nlhf_envs.text.engine.generate`) or ``"vllm"`` (a vLLM engine colocated in
             the training process, extra ``vllm``; ``nlhf/HFTokenDuel-v0`` only, not Nash-MD:
@@ -210,9 +236,15 @@ class TextAgentConfig:
     shards: int | None = None
     precision: str = "fp32"
     init_from: str | None = None
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
     generation_backend: str = "transformers"
 
     def __post_init__(self) -> None:
+        if self.lora is not None and not isinstance(self.lora, LoraSettings):
+            # a peft.LoraConfig or a mapping given to the dataclass itself (build_config
+            # converts them before)
+            self.lora = build_config(TextAgentConfig, {"lora": self.lora}).lora
         if self.mode not in self.MODES:
             raise ConfigError(
                 f"mode: {self.mode!r} is not a mode of the token-level agents; "
@@ -230,6 +262,14 @@ class TextAgentConfig:
         if self.shards is not None and self.batch_size % self.shards:
             raise ConfigError(
                 f"batch_size: {self.batch_size} is not a multiple of shards: {self.shards}"
+            )
+        gas = self.gradient_accumulation_steps
+        if gas < 1:
+            raise ConfigError(f"gradient_accumulation_steps: must be an integer >= 1; got {gas}")
+        if self.batch_size % gas:
+            raise ConfigError(
+                f"batch_size: {self.batch_size} is not a multiple of "
+                f"gradient_accumulation_steps: {gas} (micro-batches of equal size)"
             )
         for key in ("batch_size", "eval_prompts", "nash_eval_prompts", "nash_eval_samples"):
             if getattr(self, key) < 1:
@@ -300,6 +340,36 @@ class Duel:
     y: Generation
     y2: Generation
     outcome: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        """``B``, the number of answer pairs."""
+        return int(self.prompt_ids.shape[0])
+
+    def rows(self, index: slice) -> Duel:
+        """The pairs ``index`` (a slice of rows) as a duel of their own."""
+
+        def gen(g: Generation) -> Generation:
+            return Generation(g.tokens[index], g.log_probs[index], g.mask[index], g.lengths[index])
+
+        return Duel(
+            self.prompt_ids[index], self.prompt_mask[index], gen(self.y), gen(self.y2),
+            self.outcome[index],
+        )  # fmt: skip
+
+    def trimmed(self) -> Duel:
+        """The same pairs with the columns that are padding in every row cut: prompts to the
+        longest prompt (left padding), both seats' answers to the longest answer of either. Every
+        log-prob, loss and statistic is the same (positions are counted over the masks)."""
+        ids, mask = trim_left_padding(self.prompt_ids, self.prompt_mask)
+        n = max(1, int(self.y.lengths.max()), int(self.y2.lengths.max()))
+
+        def cut(g: Generation) -> Generation:
+            if g.tokens.shape[1] <= n:
+                return g
+            return Generation(g.tokens[:, :n], g.log_probs[:, :n], g.mask[:, :n], g.lengths)
+
+        return Duel(ids, mask, cut(self.y), cut(self.y2), self.outcome)
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -457,19 +527,85 @@ class TextAgent(AgentBase):
         local = zip(self.dp.local_shards, self.shard_rngs, strict=True)
         for shard, gen in local:  # one shard (the whole batch) without data parallelism
             _, ids, mask = self.engine.sample_prompts(n, self.prompt_generator(shard), split=split)
-            y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen)
+            # self-play (the same policy object in both seats): one generate call of 2 B rows
+            y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen, joint=True)
             pay = self.engine.score(ids, mask, y, y2, gen)
             self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
             outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
             parts.append(Duel(ids, mask, y, y2, outcome.to(self.device)))
         self.queries_used += cfg.batch_size  # counted globally: every process counts them all
         self._queries_counted()  # learn's progress, per batch
-        return parts[0] if len(parts) == 1 else concat_duels(parts)
+        if len(parts) == 1:
+            return parts[0]
+        # each shard's prompts are padded to its own longest: left-pad them to a common width
+        width = max(d.prompt_ids.shape[1] for d in parts)
+        pad_id = int(getattr(self.engine, "pad_id", PAD))
+        for d in parts:
+            extra = width - d.prompt_ids.shape[1]
+            if extra:
+                d.prompt_ids = torch.nn.functional.pad(d.prompt_ids, (extra, 0), value=pad_id)
+                d.prompt_mask = torch.nn.functional.pad(d.prompt_mask, (extra, 0), value=False)
+        return concat_duels(parts)
 
     def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
         """Token log-probs ``[B, N]`` of ``duel.y`` (or ``duel.y2``) under ``model``."""
         ans = duel.y2 if second else duel.y
         return token_log_probs(model, duel.prompt_ids, duel.prompt_mask, ans.tokens, ans.mask)
+
+    def pair_log_probs(self, model: Any, duel: Duel) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token log-probs of ``duel.y`` and ``duel.y2`` under ``model`` (``[B, N]`` and
+        ``[B, N']``) from ONE forward pass over the ``2 B`` sequences (prompts repeated, answers
+        right-padded to the longer width): the same values as two :meth:`log_probs` calls, half
+        the calls."""
+        y, y2 = duel.y, duel.y2
+        b, n, n2 = duel.size, y.tokens.shape[1], y2.tokens.shape[1]
+        width = max(n, n2)
+
+        def pad(x: torch.Tensor, value: Any) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+        lp = token_log_probs(
+            model,
+            duel.prompt_ids.repeat(2, 1),
+            duel.prompt_mask.repeat(2, 1),
+            torch.cat([pad(y.tokens, PAD), pad(y2.tokens, PAD)]),
+            torch.cat([pad(y.mask, False), pad(y2.mask, False)]),
+        )
+        return lp[:b, :n], lp[b:, :n2]
+
+    def optimise_duel(self, duel: Duel, loss_fn: Callable[[Duel], LossTerms]) -> None:
+        """One optimiser step on ``loss_fn(duel)``, computed in ``gradient_accumulation_steps``
+        micro-batches.
+
+        ``loss_fn`` maps a duel (a micro-batch of ``duel``'s pairs, padding columns cut,
+        :meth:`Duel.trimmed`) to its loss, a mean over its pairs, and the statistics to record
+        (``terms``: means over its pairs too). Each micro-batch's loss, weighted by its share of
+        the batch, is backpropagated at once (its activations freed before the next one); the
+        accumulated gradient is the whole batch's, and the recorded statistics are the weighted
+        sums of the micro-batches' (the whole batch's means). Then, as :meth:`optimise`: the
+        data-parallel mean, clipping at ``grad_clip`` and the optimiser step at
+        :meth:`current_lr`.
+        """
+        lr = self.current_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        b = duel.size
+        k = min(self.config.gradient_accumulation_steps, b)
+        step = -(-b // k)
+        totals: dict[str, float] = {}
+        for start in range(0, b, step):
+            micro = (duel if k == 1 else duel.rows(slice(start, start + step))).trimmed()
+            out = loss_fn(micro)
+            share = micro.size / b
+            (out.loss if k == 1 else out.loss * share).backward()
+            for key, value in out.terms.items():
+                totals[key] = totals.get(key, 0.0) + share * float(value)
+        self.dp.average_gradients(self.model)  # data parallel: the mean over processes
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.note(totals)
 
     def current_lr(self) -> float:
         """The learning rate of the schedule at ``queries_used`` (see ``TextAgentConfig``)."""
@@ -501,14 +637,20 @@ class TextAgent(AgentBase):
 
     def note_policy(self, duel: Duel, log_pi: torch.Tensor, log_ref: torch.Tensor) -> None:
         """Record the policy statistics of a batch of ``pi_theta``'s answers ``duel.y``."""
+        self.note(self.policy_terms(duel, log_pi, log_ref))
+
+    @staticmethod
+    def policy_terms(
+        duel: Duel, log_pi: torch.Tensor, log_ref: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The policy statistics (means over the batch) of ``pi_theta``'s answers ``duel.y``:
+        ``policy/kl_ref``, ``policy/entropy``, ``policy/answer_length``."""
         m = duel.y.mask.float()
-        self.note(
-            {
-                "policy/kl_ref": ((log_pi - log_ref).detach() * m).sum(-1).mean(),
-                "policy/entropy": -(duel.y.log_probs * m).sum(-1).mean(),
-                "policy/answer_length": duel.y.lengths.float().mean(),
-            }
-        )
+        return {
+            "policy/kl_ref": ((log_pi - log_ref).detach() * m).sum(-1).mean(),
+            "policy/entropy": -(duel.y.log_probs * m).sum(-1).mean(),
+            "policy/answer_length": duel.y.lengths.float().mean(),
+        }
 
     # ------------------------------------------------------------------ learning loop
     def _run_iteration(self) -> dict[str, float]:

@@ -250,8 +250,8 @@ class TextMNPO(TextAgent):
         lam = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
         comp = torch.multinomial(lam, 2 * cfg.batch_size, replacement=True, generator=self.rng)
         firsts, seconds = [], []
-        for member in self.population:
-            y, y2 = self.engine.generate_pair(member, member, ids, mask, self.rng)
+        for member in self.population:  # self-play of each member: one call of 2 B rows
+            y, y2 = self.engine.generate_pair(member, member, ids, mask, self.rng, joint=True)
             firsts.append(y)
             seconds.append(y2)
         y = mixture_generation(firsts, comp[: cfg.batch_size])
@@ -265,32 +265,29 @@ class TextMNPO(TextAgent):
     def _iteration(self) -> None:
         for _ in range(self.config.inner_steps):
             duel = self._sample_pairs()
-            log_pi = (self.log_probs(self.model, duel), self.log_probs(self.model, duel, True))
-            with torch.no_grad():
-                log_ref = (
-                    self.log_probs(self.reference, duel),
-                    self.log_probs(self.reference, duel, True),
-                )
-                log_pop = [
-                    (self.log_probs(m, duel), self.log_probs(m, duel, True))
-                    for m in self.population
-                ]
-            out = mnpo_loss(
-                log_pi, log_ref, log_pop, self.weights, (duel.y.mask, duel.y2.mask),
-                duel.outcome, eta=self.eta, beta=self.beta,
-            )  # fmt: skip
-            self.optimise(out.loss)
-            self.note(out.terms)
-            # policy/* statistics are taken on the answers y, which come from mu_t (pi_t for H = 1)
-            self.note_policy(duel, log_pi[0], log_ref[0])
+            self.optimise_duel(duel, self._loss)
         self.population = [frozen_copy(self.model), *self.population[:-1]]
+
+    def _loss(self, duel: Duel) -> LossTerms:
+        """MNPO's loss of a batch of pairs, and the statistics to record (one forward of the
+        ``2 B`` sequences per model: ``pi_theta``, ``pi_ref``, each population member)."""
+        log_pi = self.pair_log_probs(self.model, duel)
+        with torch.no_grad():
+            log_ref = self.pair_log_probs(self.reference, duel)
+            log_pop = [self.pair_log_probs(m, duel) for m in self.population]
+        out = mnpo_loss(
+            log_pi, log_ref, log_pop, self.weights, (duel.y.mask, duel.y2.mask),
+            duel.outcome, eta=self.eta, beta=self.beta,
+        )  # fmt: skip
+        # policy/* statistics are taken on the answers y, which come from mu_t (pi_t for H = 1)
+        return LossTerms(out.loss, {**out.terms, **self.policy_terms(duel, log_pi[0], log_ref[0])})
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_arrays(self, include_history: bool = True) -> dict[str, np.ndarray]:
         """The text-agent checkpoint plus ``population/<j>/<param>`` for every member."""
         arrays = super().checkpoint_arrays(include_history)
-        for j, member in enumerate(self.population):
-            for k, v in member.state_dict().items():
+        for j, member in enumerate(self.population):  # with LoRA the adapters (shared base)
+            for k, v in self.backend.policy_state(member).items():
                 arrays[f"population/{j}/{k}"] = v.detach().cpu().numpy()
         return arrays
 
@@ -323,10 +320,12 @@ class TextMNPO(TextAgent):
             bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
             if bad:
                 raise CheckpointError(f"{p!r}: population/{j}/{bad[0]} must be finite")
-            member = frozen_copy(agent.reference)
+            if agent.backend.kind == "lora":  # older checkpoints also hold the shared base
+                state = {k: v for k, v in state.items() if "lora_" in k}
+            member = frozen_copy(agent.model)  # pi_theta's structure (LoRA: its shared base)
             try:
-                member.load_state_dict(state)
-            except RuntimeError as err:
+                agent.backend.load_policy_state(member, state)
+            except (RuntimeError, ValueError) as err:
                 raise CheckpointError(f"{p!r}: population member {j} does not fit: {err}") from None
             members.append(member.to(agent.device))
         agent.population = members

@@ -9,8 +9,11 @@ Every iteration ``t`` is one policy-gradient step:
     loss = -(o - 1/2) sum_n log pi_theta(y_n) + beta KLhat(pi_theta || pi_ref)
 
 (:func:`~agents.text.losses.nash_md_pg_loss`, reward-to-go KL estimator). The opponent is generated
-by :class:`~nlhf_envs.text.engine.GeometricMixture`, which keeps a KV cache for both models (one
-cached step of each per token). ``batch_size`` preference queries per iteration.
+by :class:`~nlhf_envs.text.engine.GeometricMixture`, which keeps a KV cache for both models. Both
+seats are sampled in one generate call of ``2 B`` rows: ``pi_theta`` runs once per token on all
+rows, ``pi_ref`` on the opponent's rows
+(:meth:`~nlhf_envs.text.engine.DuelEngine.generate_pair` with ``joint=True``). ``batch_size``
+preference queries per iteration.
 
 Mixture-coefficient schedules, indexed by the integer iteration ``t`` (``c_t = eta_t beta`` in the
 tabular Nash-MD):
@@ -25,11 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from agents.config import ConfigError
 from agents.registry import register_agent
-from agents.text.common import TextAgent, TextAgentConfig
-from agents.text.losses import nash_md_pg_loss
+from agents.text.common import Duel, TextAgent, TextAgentConfig
+from agents.text.losses import LossTerms, nash_md_pg_loss
 from agents.updates import harmonic_step
 from nlhf_envs.text.engine import GeometricMixture
 
@@ -84,12 +88,16 @@ class TextNashMD(TextAgent):
 
     def _iteration(self) -> None:
         c = self.mixture_coef(self.num_iterations)
-        # y ~ pi_theta, y' ~ the per-token geometric mixture (KV caches of both models)
+        # y ~ pi_theta, y' ~ the per-token geometric mixture (KV caches of both models), sampled
+        # in one call of 2 B rows that shares pi_theta's forward pass between the seats
         duel = self.duel(opponent=GeometricMixture(self.model, self.reference, c))
-        log_pi = self.log_probs(self.model, duel)
-        log_ref = self.log_probs(self.reference, duel).detach()
-        out = nash_md_pg_loss(log_pi, log_ref, duel.y.mask, duel.outcome, beta=self.beta)
-        self.optimise(out.loss)
-        self.note(out.terms)
+        self.optimise_duel(duel, self._loss)
         self.note({"train/mixture_coef": c})
-        self.note_policy(duel, log_pi, log_ref)
+
+    def _loss(self, duel: Duel) -> LossTerms:
+        """The Nash-MD-PG loss of a batch of pairs, and the statistics to record."""
+        log_pi = self.log_probs(self.model, duel)
+        with torch.no_grad():
+            log_ref = self.log_probs(self.reference, duel)
+        out = nash_md_pg_loss(log_pi, log_ref, duel.y.mask, duel.outcome, beta=self.beta)
+        return LossTerms(out.loss, {**out.terms, **self.policy_terms(duel, log_pi, log_ref)})

@@ -64,8 +64,8 @@ import torch
 
 from agents.config import ConfigError
 from agents.registry import register_agent
-from agents.text.common import TextAgent, TextAgentConfig, frozen_copy
-from agents.text.losses import nash_mp_pg_loss
+from agents.text.common import Duel, TextAgent, TextAgentConfig, frozen_copy
+from agents.text.losses import LossTerms, nash_mp_pg_loss
 from nlhf_envs.errors import CheckpointError
 
 __all__ = ["TextNashMPConfig", "TextNashMP", "ProxFidelity", "exact_prox_step", "prox_fidelity"]
@@ -155,24 +155,30 @@ class TextNashMP(TextAgent):
         """Design (C): one step against ``pi_bar`` (anchor and opponent), then the EMA update."""
         bar = self.ema_model
         duel = self.duel(opponent=bar)
-        log_pi = self.log_probs(self.model, duel)
-        log_ref = self.log_probs(self.reference, duel).detach()
-        log_bar = self.log_probs(bar, duel).detach()
-        out = nash_mp_pg_loss(
-            log_pi, log_ref, log_bar, duel.y.mask, duel.outcome, beta=self.beta, eta=self.eta
-        )
-        self.optimise(out.loss)
-        self.note(out.terms)
-        self.note_policy(duel, log_pi, log_ref)
+        self.optimise_duel(duel, lambda d: self._loss(d, anchor=bar))
         with torch.no_grad():
             for p_bar, p in zip(bar.parameters(), self.model.parameters(), strict=True):
-                p_bar.lerp_(p, self.config.ema_rate)
+                if p_bar is not p:  # LoRA: the frozen base is shared, only the adapter moves
+                    p_bar.lerp_(p, self.config.ema_rate)
+
+    def _loss(self, duel: Duel, anchor: Any) -> LossTerms:
+        """The half-step's policy-gradient loss of a batch of pairs (anchor ``pi_k``, or at
+        ``theta = theta_k`` with ``anchor=None``), and the statistics to record."""
+        log_pi = self.log_probs(self.model, duel)
+        with torch.no_grad():
+            log_ref = self.log_probs(self.reference, duel)
+            # at theta = theta_k (the extragradient variant) log(pi_theta / pi_k) is exactly zero
+            log_anchor = log_pi.detach() if anchor is None else self.log_probs(anchor, duel)
+        out = nash_mp_pg_loss(
+            log_pi, log_ref, log_anchor, duel.y.mask, duel.outcome, beta=self.beta, eta=self.eta
+        )
+        return LossTerms(out.loss, {**out.terms, **self.policy_terms(duel, log_pi, log_ref)})
 
     def checkpoint_arrays(self, include_history: bool = True) -> dict[str, np.ndarray]:
         """The text-agent checkpoint arrays, plus ``ema/*`` (``theta_bar``) for design (C)."""
         arrays = super().checkpoint_arrays(include_history)
-        if self.ema_model is not None:
-            for key, val in self.ema_model.state_dict().items():
+        if self.ema_model is not None:  # with LoRA the adapter's (the base is pi_ref's)
+            for key, val in self.backend.policy_state(self.ema_model).items():
                 arrays[f"ema/{key}"] = val.detach().cpu().numpy()
         return arrays
 
@@ -195,11 +201,17 @@ class TextNashMP(TextAgent):
         if agent.ema_model is not None:
             state = {k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                      if k.startswith("ema/")}  # fmt: skip
+            if agent.backend.kind == "lora":  # older checkpoints also hold the shared base
+                state = {k: v for k, v in state.items() if "lora_" in k}
             try:
-                agent.ema_model.load_state_dict(state)
-            except (RuntimeError, KeyError) as err:
+                agent.backend.load_policy_state(agent.ema_model, state)
+            except (RuntimeError, KeyError, ValueError) as err:
                 raise CheckpointError(f"{p!r}: cannot rebuild the EMA network: {err}") from None
         return agent
+
+    def _policy_backup(self) -> dict[str, torch.Tensor]:
+        """A copy of ``theta`` (every weight; with LoRA the adapter's: the base never moves)."""
+        return {k: v.detach().clone() for k, v in self.backend.policy_state(self.model).items()}
 
     def _fresh_optimizer(self) -> None:
         self.optimizer = self.new_optimizer(self.model, self.current_lr())
@@ -211,17 +223,7 @@ class TextNashMP(TextAgent):
             self._fresh_optimizer()
         for _ in range(cfg.inner_steps):
             duel = self.duel(opponent)
-            log_pi = self.log_probs(self.model, duel)
-            log_ref = self.log_probs(self.reference, duel).detach()
-            # at theta = theta_k (the extragradient variant) log(pi_theta / pi_k) is exactly zero
-            log_anchor = log_pi.detach() if anchor is None else self.log_probs(anchor, duel)
-            out = nash_mp_pg_loss(
-                log_pi, log_ref, log_anchor.detach(), duel.y.mask, duel.outcome,
-                beta=self.beta, eta=self.eta,
-            )  # fmt: skip
-            self.optimise(out.loss)
-            self.note(out.terms)
-            self.note_policy(duel, log_pi, log_ref)
+            self.optimise_duel(duel, lambda d: self._loss(d, anchor))
 
     def _iteration(self) -> None:
         if self.config.variant == "ema":
@@ -229,7 +231,7 @@ class TextNashMP(TextAgent):
             return
         # 1. targets: pi_k is theta_k, frozen; back up theta_k (and the optimiser state: "carry")
         pi_k = frozen_copy(self.model)
-        theta_k = copy.deepcopy(self.model.state_dict())
+        theta_k = self._policy_backup()
         carry = self.config.optimizer_state == "carry"
         opt_k = copy.deepcopy(self.optimizer.state_dict()) if carry else None
         anchor = pi_k if self.config.variant == "target" else None
@@ -237,7 +239,7 @@ class TextNashMP(TextAgent):
         self._half_step(opponent=pi_k, anchor=anchor)
         pi_half = frozen_copy(self.model)
         # 3. phase 2: restore theta_k (and, "carry", the Adam state), M steps against pi_{k+1/2}
-        self.model.load_state_dict(theta_k)
+        self.backend.load_policy_state(self.model, theta_k)
         if opt_k is not None:
             self.optimizer.load_state_dict(opt_k)
         self._half_step(opponent=pi_half, anchor=anchor)
@@ -315,7 +317,7 @@ def prox_fidelity(agent: TextNashMP, split: str = "heldout") -> ProxFidelity:
     )
     payoff = np.asarray(game.P, dtype=np.float64)
     log_ref = np.log(np.asarray(game.pi_ref, dtype=np.float64))
-    theta_k = copy.deepcopy(agent.model.state_dict())
+    theta_k = agent._policy_backup()
     opt_k = agent.optimizer
     opt_state = copy.deepcopy(agent.optimizer.state_dict())
     agent.model.eval()
@@ -331,7 +333,7 @@ def prox_fidelity(agent: TextNashMP, split: str = "heldout") -> ProxFidelity:
                 np.asarray(sequence_policy(agent.model, agent.env, split), np.float64)
             )
     finally:
-        agent.model.load_state_dict(theta_k)
+        agent.backend.load_policy_state(agent.model, theta_k)
         agent.optimizer = opt_k
         agent.optimizer.load_state_dict(opt_state)
         agent.model.train()

@@ -9,6 +9,10 @@ Every iteration is one gradient step on self-play pairs from the current policy:
 
 (:func:`~agents.text.losses.ipo_loss`); ``batch_size`` preference queries per iteration.
 
+Per step the work is TRL's Online DPO's: one generate call of the ``2 B`` answers (``y`` and ``y'``
+come from the same policy), one forward of the ``2 B`` sequences through ``pi_theta`` (with
+gradients) and one through ``pi_ref`` (under ``torch.no_grad()``), one judge call of ``B`` pairs.
+
 Sequence log-probs are **summed** over tokens by default (``log pi(y|x)``, as TRL does and as the
 IPO derivation requires: the loss's fixed point is the regularised game's only with true sequence
 log-probabilities). ``average_log_probs: true`` length-averages them instead (a common heuristic
@@ -19,10 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from agents.config import ConfigError
 from agents.registry import register_agent
-from agents.text.common import TextAgent, TextAgentConfig
-from agents.text.losses import ipo_loss
+from agents.text.common import Duel, TextAgent, TextAgentConfig
+from agents.text.losses import LossTerms, ipo_loss
 
 __all__ = ["TextOnlineIPOConfig", "TextOnlineIPO"]
 
@@ -56,17 +62,18 @@ class TextOnlineIPO(TextAgent):
     config: TextOnlineIPOConfig
 
     def _iteration(self) -> None:
-        cfg = self.config
-        # self-play pairs y, y' ~ sg(pi_theta), judged once
+        # self-play pairs y, y' ~ sg(pi_theta), sampled in one batch of 2 B and judged once
         duel = self.duel(opponent=self.model)
-        log_pi_y = self.log_probs(self.model, duel)
-        log_pi_y2 = self.log_probs(self.model, duel, second=True)
-        log_ref_y = self.log_probs(self.reference, duel).detach()
-        log_ref_y2 = self.log_probs(self.reference, duel, second=True).detach()
+        self.optimise_duel(duel, self._loss)
+
+    def _loss(self, duel: Duel) -> LossTerms:
+        """The IPO loss of a batch of pairs, and the statistics to record."""
+        # one forward of the 2 B sequences (y and y') for pi_theta, one for pi_ref
+        log_pi_y, log_pi_y2 = self.pair_log_probs(self.model, duel)
+        with torch.no_grad():
+            log_ref_y, log_ref_y2 = self.pair_log_probs(self.reference, duel)
         out = ipo_loss(
             log_pi_y, log_ref_y, duel.y.mask, log_pi_y2, log_ref_y2, duel.y2.mask, duel.outcome,
-            beta=self.beta, average_log_probs=cfg.average_log_probs,
+            beta=self.beta, average_log_probs=self.config.average_log_probs,
         )  # fmt: skip
-        self.optimise(out.loss)
-        self.note(out.terms)
-        self.note_policy(duel, log_pi_y, log_ref_y)
+        return LossTerms(out.loss, {**out.terms, **self.policy_terms(duel, log_pi_y, log_ref_y)})

@@ -673,9 +673,11 @@ class _VLLMSampling:
         generator: torch.Generator | None = None,
         *,
         temperature: float = 1.0,
+        joint: bool = True,
     ) -> tuple[Generation, Generation]:
         """Both seats' answers: one vLLM call of ``2 B`` prompts when both seats play the same
-        policy object (self-play; rows ``:B`` for seat 0), else one call per seat."""
+        policy object (self-play; rows ``:B`` for seat 0), else one call per seat. ``joint`` is
+        accepted for the engine's signature: vLLM always samples a self-play pair in one call."""
         if policy_0 is policy_1:
             b = prompt_ids.shape[0]
             both = self.generate(

@@ -13,7 +13,11 @@ policies sampled inside) and by the PettingZoo env (one duel, actions from outsi
 A *policy* is any callable ``policy(input_ids, attention_mask=None, past_key_values=None) ->
 (logits [B, T, V], cache)`` with Hugging Face semantics for the mask (it covers past and new positions)
 and the cache (opaque, returned by the previous call); :class:`~nlhf_envs.text.models.TinyCausalLM`,
-:class:`GeometricMixture` and the Hugging Face adapter are policies.
+:class:`GeometricMixture` and the Hugging Face adapter are policies. A policy whose class sets
+``supports_logits_to_keep = True`` also takes the keywords ``logits_to_keep`` (an int: only the last
+that many positions' logits are computed, ``0`` all) and ``use_cache`` (``False``: no cache is built
+or returned); :func:`policy_logits` calls a policy with them when it can and slices otherwise, so
+a scoring pass never computes the prompt's logits and generation's first call only the last one.
 """
 
 from __future__ import annotations
@@ -42,6 +46,51 @@ class Policy(Protocol):
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any | None = None,
     ) -> tuple[torch.Tensor, Any]: ...
+
+
+def policy_logits(
+    policy: Policy,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    past_key_values: Any | None = None,
+    *,
+    logits_to_keep: int = 0,
+    use_cache: bool = True,
+) -> tuple[torch.Tensor, Any]:
+    """``policy``'s logits of the last ``logits_to_keep`` positions (``0``: all) and its cache.
+
+    A policy that declares ``supports_logits_to_keep`` computes only those logits (a Hugging Face
+    causal LM projects only those hidden states onto its vocabulary) and, with ``use_cache=False``,
+    builds no cache (``None`` is returned); any other policy runs as usual and its logits are
+    sliced. The kept logits are the same either way.
+    """
+    if getattr(policy, "supports_logits_to_keep", False):
+        return policy(
+            input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            logits_to_keep=logits_to_keep,
+            use_cache=use_cache,
+        )
+    logits, cache = policy(
+        input_ids, attention_mask=attention_mask, past_key_values=past_key_values
+    )
+    if logits_to_keep:
+        logits = logits[:, -logits_to_keep:]
+    return logits, cache
+
+
+def trim_left_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``[B, P]`` rows cut to the batch's longest one (the leading columns that are
+    padding in every row are dropped). Positions are counted over the mask, so every policy gives
+    the same logits for the cut rows."""
+    real = mask.bool().any(0).nonzero()
+    if real.numel() == 0:
+        return ids, mask
+    first = int(real[0, 0])
+    if first == 0:
+        return ids, mask
+    return ids[:, first:], mask[:, first:]
 
 
 # ------------------------------------------------------------------------------------------ rules
@@ -263,7 +312,8 @@ def generate(
         full_seq = torch.full((batch, p_len + max_new_tokens), PAD, dtype=torch.long, device=device)
         full_seq[:, :p_len] = prompt_ids
     pad = torch.full((batch,), PAD, dtype=torch.long, device=device)
-    logits, cache = policy(prompt_ids, attention_mask=full_mask[:, :p_len])
+    # the prompt's pass needs the last position's logits only (and builds the cache)
+    logits, cache = policy_logits(policy, prompt_ids, full_mask[:, :p_len], logits_to_keep=1)
     for t in range(max_new_tokens):
         lp = F.log_softmax(logits[:, -1].float() / temperature, dim=-1)
         if sampler == "multinomial":
@@ -281,7 +331,9 @@ def generate(
             logits, cache = policy(tok[:, None], attention_mask=mask, past_key_values=cache)
         else:
             full_seq[:, p_len + t] = tok
-            logits, _ = policy(full_seq[:, : p_len + t + 1], attention_mask=mask)
+            logits, _ = policy_logits(
+                policy, full_seq[:, : p_len + t + 1], mask, logits_to_keep=1, use_cache=False
+            )
     return Generation(state.tokens, log_probs, state.mask, state.lengths)
 
 
@@ -321,14 +373,16 @@ def token_log_probs(
 ) -> torch.Tensor:
     """Differentiable per-token ``log pi(y_n | x, y_<n)``, ``[B, N]``, zero where ``answer_mask`` is false.
 
-    One forward pass over ``prompt + answer``; answers are right-padded and their mask includes the
-    ``<eos>`` (so the sequence log-prob counts every token up to and including the first ``<eos>``).
+    One forward pass over ``prompt + answer`` that computes the logits of the answer's ``N``
+    positions only (:func:`policy_logits`) and no cache; answers are right-padded and their mask
+    includes the ``<eos>`` (so the sequence log-prob counts every token up to and including the
+    first ``<eos>``).
     """
-    p_len = prompt_ids.shape[1]
+    n = answer_ids.shape[1]
     input_ids = torch.cat([prompt_ids, answer_ids[:, :-1]], dim=1)
     attn = torch.cat([prompt_mask.bool(), answer_mask[:, :-1].bool()], dim=1)
-    logits, _ = policy(input_ids, attention_mask=attn)
-    logits = logits[:, p_len - 1 :].float()
+    logits, _ = policy_logits(policy, input_ids, attn, logits_to_keep=n, use_cache=False)
+    logits = logits[:, -n:].float()
     lp = F.log_softmax(logits, dim=-1).gather(2, answer_ids[:, :, None]).squeeze(2)
     return lp * answer_mask.float()
 
@@ -357,6 +411,8 @@ class GeometricMixture:
         coef: ``c`` in [0, 1] (``eta * beta`` in Nash-MD).
     """
 
+    supports_logits_to_keep = True
+
     def __init__(self, policy: Policy, reference: Policy, coef: float) -> None:
         if not 0.0 <= coef <= 1.0:
             raise ValueError(f"mixture coefficient must lie in [0, 1], got {coef}")
@@ -367,15 +423,52 @@ class GeometricMixture:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         past_key_values: tuple[Any, Any] | None = None,
+        *,
+        logits_to_keep: int = 0,
+        use_cache: bool = True,
     ) -> tuple[torch.Tensor, tuple[Any, Any]]:
         past_p, past_r = past_key_values if past_key_values is not None else (None, None)
-        lp, cache_p = self.policy(input_ids, attention_mask=attention_mask, past_key_values=past_p)
-        lr, cache_r = self.reference(
-            input_ids, attention_mask=attention_mask, past_key_values=past_r
-        )
+        opts = {"logits_to_keep": logits_to_keep, "use_cache": use_cache}
+        lp, cache_p = policy_logits(self.policy, input_ids, attention_mask, past_p, **opts)
+        lr, cache_r = policy_logits(self.reference, input_ids, attention_mask, past_r, **opts)
         c = self.coef
         logits = (1.0 - c) * F.log_softmax(lp.float(), -1) + c * F.log_softmax(lr.float(), -1)
         return logits, (cache_p, cache_r)
+
+
+class _SeatAndMixture:
+    """Both seats of a duel of ``pi_theta`` against ``GeometricMixture(pi_theta, pi_ref, c)`` as
+    one policy over ``2 B`` rows: rows ``:B`` are ``pi_theta``'s, rows ``B:`` the mixture's.
+
+    ``pi_theta`` runs once on all ``2 B`` rows (one cache), ``pi_ref`` on rows ``B:`` only: two
+    model calls per token instead of three, the same per-row distributions as the two seats
+    sampled apart (Nash-MD's duel).
+    """
+
+    supports_logits_to_keep = True
+
+    def __init__(self, mixture: GeometricMixture, rows: int) -> None:
+        self.policy, self.reference, self.coef = mixture.policy, mixture.reference, mixture.coef
+        self.rows = int(rows)
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: tuple[Any, Any] | None = None,
+        *,
+        logits_to_keep: int = 0,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, tuple[Any, Any]]:
+        b = self.rows
+        past_p, past_r = past_key_values if past_key_values is not None else (None, None)
+        opts = {"logits_to_keep": logits_to_keep, "use_cache": use_cache}
+        mask_r = attention_mask[b:] if attention_mask is not None else None
+        lp, cache_p = policy_logits(self.policy, input_ids, attention_mask, past_p, **opts)
+        lr, cache_r = policy_logits(self.reference, input_ids[b:], mask_r, past_r, **opts)
+        c = self.coef
+        mixed = (1.0 - c) * F.log_softmax(lp[b:].float(), -1) + c * F.log_softmax(lr.float(), -1)
+        return torch.cat([lp[:b].float(), mixed]), (cache_p, cache_r)
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -390,6 +483,15 @@ class DuelResult:
     answers_0: Generation
     answers_1: Generation
     payoff: Payoff
+
+
+def _split_rows(both: Generation, b: int) -> tuple[Generation, Generation]:
+    """Rows ``:b`` and ``b:`` of a generation as two."""
+    a0, a1 = (
+        Generation(both.tokens[s], both.log_probs[s], both.mask[s], both.lengths[s])
+        for s in (slice(0, b), slice(b, 2 * b))
+    )
+    return a0, a1
 
 
 class DuelEngine:
@@ -459,12 +561,13 @@ class DuelEngine:
     def sample_prompts(
         self, batch_size: int, generator: torch.Generator, split: str = "train"
     ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """Draw ``batch_size`` prompts of ``split``: ``(texts, ids, mask)``."""
+        """Draw ``batch_size`` prompts of ``split``: ``(texts, ids, mask)``, left-padded to the
+        longest prompt drawn (:func:`trim_left_padding`), not to the world's ``prompt_len``."""
         prompts = self.world.prompts
         idx = prompts.indices(split)
         pick = torch.randint(len(idx), (batch_size,), generator=generator, device=generator.device)
         texts = [prompts.texts[idx[i]] for i in pick.tolist()]
-        return (texts, *self.encode_prompts(texts))
+        return (texts, *trim_left_padding(*self.encode_prompts(texts)))
 
     def generate(
         self,
@@ -498,16 +601,32 @@ class DuelEngine:
         generator: torch.Generator | None = None,
         *,
         temperature: float = 1.0,
+        joint: bool = False,
     ) -> tuple[Generation, Generation]:
         """Both seats' answers to the same ``B`` prompts: ``policy_0``'s, then ``policy_1``'s.
 
-        With the default ``multinomial`` sampler the two batches are sampled one after the other
-        (the seeded samples of the shipped results). With ``inverse_cdf`` and the same policy object
-        in both seats (self-play, ``pi_ref`` against ``pi_ref``), both are sampled in one batch of
-        ``2 B`` (rows ``:B`` for seat 0): half the forward passes, other samples for the same seed.
+        When the same policy object sits in both seats (self-play, ``pi_ref`` against ``pi_ref``)
+        and either ``joint`` is true or the sampler is ``inverse_cdf``, both seats are sampled in
+        one batch of ``2 B`` (rows ``:B`` for seat 0): one model call per token instead of two, the
+        same distribution, other samples for a seed than two batches of ``B``. With ``joint`` and
+        ``policy_1`` a :class:`GeometricMixture` of ``policy_0`` (Nash-MD's duel), both seats are
+        sampled in one batch of ``2 B`` too: ``policy_0`` runs once on all rows, the mixture's
+        reference on seat 1's rows (two model calls per token instead of three). Otherwise the two
+        batches are sampled one after the other (with the default ``multinomial`` sampler and
+        ``joint=False``: the seeded samples of :meth:`play` in the shipped results). The token
+        agents pass ``joint=True``.
         """
-        if policy_0 is policy_1 and self.sampler != "multinomial":
-            b = prompt_ids.shape[0]
+        b = prompt_ids.shape[0]
+        if joint and isinstance(policy_1, GeometricMixture) and policy_1.policy is policy_0:
+            both = self.generate(
+                _SeatAndMixture(policy_1, b),
+                prompt_ids.repeat(2, 1),
+                prompt_mask.repeat(2, 1),
+                generator,
+                temperature=temperature,
+            )
+            return _split_rows(both, b)
+        if policy_0 is policy_1 and (joint or self.sampler != "multinomial"):
             both = self.generate(
                 policy_0,
                 prompt_ids.repeat(2, 1),
@@ -515,11 +634,7 @@ class DuelEngine:
                 generator,
                 temperature=temperature,
             )
-            a0, a1 = (
-                Generation(both.tokens[s], both.log_probs[s], both.mask[s], both.lengths[s])
-                for s in (slice(0, b), slice(b, 2 * b))
-            )
-            return a0, a1
+            return _split_rows(both, b)
         a0 = self.generate(policy_0, prompt_ids, prompt_mask, generator, temperature=temperature)
         a1 = self.generate(policy_1, prompt_ids, prompt_mask, generator, temperature=temperature)
         return a0, a1

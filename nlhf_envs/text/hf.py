@@ -21,6 +21,7 @@ Nothing here downloads anything; tests build tiny random models from configs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,8 @@ def causal_lm_logits(
     num_tokens: int,
     suppress_mask: torch.Tensor | None = None,
     bf16: bool = False,
+    logits_to_keep: int = 0,
+    use_cache: bool = True,
 ) -> tuple[torch.Tensor, Any]:
     """One call of a ``transformers`` causal LM as the engine's policies make it.
 
@@ -80,10 +83,12 @@ def causal_lm_logits(
     the cache is passed under the model's own keyword (``cache_keyword``: ``cache`` or
     ``past_key_values``), logits beyond ``num_tokens`` (a padded embedding matrix) are cut, returned
     in float32, and ``suppress_mask`` tokens get ``-1e4``. ``bf16`` runs the call under bfloat16
-    autocast (weights and the returned logits stay float32).
+    autocast (weights and the returned logits stay float32). ``logits_to_keep > 0`` computes the
+    logits of the last that many positions only (the model's own ``logits_to_keep`` when its
+    ``forward`` takes it, else a slice); ``use_cache=False`` builds no cache (``None`` returned).
 
     Returns:
-        ``(logits [B, T, num_tokens], cache)``.
+        ``(logits [B, T or logits_to_keep, num_tokens], cache)``.
     """
     t = input_ids.shape[1]
     if attention_mask is None:
@@ -94,21 +99,42 @@ def causal_lm_logits(
     mask = attention_mask.long()
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -t:]
     kwargs = {cache_keyword: past_key_values} if past_key_values is not None else {}
+    keep_in_model = bool(logits_to_keep) and _takes_logits_to_keep(model)
+    if keep_in_model:
+        kwargs["logits_to_keep"] = int(logits_to_keep)
     with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
-            use_cache=True,
+            use_cache=use_cache,
             **kwargs,
         )
     logits = out.logits
+    if logits_to_keep and not keep_in_model:
+        logits = logits[:, -int(logits_to_keep) :]
     if logits.shape[-1] != num_tokens:
         logits = logits[..., :num_tokens]
     logits = logits.float()
     if suppress_mask is not None:
         logits = logits.masked_fill(suppress_mask.to(logits.device), -1.0e4)
-    return logits, _output_cache(out)
+    return logits, (_output_cache(out) if use_cache else None)
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """Whether ``model.forward`` (of the model under a PEFT wrapper) takes ``logits_to_keep``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_takes(type(base), "logits_to_keep")
+
+
+@functools.cache
+def _forward_takes(cls: type, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - no signature
+        return False
 
 
 def is_causal_lm(model: Any) -> bool:
@@ -179,18 +205,25 @@ class HFPolicy:
         """The number of tokens the policy scores (``num_tokens``, default the model's vocabulary)."""
         return self.num_tokens
 
+    supports_logits_to_keep = True
+
     def __call__(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         past_key_values: Any | None = None,
+        *,
+        logits_to_keep: int = 0,
+        use_cache: bool = True,
     ) -> tuple[torch.Tensor, Any]:
-        """Logits ``[B, T, V]`` and the model's cache (see :class:`~nlhf_envs.text.engine.Policy`)."""
+        """Logits ``[B, T, V]`` and the model's cache (see :class:`~nlhf_envs.text.engine.Policy`;
+        ``logits_to_keep`` and ``use_cache`` as in :func:`causal_lm_logits`)."""
         if self.suppress_mask is not None:
             self.suppress_mask = self.suppress_mask.to(input_ids.device)
         return causal_lm_logits(
             self.model, self._cache_kw, input_ids, attention_mask, past_key_values,
-            self.num_tokens, self.suppress_mask,
+            self.num_tokens, self.suppress_mask, logits_to_keep=logits_to_keep,
+            use_cache=use_cache,
         )  # fmt: skip
 
 

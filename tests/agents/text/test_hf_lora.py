@@ -171,3 +171,62 @@ def test_export_merged_writes_a_plain_causal_lm_and_keeps_the_adapter(hf_env, tm
         assert torch.equal(agent.model.lm(input_ids=ids).logits, before)  # adapter kept
         base = hf_env.reference_model(input_ids=ids).logits
     assert (before - base).abs().max() > 1e-3
+
+
+def _adapter(agent):
+    return {k: v for k, v in agent.model.lm.state_dict().items() if "lora_" in k}
+
+
+def test_a_peft_lora_config_and_trl_names_build_the_same_adapter(hf_env):
+    import peft
+    import yaml
+
+    from agents.config import config_to_dict
+
+    ours = agents.make("online_ipo", hf_env, seed=0, **CONFIG)
+    base = {k: v for k, v in CONFIG.items() if k != "lora"}
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["c_fc", "c_attn"], task_type="CAUSAL_LM"
+    )
+    block = yaml.safe_load(
+        "lora: {r: 4, lora_alpha: 8.0, lora_dropout: 0.0, target_modules: [c_attn, c_fc]}"
+    )
+    for lora in (config, block["lora"]):
+        agent = agents.make("online_ipo", hf_env, seed=0, lora=lora, **base)
+        assert agent.config.lora == ours.config.lora
+        assert config_to_dict(agent.config)["lora"] == {
+            "rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["c_attn", "c_fc"],
+        }  # fmt: skip
+        mine, theirs = _adapter(ours), _adapter(agent)
+        assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (
+            lambda peft: peft.LoraConfig(
+                r=4, target_modules=["c_attn"], modules_to_save=["lm_head"]
+            ),
+            "lora: the peft.LoraConfig field modules_to_save=['lm_head'] is not supported",
+        ),
+        (
+            lambda peft: peft.LoraConfig(r=4, target_modules=["c_attn"], use_dora=True),
+            "lora: the peft.LoraConfig field use_dora=True is not supported",
+        ),
+        (
+            lambda peft: peft.LoraConfig(r=4, target_modules=".*attn"),
+            "lora: the peft.LoraConfig target_modules '.*attn' is a pattern",
+        ),
+        (lambda peft: {"r": 4, "rank": 4}, "lora: 'r' and 'rank' name the same setting"),
+        (lambda peft: {"lora_alpha": 0.0}, "lora.alpha: must be > 0; got 0.0"),
+    ],
+)
+def test_unsupported_lora_configs_are_one_line(hf_env, block, message):
+    import peft
+
+    with pytest.raises(ConfigError) as err:
+        agents.make("online_ipo", hf_env, lora=block(peft))
+    text = str(err.value)
+    assert text.startswith(message), text
+    assert "\n" not in text

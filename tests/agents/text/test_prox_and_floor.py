@@ -136,7 +136,7 @@ def test_sgd_optimizer_takes_plain_gradient_steps(tmp_path):
 
 
 def test_sampler_option_reaches_the_engine_and_batches_self_play():
-    # the default keeps the seeded samples: two batches of B, policy first
+    # the default sampler: Online IPO's self-play pair is one batch of 2B too (rows :B are y)
     agent = agents.make("online_ipo", TINY, seed=0, batch_size=8, eval_every=0)
     assert agent.engine.sampler == "multinomial"
     gen = torch.Generator().manual_seed(0)
@@ -145,9 +145,9 @@ def test_sampler_option_reaches_the_engine_and_batches_self_play():
     duel = agent.duel(agent.model)
     _, ids, mask = agent.engine.sample_prompts(8, prompts, split="train")
     assert torch.equal(duel.prompt_ids, ids)
-    assert torch.equal(duel.y.tokens, agent.engine.generate(agent.model, ids, mask, gen).tokens)
-    assert torch.equal(duel.y2.tokens, agent.engine.generate(agent.model, ids, mask, gen).tokens)
-    # inverse_cdf: Online IPO's self-play pair is one batch of 2B (rows :B are y)
+    both = agent.engine.generate(agent.model, ids.repeat(2, 1), mask.repeat(2, 1), gen)
+    assert torch.equal(torch.cat([duel.y.tokens, duel.y2.tokens]), both.tokens)
+    # inverse_cdf: the same, with one uniform per row and step
     fast = agents.make(
         "online_ipo", TINY, seed=0, batch_size=8, eval_every=0, sampler="inverse_cdf"
     )

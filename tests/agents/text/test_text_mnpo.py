@@ -88,12 +88,13 @@ def test_history_one_agent_is_inpo_step_for_step():
         agent.learn(num_iterations=1)
         pi_t = frozen_copy(twin.model)
         for _ in range(twin.config.inner_steps):
-            duel = twin.duel(opponent=pi_t, policy=pi_t)
+            # the agent's plumbing: padding columns cut, y and y' scored in one pass per model
+            duel = twin.duel(opponent=pi_t, policy=pi_t).trimmed()
             o = duel.outcome.bool()[:, None]
-            lp = [twin.log_probs(twin.model, duel, s) for s in (False, True)]
+            lp = list(twin.pair_log_probs(twin.model, duel))
             with torch.no_grad():
-                lr = [twin.log_probs(twin.reference, duel, s) for s in (False, True)]
-                lt = [twin.log_probs(pi_t, duel, s) for s in (False, True)]
+                lr = list(twin.pair_log_probs(twin.reference, duel))
+                lt = list(twin.pair_log_probs(pi_t, duel))
             ms = [duel.y.mask.float(), duel.y2.mask.float()]
             width = max(x.shape[1] for x in lp)
 
