@@ -202,6 +202,9 @@ class Backend:
             adapters name it as their base).
         base_model: with LoRA, that model as the user gave it (without the adapter's layers),
             saved next to an adapter when it has no folder.
+        base_fingerprint: with LoRA, the fingerprint of the weights under the adapter, taken
+            before the adapter's layers were added (a saved adapter records it, and loaders put
+            it only on a base with these weights).
     """
 
     kind: str
@@ -212,6 +215,7 @@ class Backend:
     owned: bool = False
     base_folder: Path | None = None
     base_model: Any = None
+    base_fingerprint: str | None = None
 
     def trainable_copy(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """``pi_theta`` from ``module`` on ``device``, in training mode, all its weights trainable
@@ -794,6 +798,9 @@ def _hf_backend(
         initial = with_checkpointing(policy(own(start.model)))  # loaded for this agent alone
         return Backend("hf", engine, engine.truth, ref, initial, owned=True)
     shared = start is None or start.model is None  # the adapter sits on the reference itself
+    # the weights under the adapter, fingerprinted before its layers go in (the reference's,
+    # which no adapter touches, when a saved adapter first needs it)
+    fingerprint = None if shared else _fingerprint(start.model)
     base = own(shared_twin(ref_model) if shared else start.model)  # before the adapter's dropout
     with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
         torch.manual_seed(seed)
@@ -804,11 +811,18 @@ def _hf_backend(
         return Backend(
             "lora", engine, engine.truth, None, lora, owned=True,
             base_folder=_local_folder(ref_model), base_model=ref_model,
+            base_fingerprint=fingerprint,
         )  # fmt: skip
     return Backend(
         "lora", engine, engine.truth, frozen_reference(), lora, owned=True,
-        base_folder=start.folder, base_model=None,
+        base_folder=start.folder, base_model=None, base_fingerprint=fingerprint,
     )  # fmt: skip
+
+
+def _fingerprint(model: Any) -> str:
+    from nlhf_envs.text.hf_folders import weights_fingerprint
+
+    return weights_fingerprint(model)
 
 
 @dataclass
@@ -1048,7 +1062,7 @@ def save_hf_folder(agent: Any, folder: str | os.PathLike[str], *, merged: bool =
 
 
 def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
-    from nlhf_envs.text.hf_folders import write_base_record
+    from nlhf_envs.text.hf_folders import weights_fingerprint, write_base_record
 
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     if tmp.exists():
@@ -1075,7 +1089,10 @@ def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
                 lm.save_pretrained(tmp)
             finally:
                 config.base_model_name_or_path = before
-            write_base_record(tmp, agent.env.reference_model, base)  # checked by load_adapter
+            if agent.backend.base_fingerprint is None:  # the reference, which no adapter touches
+                agent.backend.base_fingerprint = weights_fingerprint(agent.backend.base_model)
+            # the base's fingerprint, checked by load_adapter
+            write_base_record(tmp, base, agent.backend.base_fingerprint)
         else:
             lm.save_pretrained(tmp)
         agent.env.tokenizer.save_pretrained(tmp)

@@ -50,6 +50,7 @@ __all__ = [
     "load_causal_lm",
     "load_sequence_classifier",
     "load_tokenizer",
+    "weights_fingerprint",
     "write_base_record",
 ]
 
@@ -308,16 +309,18 @@ def load_adapter(
         raise error(f"{what}: cannot load a LoRA adapter from {path}: {_first_line(err)}") from None
 
 
-def _weights_fingerprint(model: Any) -> str:
+def weights_fingerprint(model: Any) -> str:
+    """The fingerprint of a model's weights (names, shapes and values), as a base's record
+    holds it (take it before an adapter's layers are added: they change the names)."""
     from nlhf_envs.text.models import module_digest
 
     return module_digest(model)
 
 
-def write_base_record(folder: str | os.PathLike[str], base_model: Any, base_path: Any) -> None:
+def write_base_record(folder: str | os.PathLike[str], base_path: Any, fingerprint: str) -> None:
     """Record in the adapter ``folder`` the base model it was trained on: ``base_path`` and the
-    fingerprint of ``base_model``'s weights (:data:`BASE_RECORD`, JSON)."""
-    data = {"base_model": str(base_path), "weights_fingerprint": _weights_fingerprint(base_model)}
+    :func:`weights_fingerprint` of its weights (:data:`BASE_RECORD`, JSON)."""
+    data = {"base_model": str(base_path), "weights_fingerprint": fingerprint}
     (Path(folder) / BASE_RECORD).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
@@ -330,7 +333,7 @@ def _check_base(base_model: Any, folder: Path, what: str, error: type[NlhfError]
     want = None if data is None else data.get("weights_fingerprint")
     if not isinstance(want, str):
         raise error(f"{what}: {record} is damaged (no weights_fingerprint); restore the folder")
-    have = _weights_fingerprint(base_model)
+    have = weights_fingerprint(base_model)
     if have != want:
         now = getattr(base_model, "name_or_path", None) or "the base model given"
         raise error(

@@ -15,6 +15,7 @@ pytest.importorskip("peft")
 import agents  # noqa: E402
 from agents.config import ConfigError  # noqa: E402
 from nlhf_envs.text.engine import token_log_probs  # noqa: E402
+from nlhf_envs.text.hf import HFPolicy  # noqa: E402
 from nlhf_envs.text.hf_env import HFTokenDuelEnv  # noqa: E402
 
 V = 24
@@ -117,6 +118,11 @@ def test_a_separate_starting_model_with_the_env_reference(made, kind, tmp_path):
 
         config = json.loads((tmp_path / "run_hf" / "adapter_config.json").read_text())
         assert Path(config["base_model_name_or_path"]) == (root / "other").resolve()
+        # the folder plays as a participant on the base it records (the starting model's weights)
+        from agents.zoo.hf_participants import load_hf_participant
+
+        played = load_hf_participant(tmp_path / "run_hf", "run")
+        assert torch.allclose(_lp(HFPolicy(played), ids), _lp(agent.model, ids), atol=1e-6)
     back = agents.load(path, game=e)
     assert torch.equal(_lp(back.model, ids), _lp(agent.model, ids))
     assert torch.equal(_lp(back.reference, ids), _lp(agent.reference, ids))
