@@ -617,6 +617,9 @@ def _train_loop(
             if boundary is None:
                 raise
             judge_error, interrupted = exc, True
+            if not boundary.kept:  # too large to keep: resume from the newest saved state
+                metrics.update(agent.history[: boundary.rows])
+                raise JudgeStopped(run_dir, agent, exc, saved=False) from None
             agent = boundary.restore(agent)
     with deferred() as late:  # the final files are written whole even if Ctrl-C comes now
         agent.save(run_dir / "final.npz")
@@ -636,27 +639,53 @@ def _train_loop(
 
 class JudgeStopped(UserError):
     """The judge returned a value that is not a probability during ``train``: the run stopped as
-    on Ctrl-C, with ``final.npz`` holding the state after the last whole iteration."""
+    on Ctrl-C, with ``final.npz`` holding the state after the last whole iteration (or, for a
+    trainable state too large to keep in memory, with the newest state saved before)."""
 
-    def __init__(self, run_dir: Path, agent: Any, error: BaseException) -> None:
+    def __init__(self, run_dir: Path, agent: Any, error: BaseException, saved: bool = True) -> None:
         given = getattr(agent.env, "judge", None)  # the env's judge argument: a folder, say
         where = f" (env_kwargs judge: {given})" if isinstance(given, (str, os.PathLike)) else ""
+        if saved:
+            state = (
+                f"the run stopped after iteration {agent.num_iterations} ({agent.queries_used} "
+                f"queries), saved in {run_dir / 'final.npz'}"
+            )
+        else:
+            from agents.zoo.runs import latest_state
+
+            newest = latest_state(run_dir)
+            state = (
+                "the run stopped; its trainable state is larger than "
+                f"{BOUNDARY_MAX_BYTES // 2**20} MiB and was not kept at every iteration, so "
+                + (
+                    f"its newest saved state is {newest}"
+                    if newest is not None
+                    else "no state was saved (--save-freq saves some)"
+                )
+            )
         super().__init__(
-            f"{error}{where}; the run stopped after iteration {agent.num_iterations} "
-            f"({agent.queries_used} queries), saved in {run_dir / 'final.npz'} (nlhf-zoo train "
-            f"--resume {run_dir} continues it)"
+            f"{error}{where}; {state} (nlhf-zoo train --resume {run_dir} continues it)"
         )
         self.run_dir = run_dir
         self.agent = agent
 
 
+#: the largest trainable state (weights, optimiser moments) :class:`_Boundary` keeps in memory at
+#: every iteration of a run on a user's judge (a LoRA adapter, a small model); a larger one (full
+#: fine-tuning of a real model) is not copied at every step: a failing judge then leaves the
+#: newest periodic checkpoint (or ``final.npz`` of an earlier segment) as the state to resume.
+BOUNDARY_MAX_BYTES = 256 * 2**20
+
+
 class _Boundary:
     """The state of a run's agent after its last whole iteration, kept in memory so that a judge
     failing in the middle of an iteration (a NaN, say) stops the run at that boundary, as Ctrl-C
-    does. Kept for agents whose judge is the user's (``nlhf/HFTokenDuel-v0``); it costs one copy
-    of the trainable state (policy or adapter weights, optimiser moments, generators)."""
+    does. Kept for agents whose judge is the user's (``nlhf/HFTokenDuel-v0``) when their
+    trainable state is at most :data:`BOUNDARY_MAX_BYTES` (``kept``); it costs one copy of that
+    state (policy or adapter weights, optimiser moments, generators) per iteration."""
 
-    def __init__(self) -> None:
+    def __init__(self, kept: bool) -> None:
+        self.kept = kept
         self.arrays: dict[str, Any] = {}
         self.rows = 0
 
@@ -668,17 +697,20 @@ class _Boundary:
         backend = getattr(agent, "backend", None)
         if agent.kind != "text" or getattr(backend, "kind", "native") == "native":
             return None
-        out = cls()
+        out = cls(kept=_trainable_bytes(agent) <= BOUNDARY_MAX_BYTES)
         out.take(agent)
         return out
 
     def take(self, agent: Any) -> None:
-        """Keep a copy of ``agent``'s state (at an iteration boundary)."""
+        """Keep a copy of ``agent``'s state (at an iteration boundary; only its number of
+        history rows when the state is too large to keep)."""
         import numpy as np
 
+        self.rows = len(agent.history)
+        if not self.kept:
+            return
         arrays = agent.checkpoint_arrays(include_history=False)
         self.arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
-        self.rows = len(agent.history)
 
     def restore(self, agent: Any) -> Any:
         """A new agent in the kept state, with the history rows it had then."""
@@ -691,6 +723,17 @@ class _Boundary:
         twin.history = list(agent.history[: self.rows])
         twin.logger = agent.logger
         return twin
+
+
+def _trainable_bytes(agent: Any) -> int:
+    """The bytes of an agent's trainable weights and their optimiser moments (Adam keeps two per
+    weight, SGD none), which a checkpoint of its state copies."""
+    model = getattr(agent, "model", None)
+    params = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+    weights = sum(p.numel() * p.element_size() for p in params)
+    optimizer = getattr(agent, "optimizer", None)
+    moments = 0 if optimizer is None or type(optimizer).__name__ == "SGD" else 2
+    return weights * (1 + moments)
 
 
 #: the member of a run's periodic checkpoint holding :class:`agents.zoo.runs.HistoryDigest` of

@@ -274,3 +274,48 @@ def test_folders_of_killed_writes_are_cleared_on_resume_and_export(parts, tmp_pa
     assert main(["export", str(run), str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("merged")) == ["merged"]
     assert (out / "config.json").is_file()
+
+
+def test_a_judge_failing_with_a_state_too_large_to_keep_resumes_from_the_newest_checkpoint(
+    parts, tmp_path, monkeypatch, capsys
+):
+    """Above ``BOUNDARY_MAX_BYTES`` (full fine-tuning of a real model) the trainable state is not
+    copied at every iteration: a failing judge stops the run without a new ``final.npz``, names
+    the newest periodic checkpoint, and ``--resume`` from it finishes as the uninterrupted run."""
+    from agents.zoo import train as zoo_train
+    from nlhf_envs.text.hf_judges import RewardModelJudge
+
+    assert main(_args(parts, tmp_path / "four", 32)) == 0
+    real, calls = RewardModelJudge.__call__, []
+
+    def nan_in_iteration_four(self, prompts, pairs):  # 2 judged duels per Nash-MP iteration
+        calls.append(len(pairs))
+        out = real(self, prompts, pairs)
+        return out * float("nan") if len(calls) == 8 else out
+
+    monkeypatch.setattr(RewardModelJudge, "__call__", nan_in_iteration_four)
+    monkeypatch.setattr(zoo_train, "BOUNDARY_MAX_BYTES", 0)  # nothing is small enough to keep
+    copies = []
+    monkeypatch.setattr(
+        zoo_train._Boundary, "restore", lambda self, agent: copies.append(agent) or agent
+    )
+    capsys.readouterr()
+    args = _args(parts, tmp_path / "cut", 32)
+    assert main(args[:1] + ["--save-freq", "2"] + args[1:]) == 2
+    err = _one_line(capsys)
+    run = _run(tmp_path / "cut")
+    (ckpt,) = sorted((run / "checkpoints").glob("*.npz"))  # after iteration 2
+    assert err.endswith(
+        f"the run stopped; its trainable state is larger than 0 MiB and was not kept at every "
+        f"iteration, so its newest saved state is {ckpt} (nlhf-zoo train --resume {run} "
+        "continues it)"
+    ), err
+    assert not (run / "final.npz").exists() and copies == []  # nothing half-done was saved
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert _rows(run) == _rows(_run(tmp_path / "four"))
+    env = _env(parts)
+    done = agents.load(run / "final.npz", game=env)
+    full = agents.load(_run(tmp_path / "four") / "final.npz", game=env)
+    for a, b in zip(done.model.parameters(), full.model.parameters(), strict=True):
+        assert torch.equal(a, b)
