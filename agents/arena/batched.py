@@ -60,7 +60,7 @@ def batch_policy(participant: Any, env: Any) -> Any:
         if policy.num_tokens != env.vocab_size:  # what bind() does for a model's seat
             if not player._own_policy:
                 return None
-            policy = HFPolicy(policy.model, num_tokens=env.vocab_size)
+            policy = HFPolicy.of_model(policy.model, num_tokens=env.vocab_size)
         return policy
     if isinstance(player, UniformTokenPlayer) and player.vocab_size == env.vocab_size:
         return _UniformTokens(player.tokens, env.vocab_size)

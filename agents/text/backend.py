@@ -1095,12 +1095,33 @@ def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
             write_base_record(tmp, base, agent.backend.base_fingerprint)
         else:
             lm.save_pretrained(tmp)
+        _save_suppressed_tokens(agent.model, tmp)
         agent.env.tokenizer.save_pretrained(tmp)
         _replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _save_suppressed_tokens(policy: Any, folder: Path) -> None:
+    """Write the tokens ``policy`` never emits (the env's answer alphabet's complement) as
+    ``suppress_tokens`` of the folder's ``generation_config.json``: ``generate`` of
+    ``transformers`` then samples the trained policy, and nlhf-zoo's participants read it back
+    (:func:`nlhf_envs.text.hf_folders.suppressed_tokens`). Without an alphabet nothing is
+    written (a full model's own generation config is kept as saved)."""
+    mask = getattr(policy, "suppress_mask", None)
+    if mask is None or not bool(mask.any()):
+        return
+    import transformers
+
+    path = folder / "generation_config.json"
+    if path.is_file():
+        config = transformers.GenerationConfig.from_pretrained(folder)
+    else:
+        config = transformers.GenerationConfig()
+    config.suppress_tokens = [int(t) for t in torch.nonzero(mask.cpu()).flatten().tolist()]
+    config.save_pretrained(folder)
 
 
 def export_merged(agent: Any, folder: str | os.PathLike[str]) -> Path:

@@ -52,7 +52,8 @@ def load_hf_participant(path: Path, spec: str) -> Any | None:
     if arch is not None:
         raise ConfigError(f"participant {spec!r}: {path} holds a {arch}, not a causal LM")
 
-    from nlhf_envs.text.hf_folders import load_adapter, load_causal_lm
+    from nlhf_envs.errors import GameError
+    from nlhf_envs.text.hf_folders import load_adapter, load_causal_lm, suppressed_tokens
 
     what = f"participant {spec!r}"
     adapter = path / "adapter_config.json"
@@ -72,8 +73,14 @@ def load_hf_participant(path: Path, spec: str) -> Any | None:
             )
         base = load_causal_lm(base_name, f"{what} (the adapter's base model)", ConfigError)
         model = load_adapter(base, path, what, ConfigError)
+        try:  # the tokens the trained policy never emits (its env's answer alphabet)
+            tokens = suppressed_tokens(path)
+        except GameError as err:
+            raise ConfigError(f"{what}: {err}") from None
+        if tokens:
+            model.generation_config.suppress_tokens = tokens
     else:
-        model = load_causal_lm(path, what, ConfigError)
+        model = load_causal_lm(path, what, ConfigError)  # reads its generation_config.json
     if not is_causal_lm(model):  # pragma: no cover - AutoModelForCausalLM only builds causal LMs
         raise ConfigError(f"participant {spec!r}: {type(model).__name__} is not a causal LM")
     return model.eval()

@@ -200,6 +200,16 @@ class HFPolicy:
         suppress[list(suppress_tokens)] = True
         self.suppress_mask = suppress if bool(suppress.any()) else None
 
+    @classmethod
+    def of_model(cls, model: Any, num_tokens: int | None = None) -> HFPolicy:
+        """The policy a saved model plays: its logits with the tokens of its generation config's
+        ``suppress_tokens`` (what ``generate`` masks; nlhf-zoo saves an answer alphabet's
+        complement there) never sampled, cut to ``num_tokens``."""
+        config = getattr(model, "generation_config", None)
+        width = int(model.config.vocab_size) if num_tokens is None else int(num_tokens)
+        tokens = [int(t) for t in (getattr(config, "suppress_tokens", None) or []) if t < width]
+        return cls(model, num_tokens=num_tokens, suppress_tokens=tokens)
+
     @property
     def vocab_size(self) -> int:
         """The number of tokens the policy scores (``num_tokens``, default the model's vocabulary)."""

@@ -50,6 +50,7 @@ __all__ = [
     "load_causal_lm",
     "load_sequence_classifier",
     "load_tokenizer",
+    "suppressed_tokens",
     "weights_fingerprint",
     "write_base_record",
 ]
@@ -75,12 +76,12 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, limit: int = 1 << 20) -> dict[str, Any] | None:
     """The JSON object in ``path``, or ``None`` when the file is absent or not an object (a
     damaged file is left to ``transformers``, whose error is reported as one line)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(1 << 20)  # a config is a few kB; never read a huge file whole
+            head = fh.read(limit)  # a config is a few kB; never read a huge file whole
         data = json.loads(head.decode("utf-8"))
     except (OSError, ValueError):
         return None
@@ -342,3 +343,35 @@ def _check_base(base_model: Any, folder: Path, what: str, error: type[NlhfError]
             f"loaded ({now}) has {have}: refusing to play the adapter on another base (restore "
             "that base model, or train the adapter again)"
         )
+
+
+#: the largest ``generation_config.json`` read (a suppressed-token list of a 256k vocabulary
+#: takes about 2 MB)
+MAX_GENERATION_CONFIG_BYTES = 16 * 2**20
+
+
+def suppressed_tokens(folder: str | os.PathLike[str]) -> list[int]:
+    """The token ids a saved model never emits: ``suppress_tokens`` of the folder's
+    ``generation_config.json`` (what ``transformers``' ``generate`` masks; nlhf-zoo writes the
+    complement of an env's answer alphabet there), ``[]`` when it names none.
+
+    Raises:
+        GameError: for a ``suppress_tokens`` that is not a list of non-negative integers.
+    """
+    path = Path(folder) / "generation_config.json"
+    if path.is_file() and path.stat().st_size > MAX_GENERATION_CONFIG_BYTES:
+        raise GameError(
+            f"{path} holds {path.stat().st_size} bytes; a generation config takes at most "
+            f"{MAX_GENERATION_CONFIG_BYTES}"
+        )
+    data = _read_json(path, MAX_GENERATION_CONFIG_BYTES)
+    if data is None and path.is_file():
+        raise GameError(f"{path} is not a JSON object")
+    tokens = None if data is None else data.get("suppress_tokens")
+    if tokens is None:
+        return []
+    if not isinstance(tokens, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens
+    ):
+        raise GameError(f"{path}: suppress_tokens must be a list of token ids")
+    return sorted(set(tokens))

@@ -33,8 +33,10 @@ class HFModelPlayer(BasePlayer):
     """A causal LM in a seat: the next token is drawn from its distribution (temperature 1).
 
     Args:
-        model: a ``transformers`` causal LM or an :class:`~nlhf_envs.text.hf.HFPolicy` (whose
-            ``num_tokens`` and suppressed tokens are kept).
+        model: a ``transformers`` causal LM (the tokens of its generation config's
+            ``suppress_tokens`` are never played: :meth:`~nlhf_envs.text.hf.HFPolicy.of_model`)
+            or an :class:`~nlhf_envs.text.hf.HFPolicy` (whose ``num_tokens`` and suppressed
+            tokens are kept).
         deterministic: play the most likely token instead of sampling.
 
     When bound to the seat's ``Discrete(V)`` action space (tournaments do this), a model's logits
@@ -42,7 +44,7 @@ class HFModelPlayer(BasePlayer):
     """
 
     def __init__(self, model: Any, deterministic: bool = False) -> None:
-        self.policy = model if isinstance(model, HFPolicy) else HFPolicy(model)
+        self.policy = model if isinstance(model, HFPolicy) else HFPolicy.of_model(model)
         self._own_policy = not isinstance(model, HFPolicy)
         self.deterministic = deterministic
         self.policy.model.eval()
@@ -51,7 +53,7 @@ class HFModelPlayer(BasePlayer):
         """Cut the logits to the action space's size (models only, not a given HFPolicy)."""
         n = getattr(action_space, "n", None)
         if self._own_policy and n is not None and int(n) != self.policy.num_tokens:
-            self.policy = HFPolicy(self.policy.model, num_tokens=int(n))
+            self.policy = HFPolicy.of_model(self.policy.model, num_tokens=int(n))
 
     @torch.no_grad()
     def action_probabilities(self, observation: Any) -> np.ndarray:
