@@ -241,6 +241,14 @@ class Evaluations:
         A token agent with ``nash_eval: off`` gets no Nash metrics (``evaluate()`` only)."""
         if agent.kind != "text":
             return dict(agent.evaluate())
+        prompts = getattr(agent.env, "prompts", None)
+        if isinstance(prompts, dict) and not prompts.get("heldout"):
+            # a Hugging Face game trained on every prompt (heldout_fraction: 0): nothing unseen
+            _notify(
+                "the env has no held-out prompts (heldout_fraction: 0), so the final evaluation "
+                "(on held-out prompts) is skipped"
+            )
+            return {}
         m = dict(agent.evaluate(progress=progress))
         if "eval/exploitability" not in m and agent.config.nash_eval != "off":
             m.update(agent.nash_metrics(progress=progress))

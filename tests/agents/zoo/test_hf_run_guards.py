@@ -319,3 +319,26 @@ def test_a_judge_failing_with_a_state_too_large_to_keep_resumes_from_the_newest_
     full = agents.load(_run(tmp_path / "four") / "final.npz", game=env)
     for a, b in zip(done.model.parameters(), full.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_run_without_held_out_prompts_skips_its_final_evaluation_in_one_notice(
+    parts, tmp_path, capsys
+):
+    """``heldout_fraction: 0`` (every prompt trained on) and ``eval_every: 0``: the run finishes
+    (before: a traceback in the final evaluation, which reads held-out prompts) and says why it
+    did not evaluate."""
+    import yaml
+
+    args = [
+        a.replace("heldout_fraction:0.5", "heldout_fraction:0.0")
+        for a in _args(parts, tmp_path, 16)
+    ]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert (
+        "nlhf-zoo: the env has no held-out prompts (heldout_fraction: 0), so the final evaluation "
+        "(on held-out prompts) is skipped"
+    ) in err
+    assert "Traceback" not in err
+    run = _run(tmp_path)
+    assert yaml.safe_load((run / "evaluation.yml").read_text()) == {"queries": 16, "iterations": 2}
