@@ -35,6 +35,7 @@ from agents.mmd import MMD, MMDConfig  # noqa: E402  isort: skip
 from agents.mnpo import MNPO, MNPOConfig  # noqa: E402  isort: skip
 from agents.nash_md import NashMD, NashMDConfig  # noqa: E402  isort: skip
 from agents.nash_mp import NashMP, NashMPConfig  # noqa: E402  isort: skip
+from agents.nash_prox import NashProx, NashProxConfig  # noqa: E402  isort: skip
 from agents.omwu import OMWU, OMWUConfig  # noqa: E402  isort: skip
 from agents.online_ipo import OnlineIPO, OnlineIPOConfig  # noqa: E402  isort: skip
 from agents.sppo import SPPO, SPPOConfig  # noqa: E402  isort: skip
@@ -71,6 +72,8 @@ __all__ = [
     "NashMDConfig",
     "NashMP",
     "NashMPConfig",
+    "NashProx",
+    "NashProxConfig",
     "OMWU",
     "OMWUConfig",
     "OnlineIPO",

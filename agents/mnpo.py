@@ -46,16 +46,36 @@ import numpy as np
 from agents.base import Agent
 from agents.config import ConfigError, PGConfig, check_population_weights
 from agents.registry import register_agent
-from agents.updates import (
+from agents.updates import (  # noqa: F401 (token_default_eta: re-exported)
+    TOKEN_ETA_CAP,
     default_explicit_step,
     inpo_pg_fit,
     regularized_explicit_step,
     softmax,
+    token_default_eta,
 )
 from nlhf_envs import solvers
 from nlhf_envs.game import PreferenceGame
 
-__all__ = ["MNPOConfig", "MNPO", "mnpo_step"]
+__all__ = ["MNPOConfig", "MNPO", "mnpo_step", "token_default_eta", "linearised_rate"]
+
+
+def linearised_rate(eta: float, beta: float, weights: np.ndarray, omega: float) -> float:
+    """Spectral radius of the exact MNPO step linearised at ``pi*`` on a mode of rotation
+    ``omega``: the largest root modulus of ``x^H = z sum_j lambda_j x^(H-1-j)`` with ``z = 1 - eta
+    beta + i eta omega`` (the error ``e`` of the log-policy follows ``e_{t+1} = z sum_j lambda_j
+    e_{t-j}``). Below 1 the mode contracts; at or above 1 it does not (the step cycles).
+
+    Args:
+        eta: the step.
+        beta: the regularisation.
+        weights: ``lambda_0..lambda_{H-1}``, newest first.
+        omega: the rotation (an eigenvalue of the linearised payoff is ``i omega``).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    z = 1.0 - eta * beta + 1j * eta * omega
+    coeffs = np.concatenate([[1.0 + 0j], -z * w])
+    return float(np.abs(np.roots(coeffs)).max())
 
 
 def mnpo_step(

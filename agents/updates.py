@@ -29,6 +29,8 @@ __all__ = [
     "ipo_loss_gradient",
     "inpo_loss_gradient",
     "inpo_pg_fit",
+    "TOKEN_ETA_CAP",
+    "token_default_eta",
 ]
 
 
@@ -321,3 +323,29 @@ def inpo_pg_fit(
         if average:
             tail.add(m, theta)
     return (tail.result() if average else theta), loss
+
+
+#: the largest default step of the token-level MNPO: ``eta beta = 1/3`` (the authors' released
+#: ratio) at ``beta = 0.1``, the token games' ``beta`` (:func:`token_default_eta`)
+TOKEN_ETA_CAP = 10.0 / 3.0
+
+
+def token_default_eta(beta: float) -> float:
+    """The token-level MNPO's default step: ``eta = min(1 / (3 beta), 10/3)``.
+
+    The authors' released configs mix the reference and the population with ``ratio = eta beta =
+    1/3``; for ``beta < 0.1`` that step is capped at its value at ``beta = 0.1``. Why: the exact
+    dynamics of the MNPO step (its loss's population minimiser, :func:`agents.mnpo.mnpo_step`) linearised at
+    ``pi*`` rotate each mode by ``z = 1 - eta beta + i eta omega`` (``|omega| <= L = max |P - 1/2|``,
+    the game's rotation; :func:`linearised_rate`), which contracts only while ``eta`` stays below
+    about ``2 beta / (beta^2 + omega^2)``: with ``eta beta`` fixed, ``eta = 1 / (3 beta)`` grows as
+    beta falls and the step cycles. On the 256-prompt token worlds at ``beta = 0.03`` the ratio 1/3
+    cycles (the cyclic world, history 1 and 3) and the capped step converges; both converge at
+    ``beta = 0.1`` (``tests/agents/test_mnpo_default_step.py``). The cap keeps the step stable
+    for rotations ``|omega| < sqrt(0.6 beta - beta^2)`` (history 1), not for every game: on
+    rock-paper-scissors at ``beta = 0.03`` (``omega = 0.29``) it cycles; a game-aware stable step
+    is the tabular agent's default (INPO's ``beta / (beta^2 + L^2)``).
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0; got {beta}")
+    return min(1.0 / (3.0 * beta), TOKEN_ETA_CAP)

@@ -1,12 +1,16 @@
-"""Do the token agents' library defaults improve on ``pi_ref``? (issue 23, item 3)
+"""Do the token agents' library defaults improve on ``pi_ref``? (issues 23 and 32)
 
 Every token agent (``agents.available("text")`` without the SB3 wrapper) is built with
 ``agents.make(agent, env_id, seed=s)`` and nothing else (the library defaults, not the zoo's
 settings), trained for ``--budget`` preference queries (default 50,000) on every registered
-enumerable token env, and scored exactly (:func:`nlhf_envs.text.exact.exact_metrics`) on the two
-report splits of the one protocol (``docs/nash-metrics.md``): ``train``, the prompts it trained on
-(optimisation), and ``heldout``, prompts it never saw (generalisation). ``pi_ref``'s exploitability
-on the same prompts is the bar: a default that ends above it made the policy worse.
+enumerable token env, and scored exactly (:func:`nlhf_envs.text.exact.exact_metrics`) on the report
+splits of the protocol (``docs/nash-metrics.md``). On the 256-prompt worlds, whose prompt sets have
+the class split (:meth:`nlhf_envs.text.prompts.PromptSet.class_split`), the agent trains on
+``seen_train`` (the only env argument set) and is scored on the prompts it trained on
+(optimisation), on unseen wording (``seen_heldout``) and on unseen classes (``unseen_heldout``); on
+the 32-prompt worlds it trains on ``train`` and is scored on ``train`` and on the unseen
+``heldout`` prompts. ``pi_ref``'s exploitability on the same prompts is the bar: a default that
+ends above it made the policy worse.
 
 Results: ``benchmarks/results/text_defaults.json`` (one record per run, with the full config used)
 and ``text_defaults.md`` (the table). ``report`` refuses a results file whose configs are no longer
@@ -41,8 +45,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules 
 from text_nash_core import update_json  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-#: the report splits of the protocol: trained on, and never seen
-SPLITS = ("train", "heldout")
+#: report column -> prompt split, per protocol: the class split (worlds that have it) and the
+#: fixed split (the 32-prompt worlds)
+PROTOCOLS: dict[str, dict[str, str]] = {
+    "classes": {"trained": "seen_train", "wording": "seen_heldout", "classes": "unseen_heldout"},
+    "fixed": {"trained": "train", "wording": "heldout"},
+}
+#: every report column, in table order
+COLUMNS = ("trained", "wording", "classes")
+
+
+def protocol_of(env_id: str) -> str:
+    """``"classes"`` for the worlds made for generalisation (a validation split: the 256-prompt
+    worlds) whose prompt set has the class split, else ``"fixed"`` (the 32-prompt worlds, whose
+    class split would leave 11 prompts to train on)."""
+    from nlhf_envs.text.world import get_world
+
+    prompts = get_world(TEXT_ENV_IDS[env_id]["world"]).prompts
+    ok = prompts.has_split("validation") and prompts.has_split("unseen_heldout")
+    return "classes" if ok else "fixed"
 
 
 def enumerable_env_ids() -> list[str]:
@@ -67,22 +88,25 @@ def run_one(
 ) -> dict[str, Any]:
     """Train ``agent`` with the library defaults (and ``params``) and score it on both splits."""
     t0 = time.perf_counter()
-    ag = agents.make(agent, env_id, seed=seed, **(params or {}))
+    protocol = protocol_of(env_id)
+    kwargs = {"prompt_split": PROTOCOLS[protocol]["trained"]} if protocol == "classes" else None
+    ag = agents.make(agent, env_id, seed=seed, env_kwargs=kwargs, **(params or {}))
     ag.learn(num_queries=budget)
     rec: dict[str, Any] = {
         "agent": agent,
         "env": env_id,
         "seed": seed,
         "budget": budget,
+        "protocol": protocol,
         "queries": int(ag.queries_used),
         "config": config_to_dict(ag.config),
         "params": dict(params or {}),
         "seconds": time.perf_counter() - t0,
     }
-    for split in SPLITS:
+    for col, split in PROTOCOLS[protocol].items():
         game = exact_game(ag.env, split)
         m = exact_metrics(ag.model, game, ag.env, split)
-        rec[split] = {
+        rec[col] = {
             "exploitability": m["exploitability"],
             "kl_ref": m["kl_ref"],
             "ref_exploitability": exploitability(game, game.pi_ref),
@@ -123,8 +147,9 @@ def cmd_run(args: argparse.Namespace) -> None:
                 print(
                     f"{env_id} {agent} seed {seed}: "
                     + ", ".join(
-                        f"{s} {rec[s]['exploitability']:.4f} (pi_ref {rec[s]['ref_exploitability']:.4f})"
-                        for s in SPLITS
+                        f"{c} {rec[c]['exploitability']:.4f} (pi_ref {rec[c]['ref_exploitability']:.4f})"
+                        for c in COLUMNS
+                        if c in rec
                     )
                     + f" [{rec['seconds']:.0f} s]",
                     flush=True,
@@ -140,26 +165,29 @@ def defaults_of(agent: str, env_id: str) -> dict[str, Any]:
 def table(runs: list[dict[str, Any]], budget: int) -> str:
     """The markdown table of the runs at ``budget``."""
     rows = [
-        "| env | agent | seeds | trained prompts: exploitability (pi_ref) | unseen prompts: "
-        "exploitability (pi_ref) | KL(pi, pi_ref) unseen | improves on both |",
-        "|---|---|---:|---|---|---:|---|",
+        "| env | agent | seeds | trained prompts: exploitability (pi_ref) | unseen wording: "
+        "exploitability (pi_ref) | unseen classes: exploitability (pi_ref) | KL(pi, pi_ref) "
+        "unseen wording | improves on all |",
+        "|---|---|---:|---|---|---|---:|---|",
     ]
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
         if r["budget"] == budget:
             cells.setdefault((r["env"], r["agent"]), []).append(r)
     for (env_id, agent), rs in sorted(cells.items()):
+        cols = [c for c in COLUMNS if c in rs[0]]
         parts = []
-        for s in SPLITS:
-            v = np.array([r[s]["exploitability"] for r in rs])
-            ref = rs[0][s]["ref_exploitability"]
+        for c in COLUMNS:
+            if c not in cols:
+                parts.append("-")
+                continue
+            v = np.array([r[c]["exploitability"] for r in rs])
+            ref = rs[0][c]["ref_exploitability"]
             parts.append(f"{v.mean():.4f} [{v.min():.4f}, {v.max():.4f}] ({ref:.4f})")
-        kl = np.mean([r["heldout"]["kl_ref"] for r in rs])
-        ok = sum(
-            all(r[s]["exploitability"] < r[s]["ref_exploitability"] for s in SPLITS) for r in rs
-        )
+        kl = np.mean([r["wording"]["kl_ref"] for r in rs])
+        ok = sum(all(r[c]["exploitability"] < r[c]["ref_exploitability"] for c in cols) for r in rs)
         rows.append(
-            f"| `{env_id}` | `{agent}` | {len(rs)} | {parts[0]} | {parts[1]} | {kl:.3f} | "
+            f"| `{env_id}` | `{agent}` | {len(rs)} | " + " | ".join(parts) + f" | {kl:.3f} | "
             f"{'yes' if ok == len(rs) else 'NO'} ({ok}/{len(rs)}) |"
         )
     return "\n".join(rows)
@@ -170,6 +198,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     runs = [r for r in _load(path) if r["budget"] == args.budget]
     if not runs:
         sys.exit(f"no runs at budget {args.budget} in {path.name}")
+    old = sorted(
+        {(r["agent"], r["env"]) for r in runs if r.get("protocol") != protocol_of(r["env"])}
+    )
+    if old:
+        sys.exit(
+            f"{path.name}: runs of {old} were made under another protocol (before the class "
+            "split); rerun them (`run --envs ... --agents ...`)"
+        )
     stale = sorted(
         {
             (r["agent"], r["env"])
@@ -186,7 +222,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         "# Library defaults against pi_ref (`benchmarks/text_defaults.py`)\n\n"
         f"`agents.make(agent, env_id, seed=s)` with nothing else, {args.budget:,} preference queries, "
         "exact exploitability of the last iterate (mean [min, max] over seeds) on the prompts trained "
-        "on (`train`) and on prompts never seen (`heldout`), against `pi_ref` on the same prompts.\n\n"
+        "on, on unseen wording and on unseen classes, against `pi_ref` on the same prompts. The "
+        "256-prompt worlds train on the classes trained on (`seen_train`, their only env argument) "
+        "and report unseen wording (`seen_heldout`) and unseen classes (`unseen_heldout`); the "
+        "32-prompt worlds train on `train` and report unseen wording on `heldout` (they have no "
+        "class split).\n\n"
         "<!-- --8<-- [start:table] -->\n"
         f"{table(runs, args.budget)}\n"
         "<!-- --8<-- [end:table] -->\n"

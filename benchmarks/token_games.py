@@ -28,6 +28,14 @@ sections keep what the file had, and ``token_games.md`` is rendered from the mer
    exploitability, and how many runs' 95% intervals cover the exact mean over all prompts.
 5. **Timing** of building (uncached) and solving the exact tiny game (also written to
    ``token_games_timing.md``; ``--timing-only`` is ``--only timing``).
+6. **Random tokens** (``random_tokens``, issue 32): every judge of a world whose policies may emit
+   any word (the full-size worlds: their answer alphabet is the whole vocabulary of words) against
+   the annotators on ``--random-pairs`` pairs of uniformly random answers (``World.random_answer``:
+   a uniformly random length of 0 to ``max_new_tokens - 1`` words, each uniform over the whole
+   vocabulary of words) to held-out prompts: agreement with the population majority where
+   ``|P* - 1/2| > 0.1`` and where ``P* != 1/2``, with 95% Wilson intervals. The tiny worlds' judges
+   are measured on their answer alphabet, the only tokens their policies can emit (the other
+   tokens' logits are masked in every policy).
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from nlhf_envs.text.train import (
 
 OUT = Path(__file__).resolve().parent / "results"
 #: the sections, in the order they run and are reported
-SECTIONS: tuple[str, ...] = ("shares", "judges", "curves", "estimator", "timing")
+SECTIONS: tuple[str, ...] = ("shares", "judges", "curves", "estimator", "timing", "random_tokens")
 #: the answer weightings of the cyclic share
 WEIGHTINGS: tuple[str, ...] = ("uniform", "pi_ref")
 PAYERS: tuple[str, ...] = ("judge", "ground_truth")
@@ -340,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share-samples", type=int, default=48)
     parser.add_argument("--share-prompts", type=int, default=32)
     parser.add_argument("--eval-pairs", type=int, default=4000)
+    parser.add_argument("--random-pairs", type=int, default=20_000)
     parser.add_argument("--ns", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--curve-steps", type=int, default=200)
@@ -373,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             ids = [e for e in ids if enumerable(TokenDuelEnv(**TEXT_ENV_IDS[e]))]
             results["estimator"] = estimator_study(args.ns, args.seeds, ids)
             results["estimator_by_n"] = by_n(results["estimator"])
+        elif section == "random_tokens":
+            results["random_tokens"] = random_tokens(args.random_pairs)
         else:
             results["timing"] = timing()
             args.out.mkdir(parents=True, exist_ok=True)
@@ -408,6 +419,82 @@ def judges(eval_pairs: int) -> dict[str, dict[str, float]]:
         shipped = json.loads((ASSETS / world / "metrics.json").read_text())
         out[world] = shipped["metrics"]
     return out
+
+
+#: the judges of section 6: (name, world, judge version)
+RANDOM_TOKEN_JUDGES: tuple[tuple[str, str, str], ...] = (
+    ("default (v0)", "default", "v0"),
+    ("default", "default", "latest"),
+    ("default-cyclic", "default-cyclic", "latest"),
+    ("tiny-wide", "tiny-wide", "latest"),
+    ("tiny-wide-cyclic", "tiny-wide-cyclic", "latest"),
+)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z**2 / n
+    mid = (p + z**2 / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
+    return float(mid - half), float(mid + half)
+
+
+def random_token_agreement(world: str, version: str, pairs: int, seed: int = 0) -> dict[str, Any]:
+    """Section 6 for one judge: agreement with the annotators' majority on ``pairs`` pairs of
+    uniformly random answers to held-out prompts (see the module docstring)."""
+    from nlhf_envs.text.train import judge_probs, sample_pairs
+
+    env = TokenDuelEnv(world=world, judge_version=version)
+    w = env.world
+    data = sample_pairs(
+        pairs, np.random.default_rng(seed), w, load_reference_policy(world=w), [], "heldout",
+        seed + 1, source_pairs=[("random", "random")],
+    )  # fmt: skip
+    p = judge_probs(env.judge, data["batch"])
+    q = w.population_prob(data["fa"], data["fb"])
+    agree = (p > 0.5) == (q > 0.5)
+    confident, decided = np.abs(q - 0.5) > 0.1, q != 0.5
+    out: dict[str, Any] = {"pairs": int(pairs), "words": len(w.answer_token_ids) - 1}
+    for name, sel in (("confident", confident), ("decided", decided)):
+        k, n = int(agree[sel].sum()), int(sel.sum())
+        out[name] = {"agreement": k / n if n else float("nan"), "ci": wilson(k, n), "pairs": n}
+    return out
+
+
+def random_tokens(pairs: int) -> dict[str, Any]:
+    """Section 6: every judge of :data:`RANDOM_TOKEN_JUDGES`."""
+    out = {}
+    for name, world, version in RANDOM_TOKEN_JUDGES:
+        out[name] = random_token_agreement(world, version, pairs)
+        print("random tokens", name, out[name], flush=True)
+    return out
+
+
+def random_tokens_section(r: dict[str, Any]) -> list[str]:
+    """The random-token agreement table."""
+    lines = [
+        "## Judges on uniformly random answers (agreement with the population majority)",
+        "",
+        "Answers of `World.random_answer` (a uniformly random length of 0 to `max_new_tokens - 1` "
+        "words, each uniform over the world's answer words: the whole vocabulary of words on the "
+        "full-size worlds, the six answer words on the tiny ones, the only tokens their policies "
+        "can emit), held-out prompts; 95% Wilson intervals.",
+        "",
+        "<!-- --8<-- [start:random_tokens] -->",
+        "| judge | answer words | pairs | where abs(P* - 1/2) > 0.1 | where P* != 1/2 |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
+    for name, row in r.items():
+        cells = [
+            f"{row[k]['agreement']:.3f} [{row[k]['ci'][0]:.3f}, {row[k]['ci'][1]:.3f}] "
+            f"({row[k]['pairs']:,} pairs)"
+            for k in ("confident", "decided")
+        ]
+        lines.append(f"| {name} | {row['words']} | {row['pairs']:,} | {cells[0]} | {cells[1]} |")
+    return lines + ["<!-- --8<-- [end:random_tokens] -->", ""]
 
 
 def curves(steps: int, lr: float) -> dict[str, list[dict[str, float]]]:
@@ -451,6 +538,8 @@ def report(r: dict[str, Any]) -> str:
         lines += judges_section(r["judges"])
     if "estimator" in r:
         lines += estimator_section(r["estimator"], r.get("estimator_by_n") or by_n(r["estimator"]))
+    if "random_tokens" in r:
+        lines += random_tokens_section(r["random_tokens"])
     if "timing" in r:
         lines += ["## Exact tiny game: build and solve", "", timing_table(r["timing"]).rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"

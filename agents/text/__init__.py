@@ -5,6 +5,8 @@ package on the first request for ``kind="text"``).
   (:mod:`agents.text.nash_mp`);
 * ``online_ipo``: Online IPO on self-play pairs (:mod:`agents.text.online_ipo`);
 * ``nash_md``: Nash-MD-PG with a per-token geometric-mixture opponent (:mod:`agents.text.nash_md`);
+* ``nash_prox``: Nash Prox, Online IPO's self-play step on the game regularised toward a proximal
+  anchor refreshed every ``inner_steps`` iterations (:mod:`agents.text.nash_prox`);
 * ``mnpo``: MNPO's squared loss against a weighted population of the last iterates and ``pi_ref``
   (:mod:`agents.text.mnpo`).
 
@@ -24,6 +26,7 @@ from agents.text.common import TEXT_METRIC_NAMES, TextAgent, TextAgentConfig
 from agents.text.mnpo import TextMNPO, TextMNPOConfig
 from agents.text.nash_md import TextNashMD, TextNashMDConfig
 from agents.text.nash_mp import TextNashMP, TextNashMPConfig
+from agents.text.nash_prox import TextNashProx, TextNashProxConfig
 from agents.text.online_ipo import TextOnlineIPO, TextOnlineIPOConfig
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "TextNashMDConfig",
     "TextNashMP",
     "TextNashMPConfig",
+    "TextNashProx",
+    "TextNashProxConfig",
     "TextOnlineIPO",
     "TextOnlineIPOConfig",
 ]

@@ -19,8 +19,9 @@ missing members are ``pi_0 = pi_ref``. With ``H = 1`` this is INPO (Zhang et al.
 duel. Sequence log-probs are summed over tokens (the loss's fixed point is the regularised game's
 only with true sequence log-probabilities).
 
-``eta`` defaults to ``1 / (3 beta)``: the authors' released configs mix the reference and the
-population with ``ratio = eta beta = 1/3``.
+``eta`` defaults to ``min(1 / (3 beta), 10/3)`` (:func:`agents.updates.token_default_eta`): the
+authors' released configs mix the reference and the population with ``ratio = eta beta = 1/3``,
+capped at its value at ``beta = 0.1`` so that the exact dynamics converge at smaller ``beta`` too.
 
 Metrics: those of :mod:`agents.text.common`, ``loss/mnpo`` and ``loss/mnpo_margin``, and at every
 evaluation (``eval_every``, unless ``nash_eval`` is ``"off"``) ``eval/population_duality_gap``: the
@@ -43,6 +44,7 @@ from agents.config import ConfigError, check_population_weights
 from agents.registry import register_agent
 from agents.text.common import Duel, TextAgent, TextAgentConfig, frozen_copy
 from agents.text.losses import LossTerms, sequence_log_ratio
+from agents.updates import token_default_eta
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.progress import Progress
 from nlhf_envs.text.engine import Generation
@@ -129,7 +131,7 @@ class TextMNPOConfig(TextAgentConfig):
     """Token-level MNPO hyper-parameters (plus :class:`TextAgentConfig`'s).
 
     Attributes:
-        eta: the step (``None``: ``1 / (3 beta)``, the released configs' ``eta beta = 1/3``).
+        eta: the step (``None``: ``min(1 / (3 beta), 10/3)``, :func:`agents.updates.token_default_eta`).
         history: ``H``, how many of the latest iterates form the population (1 = INPO).
         weights: ``lambda_0..lambda_{H-1}``, newest first (``None``: uniform).
         inner_steps: gradient steps per iteration (``batch_size`` queries each).
@@ -143,7 +145,7 @@ class TextMNPOConfig(TextAgentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.eta is not None and not self.eta > 0:
-            raise ConfigError(f"eta: must be > 0 (or None for 1/(3 beta)); got {self.eta}")
+            raise ConfigError(f"eta: must be > 0 (or None for the default); got {self.eta}")
         if self.history < 1:
             raise ConfigError(f"history: must be an integer >= 1; got {self.history}")
         if self.inner_steps < 1:
@@ -165,8 +167,8 @@ class TextMNPO(TextAgent):
 
     @property
     def eta(self) -> float:
-        """The step in use (``1 / (3 beta)`` unless configured)."""
-        return self.config.eta if self.config.eta is not None else 1.0 / (3.0 * self.beta)
+        """The step in use (:func:`agents.updates.token_default_eta` unless configured)."""
+        return self.config.eta if self.config.eta is not None else token_default_eta(self.beta)
 
     def _setup(self) -> None:
         if self.eta * self.beta > 1.0:

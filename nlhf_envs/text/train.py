@@ -479,6 +479,12 @@ def judge_metrics(
     }
 
 
+def judge_probs(judge: Judge, batch: PairBatch) -> np.ndarray:
+    """The judge's ``P(a > b | x)`` of every pair of ``batch`` (chunks of 4,096 pairs, no
+    gradient)."""
+    return _judge_probs(judge, batch)
+
+
 def _judge_probs(judge: Judge, batch: PairBatch) -> np.ndarray:
     with torch.no_grad():
         return torch.cat(

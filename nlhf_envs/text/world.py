@@ -90,7 +90,7 @@ from nlhf_envs.text.language import (  # noqa: F401 (re-exported)
     WORLD_SEED,
     LanguageConfig,
 )
-from nlhf_envs.text.prompts import PromptSet, PromptSpec
+from nlhf_envs.text.prompts import ClassSplit, PromptSet, PromptSpec, prompt_class  # noqa: F401
 from nlhf_envs.text.tokenizer import EOS, SPECIAL_TOKENS, Tokenizer
 
 
@@ -210,7 +210,7 @@ class World:
         self.tokenizer = Tokenizer(self.words)
         tok = self.tokenizer
         self.vocab_size = tok.vocab_size
-        self.prompts = PromptSet(lang)
+        self.prompts = PromptSet(lang, classify=self.prompt_class)
         longest = max(len(t.split()) for t in self.prompts.texts) + 2
         if longest > self.prompt_len:
             raise ValueError(
@@ -273,6 +273,11 @@ class World:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ prompts
+    def prompt_class(self, prompt: str) -> tuple[int, bool, float]:
+        """The class of a prompt text (:func:`~nlhf_envs.text.prompts.prompt_class` of
+        :meth:`parse_prompt`), the unit the class split holds out."""
+        return prompt_class(self.parse_prompt(self.tokenizer.encode(prompt)))
+
     def parse_prompt(self, ids: Sequence[int]) -> PromptSpec:
         """Read a prompt (token ids; special tokens ignored) the way every annotator does.
 

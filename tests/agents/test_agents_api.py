@@ -21,6 +21,7 @@ def test_available_lists_matrix_agents():
         "mnpo",
         "nash_md",
         "nash_mp",
+        "nash_prox",
         "online_ipo",
         "sb3_ppo_selfplay",
     ]

@@ -167,3 +167,4 @@ def test_config_errors():
         make(eta=20.0)
     agent = make()
     assert agent.eta == pytest.approx(1 / (3 * agent.beta))
+
