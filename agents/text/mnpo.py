@@ -170,6 +170,10 @@ class TextMNPO(TextAgent):
         """The step in use (:func:`agents.updates.token_default_eta` unless configured)."""
         return self.config.eta if self.config.eta is not None else token_default_eta(self.beta)
 
+    def iteration_queries(self) -> int:
+        """Preference queries of one iteration: ``inner_steps batch_size``."""
+        return int(self.config.inner_steps * self.config.batch_size)
+
     def _setup(self) -> None:
         if self.eta * self.beta > 1.0:
             raise ConfigError(f"eta: MNPO needs eta * beta <= 1; got eta = {self.eta:g}")

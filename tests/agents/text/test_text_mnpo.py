@@ -168,3 +168,16 @@ def test_config_errors():
     agent = make()
     assert agent.eta == pytest.approx(1 / (3 * agent.beta))
 
+
+def test_a_query_budget_is_never_exceeded():
+    """An iteration judges ``inner_steps`` batches: ``learn(num_queries=N)`` stops before an
+    iteration that would go past ``N`` (before, the budget loop counted one batch per iteration
+    and a budget of 40 used 160 queries)."""
+    import agents
+
+    agent = agents.make(
+        "mnpo", "nlhf/TinyTokenDuel-v0", seed=0, batch_size=8, inner_steps=4, eval_every=0
+    )
+    assert agent.iteration_queries() == 32
+    agent.learn(num_queries=40)
+    assert (agent.num_iterations, agent.queries_used) == (1, 32)
