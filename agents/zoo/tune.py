@@ -72,6 +72,7 @@ import yaml
 
 from agents.config import ConfigError, config_to_dict
 from nlhf_envs.errors import NlhfError
+from nlhf_envs.progress import Progress, Reporter, reporter
 
 __all__ = [
     "TuneResult",
@@ -479,6 +480,7 @@ def _run_trials(
     seed: int,
     enqueue: Sequence[Mapping[str, Any]],
     poll_seconds: float,
+    report: Reporter | None = None,
 ) -> int:
     """Run trials until the study holds ``n_trials`` finished ones; returns how many this call
     finished.
@@ -489,7 +491,8 @@ def _run_trials(
     seeded by :func:`trial_seed`. When the other processes' running trials complete the count,
     it waits for them (polling every ``poll_seconds``), failing those whose process dies.
     A trial stopped by an exception, Ctrl-C or SIGTERM is marked ``FAIL`` before the exception
-    goes on.
+    goes on. ``report`` (if given) is told the study's finished trials after every trial, with the
+    trial's value and the best value so far.
     """
     import optuna
 
@@ -500,6 +503,10 @@ def _run_trials(
             _fail_stale_trials(study, owner)
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in (states.COMPLETE, states.PRUNED) for t in trials)
+            if report is not None and report.active and done != report.done:
+                values = [t.value for t in trials if t.state == states.COMPLETE]
+                info = {"best": min(values)} if values else {}
+                report.update(done, **info)
             running = [t.number for t in trials if t.state == states.RUNNING]
             trial = None
             if done + len(running) < n_trials:
@@ -524,6 +531,11 @@ def _run_trials(
         else:
             study.tell(trial, value)
         ran += 1
+        if report is not None and report.active:
+            finished = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
+            values = [t.value for t in finished if t.state == states.COMPLETE]
+            info = {"best": min(values)} if values else {}
+            report.update(len(finished), **info)
 
 
 def _evaluation_points(budget: int, per_iteration: int, n: int) -> list[int]:
@@ -552,6 +564,7 @@ def tune(
     today: _dt.date | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     poll_seconds: float = 1.0,
+    progress: Progress = None,
 ) -> TuneResult:
     """Tune ``agent_name`` on ``env_id`` (see the module docstring); returns the :class:`TuneResult`.
 
@@ -580,6 +593,10 @@ def tune(
             parts of ``nlhf/HFTokenDuel-v0``: ``reference``, ``judge``, ``prompts``, ...).
         poll_seconds: how often a process whose share of the study is done looks whether the
             trials other processes run have finished.
+        progress: the study's finished trials (of ``n_trials``) after every trial, with the best
+            validation exploitability so far: ``True`` for a bar on stderr, a callable for
+            :class:`~nlhf_envs.progress.ProgressEvent` objects (task ``"tune"``, unit
+            ``"trials"``), ``None`` (default) for nothing.
 
     Raises:
         ConfigError: for a bad argument, a budget below one iteration, a stored study that was
@@ -672,8 +689,15 @@ def tune(
 
     from agents.zoo.runs import TerminateAsInterrupt
 
-    with _storage_errors(url), TerminateAsInterrupt(), _Owner(url) as owner:
-        ran = _run_trials(study, objective, owner, url, n_trials, seed, enqueue, poll_seconds)
+    with (
+        _storage_errors(url),
+        TerminateAsInterrupt(),
+        _Owner(url) as owner,
+        reporter(progress, "tune", n_trials, "trials") as report,
+    ):
+        ran = _run_trials(
+            study, objective, owner, url, n_trials, seed, enqueue, poll_seconds, report
+        )
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
@@ -763,6 +787,7 @@ def add_arguments(p: Any) -> None:
         help="trials that always finish before the median pruner acts",
     )  # fmt: skip
     p.add_argument("--output", default=None, help="write the YAML snippet to this new file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (trials)")
 
 
 def cmd_tune(args: Any) -> int:
@@ -792,7 +817,7 @@ def cmd_tune(args: Any) -> int:
         study_name=args.study_name, params=zoo.parse_params(args.params),
         config_dir=args.conf_dir, validation_split=args.validation_split,
         pruner_startup_trials=args.pruner_startup_trials,
-        env_kwargs=zoo.parse_params(args.env_kwargs),
+        env_kwargs=zoo.parse_params(args.env_kwargs), progress=not args.no_progress,
     )  # fmt: skip
     print(
         f"nlhf-zoo: study {result.study_name!r}: {result.new_trials} new trial(s); "

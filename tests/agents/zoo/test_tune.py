@@ -345,3 +345,23 @@ def test_tune_on_your_own_hugging_face_model_scores_its_validation_prompts(tmp_p
     assert validation_exploitability(agent, "validation") == pytest.approx(
         study.best_value, rel=1e-6, abs=1e-9
     )
+
+
+def test_progress_reports_every_finished_trial_with_the_best_value(tmp_path):
+    """Issue 30, item 5: ``tune(progress=...)`` reports the study's finished trials after each
+    trial (a resumed study starts from the trials it already holds) with the best value so far."""
+    db = tmp_path / "study.db"
+    kw = dict(budget=1024, storage=db, pruner_startup_trials=5, today=DAY)
+    events = []
+    first = tune("nash_mp", ENV, n_trials=2, progress=events.append, **kw)
+    assert [(e.task, e.done, e.total, e.unit) for e in events] == [
+        ("tune", 1, 2, "trials"),
+        ("tune", 2, 2, "trials"),
+    ]
+    study = optuna.load_study(study_name=first.study_name, storage=storage_url(db))
+    values = [t.value for t in study.trials]
+    assert events[0].info["best"] == pytest.approx(values[0], abs=0.0)
+    assert events[1].info["best"] == pytest.approx(min(values), abs=0.0)
+    events.clear()
+    tune("nash_mp", ENV, n_trials=3, progress=events.append, **kw)
+    assert [e.done for e in events] == [2, 3]  # the two stored trials, then the new one
