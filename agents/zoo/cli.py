@@ -62,6 +62,7 @@ from agents.zoo.tournament import cmd_tournament as _cmd_tournament
 from agents.zoo.train import (
     HISTORY_DIGEST_KEY,
     Evaluations,
+    PeerStopped,
     TrainingInterrupted,
     check_query_budget,
     train_run,
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     except NlhfError as exc:  # a user's mistake, named by the library: one line
         if getattr(args, "debug", False):
             raise
-        print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
+        if not isinstance(exc, PeerStopped):  # the first process of a run has said it
+            print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk is the machine's state, not a bug
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or getattr(args, "debug", False):
