@@ -86,7 +86,8 @@ def _files(run):
 def _weights(folder):
     from safetensors.numpy import load_file
 
-    return load_file(str(folder / "model.safetensors"))
+    name = "adapter_model" if (folder / "adapter_config.json").is_file() else "model"
+    return load_file(str(folder / f"{name}.safetensors"))
 
 
 def _next_token_probs(folder):
@@ -96,7 +97,12 @@ def _next_token_probs(folder):
     import torch
     import transformers
 
-    lm = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    if (folder / "adapter_config.json").is_file():  # a LoRA run: the adapter on its base
+        from peft import AutoPeftModelForCausalLM
+
+        lm = AutoPeftModelForCausalLM.from_pretrained(folder).eval()
+    else:
+        lm = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
     ids = torch.randint(
         0, lm.config.vocab_size, (16, 10), generator=torch.Generator().manual_seed(0)
     )
@@ -142,15 +148,20 @@ def _assert_same_run(one, many, tol):
             np.testing.assert_allclose(b[key], a[key], rtol=ESTIMATE_TOL, atol=tol)
 
 
+LORA = "lora:{rank: 2, alpha: 4, target_modules: [c_attn]}"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("agent", "strategy", "tol"), [
-    ("online_ipo", "ddp", 1e-6), ("nash_md", "fsdp", 1e-5),
-])  # fmt: skip
+@pytest.mark.parametrize(("agent", "extra", "tol"), [
+    ("online_ipo", ["distributed:ddp"], 1e-6),
+    ("nash_md", ["distributed:fsdp"], 1e-5),
+    # DDP of a LoRA adapter (its weights only) under activation checkpointing
+    ("nash_mp", [LORA, "gradient_checkpointing:true", "inner_steps:1"], 1e-6),
+], ids=["online_ipo-ddp", "nash_md-fsdp", "nash_mp-lora-ddp"])  # fmt: skip
 def test_torchrun_train_on_two_processes_is_one_process_with_two_shards(
-    parts, tmp_path, agent, strategy, tol
+    parts, tmp_path, agent, extra, tol
 ):
     logs_one, logs_two = tmp_path / "one", tmp_path / "two"
-    extra = [f"distributed:{strategy}"]
     assert main(_args(parts, logs_one, 32, agent, extra=[*extra, "shards:2"])) == 0
     proc = _torchrun(_args(parts, logs_two, 32, agent, extra=extra))  # shards: the 2 processes
     assert proc.stdout.count(f"trained {agent} (32 queries)") == 1  # the first process prints
