@@ -606,10 +606,14 @@ class TextAgent(AgentBase):
 
     def shard_states(self) -> torch.Tensor:
         """``[shards, L]`` uint8: every shard's generator state, in shard order (under several
-        processes: as gathered at the last iteration boundary, see :meth:`_run_iteration`)."""
+        processes: this process's shards as they are, the others' as gathered at the last
+        iteration boundary, see :meth:`_run_iteration`)."""
+        live = torch.stack([g.get_state() for g in self.shard_rngs])
         if self.dp.world == 1 or self._shard_states is None:
-            return torch.stack([g.get_state() for g in self.shard_rngs])
-        return self._shard_states
+            return live
+        out = self._shard_states.clone()
+        out[self.dp.local_shards.start : self.dp.local_shards.stop] = live
+        return out
 
     def _trained(self, model: Any) -> Any:
         """``model`` as a training forward pass calls it: ``pi_theta`` inside
