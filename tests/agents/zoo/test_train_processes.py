@@ -174,3 +174,18 @@ def test_torchrun_train_on_two_processes_is_one_process_with_two_shards(
     _torchrun(_args(parts, None, 48, agent, resume=two))
     assert _rows(two)[-1]["game/queries"] == 48
     _assert_same_run(one, two, tol)
+
+
+@pytest.mark.slow
+def test_torchrun_train_refuses_in_one_line_and_writes_nothing(parts, tmp_path):
+    logs = tmp_path / "logs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "nlhf_zoo_cli", *_args(parts, logs, 32, "online_ipo", extra=["shards:3"])]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("nlhf-zoo: error:")]
+    assert errors == ["nlhf-zoo: error: batch_size: 8 is not a multiple of shards: 3 (in --params)"]
+    assert "[rank0]" not in proc.stderr and "[rank1]" not in proc.stderr  # no worker traceback
+    assert proc.stderr.count("exitcode  : 2") == 2  # both processes stopped with the CLI's status
+    assert not logs.exists()  # nothing written
