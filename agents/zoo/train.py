@@ -1268,6 +1268,38 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
     return config_to_dict(config)
 
 
+def launch_processes(argv: list[str], nproc: int) -> int:
+    """``nlhf-zoo train ... --nproc N``: the same command without ``--nproc``, launched on ``N``
+    processes by ``torchrun --standalone --nproc_per_node N -m nlhf_zoo_cli``; returns its exit
+    status (its processes print to this process's output).
+
+    Raises:
+        UserError: for ``N < 1``, or under a launcher already (``WORLD_SIZE`` set above 1).
+    """
+    import subprocess
+
+    from agents.text.distributed import launched_processes
+
+    _check_count("--nproc", nproc, 1)
+    if launched_processes() > 1:
+        raise UserError("--nproc: this command already runs under a launcher (torchrun); drop it")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    if nproc == 1:
+        from agents.zoo.cli import main
+
+        return main(rest)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(nproc), "-m", "nlhf_zoo_cli", *rest]  # fmt: skip
+    return subprocess.call(cmd)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``nlhf-zoo train``: :func:`train_run` on parsed arguments, then print the final evaluation;
     ``0``.
@@ -1302,7 +1334,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     rank, _ = _processes()
     params = zoo.parse_params(args.params)
-    record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")}
+    record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug", "nproc")}
     if record.get("log_folder") is None:
         record["log_folder"] = "logs"
     timings: dict[str, float] = {}

@@ -78,3 +78,19 @@ def test_without_a_launcher_there_is_one_process(monkeypatch):
     assert init_process_group_from_env() == (0, 1, "cpu")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert launched_processes() == 2
+
+
+def test_nproc_needs_a_positive_count_and_no_launcher(monkeypatch, capsys):
+    from agents.zoo.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (
+        main(["train", "--agent", "online_ipo", "--env", "nlhf/TinyTokenDuel-v0", "--nproc", "0"])
+        == 2
+    )
+    assert capsys.readouterr().err == "nlhf-zoo: error: --nproc must be an integer >= 1; got 0\n"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--nproc", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "nlhf-zoo: error: --nproc: this command already runs under a launcher (torchrun); drop it\n"
+    )

@@ -159,7 +159,7 @@ LORA = "lora:{rank: 2, alpha: 4, target_modules: [c_attn]}"
     ("nash_mp", [LORA, "gradient_checkpointing:true", "inner_steps:1"], 1e-6),
 ], ids=["online_ipo-ddp", "nash_md-fsdp", "nash_mp-lora-ddp"])  # fmt: skip
 def test_torchrun_train_on_two_processes_is_one_process_with_two_shards(
-    parts, tmp_path, agent, extra, tol
+    parts, tmp_path, monkeypatch, capfd, agent, extra, tol
 ):
     logs_one, logs_two = tmp_path / "one", tmp_path / "two"
     assert main(_args(parts, logs_one, 32, agent, extra=[*extra, "shards:2"])) == 0
@@ -169,9 +169,15 @@ def test_torchrun_train_on_two_processes_is_one_process_with_two_shards(
     _assert_same_run(one, two, tol)
     moved = np.abs(_next_token_probs(two / "final_hf") - _next_token_probs(parts / "ref")).max()
     assert moved > 1e-3  # it trained: the equality is not that of two untouched copies
-    # --resume on two processes continues the run as one process continues its own
+    # --resume on two processes (launched by `nlhf-zoo train --nproc 2`, which relaunches the
+    # command under torchrun) continues the run as one process continues its own
     assert main(_args(parts, None, 48, agent, resume=one)) == 0
-    _torchrun(_args(parts, None, 48, agent, resume=two))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.chdir(ROOT)
+    capfd.readouterr()
+    assert main([*_args(parts, None, 48, agent, resume=two), "--nproc", "2"]) == 0
+    assert capfd.readouterr().out.count(f"resumed {agent} (48 queries)") == 1
     assert _rows(two)[-1]["game/queries"] == 48
     _assert_same_run(one, two, tol)
 
