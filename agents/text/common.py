@@ -604,6 +604,11 @@ class TextAgent(AgentBase):
 
         return gathered(self.model)
 
+    def agree_on_stop(self, requested: bool) -> bool:
+        """Whether to stop at this iteration boundary (Ctrl-C): under several processes, whether
+        any process was interrupted (one all-reduce), so all of them stop at the same one."""
+        return self.dp.any(requested)
+
     def shard_states(self) -> torch.Tensor:
         """``[shards, L]`` uint8: every shard's generator state, in shard order (under several
         processes: this process's shards as they are, the others' as gathered at the last

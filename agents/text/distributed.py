@@ -266,6 +266,14 @@ class DataParallel:
             find_unused_parameters=False,
         )
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (one all-reduce; ``flag`` itself alone)."""
+        if self.world == 1:
+            return bool(flag)
+        t = _comm(torch.tensor([int(bool(flag))], dtype=torch.int64))
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
     def average_row(self, row: dict[str, float]) -> dict[str, float]:
         """The means over the processes of an iteration's statistics (same keys everywhere)."""
         if self.world == 1:

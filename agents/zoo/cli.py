@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except TrainingInterrupted as exc:
-        print(f"nlhf-zoo: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun: the first process says it
+            print(f"nlhf-zoo: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("nlhf-zoo: interrupted", file=sys.stderr)

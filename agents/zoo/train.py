@@ -1297,7 +1297,12 @@ def launch_processes(argv: list[str], nproc: int) -> int:
         return main(rest)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(nproc), "-m", "nlhf_zoo_cli", *rest]  # fmt: skip
-    return subprocess.call(cmd)
+    launcher = subprocess.Popen(cmd)
+    while True:
+        try:
+            return launcher.wait()
+        except KeyboardInterrupt:  # the launcher and its processes got the Ctrl-C too: they stop
+            continue  # at an iteration boundary and save; wait for them
 
 
 def cmd_train(args: argparse.Namespace) -> int:
