@@ -358,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     except NlhfError as exc:  # a user's mistake, named by the library: one line
         if getattr(args, "debug", False):
             raise
-        if not isinstance(exc, PeerStopped):  # the first process of a run has said it
-            print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
+        if isinstance(exc, PeerStopped):  # the first process says it and sets the status; a
+            return 0  # success here lets torchrun wait for it instead of stopping it at once
+        print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk is the machine's state, not a bug
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or getattr(args, "debug", False):

@@ -477,7 +477,9 @@ def train_run(
 
 class PeerStopped(UserError):
     """The first process of a multi-process ``train`` stopped before training (its error is on
-    its own output); the others stop too, without a message of their own."""
+    its own output); the others stop too, without a message of their own (the command line
+    exits with status 0 there, so that ``torchrun`` waits for the first process to say why and
+    set the status, instead of stopping it)."""
 
 
 def _processes() -> tuple[int, int]:
@@ -531,7 +533,15 @@ def _lead_run(
     except BaseException as exc:
         if not announced:
             broadcast_object({"stopped": type(exc).__name__})
+            torch_barrier()  # both past every message before either leaves the group
         raise
+
+
+def torch_barrier() -> None:
+    """``torch.distributed.barrier()`` of the initialised process group."""
+    import torch.distributed as dist
+
+    dist.barrier()
 
 
 class _NoMetrics:
@@ -552,6 +562,7 @@ def _follow_run() -> tuple[Any, Path]:
 
     message = broadcast_object(None)
     if "plan" not in message:
+        torch_barrier()
         raise PeerStopped(f"the first process stopped before training ({message['stopped']})")
     plan = message["plan"]
     run_dir, config = Path(plan["run_dir"]), plan["config"]
