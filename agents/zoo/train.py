@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import os
 import sys
 from collections.abc import Callable
@@ -1279,6 +1280,11 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
     return config_to_dict(config)
 
 
+#: how long the processes of a multi-process ``train`` wait at its end for the first one (its
+#: final evaluation and files); a failing first process ends them sooner (``torchrun``)
+FINAL_WAIT = datetime.timedelta(days=7)
+
+
 def launch_processes(argv: list[str], nproc: int) -> int:
     """``nlhf-zoo train ... --nproc N``: the same command without ``--nproc``, launched on ``N``
     processes by ``torchrun --standalone --nproc_per_node N -m nlhf_zoo_cli``; returns its exit
@@ -1338,11 +1344,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from agents.text.fsdp import default_mesh
 
     default_mesh(torch.device(device).type)  # a collective: built now, before any agent
+    # a gloo group for the last barrier (nccl has no monitored_barrier)
+    side = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     try:
-        return _cmd_train(args)
-    finally:
+        status = _cmd_train(args)
+    except BaseException:  # torchrun stops the others when this process exits
         if joined:
             dist.destroy_process_group()
+        raise
+    # leave together: the others wait here for the first process's final evaluation and files
+    # (a process leaving the group while another still works in it was seen to abort in gloo)
+    dist.monitored_barrier(group=side, timeout=FINAL_WAIT)
+    if joined:
+        dist.destroy_process_group()
+    return status
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
