@@ -6,8 +6,11 @@ launch`` on GPUs) and initialise the process group before ``agents.make``::
     torchrun --standalone --nproc_per_node 2 examples/hf_data_parallel.py --iterations 8
 
 (``torch.distributed.init_process_group("gloo")`` on CPUs, ``"nccl"`` on GPUs with
-``device=f"cuda:{LOCAL_RANK}"``). Beware: ``accelerate launch --cpu --num_processes 2`` starts a
-single process; use ``torchrun`` on CPUs.
+``device=f"cuda:{LOCAL_RANK}"``; :func:`init_process_group_from_env` does both). The command
+line does it itself: ``torchrun --standalone --nproc_per_node 2 -m nlhf_zoo_cli train ...`` (or
+``nlhf-zoo train --nproc 2 ...``) trains one run on two processes (:func:`agents.zoo.train.
+train_run`). Beware: ``accelerate launch --cpu --num_processes 2`` starts a single process; use
+``torchrun`` on CPUs.
 
 What changes with ``N`` processes (Nash-MP, Online IPO and Nash-MD):
 

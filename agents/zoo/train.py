@@ -280,9 +280,8 @@ class Evaluations:
         kl = m.get("game/kl_to_nash", m.get("eval/kl_to_nash", float("nan")))
         if expl < self.best:
             self.best = float(expl)
-            agent.save(
-                self.run_dir / "best_model.npz"
-            )  # a no-op (DDP) or collective (FSDP) off rank 0
+            # off the first process: a no-op (DDP) or its part of gathering the shards (FSDP)
+            agent.save(self.run_dir / "best_model.npz")
         for key, value in zip(
             self.FIELDS, (agent.queries_used, agent.num_iterations, expl, kl), strict=True
         ):
