@@ -107,6 +107,9 @@ def init_process_group_from_env(device: str | None = None) -> tuple[int, int, st
 
     Returns:
         ``(rank, world_size, device)``: ``(0, 1, device or "cpu")`` without a launcher.
+
+    Raises:
+        agents.config.ConfigError: on CUDA, for a process whose ``LOCAL_RANK`` has no GPU.
     """
     dist = torch.distributed
     world = launched_processes()
@@ -114,6 +117,12 @@ def init_process_group_from_env(device: str | None = None) -> tuple[int, int, st
         return 0, 1, device or "cpu"
     cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda and local >= torch.cuda.device_count():
+        raise ConfigError(
+            f"process {local} of this machine needs its own GPU (cuda:{local}); this machine has "
+            f"{torch.cuda.device_count()}: launch as many processes per machine as it has GPUs "
+            "(or use --device cpu)"
+        )
     if cuda:
         torch.cuda.set_device(local)
         device = f"cuda:{local}"

@@ -94,3 +94,16 @@ def test_nproc_needs_a_positive_count_and_no_launcher(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "nlhf-zoo: error: --nproc: this command already runs under a launcher (torchrun); drop it\n"
     )
+
+
+def test_each_cuda_process_needs_its_own_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        ConfigError, match=r"^process 1 of this machine needs its own GPU \(cuda:1\)"
+    ):
+        init_process_group_from_env("cuda")
