@@ -183,7 +183,9 @@ def iterations_within_budget(
 
     Ctrl-C (SIGINT, main thread) during an iteration is deferred: the iteration and its callback
     finish, then :class:`LearningInterrupted` (a ``KeyboardInterrupt``) is raised at the boundary,
-    so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once.
+    so the agent never holds a half-done iteration. A second Ctrl-C interrupts at once. An agent
+    with an ``agree_on_stop(requested) -> bool`` method (the token agents on several processes)
+    decides with its peers, so all of them stop at the same boundary.
 
     Raises:
         ConfigError: bad budgets (:func:`check_learn_args`), or an agent whose iteration claims to
@@ -205,12 +207,15 @@ def iterations_within_budget(
             )
         return agent.queries_used - q0 + cost <= num_queries
 
+    # an agent trained by several processes stops at a boundary where any of them was interrupted
+    agree = getattr(agent, "agree_on_stop", None)
     with DeferredInterrupt() as interrupt:
         while fits():
             yield
             if callback is not None and callback(agent) is False:
                 return
-            if interrupt.requested:
+            stop = interrupt.requested if agree is None else agree(interrupt.requested)
+            if stop:
                 raise LearningInterrupted(agent)
 
 

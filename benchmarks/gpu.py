@@ -35,6 +35,14 @@ Every ratio is taken against an anchor measured in the same run, interleaved (me
    (``torch.cuda.max_memory_allocated`` on CUDA, one process per side) and its ratio. Its own
    results are ``results/hf_vs_trl_<device type>.{json,md}`` (with the work per step of each side).
    TRL is a dependency of that benchmark only: without it the section's row says why it did not run.
+6. **Several processes** (``--processes``, on by default on CUDA with 2 devices; ``--processes-only``
+   runs this section alone): ``online_ipo`` training iterations/s of one global batch on 1 process
+   (the anchor), on 2 processes under ``distributed: ddp`` and under ``distributed: fsdp``, each a
+   fresh ``torchrun --standalone --nproc_per_node N`` of this script (``--processes-worker``):
+   warm-up iteration, then timed iterations between barriers; peak memory per process on CUDA.
+   The model is GPT-2 small's shape (``--quick``: a 2-layer GPT-2, a test of the section on two
+   CPU ``gloo`` processes). On CUDA each process needs its own device: with fewer than 2 the rows
+   say so.
 
 The device is named in the output. :func:`main` takes ``argv``.
 """
@@ -62,7 +70,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 from env_throughput import replace_block  # noqa: E402  (one README-block writer for make bench)
 
-__all__ = ["gpt2_from_tiny", "main", "measure", "trl_rows"]
+__all__ = ["gpt2_from_tiny", "main", "measure", "process_rows", "trl_rows"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -418,6 +426,92 @@ def trl_rows(
     return rows
 
 
+#: the settings of section 6: (label, processes, ``distributed``)
+PROCESS_SETTINGS = (
+    ("1 process (anchor)", 1, "ddp"),
+    ("2 processes, DDP", 2, "ddp"),
+    ("2 processes, FSDP", 2, "fsdp"),
+)
+
+
+def _process_worker(device: str, batch: int, iterations: int, quick: bool, out: Path) -> None:
+    """One process of a ``torchrun`` launch of section 6: train, time, the first writes JSON."""
+    import torch.distributed as dist
+    from hf_train import _gpt2_small_env  # the sibling benchmark's model and game
+
+    import agents
+    from agents.text.distributed import init_process_group_from_env
+
+    rank, world, device = init_process_group_from_env(device)
+    strategy = os.environ.get("NLHF_BENCH_DISTRIBUTED", "ddp")
+    env = _gpt2_small_env(quick)
+    agent = agents.make(
+        "online_ipo", env, seed=0, batch_size=batch, shards=2, eval_every=0, nash_eval="off",
+        device=device, distributed=strategy,
+    )  # fmt: skip
+    agent.learn(num_iterations=1)  # warm-up
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    if world > 1:
+        dist.barrier()
+    start = time.perf_counter()
+    agent.learn(num_iterations=iterations)
+    _sync(dev)
+    if world > 1:
+        dist.barrier()
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else float("nan")
+    if rank == 0:
+        out.write_text(json.dumps({"iterations_per_s": iterations / elapsed, "peak_mib": peak}))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def process_rows(
+    device: torch.device, batch: int, iterations: int, quick: bool, threads: int
+) -> list[tuple[str, str, str]]:
+    """Section 6: ``(measurement, value, ratio)`` rows of ``online_ipo`` on 1 and 2 processes
+    (DDP, FSDP), each a fresh ``torchrun`` launch of this script; ratios to the 1-process row."""
+    shape = "2-layer GPT-2 (quick)" if quick else "GPT-2 small"
+    what = f"{shape} on nlhf/HFTokenDuel-v0, online_ipo full fine-tuning, global B = {batch}"
+    rows: list[tuple[str, str, str]] = []
+    anchor = None
+    for label, nproc, strategy in PROCESS_SETTINGS:
+        if device.type == "cuda" and torch.cuda.device_count() < nproc:
+            rows.append((f"{what}, {label}", f"not run: needs {nproc} CUDA devices", ""))
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "result.json"
+            cmd = [
+                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                str(nproc), __file__, "--processes-worker", "--device", device.type,
+                "--processes-batch", str(batch), "--processes-iterations", str(iterations),
+                "--out", str(out),
+                *(["--quick"] if quick else []),
+            ]  # fmt: skip
+            env = {
+                **os.environ, "NLHF_BENCH_DISTRIBUTED": strategy, "OMP_NUM_THREADS": str(threads),
+                "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                               os.environ.get("PYTHONPATH", "")]),
+            }  # fmt: skip
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                tail = " ".join(proc.stderr.strip().splitlines()[-1:])[-200:]
+                rows.append((f"{what}, {label}", f"failed: {tail}", ""))
+                continue
+            result = json.loads(out.read_text())
+        ips = result["iterations_per_s"]
+        anchor = ips if anchor is None and nproc == 1 else anchor
+        memory = (
+            f", peak {result['peak_mib']:,.0f} MiB per process" if device.type == "cuda" else ""
+        )
+        ratio = f"{ips / anchor:.2f}x" if anchor else ""
+        rows.append((f"{what}, {label}", f"{ips:.2f} iterations/s{memory}", ratio))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print and write the markdown table; returns 0."""
     p = argparse.ArgumentParser(prog="gpu", description=__doc__.splitlines()[0])
@@ -446,6 +540,20 @@ def main(argv: list[str] | None = None) -> int:
         help="add the rows of benchmarks/hf_vs_trl.py (default: on CUDA when TRL is installed)",
     )
     p.add_argument("--trl-only", action="store_true", help="run only the TRL section")
+    p.add_argument(
+        "--processes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the 1- and 2-process rows (default: on CUDA with 2 devices)",
+    )
+    p.add_argument("--processes-only", action="store_true", help="run only that section")
+    p.add_argument(
+        "--processes-batch", type=int, default=None, help="global B (default 64; quick 8)"
+    )
+    p.add_argument(
+        "--processes-iterations", type=int, default=None, help="timed (default 4; quick 2)"
+    )
+    p.add_argument("--processes-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--trl-shapes", default=None, help="default gpt2-small,llama-1b (--quick: tiny)")
     p.add_argument("--trl-batch", type=int, default=8, help="prompts per step of the TRL section")
     p.add_argument("--trl-new-tokens", type=int, default=32)
@@ -458,8 +566,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--readme", type=Path, default=None, help="also replace its bench:engine table")
     args = p.parse_args(argv)
-    if args.trl_only and args.readme:
-        p.error("--readme takes the whole table; --trl-only writes only the TRL section")
+    batch_p = args.processes_batch or (8 if args.quick else 64)
+    iterations_p = args.processes_iterations or (2 if args.quick else 4)
+    if args.processes_worker:  # one process of a torchrun launch of process_rows
+        _process_worker(args.device, batch_p, iterations_p, args.quick, args.out)
+        return 0
+    only = args.trl_only or args.processes_only
+    if only and args.readme:
+        p.error("--readme takes the whole table; --trl-only/--processes-only write one section")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = args.batch_sizes or ([64, 512] if args.quick else [64, 512, 1024, 2048, 4096, 8192])
@@ -469,11 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     start = time.perf_counter()
     rows = []
-    if not args.trl_only:
+    if not only:
         rows += measure(
             device, sizes, rounds, train_q, args.mixture_batch, baseline_ref=args.baseline_ref
         )
-    if not args.trl_only and (args.hf if args.hf is not None else device.type == "cuda"):
+    if not only and (args.hf if args.hf is not None else device.type == "cuda"):
         from hf_token_duel import gpt2_small_rows  # the sibling benchmarks (need transformers)
         from hf_train import gpt2_small_rows as training_rows_hf
 
@@ -488,13 +602,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     want_trl = args.trl if args.trl is not None else device.type == "cuda"
-    if args.trl_only or want_trl:
+    if args.trl_only or (want_trl and not args.processes_only):
         shapes = args.trl_shapes or ("tiny" if args.quick else "gpt2-small,llama-1b")
         rows += trl_rows(
             device, [s for s in shapes.split(",") if s], args.rounds or 5, args.threads,
             args.trl_batch, args.trl_new_tokens, args.trl_precision,
             args.out.parent if args.out else RESULTS,
         )  # fmt: skip
+    two = device.type == "cuda" and torch.cuda.device_count() >= 2
+    if args.processes_only or (not args.trl_only and (args.processes or two)):
+        rows += process_rows(device, batch_p, iterations_p, args.quick, args.threads)
     shown = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/gpu.py", *[a for a in shown if a]])
     lines = [
@@ -511,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    out = args.out or RESULTS / f"gpu_{device.type}{'_trl' if args.trl_only else ''}.md"
+    suffix = "_trl" if args.trl_only else "_processes" if args.processes_only else ""
+    out = args.out or RESULTS / f"gpu_{device.type}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.readme:

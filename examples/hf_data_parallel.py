@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as fh:
             json.dump(histories, fh)
     if world > 1:
+        dist.barrier()  # leave together (the first process evaluated alone, after the others)
         dist.destroy_process_group()
     return 0
 

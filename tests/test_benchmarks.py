@@ -310,3 +310,31 @@ def test_hf_eval_cost_runs_the_docs_command_and_reads_its_timings(tmp_path, caps
     assert "trained nash_mp (256 queries)" in out
     assert "final evaluation: eval/exploitability = " in out and "(95% CI [" in out
     assert "of the training in CPU time" in out
+
+
+def test_gpu_process_rows_say_why_they_did_not_run_without_two_cuda_devices(monkeypatch):
+    import torch
+
+    gpu = _load("gpu.py")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    rows = gpu["process_rows"](torch.device("cuda"), 64, 4, False, 1)
+    assert [(r[1], r[2]) for r in rows] == [
+        ("not run: needs 1 CUDA devices", ""),
+        ("not run: needs 2 CUDA devices", ""),
+        ("not run: needs 2 CUDA devices", ""),
+    ]  # nothing launched, no figure claimed
+    assert rows[1][0].endswith(
+        "GPT-2 small on nlhf/HFTokenDuel-v0, online_ipo full fine-tuning, global B = 64, 2 processes, DDP"
+    )
+
+
+@pytest.mark.slow  # three torchrun launches of two CPU processes (about 50 s)
+def test_gpu_process_rows_run_on_two_cpu_processes(tmp_path):
+    pytest.importorskip("transformers")
+    gpu = _load("gpu.py")
+    out = tmp_path / "gpu.md"
+    args = ["--device", "cpu", "--quick", "--processes-only", "--out", str(out)]
+    assert gpu["main"](args) == 0
+    rows = [line for line in out.read_text().splitlines() if "online_ipo full fine-tuning" in line]
+    assert len(rows) == 3 and all("iterations/s" in r for r in rows), rows
+    assert "2 processes, DDP" in rows[1] and "2 processes, FSDP" in rows[2]

@@ -43,7 +43,12 @@ def checkpoint_payload(agent: Any, include_history: bool = True) -> dict[str, np
     JSON + model, optimiser and RNG states, and the history as a float64 table unless
     ``include_history`` is false: periodic checkpoints of a run record only the number of rows,
     which the run's ``metrics.csv`` holds)."""
-    opt = agent.optimizer.state_dict()
+    if agent.dp.sharded:  # FSDP: every process gathers the full weights and moments
+        from agents.text.fsdp import full_optimizer_state, full_policy_state
+
+        opt, policy = full_optimizer_state(agent), full_policy_state(agent)
+    else:
+        opt, policy = agent.optimizer.state_dict(), agent.backend.policy_state(agent.model)
     opt_arrays: dict[str, np.ndarray] = {}
     opt_scalars: dict[str, dict[str, Any]] = {}
     for idx, st in opt["state"].items():
@@ -81,14 +86,14 @@ def checkpoint_payload(agent: Any, include_history: bool = True) -> dict[str, np
     reference = (
         _tensor_arrays("reference", agent.reference.state_dict()) if kind == "native" else {}
     )
-    shards = agent.dp.gather_generator_states(agent.shard_rngs)  # [shards, L] on every process
+    shards = agent.shard_states()  # [shards, L], as of the last iteration boundary
     extra = {"rng_shards": shards[1:].numpy()} if shards.shape[0] > 1 else {}
     return {
         "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
         "rng": shards[0].numpy(),
         "act_rng": agent.act_rng.get_state().numpy(),
         **extra,
-        **_tensor_arrays("policy", agent.backend.policy_state(agent.model)),
+        **_tensor_arrays("policy", policy),
         **reference,
         **opt_arrays,
         **history,
@@ -178,7 +183,9 @@ def load_text_agent(
             raise ValueError(
                 f"the checkpoint's backend is {kind!r}, the agent's {agent.backend.kind!r}"
             )
-        agent.backend.load_policy_state(agent.model, _state(arrays, "policy"))
+        sharded = agent.dp.sharded
+        if not sharded:
+            agent.backend.load_policy_state(agent.model, _state(arrays, "policy"))
         opt_state: dict[int, dict[str, Any]] = {}
         for key, val in arrays.items():
             if key.startswith("optim/"):
@@ -186,9 +193,13 @@ def load_text_agent(
                 opt_state.setdefault(int(idx), {})[name] = torch.from_numpy(np.array(val))
         for idx, scalars in meta["optim_scalars"].items():
             opt_state.setdefault(int(idx), {}).update(scalars)
-        agent.optimizer.load_state_dict(
-            {"state": opt_state, "param_groups": meta["optim_param_groups"]}
-        )
+        full_opt = {"state": opt_state, "param_groups": meta["optim_param_groups"]}
+        if sharded:  # FSDP: each process keeps its shards of the full state
+            from agents.text.fsdp import load_full_state
+
+            load_full_state(agent, _state(arrays, "policy"), full_opt)
+        else:
+            agent.optimizer.load_state_dict(full_opt)
         states = [np.array(arrays["rng"])]
         if "rng_shards" in arrays:
             states += list(np.array(arrays["rng_shards"]))
@@ -199,6 +210,8 @@ def load_text_agent(
             )
         for gen, s in zip(agent.shard_rngs, agent.dp.local_shards, strict=True):
             gen.set_state(torch.from_numpy(states[s]))
+        if agent.dp.world > 1:  # every shard's state, for a checkpoint written by rank 0
+            agent._shard_states = torch.stack([torch.from_numpy(np.array(x)) for x in states])
         agent.act_rng.set_state(torch.from_numpy(np.array(arrays["act_rng"])))
         agent.queries_used = int(meta["queries_used"])
         agent.num_iterations = int(meta["num_iterations"])

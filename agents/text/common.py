@@ -58,11 +58,12 @@ name                              meaning
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -82,7 +83,13 @@ from agents.text.checkpoint import (  # noqa: F401 (re-exported)
     load_text_agent,
     save_text_agent,
 )
-from agents.text.distributed import DataParallel, concat_duels, prompt_seed, shard_seed
+from agents.text.distributed import (
+    DISTRIBUTED_STRATEGIES,
+    DataParallel,
+    concat_duels,
+    prompt_seed,
+    shard_seed,
+)
 from agents.text.losses import LossTerms
 from nlhf_envs.progress import Progress
 from nlhf_envs.text.engine import SAMPLERS, Generation, token_log_probs, trim_left_padding
@@ -175,6 +182,14 @@ class TextAgentConfig:
             ``torchrun --nproc_per_node N``) each process draws ``shards / N`` parts, so a run on
             ``N`` processes equals one process with the same ``shards`` (see
             :mod:`agents.text.distributed`). ``batch_size`` must be a multiple of it.
+        distributed: how ``N`` processes share ``pi_theta`` (only read under a process group):
+            ``"ddp"`` (default; ``DistributedDataParallel``: every process holds the whole model
+            and its optimiser; gradients are averaged in the backward pass) or ``"fsdp"``
+            (``torch.distributed.fsdp.fully_shard``, FSDP2: the weights, gradients and optimiser
+            state are sharded over the processes, per transformer block; full fine-tuning of
+            Online IPO and Nash-MD on ``nlhf/HFTokenDuel-v0``; accelerate's
+            ``distributed_type: FSDP``, TRL's ``fsdp: full_shard``). Both train the same policy
+            as one process with the same ``shards`` (see :mod:`agents.text.distributed`).
         precision: ``"fp32"`` (default) or ``"bf16"``: the Hugging Face policy's forward passes
             run under ``torch.autocast`` in bfloat16 (weights, optimiser, log-probs and losses
             stay float32; ``nlhf/HFTokenDuel-v0`` only).
@@ -234,6 +249,7 @@ class TextAgentConfig:
     nash_eval_samples: int = 32
     lora: LoraSettings | None = None
     shards: int | None = None
+    distributed: str = "ddp"
     precision: str = "fp32"
     init_from: str | None = None
     gradient_accumulation_steps: int = 1
@@ -313,6 +329,11 @@ class TextAgentConfig:
                 f"device: {self.device!r} but this machine has "
                 f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA device(s)"
                 " (use device: cpu)"
+            )
+        if self.distributed not in DISTRIBUTED_STRATEGIES:
+            raise ConfigError(
+                f"distributed: expected one of {', '.join(map(repr, DISTRIBUTED_STRATEGIES))}; "
+                f"got {self.distributed!r}"
             )
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision: expected 'fp32' or 'bf16'; got {self.precision!r}")
@@ -444,7 +465,22 @@ class TextAgent(AgentBase):
             )
         self.engine = self.backend.engine
         self.truth = self.backend.truth
+        #: data-parallel layout: this process's rank, the process count and the global shards
+        self.dp = DataParallel.current(config, type(self).name)
+        if self.dp.sharded and self.backend.kind != "hf":
+            raise ConfigError(
+                "distributed: fsdp shards a Hugging Face model (nlhf/HFTokenDuel-v0, full "
+                "fine-tuning); use distributed: ddp"
+            )
         self.model, self.optimizer = self._build_model(self.backend.initial)
+        #: ``DistributedDataParallel`` around ``model`` for its training forward passes (built at
+        #: the first one; ``None`` in one process or under FSDP)
+        self._ddp: torch.nn.Module | None = None
+        if self.dp.sharded:  # FSDP2: shard pi_theta, then build its optimiser over the shards
+            from agents.text.fsdp import shard_policy
+
+            shard_policy(self.model, self.device)
+            self.optimizer = self.new_optimizer(self.model, config.lr)
         #: ``pi_ref`` (frozen; with LoRA, the policy with its adapter disabled)
         self.reference = self.backend.reference_for(self.model)
         if config.generation_backend == "vllm":  # hook: answers sampled by a colocated vLLM engine
@@ -453,8 +489,6 @@ class TextAgent(AgentBase):
             self.engine = vllm_engine(self)
         self.rng = torch.Generator(self.device).manual_seed(self.seed)
         self.act_rng = torch.Generator("cpu").manual_seed(self.seed + 1)
-        #: data-parallel layout: this process's rank, the process count and the global shards
-        self.dp = DataParallel.current(config, type(self).name)
         #: the generators of this process's shards (global shard 0 is ``rng``)
         self.shard_rngs = [
             self.rng
@@ -462,6 +496,19 @@ class TextAgent(AgentBase):
             else torch.Generator(self.device).manual_seed(shard_seed(self.seed, s))
             for s in self.dp.local_shards
         ]
+        #: every shard's generator state (``[shards, L]``) at the last iteration boundary, kept
+        #: under several processes (gathered after each iteration) so that saving needs no
+        #: collective; before the first iteration every shard is freshly seeded
+        self._shard_states: torch.Tensor | None = None
+        if self.dp.world > 1:
+            self._shard_states = torch.stack(
+                [
+                    torch.Generator(self.device)
+                    .manual_seed(self.seed if s == 0 else shard_seed(self.seed, s))
+                    .get_state()
+                    for s in range(self.dp.shards)
+                ]
+            )
         self._tokens = 0
         self._stats: dict[str, list[float]] = {}
         self._exact: dict[str, tuple[Any, Any]] = {}
@@ -528,7 +575,8 @@ class TextAgent(AgentBase):
         for shard, gen in local:  # one shard (the whole batch) without data parallelism
             _, ids, mask = self.engine.sample_prompts(n, self.prompt_generator(shard), split=split)
             # self-play (the same policy object in both seats): one generate call of 2 B rows
-            y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen, joint=True)
+            with self._gathered():
+                y, y2 = self.engine.generate_pair(policy, opponent, ids, mask, gen, joint=True)
             pay = self.engine.score(ids, mask, y, y2, gen)
             self._tokens += int(y.lengths.sum()) + int(y2.lengths.sum())
             outcome = pay.outcome if cfg.mode == "sampled" else pay.prob.float()
@@ -547,9 +595,47 @@ class TextAgent(AgentBase):
                 d.prompt_mask = torch.nn.functional.pad(d.prompt_mask, (extra, 0), value=False)
         return concat_duels(parts)
 
+    def _gathered(self) -> contextlib.AbstractContextManager[None]:
+        """Under FSDP: ``pi_theta``'s weights gathered once for the block's forward passes
+        (generation, evaluation; :func:`agents.text.fsdp.gathered`); else nothing."""
+        if not self.dp.sharded:
+            return contextlib.nullcontext()
+        from agents.text.fsdp import gathered
+
+        return gathered(self.model)
+
+    def agree_on_stop(self, requested: bool) -> bool:
+        """Whether to stop at this iteration boundary (Ctrl-C): under several processes, whether
+        any process was interrupted (one all-reduce), so all of them stop at the same one."""
+        return self.dp.any(requested)
+
+    def shard_states(self) -> torch.Tensor:
+        """``[shards, L]`` uint8: every shard's generator state, in shard order (under several
+        processes: this process's shards as they are, the others' as gathered at the last
+        iteration boundary, see :meth:`_run_iteration`)."""
+        live = torch.stack([g.get_state() for g in self.shard_rngs])
+        if self.dp.world == 1 or self._shard_states is None:
+            return live
+        out = self._shard_states.clone()
+        out[self.dp.local_shards.start : self.dp.local_shards.stop] = live
+        return out
+
+    def _trained(self, model: Any) -> Any:
+        """``model`` as a training forward pass calls it: ``pi_theta`` inside
+        ``DistributedDataParallel`` under several DDP processes when gradients are on (built at
+        the first call, so every process builds it at the same step), else ``model`` itself."""
+        if model is not self.model or self.dp.world == 1 or self.dp.sharded:
+            return model
+        if not torch.is_grad_enabled():
+            return model
+        if self._ddp is None:
+            self._ddp = self.dp.wrap(self.model, self.device)
+        return self._ddp
+
     def log_probs(self, model: Any, duel: Duel, second: bool = False) -> torch.Tensor:
         """Token log-probs ``[B, N]`` of ``duel.y`` (or ``duel.y2``) under ``model``."""
         ans = duel.y2 if second else duel.y
+        model = self._trained(model)
         return token_log_probs(model, duel.prompt_ids, duel.prompt_mask, ans.tokens, ans.mask)
 
     def pair_log_probs(self, model: Any, duel: Duel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -565,7 +651,7 @@ class TextAgent(AgentBase):
             return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
         lp = token_log_probs(
-            model,
+            self._trained(model),
             duel.prompt_ids.repeat(2, 1),
             duel.prompt_mask.repeat(2, 1),
             torch.cat([pad(y.tokens, PAD), pad(y2.tokens, PAD)]),
@@ -582,9 +668,12 @@ class TextAgent(AgentBase):
         (``terms``: means over its pairs too). Each micro-batch's loss, weighted by its share of
         the batch, is backpropagated at once (its activations freed before the next one); the
         accumulated gradient is the whole batch's, and the recorded statistics are the weighted
-        sums of the micro-batches' (the whole batch's means). Then, as :meth:`optimise`: the
-        data-parallel mean, clipping at ``grad_clip`` and the optimiser step at
-        :meth:`current_lr`.
+        sums of the micro-batches' (the whole batch's means). Then, as :meth:`optimise`:
+        clipping at ``grad_clip`` and the optimiser step at :meth:`current_lr`.
+
+        Under several processes the gradients are averaged over them by the backward pass
+        (``DistributedDataParallel``, or FSDP's reduce-scatter), once per step: the micro-batches
+        before the last one accumulate locally (``no_sync``).
         """
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
@@ -594,18 +683,38 @@ class TextAgent(AgentBase):
         k = min(self.config.gradient_accumulation_steps, b)
         step = -(-b // k)
         totals: dict[str, float] = {}
-        for start in range(0, b, step):
+        starts = range(0, b, step)
+        for start in starts:
             micro = (duel if k == 1 else duel.rows(slice(start, start + step))).trimmed()
-            out = loss_fn(micro)
-            share = micro.size / b
-            (out.loss if k == 1 else out.loss * share).backward()
+            with self._gradient_sync(start == starts[-1]):
+                out = loss_fn(micro)
+                share = micro.size / b
+                (out.loss if k == 1 else out.loss * share).backward()
             for key, value in out.terms.items():
                 totals[key] = totals.get(key, 0.0) + share * float(value)
-        self.dp.average_gradients(self.model)  # data parallel: the mean over processes
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.note(totals)
+
+    @contextlib.contextmanager
+    def _gradient_sync(self, sync: bool) -> Iterator[None]:
+        """Around a micro-batch's forward and backward passes: with ``sync`` false, the
+        processes' gradients are accumulated locally, not averaged (DDP's ``no_sync``, FSDP's
+        ``set_requires_gradient_sync(False)``)."""
+        if sync or self.dp.world == 1:
+            yield
+        elif self.dp.sharded:
+            self.model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                self.model.set_requires_gradient_sync(True)
+        else:
+            if self._ddp is None:
+                self._ddp = self.dp.wrap(self.model, self.device)
+            with self._ddp.no_sync():
+                yield
 
     def current_lr(self) -> float:
         """The learning rate of the schedule at ``queries_used`` (see ``TextAgentConfig``)."""
@@ -625,7 +734,6 @@ class TextAgent(AgentBase):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.dp.average_gradients(self.model)  # data parallel: the mean over processes
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -661,6 +769,8 @@ class TextAgent(AgentBase):
         row = {k: float(np.mean(v)) for k, v in self._stats.items()}
         row["time/queries_per_s"] = (self.queries_used - q_before) / elapsed
         row["time/tokens_per_s"] = self._tokens / elapsed
+        if self.dp.world > 1:  # every shard's generator, for a checkpoint written by rank 0
+            self._shard_states = self.dp.gather_generator_states(self.shard_rngs)
         return self.dp.average_row(row)  # data parallel: the means over processes
 
     def _log_row(self, extra: dict[str, float]) -> dict[str, float]:
@@ -669,7 +779,9 @@ class TextAgent(AgentBase):
             "time/iterations": float(self.num_iterations),
         }
         ev = self.config.eval_every
-        if ev and self.num_iterations % ev == 0:
+        # under DDP the first process alone evaluates (its generator is its own, so the others
+        # lose nothing by skipping it); under FSDP every process takes part
+        if ev and self.num_iterations % ev == 0 and self.dp.evaluates:
             row.update(self.evaluate())
         row.update(extra)
         return row
@@ -695,7 +807,10 @@ class TextAgent(AgentBase):
             ``{"eval/win_rate_ref_judge", "eval/win_rate_ref_true", "eval/kl_ref"}`` and the Nash
             metrics of :meth:`nash_metrics` (unless ``nash_eval`` is ``"off"``).
         """
-        return evaluation.evaluate(self, num_prompts, split, chunk=EVAL_CHUNK, progress=progress)
+        with self._gathered():
+            return evaluation.evaluate(
+                self, num_prompts, split, chunk=EVAL_CHUNK, progress=progress
+            )
 
     def exact_game(self, split: str = "heldout") -> tuple[Any, Any]:
         """The exact regularised game of the paying judge on the prompts of ``split`` (default the
@@ -720,7 +835,8 @@ class TextAgent(AgentBase):
                 ``config.nash_eval`` (``"auto"``: exact when the world is enumerable).
             progress: reports of the estimates (``None``: silent; see :mod:`nlhf_envs.progress`).
         """
-        return evaluation.nash_metrics(self, exact, progress)
+        with self._gathered():
+            return evaluation.nash_metrics(self, exact, progress)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -779,8 +895,11 @@ class TextAgent(AgentBase):
         (:func:`agents.text.backend.save_hf_folder`). The ``.npz`` holds what an exact resume
         needs (policy weights, optimiser, generators, history).
         """
-        if not self.dp.is_main:  # every process gathers; the first one writes
-            self.checkpoint_arrays()
+        if self.dp.sharded:  # every process gathers the shards; the first one writes
+            from agents.text.fsdp import save_sharded
+
+            return save_sharded(self, path)
+        if not self.dp.is_main:  # the first process writes alone (the states it needs are kept)
             return os.fspath(path)
         target = super().save(path)
         if self.backend.kind != "native":

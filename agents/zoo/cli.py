@@ -62,8 +62,10 @@ from agents.zoo.tournament import cmd_tournament as _cmd_tournament
 from agents.zoo.train import (
     HISTORY_DIGEST_KEY,
     Evaluations,
+    PeerStopped,
     TrainingInterrupted,
     check_query_budget,
+    launch_processes,
     train_run,
 )
 from agents.zoo.train import cmd_train as _cmd_train
@@ -204,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="seed (default 0; with --resume: must be the run's)"
     )
     p.add_argument("--device", default=None, help="torch device for neural agents (cpu, cuda)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train ONE run on N processes: relaunches this command under `torchrun --standalone "
+        "--nproc_per_node N` (gloo on CPUs, one GPU per process with --device cuda); the same "
+        "as launching it with torchrun yourself",
+    )
     p.add_argument("--log-folder", default=None, help="root of the run folders (default: logs)")
     p.add_argument("--tensorboard-log", default=None, help="TensorBoard folder (default: <run>/tb)")
     p.add_argument(
@@ -341,10 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if saved is not None:
             _set_torch_threads(torch_threads(args.threads))
+        if getattr(args, "nproc", None) is not None:  # train --nproc N: relaunched by torchrun
+            return launch_processes(argv, args.nproc)
         return int(args.func(args) or 0)
     except NlhfError as exc:  # a user's mistake, named by the library: one line
         if getattr(args, "debug", False):
             raise
+        if isinstance(exc, PeerStopped):  # the first process says it and sets the status; a
+            return 0  # success here lets torchrun wait for it instead of stopping it at once
         print(f"nlhf-zoo: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk is the machine's state, not a bug
@@ -359,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except TrainingInterrupted as exc:
-        print(f"nlhf-zoo: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun: the first process says it
+            print(f"nlhf-zoo: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("nlhf-zoo: interrupted", file=sys.stderr)

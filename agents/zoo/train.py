@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import os
 import sys
 from collections.abc import Callable
@@ -201,8 +202,11 @@ class Evaluations:
 
     FIELDS = ("queries", "iterations", "exploitability", "kl_to_nash")
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, write: bool = True) -> None:
         self.run_dir = run_dir
+        #: whether this process writes the files (``False``: a process of a multi-process run
+        #: other than the first, which only takes part in the evaluations' collectives)
+        self.write = write
         self.rows: dict[str, list[float]] = {k: [] for k in self.FIELDS}
         path = run_dir / "evaluations.npz"
         if path.is_file():
@@ -235,7 +239,9 @@ class Evaluations:
         return {k: [float(v) for v in arrays[k]] for k in cls.FIELDS}
 
     @staticmethod
-    def metrics(agent: Any, progress: Progress = None) -> dict[str, float]:
+    def metrics(
+        agent: Any, progress: Progress = None, notify: Callable[[str], None] | None = None
+    ) -> dict[str, float]:
         """The agent's evaluation: exploitability and ``KL(pi* || pi)`` (exact on matrix and tiny
         token games, estimated on the full-size token duel), plus what ``evaluate()`` reports.
         A token agent with ``nash_eval: off`` gets no Nash metrics (``evaluate()`` only)."""
@@ -244,7 +250,7 @@ class Evaluations:
         prompts = getattr(agent.env, "prompts", None)
         if isinstance(prompts, dict) and not prompts.get("heldout"):
             # a Hugging Face game trained on every prompt (heldout_fraction: 0): nothing unseen
-            _notify(
+            (notify or _notify)(
                 "the env has no held-out prompts (heldout_fraction: 0), so the final evaluation "
                 "(on held-out prompts) is skipped"
             )
@@ -253,6 +259,10 @@ class Evaluations:
         if "eval/exploitability" not in m and agent.config.nash_eval != "off":
             m.update(agent.nash_metrics(progress=progress))
         return m
+
+    def _metrics(self, agent: Any, progress: Progress = None) -> dict[str, float]:
+        """:meth:`metrics`, silent on a process that does not write."""
+        return self.metrics(agent, progress, None if self.write else _silent)
 
     def recorded(self, agent: Any) -> bool:
         """Whether the agent's current iteration already has a row."""
@@ -265,16 +275,19 @@ class Evaluations:
 
         if self.recorded(agent):
             return {} if m is None else m  # evaluated before an interrupt: same state, same row
-        m = self.metrics(agent) if m is None else m
+        m = self._metrics(agent) if m is None else m
         expl = m.get("game/exploitability", m.get("eval/exploitability", float("nan")))
         kl = m.get("game/kl_to_nash", m.get("eval/kl_to_nash", float("nan")))
         if expl < self.best:
             self.best = float(expl)
+            # off the first process: a no-op (DDP) or its part of gathering the shards (FSDP)
             agent.save(self.run_dir / "best_model.npz")
         for key, value in zip(
             self.FIELDS, (agent.queries_used, agent.num_iterations, expl, kl), strict=True
         ):
             self.rows[key].append(float(value))
+        if not self.write:
+            return m
         with atomic_open(self.run_dir / "evaluations.npz", "wb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in self.rows.items()})
         return m
@@ -282,9 +295,11 @@ class Evaluations:
     def final(self, agent: Any, record: bool, progress: Progress = None) -> dict[str, float]:
         """The final evaluation of a run (``evaluation.yml``; a row of ``evaluations.npz`` when the
         run evaluates periodically and this state has no row yet)."""
-        m = self.metrics(agent, progress)
+        m = self._metrics(agent, progress)
         if record:
             self.record(agent, m)
+        if not self.write:
+            return m
         out = {"queries": int(agent.queries_used), "iterations": int(agent.num_iterations)}
         out.update({k: float(v) for k, v in m.items()})
         atomic_write_text(self.run_dir / "evaluation.yml", yaml.safe_dump(out, sort_keys=False))
@@ -294,6 +309,10 @@ class Evaluations:
 def _notify(message: str) -> None:
     """What ``train`` says on stderr about a choice it made (a fallback, a new budget)."""
     print(f"nlhf-zoo: {message}", file=sys.stderr)
+
+
+def _silent(message: str) -> None:
+    """The notices of a process that does not write (they are the first process's to give)."""
 
 
 def check_query_budget(agent: Any, budget: int | None, notify: Callable[[str], None]) -> None:
@@ -420,21 +439,142 @@ def train_run(
             (``final_evaluation_s``), wall clock, and the same as this process's CPU time
             (``train_cpu_s``, ``final_evaluation_cpu_s``).
 
+    Several processes (a ``torch.distributed`` process group, e.g. ``torchrun --nproc_per_node N
+    -m nlhf_zoo_cli train ...``; :func:`agents.text.distributed.init_process_group_from_env`)
+    train ONE run, as one process with ``shards: N`` would: the first process validates, reserves
+    the folder (or resumes it) and writes every file; it then sends the others the run's plan
+    (the folder, its recorded config, the state it resumes from), they build the same agent and
+    take part in training (and, under FSDP, in saving and evaluating); their ``notify``,
+    ``progress`` and files are silenced. An error on the first process before training stops the
+    others (:class:`PeerStopped`); a process that fails later ends the run (``torchrun`` stops
+    the others; collectives time out after
+    :data:`~agents.text.distributed.PROCESS_GROUP_TIMEOUT`). Only the token agents of
+    :data:`~agents.text.distributed.DATA_PARALLEL_AGENTS` on token games train this way.
+
     Raises:
         ConfigError, EnvironmentSetupError, GameValidationError, UserError: before anything is
             written, for a bad argument, config, environment or device.
         agents.zoo.runs.RunFolderError: when another process holds the run folder, or (resume) it
             holds a symbolic link out of it or a damaged file.
+        PeerStopped: on a process other than the first, when the first stopped before training.
     """
     from agents.zoo.runs import TerminateAsInterrupt
 
+    rank, world = _processes()
     with TerminateAsInterrupt():  # SIGTERM takes the path of Ctrl-C
-        return _train_run(
-            agent_name, env_id, params=params, seed=seed, device=device, log_folder=log_folder,
+        if world > 1 and rank > 0:
+            return _follow_run()
+        kwargs = dict(
+            params=params, seed=seed, device=device, log_folder=log_folder,
             tensorboard_log=tensorboard_log, num_queries=num_queries, save_freq=save_freq,
             config_dir=config_dir, progress=progress, args_record=args_record, resume=resume,
             eval_freq=eval_freq, env_kwargs=env_kwargs, notify=notify, timings=timings,
         )  # fmt: skip
+        if world == 1:
+            return _train_run(agent_name, env_id, **kwargs)
+        return _lead_run(agent_name, env_id, world, kwargs)
+
+
+class PeerStopped(UserError):
+    """The first process of a multi-process ``train`` stopped before training (its error is on
+    its own output); the others stop too, without a message of their own (the command line
+    exits with status 0 there, so that ``torchrun`` waits for the first process to say why and
+    set the status, instead of stopping it)."""
+
+
+def _processes() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialised ``torch.distributed`` process group, else
+    ``(0, 1)`` (torch is not imported for that)."""
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None) if torch is not None else None
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _check_processes(agent_name: str | None, env_id: str | None, resume: Any, world: int) -> None:
+    """Refuse, in one line, a run that several processes cannot share: an agent outside
+    :data:`~agents.text.distributed.DATA_PARALLEL_AGENTS` or a game that is not a token game."""
+    from agents.text.distributed import DATA_PARALLEL_AGENTS
+
+    if resume is not None:
+        try:
+            config = _resume_state(Path(resume), agent_name, env_id)["config"]
+        except UserError:
+            return  # not a run folder: train_run says so
+        agent_name, env_id = config["agent"], config["env_id"]
+    if agent_name is None or env_id is None:
+        return
+    if agent_name not in DATA_PARALLEL_AGENTS or env_id not in _text_ids():
+        raise UserError(
+            f"{agent_name} on {env_id} does not train on {world} processes; those that do are "
+            f"the token agents {', '.join(DATA_PARALLEL_AGENTS)} on a token game (run this one "
+            "in a single process)"
+        )
+
+
+def _lead_run(
+    agent_name: str | None, env_id: str | None, world: int, kwargs: dict[str, Any]
+) -> tuple[Any, Path]:
+    """The first process of a multi-process run: :func:`_train_run`, announcing its plan to the
+    others (or that it stopped before training)."""
+    from agents.text.distributed import broadcast_object
+
+    announced = False
+
+    def announce(plan: dict[str, Any]) -> None:
+        nonlocal announced
+        announced = True
+        broadcast_object({"plan": plan})
+
+    try:
+        _check_processes(agent_name, env_id, kwargs["resume"], world)
+        return _train_run(agent_name, env_id, announce=announce, **kwargs)
+    except BaseException as exc:
+        if not announced:
+            broadcast_object({"stopped": type(exc).__name__})
+            torch_barrier()  # both past every message before either leaves the group
+        raise
+
+
+def torch_barrier() -> None:
+    """``torch.distributed.barrier()`` of the initialised process group."""
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+class _NoMetrics:
+    """The ``metrics.csv`` of a process that does not write."""
+
+    def update(self, history: Any) -> None:
+        """Nothing."""
+
+
+def _follow_run() -> tuple[Any, Path]:
+    """A process of a multi-process run other than the first: receive the run's plan, build the
+    same agent (fresh, or from the state the first process resumes) and train with it, writing
+    nothing."""
+    import agents
+    from agents.api import DeferredInterrupt
+    from agents.base import LearningInterrupted
+    from agents.text.distributed import broadcast_object
+
+    message = broadcast_object(None)
+    if "plan" not in message:
+        torch_barrier()
+        raise PeerStopped(f"the first process stopped before training ({message['stopped']})")
+    plan = message["plan"]
+    run_dir, config = Path(plan["run_dir"]), plan["config"]
+    if plan["state"] is not None:
+        agent = agents.load(plan["state"], game=_hf_env_of(config))
+    else:
+        entry = _entry_of_run(run_dir, config)
+        agent = _build_agent(entry.agent, entry.env_id, entry, plan["seed"])
+    return _train_loop(
+        agent, run_dir, _NoMetrics(), plan["budget_q"], plan["budget_i"], plan["save_freq"],
+        plan["eval_freq"], False, False, DeferredInterrupt, LearningInterrupted, None, main=False,
+    )  # fmt: skip
 
 
 def _train_run(
@@ -456,6 +596,7 @@ def _train_run(
     env_kwargs: dict[str, Any] | None,
     notify: Callable[[str], None],
     timings: dict[str, float] | None = None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Any, Path]:
     from agents.api import DeferredInterrupt
     from agents.base import LearningInterrupted
@@ -468,7 +609,7 @@ def _train_run(
     _check_count("--num-queries", num_queries, 0)
     if resume is not None:
         run_dir = Path(resume)
-        lock, agent, budget_q, budget_i, save_freq, eval_freq, tb = _resume(
+        lock, agent, budget_q, budget_i, save_freq, eval_freq, tb, recorded, state = _resume(
             run_dir, agent_name, env_id,
             given={"seed": seed, "params": params, "env_kwargs": env_kwargs, "device": device,
                    "tensorboard_log": tensorboard_log, "log_folder": log_folder,
@@ -536,6 +677,7 @@ def _train_run(
             lock = RunLock(run_dir).acquire()
             try:
                 recorded = {**entry.to_dict(), "num_queries": budget_q}
+                state = None
                 atomic_write_text(run_dir / "config.yml", yaml.safe_dump(recorded, sort_keys=False))
                 atomic_write_text(run_dir / "args.yml", yaml.safe_dump(record, sort_keys=False))
                 _record_game(run_dir, agent)
@@ -547,6 +689,12 @@ def _train_run(
                 raise
         setup_interrupted = setup.requested
     try:
+        if announce is not None:  # the other processes of a multi-process run build the same agent
+            announce(
+                {"run_dir": os.fspath(run_dir), "config": recorded, "seed": int(agent.seed),
+                 "state": None if state is None else os.fspath(state), "budget_q": budget_q,
+                 "budget_i": budget_i, "save_freq": save_freq, "eval_freq": eval_freq}
+            )  # fmt: skip
         return _train_loop(
             agent, run_dir, metrics, budget_q, budget_i, save_freq, eval_freq, progress,
             setup_interrupted, DeferredInterrupt, LearningInterrupted, timings,
@@ -568,9 +716,15 @@ def _train_loop(
     deferred: Any,
     interrupted_error: type[BaseException],
     timings: dict[str, float] | None = None,
+    main: bool = True,
 ) -> tuple[Any, Path]:
     """Learn to the budget with periodic checkpoints and evaluations; save ``final.npz``; then the
-    final evaluation (interruptible: ``final.npz`` is already saved)."""
+    final evaluation (interruptible: ``final.npz`` is already saved).
+
+    ``main=False``: a process of a multi-process run other than the first. It writes nothing; it
+    takes part in what needs every process: training, and under FSDP (``agent.dp.sharded``)
+    saving and evaluating (gathering the sharded weights); under DDP the first process alone
+    evaluates and saves."""
     import time
 
     from agents.checkpoint import write_npz_atomic
@@ -580,10 +734,13 @@ def _train_loop(
     ckpt_dir = run_dir / "checkpoints"
     left_q = None if budget_q is None else max(0, budget_q - agent.queries_used)
     left_i = None if budget_i is None else max(0, budget_i - agent.num_iterations)
-    evaluator = Evaluations(run_dir)
+    sharded = bool(getattr(getattr(agent, "dp", None), "sharded", False))
+    evaluates = main or sharded  # whether this process evaluates (and saves, under FSDP)
+    evaluator = Evaluations(run_dir, write=main)
     digest = HistoryDigest()
-    boundary = _Boundary.of(agent)
-    if eval_freq and agent.num_iterations and agent.num_iterations % eval_freq == 0:
+    # a judge failing mid-iteration under FSDP stops every process (no state kept in memory)
+    boundary = _Boundary.of(agent) if main and not sharded else None
+    if evaluates and eval_freq and agent.num_iterations and agent.num_iterations % eval_freq == 0:
         # a resumed state whose evaluation is missing: killed (or the disk full) between the
         # periodic checkpoint and its evaluation row; the same state gives the same row
         evaluator.record(agent)
@@ -598,7 +755,10 @@ def _train_loop(
 
     def callback(a: Any) -> bool:
         metrics.update(a.history)
-        if save_freq and a.num_iterations % save_freq == 0:
+        if save_freq and a.num_iterations % save_freq == 0 and not main:
+            if sharded:  # gathers the shards for the first process
+                a.checkpoint_arrays(include_history=False)
+        elif save_freq and a.num_iterations % save_freq == 0:
             import numpy as np
 
             ckpt_dir.mkdir(exist_ok=True)
@@ -606,7 +766,7 @@ def _train_loop(
             code = digest.of(a.history).encode("ascii")
             arrays[HISTORY_DIGEST_KEY] = np.frombuffer(code, dtype=np.uint8)
             write_npz_atomic(str(ckpt_dir / f"{a.name}_{a.queries_used}_queries.npz"), arrays)
-        if eval_freq and a.num_iterations % eval_freq == 0:
+        if evaluates and eval_freq and a.num_iterations % eval_freq == 0:
             evaluator.record(a)
         if boundary is not None:
             boundary.take(a)
@@ -638,7 +798,8 @@ def _train_loop(
         raise TrainingInterrupted(run_dir, agent)
     lap("train")
     try:  # not deferred: the trained state is saved, so Ctrl-C or SIGTERM stops the evaluation
-        evaluator.final(agent, record=bool(eval_freq), progress=progress)
+        if evaluates:
+            evaluator.final(agent, record=bool(eval_freq), progress=progress)
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir, agent, evaluating=True) from None
     lap("final_evaluation")
@@ -756,11 +917,12 @@ def _resume(
     *,
     given: dict[str, Any],
     notify: Callable[[str], None],
-) -> tuple[Any, Any, int | None, int | None, int | None, int | None, Any]:
+) -> tuple[Any, Any, int | None, int | None, int | None, int | None, Any, dict[str, Any], Any]:
     """Lock ``run_dir``, check the command against it and load its state.
 
-    Returns ``(lock, agent, budget_q, budget_i, save_freq, eval_freq, tensorboard_log)``; the lock
-    is held (released here if anything fails).
+    Returns ``(lock, agent, budget_q, budget_i, save_freq, eval_freq, tensorboard_log, config,
+    state)`` (``config``: the run's ``config.yml``; ``state``: the file the agent was loaded from,
+    ``None`` for a fresh one); the lock is held (released here if anything fails).
     """
     from agents.zoo.runs import RunLock, check_no_outside_links, remove_stale_folders
 
@@ -775,7 +937,7 @@ def _resume(
         rec = _resume_state(run_dir, agent_name, env_id)  # read again under the lock
         config, recorded = rec["config"], rec["args"]
         save_freq, eval_freq, tb, changes = _resume_arguments(run_dir, config, recorded, given)
-        agent = _resumed_agent(run_dir, config, recorded, notify)
+        agent, state = _resumed_agent(run_dir, config, recorded, notify)
         for name, data, message in changes:  # recorded only once the resume is sure to start
             atomic_write_text(run_dir / name, yaml.safe_dump(data, sort_keys=False))
             notify(message)
@@ -783,7 +945,7 @@ def _resume(
         lock.release()
         raise
     return (lock, agent, config.get("num_queries"), config.get("num_iterations"), save_freq,
-            eval_freq, tb)  # fmt: skip
+            eval_freq, tb, config, state)  # fmt: skip
 
 
 def _resume_arguments(
@@ -957,8 +1119,9 @@ def _check_seed_and_config(
 
 def _resumed_agent(
     run_dir: Path, config: dict[str, Any], recorded: dict[str, Any], notify: Callable[[str], None]
-) -> Any:
-    """The most advanced valid state of ``run_dir`` (see :func:`train_run`).
+) -> tuple[Any, Path | None]:
+    """The most advanced valid state of ``run_dir`` (see :func:`train_run`) and the file it was
+    loaded from (``None``: a fresh agent).
 
     A state whose file is damaged (:class:`CheckpointError`) is skipped with a notice, down to the
     newest older valid one; none saved yet: a fresh agent from the recorded config.
@@ -994,7 +1157,7 @@ def _resumed_agent(
                 )
         if number or unreadable:
             notify(f"resuming from {path} (iteration {agent.num_iterations})")
-        return agent
+        return agent, path
     if states or unreadable:
         raise UserError(f"--resume {run_dir}: every saved state is damaged; nothing to resume")
     notify(
@@ -1005,7 +1168,7 @@ def _resumed_agent(
     agent = _build_agent(entry.agent, entry.env_id, entry, seed)
     if hasattr(getattr(agent, "env", None), "part_fingerprints"):
         _check_game(run_dir, config, agent.env, None)
-    return agent
+    return agent, None
 
 
 #: the file of a run on ``nlhf/HFTokenDuel-v0`` that records the fingerprints of its game's parts
@@ -1116,13 +1279,92 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
     return config_to_dict(config)
 
 
+#: how long the processes of a multi-process ``train`` wait at its end for the first one (its
+#: final evaluation and files); a failing first process ends them sooner (``torchrun``)
+FINAL_WAIT = datetime.timedelta(days=7)
+
+
+def launch_processes(argv: list[str], nproc: int) -> int:
+    """``nlhf-zoo train ... --nproc N``: the same command without ``--nproc``, launched on ``N``
+    processes by ``torchrun --standalone --nproc_per_node N -m nlhf_zoo_cli``; returns its exit
+    status (its processes print to this process's output).
+
+    Raises:
+        UserError: for ``N < 1``, or under a launcher already (``WORLD_SIZE`` set above 1).
+    """
+    import subprocess
+
+    from agents.text.distributed import launched_processes
+
+    _check_count("--nproc", nproc, 1)
+    if launched_processes() > 1:
+        raise UserError("--nproc: this command already runs under a launcher (torchrun); drop it")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    if nproc == 1:
+        from agents.zoo.cli import main
+
+        return main(rest)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(nproc), "-m", "nlhf_zoo_cli", *rest]  # fmt: skip
+    launcher = subprocess.Popen(cmd)
+    while True:
+        try:
+            return launcher.wait()
+        except KeyboardInterrupt:  # the launcher and its processes got the Ctrl-C too: they stop
+            continue  # at an iteration boundary and save; wait for them
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``nlhf-zoo train``: :func:`train_run` on parsed arguments, then print the final evaluation;
-    ``0``."""
+    ``0``.
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) it first joins the process
+    group (:func:`agents.text.distributed.init_process_group_from_env`: ``gloo`` on CPUs,
+    ``nccl`` on GPUs) and leaves it at the end; only the first process prints.
+    """
+    from agents.text.distributed import launched_processes
+
+    if launched_processes() == 1:
+        return _cmd_train(args)
+    import torch
+    import torch.distributed as dist
+
+    from agents.text.distributed import init_process_group_from_env
+
+    joined = not dist.is_initialized()
+    _, _, device = init_process_group_from_env(args.device)
+    from agents.text.fsdp import default_mesh
+
+    default_mesh(torch.device(device).type)  # a collective: built now, before any agent
+    # a gloo group for the last barrier (nccl has no monitored_barrier)
+    side = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    try:
+        status = _cmd_train(args)
+    except BaseException:  # torchrun stops the others when this process exits
+        if joined:
+            dist.destroy_process_group()
+        raise
+    # leave together: the others wait here for the first process's final evaluation and files
+    # (a process leaving the group while another still works in it was seen to abort in gloo)
+    dist.monitored_barrier(group=side, timeout=FINAL_WAIT)
+    if joined:
+        dist.destroy_process_group()
+    return status
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from agents.zoo import configs as zoo
 
+    rank, _ = _processes()
     params = zoo.parse_params(args.params)
-    record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug")}
+    record = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "debug", "nproc")}
     if record.get("log_folder") is None:
         record["log_folder"] = "logs"
     timings: dict[str, float] = {}
@@ -1137,13 +1379,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_queries=args.num_queries,
         save_freq=args.save_freq,
         config_dir=args.conf_dir,
-        progress=not args.no_progress,
+        progress=not args.no_progress and rank == 0,
         args_record=record,
         resume=args.resume,
         eval_freq=args.eval_freq,
         env_kwargs=zoo.parse_params(args.env_kwargs),
         timings=timings,
+        notify=_notify if rank == 0 else _silent,
     )
+    if rank > 0:
+        return 0
     last = agent.history[-1] if agent.history else {}
     verb = "resumed" if args.resume else "trained"
     print(f"{verb} {agent.name} ({agent.queries_used} queries) -> {run_dir}")
