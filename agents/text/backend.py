@@ -67,6 +67,7 @@ __all__ = [
     "hf_folder_of",
     "is_hf_env",
     "make_backend",
+    "replace_folder",
     "save_hf_folder",
     "shared_twin",
     "with_lora",
@@ -1024,7 +1025,7 @@ def _local_folder(model: Any) -> Path | None:
     return None
 
 
-def _replace_folder(tmp: Path, folder: Path) -> None:
+def replace_folder(tmp: Path, folder: Path) -> None:
     """Put ``tmp`` at ``folder``, replacing an older one only once the new one is complete."""
     old = folder.with_name(f"{folder.name}.old{os.getpid()}")
     if folder.exists():
@@ -1097,7 +1098,7 @@ def _save_hf_folder(agent: Any, folder: Path, merged: bool) -> Path:
             lm.save_pretrained(tmp)
         _save_suppressed_tokens(agent.model, tmp)
         agent.env.tokenizer.save_pretrained(tmp)
-        _replace_folder(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

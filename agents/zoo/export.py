@@ -119,11 +119,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     _same_policy(model, final, run_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # merge
+    from agents.text.backend import replace_folder  # the one way a model folder is put in place
+
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     try:  # save
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

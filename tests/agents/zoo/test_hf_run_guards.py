@@ -222,12 +222,12 @@ _KILLED_WRITE = """
 import os, signal, sys
 import agents.text.backend as backend
 from agents.zoo.cli import main
-real = backend._replace_folder
+real = backend.replace_folder
 def killed(tmp, folder):
     if sys.argv[1] == "between":  # between the two renames: the old folder moved aside
         folder.rename(folder.with_name(folder.name + ".old" + str(os.getpid())))
     os.kill(os.getpid(), signal.SIGKILL)
-backend._replace_folder = killed
+backend.replace_folder = killed
 main(sys.argv[2:])
 """
 
