@@ -10,6 +10,7 @@ reads any checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
@@ -28,7 +29,7 @@ from agents.config import build_config, config_to_dict
 from nlhf_envs.errors import CheckpointError
 from nlhf_envs.text.models import LMConfig, TinyCausalLM, build_checked
 
-__all__ = ["ENV_ID", "checkpoint_payload", "save_text_agent", "load_text_agent"]
+__all__ = ["ENV_ID", "checkpoint_payload", "load_text_agent", "save_sharded", "save_text_agent"]
 
 #: The env id a native text-agent checkpoint records when its env does not name one.
 ENV_ID = "nlhf/TokenDuel-v0"
@@ -247,3 +248,30 @@ def _rebuild_env(env_meta: dict[str, Any]) -> Any:
         max_new_tokens=env_meta["max_new_tokens"],
         prompt_split=env_meta.get("prompt_split", "train"),
     )
+
+
+def _plain_policy(agent: Any, policy: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A plain (unsharded) copy of the policy holding the gathered weights: the reference's
+    structure with ``policy`` loaded (the first process, to write ``save_pretrained`` output)."""
+    plain = copy.deepcopy(agent.reference)
+    plain.load_state_dict(policy)
+    return plain
+
+
+def save_sharded(agent: Any, path: str | os.PathLike[str]) -> str:
+    """:meth:`~agents.text.common.TextAgent.save` of a sharded agent: every process gathers, the
+    first one writes the checkpoint and its Hugging Face folder; returns the path."""
+    from agents.checkpoint import _resolve_path, write_npz_atomic
+    from agents.text.backend import hf_folder_of, save_hf_folder
+
+    target = _resolve_path(path)
+    arrays = agent.checkpoint_arrays()
+    if not agent.dp.is_main:
+        return target
+    write_npz_atomic(target, arrays)
+    sharded, agent.model = agent.model, _plain_policy(agent, _state(arrays, "policy"))
+    try:
+        save_hf_folder(agent, hf_folder_of(target))
+    finally:
+        agent.model = sharded
+    return target

@@ -896,7 +896,7 @@ class TextAgent(AgentBase):
         needs (policy weights, optimiser, generators, history).
         """
         if self.dp.sharded:  # every process gathers the shards; the first one writes
-            from agents.text.fsdp import save_sharded
+            from agents.text.checkpoint import save_sharded
 
             return save_sharded(self, path)
         if not self.dp.is_main:  # the first process writes alone (the states it needs are kept)

@@ -28,8 +28,6 @@ Choices:
 from __future__ import annotations
 
 import contextlib
-import copy
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,7 +38,6 @@ __all__ = [
     "full_policy_state",
     "gathered",
     "load_full_state",
-    "save_sharded",
     "shard_policy",
 ]
 
@@ -174,31 +171,3 @@ def load_full_state(
         for idx, st in optimizer["state"].items()
     }  # fmt: skip
     agent.optimizer.load_state_dict({"state": state, "param_groups": optimizer["param_groups"]})
-
-
-def _plain_policy(agent: Any, policy: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A plain (unsharded) copy of the policy holding the gathered weights: the reference's
-    structure with ``policy`` loaded (the first process, to write ``save_pretrained`` output)."""
-    plain = copy.deepcopy(agent.reference)
-    plain.load_state_dict(policy)
-    return plain
-
-
-def save_sharded(agent: Any, path: str | os.PathLike[str]) -> str:
-    """:meth:`~agents.text.common.TextAgent.save` of a sharded agent: every process gathers, the
-    first one writes the checkpoint and its Hugging Face folder; returns the path."""
-    from agents.checkpoint import _resolve_path, write_npz_atomic
-    from agents.text.backend import hf_folder_of, save_hf_folder
-    from agents.text.checkpoint import _state
-
-    target = _resolve_path(path)
-    arrays = agent.checkpoint_arrays()
-    if not agent.dp.is_main:
-        return target
-    write_npz_atomic(target, arrays)
-    sharded, agent.model = agent.model, _plain_policy(agent, _state(arrays, "policy"))
-    try:
-        save_hf_folder(agent, hf_folder_of(target))
-    finally:
-        agent.model = sharded
-    return target

@@ -353,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         if saved is not None:
             _set_torch_threads(torch_threads(args.threads))
         if getattr(args, "nproc", None) is not None:  # train --nproc N: relaunched by torchrun
-            return launch_processes(argv, args.nproc)
+            status = launch_processes(argv, args.nproc)
+            if status is not None:
+                return status
         return int(args.func(args) or 0)
     except NlhfError as exc:  # a user's mistake, named by the library: one line
         if getattr(args, "debug", False):

@@ -1284,10 +1284,11 @@ def _config_kwargs(config: Any) -> dict[str, Any]:
 FINAL_WAIT = datetime.timedelta(days=7)
 
 
-def launch_processes(argv: list[str], nproc: int) -> int:
+def launch_processes(argv: list[str], nproc: int) -> int | None:
     """``nlhf-zoo train ... --nproc N``: the same command without ``--nproc``, launched on ``N``
     processes by ``torchrun --standalone --nproc_per_node N -m nlhf_zoo_cli``; returns its exit
-    status (its processes print to this process's output).
+    status (its processes print to this process's output), or ``None`` for ``N = 1`` (the
+    caller trains in this process).
 
     Raises:
         UserError: for ``N < 1``, or under a launcher already (``WORLD_SIZE`` set above 1).
@@ -1308,9 +1309,7 @@ def launch_processes(argv: list[str], nproc: int) -> int:
         elif not arg.startswith("--nproc="):
             rest.append(arg)
     if nproc == 1:
-        from agents.zoo.cli import main
-
-        return main(rest)
+        return None  # the caller runs the command in this process
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(nproc), "-m", "nlhf_zoo_cli", *rest]  # fmt: skip
     launcher = subprocess.Popen(cmd)

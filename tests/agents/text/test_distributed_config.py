@@ -107,3 +107,21 @@ def test_each_cuda_process_needs_its_own_gpu(monkeypatch):
         ConfigError, match=r"^process 1 of this machine needs its own GPU \(cuda:1\)"
     ):
         init_process_group_from_env("cuda")
+
+
+def test_nproc_1_trains_in_this_process_as_without_it(monkeypatch, tmp_path):
+    """``--nproc 1`` launches nothing: the same run as the command without it (same metrics)."""
+    import csv
+
+    from agents.zoo.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = ["train", "--agent", "online_ipo", "--env", "nlhf/TinyTokenDuel-v0", "-n", "64",
+            "--params", "batch_size:32", "eval_every:0", "--no-progress"]  # fmt: skip
+    rows = []
+    for name, extra in (("one", ["--nproc", "1"]), ("plain", [])):
+        assert main([*args, "--log-folder", str(tmp_path / name), *extra]) == 0
+        (metrics,) = (tmp_path / name).rglob("metrics.csv")
+        with metrics.open() as f:
+            rows.append([r["loss/ipo"] for r in csv.DictReader(f)])
+    assert len(rows[0]) == 2 and rows[0] == rows[1]
