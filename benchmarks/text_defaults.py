@@ -156,6 +156,18 @@ def cmd_run(args: argparse.Namespace) -> None:
                 )
 
 
+#: config fields that only say how one run is laid out over processes (``distributed``: DDP or
+#: FSDP under several processes); a single-process run's results do not depend on them, so a run
+#: recorded before such a field existed still has today's defaults
+LAYOUT_FIELDS = frozenset({"distributed"})
+
+
+def same_defaults(recorded: dict[str, Any], today: dict[str, Any]) -> bool:
+    """Whether a run's recorded config is today's defaults (fields of :data:`LAYOUT_FIELDS`
+    missing from the record are allowed)."""
+    return recorded == {k: v for k, v in today.items() if k in recorded or k not in LAYOUT_FIELDS}
+
+
 def defaults_of(agent: str, env_id: str) -> dict[str, Any]:
     """The config ``agents.make(agent, env_id)`` builds today (no training)."""
     cls = agents.config_class(agent, "text")
@@ -210,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         {
             (r["agent"], r["env"])
             for r in runs
-            if r["params"] or r["config"] != defaults_of(r["agent"], r["env"])
+            if r["params"] or not same_defaults(r["config"], defaults_of(r["agent"], r["env"]))
         }
     )
     if stale:
