@@ -186,8 +186,10 @@ class PPOLanguageModel(nn.Module):
 
     Calling it with ``(ids [B, T], attention_mask=[B, T], past_key_values=...)`` returns
     ``(logits [B, 1, V], cache)`` for the next token, the interface of
-    :func:`nlhf_envs.text.engine.generate`, so evaluation generates with the engine. ``ids`` must
-    start with the 12-token left-padded prompt, as in the env's observation. It also holds the
+    :func:`nlhf_envs.text.engine.generate`, so evaluation generates with the engine. The first call's
+    ``ids`` are the left-padded prompts; prompts narrower than the env's ``prompt_len`` (the engine
+    cuts a batch's prompts to its longest) are padded back to it, so the PPO sees the env's
+    observation layout; the cache is ``(sequence, padding added)``. It also holds the
     self-play pool as buffers (``pool [pool_size, n_params]``, ``pool_count``) so the checkpoint's
     ``policy/*`` state dict carries it.
     """
@@ -199,10 +201,13 @@ class PPOLanguageModel(nn.Module):
         pool_size: int,
         alphabet: tuple[int, ...] | None = None,
         vocab_size: int | None = None,
+        prompt_len: int = 0,
     ) -> None:
         super().__init__()
         self.sb3 = sb3_policy
         self.obs_len = int(obs_len)
+        #: the env's prompt width: the observation's first ``prompt_len`` positions are the prompt
+        self.prompt_len = int(prompt_len)
         #: token ids of the PPO's actions when the world restricts answers (``None``: action = token)
         self.alphabet = None if alphabet is None else torch.tensor(alphabet, dtype=torch.long)
         self.vocab_size = vocab_size
@@ -239,9 +244,16 @@ class PPOLanguageModel(nn.Module):
     ) -> tuple[torch.Tensor, Any]:
         if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
             raise ValueError("PPOLanguageModel expects ids of shape [B, T]")
-        seq = ids if past_key_values is None else torch.cat([past_key_values, ids], dim=1)
-        mask = torch.ones_like(seq, dtype=torch.bool) if attention_mask is None else attention_mask
-        return self.logits(self.observation(seq, mask.bool()))[:, None], seq
+        if past_key_values is None:  # the prompts: restore the env's left padding
+            extra = max(0, self.prompt_len - ids.shape[1])
+            seq = torch.nn.functional.pad(ids, (extra, 0), value=PAD)
+        else:
+            prev, extra = past_key_values
+            seq = torch.cat([prev, ids], dim=1)
+        if attention_mask is None:
+            attention_mask = torch.ones(seq.shape[0], seq.shape[1] - extra, dtype=torch.bool)
+        mask = torch.nn.functional.pad(attention_mask.bool(), (extra, 0), value=False)
+        return self.logits(self.observation(seq, mask))[:, None], (seq, extra)
 
     def flat_parameters(self) -> torch.Tensor:
         """The SB3 policy's parameters as one vector."""
@@ -410,8 +422,9 @@ class SB3PPOSelfPlayText(TextAgent):
             )
         obs_len = self.engine.prompt_len + max_new
         self.model = PPOLanguageModel(
-            self.ppo.policy, obs_len, cfg.pool_size, alphabet, world.vocab_size
-        )
+            self.ppo.policy, obs_len, cfg.pool_size, alphabet, world.vocab_size,
+            prompt_len=self.engine.prompt_len,
+        )  # fmt: skip
         self.optimizer = self.ppo.policy.optimizer
         self.model.push_snapshot()
         self._snapshots = [_Snapshot(self.ppo.policy, alphabet) for _ in range(cfg.pool_size)]
