@@ -166,11 +166,9 @@ class TextNashProx(TextAgent):
             CheckpointError: naming ``p`` when ``anchor/*`` is missing, not finite or does not fit.
         """
         agent = super().from_checkpoint(p, meta, arrays, game=game, tensorboard_log=tensorboard_log)
-        state = {
-            k[len("anchor/") :]: torch.from_numpy(np.array(v))
-            for k, v in arrays.items()
-            if k.startswith("anchor/")
-        }
+        from agents.text.checkpoint import _state  # the arrays under a prefix, as tensors
+
+        state = _state(arrays, "anchor")
         if not state:
             raise CheckpointError(f"{p!r}: missing the anchor (anchor/*) of the Nash Prox agent")
         bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
