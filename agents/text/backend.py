@@ -394,13 +394,20 @@ class HFCausalPolicy(torch.nn.Module):
     def train(self, mode: bool = True) -> HFCausalPolicy:
         """Training mode for the policy, never for the causal LM's own layers: models read
         ``self.training`` for attention dropout (GPT-2 passes ``config.attn_pdrop`` to SDPA), so
-        the LM stays in eval mode and only a LoRA adapter's dropout follows ``mode``."""
+        the LM stays in eval mode and only a LoRA adapter's layers follow ``mode``.
+
+        The adapter's layers (peft's tuner layers: the wrapper of each targeted module) are put in
+        training mode as a whole, their wrapped base layer back in eval mode: peft (0.22 and
+        later) resets an adapter's dropout to its layer's mode whenever the adapter is enabled
+        again (after ``disable_adapter()``, the reference's forward), so setting the dropout
+        alone would be undone by the next reference forward."""
         super().train(mode)
         self.lm.eval()
         if mode:
-            for name, module in self.lm.named_modules():
-                if "lora_dropout" in name:
+            for module in self.lm.modules():
+                if hasattr(module, "lora_dropout") and hasattr(module, "base_layer"):
                     module.train()
+                    module.base_layer.eval()
         return self
 
     @property
