@@ -643,6 +643,7 @@ class HFDuelEngine(DuelEngine):
         *,
         temperature: float = 1.0,
         use_cache: bool = True,
+        prompt_rows: torch.Tensor | None = None,
     ) -> Generation:
         """:func:`~nlhf_envs.text.engine.generate` with the env's EOS and ``max_new_tokens``."""
         _check_prompts(prompt_ids, prompt_mask, self.vocab_size)
@@ -660,6 +661,7 @@ class HFDuelEngine(DuelEngine):
                 use_cache=use_cache,
                 eos_id=self.eos_id,
                 sampler=self.sampler,
+                prompt_rows=prompt_rows,
             )
         finally:
             for m in training:

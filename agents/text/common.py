@@ -640,9 +640,13 @@ class TextAgent(AgentBase):
 
     def pair_log_probs(self, model: Any, duel: Duel) -> tuple[torch.Tensor, torch.Tensor]:
         """Token log-probs of ``duel.y`` and ``duel.y2`` under ``model`` (``[B, N]`` and
-        ``[B, N']``) from ONE forward pass over the ``2 B`` sequences (prompts repeated, answers
-        right-padded to the longer width): the same values as two :meth:`log_probs` calls, half
-        the calls."""
+        ``[B, N']``) from one batch of the ``2 B`` answers (right-padded to the longer width):
+        the same values as two :meth:`log_probs` calls, half the calls.
+
+        Each prompt is encoded once for both of its answers (``token_log_probs(prompt_rows=)``:
+        the prompts' KV cache is shared by the pair), except where the model builds no cache
+        with gradients (gradient checkpointing) or is sharded by FSDP (one forward call per
+        backward): there the ``2 B`` sequences repeat the prompts."""
         y, y2 = duel.y, duel.y2
         b, n, n2 = duel.size, y.tokens.shape[1], y2.tokens.shape[1]
         width = max(n, n2)
@@ -650,12 +654,19 @@ class TextAgent(AgentBase):
         def pad(x: torch.Tensor, value: Any) -> torch.Tensor:
             return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
+        rows = torch.arange(b, device=duel.prompt_ids.device).repeat(2)
+        checkpointed = torch.is_grad_enabled() and bool(getattr(model, "gradient_checkpointing", 0))
+        if self.dp.sharded or checkpointed:
+            ids, mask, rows = duel.prompt_ids[rows], duel.prompt_mask[rows], None
+        else:
+            ids, mask = duel.prompt_ids, duel.prompt_mask
         lp = token_log_probs(
             self._trained(model),
-            duel.prompt_ids.repeat(2, 1),
-            duel.prompt_mask.repeat(2, 1),
+            ids,
+            mask,
             torch.cat([pad(y.tokens, PAD), pad(y2.tokens, PAD)]),
             torch.cat([pad(y.mask, False), pad(y2.mask, False)]),
+            prompt_rows=rows,
         )
         return lp[:b, :n], lp[b:, :n2]
 

@@ -272,6 +272,7 @@ def generate(
     use_cache: bool = True,
     eos_id: int = EOS,
     sampler: str = "multinomial",
+    prompt_rows: torch.Tensor | None = None,
 ) -> Generation:
     """Sample one answer per prompt, all ``B`` at once.
 
@@ -292,14 +293,23 @@ def generate(
         sampler: ``"multinomial"`` (default; ``torch.multinomial``, the seeded samples of every
             shipped result) or ``"inverse_cdf"`` (:func:`sample_inverse_cdf`: one uniform per row,
             cheaper per step; the same distribution, other samples for the same seed).
+        prompt_rows: ``[R]`` int64, rows may repeat: row ``i`` of the batch answers prompt
+            ``prompt_rows[i]`` (both seats of a self-play pair: ``arange(B).repeat(2)``). With
+            the cache, each distinct prompt is encoded once and its KV cache and last logits are
+            gathered to its rows (:func:`select_cache_rows`): the same samples as with the prompts
+            repeated, up to float rounding. ``None``: one row per prompt.
 
     Returns:
-        The :class:`Generation`.
+        The :class:`Generation` (``R`` rows with ``prompt_rows``).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    unique_ids, unique_mask = prompt_ids, prompt_mask
+    if prompt_rows is not None:
+        prompt_rows = prompt_rows.to(prompt_ids.device)
+        prompt_ids, prompt_mask = prompt_ids[prompt_rows], prompt_mask[prompt_rows]
     batch, p_len = prompt_ids.shape
     device = prompt_ids.device
     state = new_answers(batch, max_new_tokens, device)
@@ -313,7 +323,13 @@ def generate(
         full_seq[:, :p_len] = prompt_ids
     pad = torch.full((batch,), PAD, dtype=torch.long, device=device)
     # the prompt's pass needs the last position's logits only (and builds the cache)
-    logits, cache = policy_logits(policy, prompt_ids, full_mask[:, :p_len], logits_to_keep=1)
+    logits = cache = None
+    if prompt_rows is not None and use_cache:  # once per distinct prompt
+        first, shared = policy_logits(policy, unique_ids, unique_mask.bool(), logits_to_keep=1)
+        cache = select_cache_rows(shared, prompt_rows)
+        logits = None if cache is None else first[prompt_rows]
+    if logits is None:
+        logits, cache = policy_logits(policy, prompt_ids, full_mask[:, :p_len], logits_to_keep=1)
     for t in range(max_new_tokens):
         lp = F.log_softmax(logits[:, -1].float() / temperature, dim=-1)
         if sampler == "multinomial":
@@ -370,6 +386,7 @@ def token_log_probs(
     prompt_mask: torch.Tensor,
     answer_ids: torch.Tensor,
     answer_mask: torch.Tensor,
+    prompt_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Differentiable per-token ``log pi(y_n | x, y_<n)``, ``[B, N]``, zero where ``answer_mask`` is false.
 
@@ -377,7 +394,24 @@ def token_log_probs(
     positions only (:func:`policy_logits`) and no cache; answers are right-padded and their mask
     includes the ``<eos>`` (so the sequence log-prob counts every token up to and including the
     first ``<eos>``).
+
+    With ``prompt_rows`` (``[R]`` int64: answer ``i`` continues prompt ``prompt_rows[i]``, so
+    ``answer_ids`` has ``R`` rows and ``prompt_ids`` one row per distinct prompt) each prompt is
+    encoded once: a pass over the ``B`` prompts builds their KV cache and the logits of their last
+    position (the first answer token's), the cache's rows are gathered to the ``R`` answers
+    (:func:`select_cache_rows`) and a second pass runs over the answers alone. The values are the
+    same as with every prompt repeated (up to float rounding), the gradient flows through the
+    gathered cache, and the prompts' positions are computed once instead of once per answer (a
+    pair of answers per prompt: ``B P`` fewer positions). A policy whose cache cannot be gathered
+    (none returned, e.g. under gradient checkpointing) is scored with the prompts repeated.
     """
+    if prompt_rows is not None:
+        shared = _shared_prompt_log_probs(
+            policy, prompt_ids, prompt_mask, answer_ids, answer_mask, prompt_rows
+        )
+        if shared is not None:
+            return shared
+        prompt_ids, prompt_mask = prompt_ids[prompt_rows], prompt_mask[prompt_rows]
     n = answer_ids.shape[1]
     input_ids = torch.cat([prompt_ids, answer_ids[:, :-1]], dim=1)
     attn = torch.cat([prompt_mask.bool(), answer_mask[:, :-1].bool()], dim=1)
@@ -385,6 +419,58 @@ def token_log_probs(
     logits = logits[:, -n:].float()
     lp = F.log_softmax(logits, dim=-1).gather(2, answer_ids[:, :, None]).squeeze(2)
     return lp * answer_mask.float()
+
+
+def _answer_log_probs(logits: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits.float(), dim=-1).gather(2, answer_ids[:, :, None]).squeeze(2)
+
+
+def _shared_prompt_log_probs(
+    policy: Policy,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    answer_ids: torch.Tensor,
+    answer_mask: torch.Tensor,
+    prompt_rows: torch.Tensor,
+) -> torch.Tensor | None:
+    """:func:`token_log_probs` with each prompt encoded once (``None``: the cache cannot be
+    gathered, nothing was returned for it)."""
+    rows = prompt_rows.to(prompt_ids.device)
+    n = answer_ids.shape[1]
+    first, cache = policy_logits(policy, prompt_ids, prompt_mask.bool(), logits_to_keep=1)
+    cache = select_cache_rows(cache, rows)
+    if cache is None:
+        return None
+    lp = _answer_log_probs(first[:, -1:][rows], answer_ids[:, :1])
+    if n > 1:
+        attn = torch.cat([prompt_mask.bool()[rows], answer_mask[:, :-1].bool()], dim=1)
+        rest, _ = policy_logits(policy, answer_ids[:, :-1], attn, cache)
+        lp = torch.cat([lp, _answer_log_probs(rest, answer_ids[:, 1:])], dim=1)
+    return lp * answer_mask.float()
+
+
+def select_cache_rows(cache: Any, index: torch.Tensor) -> Any | None:
+    """The KV cache of rows ``index`` (``[R]`` int64, rows may repeat) of ``cache``'s batch.
+
+    A tensor is indexed along its first dimension, a tuple or list entry by entry (the native
+    model's per-layer ``(k, v)``, a mixture's pair of caches), a ``transformers`` cache in place
+    through its ``reorder_cache`` (an index-select of every layer's keys and values, differentiable).
+    Returns ``None`` for ``None`` or a cache of an unknown kind.
+    """
+    if cache is None:
+        return None
+    if isinstance(cache, torch.Tensor):
+        return cache.index_select(0, index.to(cache.device))
+    if isinstance(cache, (tuple, list)):
+        parts = [select_cache_rows(c, index) for c in cache]
+        if any(part is None for part in parts):
+            return None
+        return type(cache)(parts)
+    reorder = getattr(cache, "reorder_cache", None)
+    if not callable(reorder):
+        return None
+    reorder(index)
+    return cache
 
 
 def sequence_log_probs(
@@ -578,6 +664,7 @@ class DuelEngine:
         *,
         temperature: float = 1.0,
         use_cache: bool = True,
+        prompt_rows: torch.Tensor | None = None,
     ) -> Generation:
         """:func:`generate` with the engine's ``max_new_tokens`` and input checks."""
         _check_prompts(prompt_ids, prompt_mask, self.tokenizer.vocab_size)
@@ -590,6 +677,7 @@ class DuelEngine:
             temperature=temperature,
             use_cache=use_cache,
             sampler=self.sampler,
+            prompt_rows=prompt_rows,
         )
 
     def generate_pair(
@@ -607,8 +695,9 @@ class DuelEngine:
 
         When the same policy object sits in both seats (self-play, ``pi_ref`` against ``pi_ref``)
         and either ``joint`` is true or the sampler is ``inverse_cdf``, both seats are sampled in
-        one batch of ``2 B`` (rows ``:B`` for seat 0): one model call per token instead of two, the
-        same distribution, other samples for a seed than two batches of ``B``. With ``joint`` and
+        one batch of ``2 B`` (rows ``:B`` for seat 0; each prompt encoded once, its cache shared by
+        both rows): one model call per token instead of two, the same distribution, other samples
+        for a seed than two batches of ``B``. With ``joint`` and
         ``policy_1`` a :class:`GeometricMixture` of ``policy_0`` (Nash-MD's duel), both seats are
         sampled in one batch of ``2 B`` too: ``policy_0`` runs once on all rows, the mixture's
         reference on seat 1's rows (two model calls per token instead of three). Otherwise the two
@@ -629,10 +718,11 @@ class DuelEngine:
         if policy_0 is policy_1 and (joint or self.sampler != "multinomial"):
             both = self.generate(
                 policy_0,
-                prompt_ids.repeat(2, 1),
-                prompt_mask.repeat(2, 1),
+                prompt_ids,
+                prompt_mask,
                 generator,
                 temperature=temperature,
+                prompt_rows=torch.arange(b, device=prompt_ids.device).repeat(2),
             )
             return _split_rows(both, b)
         a0 = self.generate(policy_0, prompt_ids, prompt_mask, generator, temperature=temperature)
