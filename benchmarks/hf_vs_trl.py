@@ -48,11 +48,15 @@ of the causal LM's class. ``--profile N`` prints where each side's step spends i
 **What differs.** TRL's config defaults are changed where they would make the work differ:
 ``gradient_checkpointing=False`` (TRL's default turns it on, which also turns the KV cache off
 during generation), ``bf16`` as ``--precision`` (TRL's default is on), ``optim="adamw_torch"``
-with ``weight_decay=0`` (AdamW without decay takes Adam's steps; nlhf-zoo uses ``torch.optim.Adam``),
-``lr_scheduler_type="constant"``, ``temperature=1``. Left as they are, because they are how each
-library works: TRL pads each batch's prompts to its longest prompt, nlhf-zoo to the env's
-``max_prompt_tokens`` (set here to the longest prompt of the set, ``--max-prompt-tokens`` to change
-it); TRL labels the pair by comparing the two rewards (chosen, rejected), nlhf-zoo draws a
+with ``weight_decay=0`` (AdamW without decay takes Adam's steps), ``lr_scheduler_type="constant"``,
+``temperature=1``. Left as they are, because they are how each library works: nlhf-zoo's
+``torch.optim.Adam`` runs torch's fused kernel (its default where torch has one; TRL's
+``adamw_torch`` runs the per-tensor loop, ``optim="adamw_torch_fused"`` is TRL's option for the
+fused kernel); both pad each batch's prompts to its longest prompt (left padding; the env's
+``max_prompt_tokens`` is set here to the longest prompt of the set, ``--max-prompt-tokens`` to
+change it), and nlhf-zoo encodes each prompt once for both answers of its pair, in generation and
+in both scoring passes (the pair's answers run on the prompt's KV cache), where TRL runs the
+``2 x batch`` sequences whole; TRL labels the pair by comparing the two rewards (chosen, rejected), nlhf-zoo draws a
 preference ``o ~ Bernoulli(sigmoid(r_a - r_b))`` (the same loss form, ``(h - (o - 1/2) / beta)^2``);
 TRL decodes answers and tokenizes ``prompt + answer`` in one padded batch, nlhf-zoo's judge scores
 the same texts (``format=prompt + answer``) one tokenisation per text; TRL logs every 10 steps,
@@ -520,10 +524,13 @@ class Census:
 def summarise(events: list[tuple[str, bool, int, int, int]]) -> dict[str, Any]:
     """One step's work from its :class:`Census` events.
 
-    A generate call is a causal-LM forward without cache followed by forwards with a cache (one
-    per further token); its ``[rows, tokens]`` counts every sampled position (an answer that ended
-    early keeps its row until all end). The other causal-LM forwards are scoring passes, ``[rows,
-    width]``: with gradient (the policy) or without (the reference). Reward-model calls are
+    A generate call is a causal-LM forward without cache (the prompts' pass, over each distinct
+    prompt once when both seats share it) followed by one-token forwards with a cache (one per
+    further token); its ``[rows, tokens]`` counts every sampled position of the cached steps' rows
+    (an answer that ended early keeps its row until all end). The other causal-LM forwards are
+    scoring passes, ``[rows, width]`` of new positions: with gradient (the policy) or without (the
+    reference); a pass over the answers on the cache of their prompts' pass (each prompt encoded
+    once for both answers of its pair) is listed after that prompts' pass. Reward-model calls are
     ``[rows, width]``.
     """
     lm = [e for e in events if e[0] == "lm"]
@@ -531,9 +538,10 @@ def summarise(events: list[tuple[str, bool, int, int, int]]) -> dict[str, Any]:
     policy: list[list[int]] = []
     reference: list[list[int]] = []
     for i, (_, grad, rows, width, cached) in enumerate(lm):
-        if cached > 0 and generate:
+        if cached > 0 and width == 1 and generate:
+            generate[-1][0] = rows  # the sampled rows (the prompts' pass may have fewer)
             generate[-1][1] += 1
-        elif i + 1 < len(lm) and lm[i + 1][4] > 0:
+        elif i + 1 < len(lm) and lm[i + 1][4] > 0 and lm[i + 1][3] == 1:
             generate.append([rows, 1])
         elif grad:
             policy.append([rows, width])

@@ -172,11 +172,10 @@ def test_hf_vs_trl_counts_the_work_of_nlhf_zoo_steps(lora, one_torch_thread):
     assert sum(rows for rows, _ in work["generate"]) == 2 * b
     assert all(tokens == n for _, tokens in work["generate"])
     assert work["generated_tokens"] == 2 * b * n
-    # the policy (with gradient) and the reference (without) each score the 2b answers once,
-    # over the prompt and every answer token (the last one's own position is optional)
+    # the policy (with gradient) and the reference (without) each encode the b prompts once,
+    # then score the 2b answers on that cache (every answer token but the last as input)
     for key in ("policy_forwards", "reference_forwards"):
-        assert sum(rows for rows, _ in work[key]) == 2 * b, key
-        assert all(p + n - 1 <= width <= p + n for _, width in work[key]), key
+        assert work[key] == [[b, p], [2 * b, n - 1]], key
     # one reward-model call scores the 2b texts "prompt + answer": the prompt's last word and
     # the answer's first are one unknown word, so p + n - 1 tokens
     assert work["reward_calls"] == [[2 * b, p + n - 1]]

@@ -39,6 +39,22 @@ def _tensor_arrays(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, np.
     return {f"{prefix}/{k}": v.detach().cpu().numpy() for k, v in state.items()}
 
 
+#: optimiser options that choose an implementation, not the update: a resumed run keeps those of
+#: the optimiser it built (a checkpoint of a run with the per-tensor Adam resumes with the fused
+#: kernel where that is the default now, and the other way round)
+KERNEL_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _current_kernels(groups: list[dict[str, Any]], optimizer: Any) -> list[dict[str, Any]]:
+    """``groups`` (a saved optimiser's ``param_groups``) with ``optimizer``'s implementation
+    options (:data:`KERNEL_OPTIONS`)."""
+    mine = optimizer.param_groups
+    return [
+        {**g, **{k: m[k] for k in KERNEL_OPTIONS if k in m}}
+        for g, m in zip(groups, mine, strict=False)
+    ] + list(groups[len(mine) :])
+
+
 def checkpoint_payload(agent: Any, include_history: bool = True) -> dict[str, np.ndarray]:
     """The arrays of the checkpoint of ``agent``, a :class:`~agents.text.common.TextAgent` (``meta``
     JSON + model, optimiser and RNG states, and the history as a float64 table unless
@@ -194,7 +210,8 @@ def load_text_agent(
                 opt_state.setdefault(int(idx), {})[name] = torch.from_numpy(np.array(val))
         for idx, scalars in meta["optim_scalars"].items():
             opt_state.setdefault(int(idx), {}).update(scalars)
-        full_opt = {"state": opt_state, "param_groups": meta["optim_param_groups"]}
+        groups = _current_kernels(meta["optim_param_groups"], agent.optimizer)
+        full_opt = {"state": opt_state, "param_groups": groups}
         if sharded:  # FSDP: each process keeps its shards of the full state
             from agents.text.fsdp import load_full_state
 

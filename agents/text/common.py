@@ -533,11 +533,30 @@ class TextAgent(AgentBase):
         return model, self.new_optimizer(model, self.config.lr)
 
     def new_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-        """A fresh optimiser of ``config.optimizer`` over ``model``'s parameters."""
+        """A fresh optimiser of ``config.optimizer`` over ``model``'s parameters.
+
+        Adam runs torch's fused kernel (``fused=True``: one pass over each tensor's weights,
+        gradient and moments instead of one per operation; the same update up to float
+        rounding) where torch has one for the parameters' device, except under FSDP (sharded
+        parameters) and ``generation_backend: vllm`` (which sees optimiser steps through the
+        weights' version counters, which fused steps do not move); elsewhere the per-tensor loop.
+        """
         params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter's
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(params, lr=lr)
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, fused=self._fused_adam(params) or None)
+
+    def _fused_adam(self, params: list[torch.nn.Parameter]) -> bool:
+        if self.dp.sharded or self.config.generation_backend == "vllm" or not params:
+            return False
+        try:
+            from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        except ImportError:  # pragma: no cover - a torch without the helper
+            return False
+        devices = {p.device.type for p in params}
+        return devices <= set(_get_fused_kernels_supported_devices()) and all(
+            p.dtype.is_floating_point and type(p) is torch.nn.Parameter for p in params
+        )
 
     def _setup(self) -> None:
         """Algorithm-specific state. Default: nothing."""

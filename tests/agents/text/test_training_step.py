@@ -490,3 +490,37 @@ def test_self_play_generation_encodes_each_prompt_once_with_the_same_samples(whe
 
     fallback = sample(opaque, prompt_rows=rows)
     assert torch.equal(fallback.tokens, full.tokens)
+
+
+@pytest.mark.parametrize("where", ["native", "hf"])
+def test_adam_runs_fused_and_a_per_tensor_checkpoint_resumes_on_the_fused_kernel(
+    where, hf_env, tmp_path
+):
+    """Adam's fused kernel is the default on the CPU: the same update as the per-tensor loop
+    (up to float rounding; one step, since Adam's normalisation amplifies rounding of the next
+    gradients' entries near 0), and a checkpoint saved by the per-tensor loop resumes with the
+    fused kernel and the same moments."""
+    env = TINY if where == "native" else hf_env
+    cfg = {"batch_size": 4, "eval_every": 0, "lr": 0.01}
+    fused = agents.make("online_ipo", env, seed=1, **cfg)
+    loop = agents.make("online_ipo", env, seed=1, **cfg)
+    assert fused.optimizer.param_groups[0]["fused"] is True
+    loop.optimizer.param_groups[0]["fused"] = None  # the per-tensor loop
+    fused.learn(num_iterations=1)
+    loop.learn(num_iterations=1)
+    params = zip(fused.model.parameters(), loop.model.parameters(), strict=True)
+    moved = 0.0
+    for (a, b), r in zip(params, fused.reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        moved = max(moved, float((a - r).detach().abs().max()))
+    assert moved > 5e-3  # Adam's first step: about lr for every weight with a gradient
+    back = agents.load(loop.save(tmp_path / "loop.npz"), game=None if where == "native" else env)
+    assert back.optimizer.param_groups[0]["fused"] is True
+    for p, q in zip(
+        loop.optimizer.param_groups[0]["params"],
+        back.optimizer.param_groups[0]["params"],
+        strict=True,
+    ):
+        a, b = loop.optimizer.state[p], back.optimizer.state[q]
+        assert float(a["step"]) == float(b["step"]) == 1.0
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])

@@ -109,7 +109,8 @@ def test_self_play_samples_both_seats_in_one_batch(setup):
         return ref(*args, **kw)
 
     res = engine.play(counted, counted, ids, mask, torch.Generator().manual_seed(1))
-    assert set(calls) == {2 * ids.shape[0]}  # one batch of 2B per step
+    # the B prompts encoded once, then one batch of 2B per step
+    assert calls[0] == ids.shape[0] and set(calls[1:]) == {2 * ids.shape[0]}
     assert res.answers_0.tokens.shape == res.answers_1.tokens.shape == (32, 24)
     assert not torch.equal(res.answers_0.tokens, res.answers_1.tokens)
     for a in (res.answers_0, res.answers_1):
