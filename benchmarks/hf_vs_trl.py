@@ -50,7 +50,8 @@ of the causal LM's class. ``--profile N`` prints where each side's step spends i
 during generation), ``bf16`` as ``--precision`` (TRL's default is on), ``optim="adamw_torch"``
 with ``weight_decay=0`` (AdamW without decay takes Adam's steps), ``lr_scheduler_type="constant"``,
 ``temperature=1``. Left as they are, because they are how each library works: nlhf-zoo's
-``torch.optim.Adam`` runs torch's fused kernel (its default where torch has one; TRL's
+``torch.optim.Adam`` runs torch's fused kernel (its default for Hugging Face models where torch
+has one; TRL's
 ``adamw_torch`` runs the per-tensor loop, ``optim="adamw_torch_fused"`` is TRL's option for the
 fused kernel); both pad each batch's prompts to its longest prompt (left padding; the env's
 ``max_prompt_tokens`` is set here to the longest prompt of the set, ``--max-prompt-tokens`` to

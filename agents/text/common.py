@@ -535,11 +535,13 @@ class TextAgent(AgentBase):
     def new_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         """A fresh optimiser of ``config.optimizer`` over ``model``'s parameters.
 
-        Adam runs torch's fused kernel (``fused=True``: one pass over each tensor's weights,
-        gradient and moments instead of one per operation; the same update up to float
-        rounding) where torch has one for the parameters' device, except under FSDP (sharded
-        parameters) and ``generation_backend: vllm`` (which sees optimiser steps through the
-        weights' version counters, which fused steps do not move); elsewhere the per-tensor loop.
+        Adam runs torch's fused kernel for Hugging Face models (``fused=True``: one pass over
+        each tensor's weights, gradient and moments instead of one per operation; the same update
+        up to float rounding) where torch has one for the parameters' device, except under FSDP
+        (sharded parameters) and ``generation_backend: vllm`` (which sees optimiser steps through
+        the weights' version counters, which fused steps do not move). The native tiny models
+        keep the per-tensor loop: it saves nothing measurable there, and their shipped results
+        reproduce to the digit.
         """
         params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter's
         if self.config.optimizer == "sgd":
@@ -547,7 +549,9 @@ class TextAgent(AgentBase):
         return torch.optim.Adam(params, lr=lr, fused=self._fused_adam(params) or None)
 
     def _fused_adam(self, params: list[torch.nn.Parameter]) -> bool:
-        if self.dp.sharded or self.config.generation_backend == "vllm" or not params:
+        if self.backend.kind != "hf" or self.dp.sharded or not params:
+            return False
+        if self.config.generation_backend == "vllm":
             return False
         try:
             from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
@@ -662,10 +666,12 @@ class TextAgent(AgentBase):
         ``[B, N']``) from one batch of the ``2 B`` answers (right-padded to the longer width):
         the same values as two :meth:`log_probs` calls, half the calls.
 
-        Each prompt is encoded once for both of its answers (``token_log_probs(prompt_rows=)``:
-        the prompts' KV cache is shared by the pair), except where the model builds no cache
-        with gradients (gradient checkpointing) or is sharded by FSDP (one forward call per
-        backward): there the ``2 B`` sequences repeat the prompts."""
+        For Hugging Face models each prompt is encoded once for both of its answers
+        (``token_log_probs(prompt_rows=)``: the prompts' KV cache is shared by the pair), except
+        where the model builds no cache with gradients (gradient checkpointing) or is sharded by
+        FSDP (one forward call per backward). There, and for the native tiny models (whose
+        shipped results reproduce to the digit: sharing changes float rounding, which Adam
+        amplifies), the ``2 B`` sequences repeat the prompts."""
         y, y2 = duel.y, duel.y2
         b, n, n2 = duel.size, y.tokens.shape[1], y2.tokens.shape[1]
         width = max(n, n2)
@@ -675,7 +681,7 @@ class TextAgent(AgentBase):
 
         rows = torch.arange(b, device=duel.prompt_ids.device).repeat(2)
         checkpointed = torch.is_grad_enabled() and bool(getattr(model, "gradient_checkpointing", 0))
-        if self.dp.sharded or checkpointed:
+        if self.backend.kind != "hf" or self.dp.sharded or checkpointed:
             ids, mask, rows = duel.prompt_ids[rows], duel.prompt_mask[rows], None
         else:
             ids, mask = duel.prompt_ids, duel.prompt_mask

@@ -117,13 +117,11 @@ class TextNashProx(TextAgent):
             self.anchor_model = frozen_copy(self.model)  # the outer step: a new anchor pi_k
         # self-play pairs y, y' ~ sg(pi_theta), judged once
         duel = self.duel(opponent=self.model)
-        log_pi_y = self.log_probs(self.model, duel)
-        log_pi_y2 = self.log_probs(self.model, duel, second=True)
+        # each model scores both answers in one batch, each prompt encoded once for the pair
+        log_pi_y, log_pi_y2 = self.pair_log_probs(self.model, duel)
         with torch.no_grad():
-            ref_y = self.log_probs(self.reference, duel)
-            ref_y2 = self.log_probs(self.reference, duel, second=True)
-            anc_y = self.log_probs(self.anchor_model, duel)
-            anc_y2 = self.log_probs(self.anchor_model, duel, second=True)
+            ref_y, ref_y2 = self.pair_log_probs(self.reference, duel)
+            anc_y, anc_y2 = self.pair_log_probs(self.anchor_model, duel)
         w = self.eta / (1.0 + self.eta)  # log pi_ref' = w log pi_ref + (1 - w) log pi_k per token
         out = ipo_loss(
             log_pi_y, w * ref_y + (1.0 - w) * anc_y, duel.y.mask,

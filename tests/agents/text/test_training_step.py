@@ -86,6 +86,10 @@ def test_online_ipo_step_is_one_generate_one_policy_and_one_reference_forward(wh
     sampled = [c for c in policy.calls if not c[3]]
     # generation: the B prompts once, then every call has the 2 B rows of both seats
     assert sampled[0][0] == b and sampled[1:] and all(c[0] == 2 * b for c in sampled[1:])
+    if where == "native":  # scoring: ONE forward of the 2 B sequences (prompts repeated)
+        assert [c[0] for c in graded] == [2 * b]
+        assert [(c[0], c[3]) for c in reference.calls] == [(2 * b, False)]
+        return
     # scoring with gradients: the B prompts once (their cache shared by the pair), then the
     # 2 B answers on that cache
     (prompts, answers) = graded
@@ -96,15 +100,16 @@ def test_online_ipo_step_is_one_generate_one_policy_and_one_reference_forward(wh
         (b, prompts[1], False),
         (2 * b, answers[1], False),
     ]
-    if where == "hf":  # logits of the last prompt position only in the prompts' calls
-        assert prompts[2] == reference.calls[0][2] == 1 and answers[2] == answers[1]
-        assert sampled[0][2] == 1 < sampled[0][1]
+    # logits of the last prompt position only in the prompts' calls
+    assert prompts[2] == reference.calls[0][2] == 1 and answers[2] == answers[1]
+    assert sampled[0][2] == 1 < sampled[0][1]
 
 
 @pytest.mark.parametrize("where", ["native", "gpt2", "llama", "lora"])
 def test_pair_scoring_shares_each_prompt_and_equals_repeated_prompts(where, hf_env):
-    """``pair_log_probs`` encodes each prompt once for both answers (a KV cache gathered to the
-    2 B answers): the log-probs and the gradient equal those of the 2 B full sequences."""
+    """``pair_log_probs`` encodes each prompt once for both answers of a Hugging Face model (a
+    KV cache gathered to the 2 B answers; the native model repeats the prompts): the log-probs
+    and the gradient equal those of the 2 B full sequences."""
     env = {"native": TINY, "gpt2": hf_env, "llama": None, "lora": hf_env}[where]
     env = _random_env(llama=True) if where == "llama" else env
     extra = {"lora": LORA} if where == "lora" else {}
@@ -492,15 +497,16 @@ def test_self_play_generation_encodes_each_prompt_once_with_the_same_samples(whe
     assert torch.equal(fallback.tokens, full.tokens)
 
 
-@pytest.mark.parametrize("where", ["native", "hf"])
-def test_adam_runs_fused_and_a_per_tensor_checkpoint_resumes_on_the_fused_kernel(
-    where, hf_env, tmp_path
+def test_adam_runs_fused_on_hugging_face_models_and_a_per_tensor_checkpoint_resumes_fused(
+    hf_env, tmp_path
 ):
-    """Adam's fused kernel is the default on the CPU: the same update as the per-tensor loop
-    (up to float rounding; one step, since Adam's normalisation amplifies rounding of the next
-    gradients' entries near 0), and a checkpoint saved by the per-tensor loop resumes with the
-    fused kernel and the same moments."""
-    env = TINY if where == "native" else hf_env
+    """Adam's fused kernel is the default for Hugging Face models on the CPU: the same update as
+    the per-tensor loop (up to float rounding; one step, since Adam's normalisation amplifies
+    rounding of the next gradients' entries near 0), and a checkpoint saved by the per-tensor
+    loop resumes with the fused kernel and the same moments. The native tiny models keep the
+    per-tensor loop (their shipped results reproduce to the digit)."""
+    assert agents.make("online_ipo", TINY, seed=1).optimizer.param_groups[0]["fused"] is None
+    env = hf_env
     cfg = {"batch_size": 4, "eval_every": 0, "lr": 0.01}
     fused = agents.make("online_ipo", env, seed=1, **cfg)
     loop = agents.make("online_ipo", env, seed=1, **cfg)
@@ -514,7 +520,7 @@ def test_adam_runs_fused_and_a_per_tensor_checkpoint_resumes_on_the_fused_kernel
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
         moved = max(moved, float((a - r).detach().abs().max()))
     assert moved > 5e-3  # Adam's first step: about lr for every weight with a gradient
-    back = agents.load(loop.save(tmp_path / "loop.npz"), game=None if where == "native" else env)
+    back = agents.load(loop.save(tmp_path / "loop.npz"), game=env)
     assert back.optimizer.param_groups[0]["fused"] is True
     for p, q in zip(
         loop.optimizer.param_groups[0]["params"],
