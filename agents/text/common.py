@@ -549,7 +549,7 @@ class TextAgent(AgentBase):
         return torch.optim.Adam(params, lr=lr, fused=self._fused_adam(params) or None)
 
     def _fused_adam(self, params: list[torch.nn.Parameter]) -> bool:
-        if self.backend.kind != "hf" or self.dp.sharded or not params:
+        if self.backend.kind == "native" or self.dp.sharded or not params:
             return False
         if self.config.generation_backend == "vllm":
             return False
@@ -681,7 +681,7 @@ class TextAgent(AgentBase):
 
         rows = torch.arange(b, device=duel.prompt_ids.device).repeat(2)
         checkpointed = torch.is_grad_enabled() and bool(getattr(model, "gradient_checkpointing", 0))
-        if self.backend.kind != "hf" or self.dp.sharded or checkpointed:
+        if self.backend.kind == "native" or self.dp.sharded or checkpointed:
             ids, mask, rows = duel.prompt_ids[rows], duel.prompt_mask[rows], None
         else:
             ids, mask = duel.prompt_ids, duel.prompt_mask

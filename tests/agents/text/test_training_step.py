@@ -506,6 +506,8 @@ def test_adam_runs_fused_on_hugging_face_models_and_a_per_tensor_checkpoint_resu
     loop resumes with the fused kernel and the same moments. The native tiny models keep the
     per-tensor loop (their shipped results reproduce to the digit)."""
     assert agents.make("online_ipo", TINY, seed=1).optimizer.param_groups[0]["fused"] is None
+    lora = agents.make("online_ipo", hf_env, seed=1, lora=LORA)
+    assert lora.optimizer.param_groups[0]["fused"] is True  # the adapter's weights
     env = hf_env
     cfg = {"batch_size": 4, "eval_every": 0, "lr": 0.01}
     fused = agents.make("online_ipo", env, seed=1, **cfg)
