@@ -51,9 +51,8 @@ during generation), ``bf16`` as ``--precision`` (TRL's default is on), ``optim="
 with ``weight_decay=0`` (AdamW without decay takes Adam's steps), ``lr_scheduler_type="constant"``,
 ``temperature=1``. Left as they are, because they are how each library works: nlhf-zoo's
 ``torch.optim.Adam`` runs torch's fused kernel (its default for Hugging Face models where torch
-has one; TRL's
-``adamw_torch`` runs the per-tensor loop, ``optim="adamw_torch_fused"`` is TRL's option for the
-fused kernel); both pad each batch's prompts to its longest prompt (left padding; the env's
+has one; TRL's ``adamw_torch`` runs the per-tensor loop, ``optim="adamw_torch_fused"`` is TRL's
+option for the fused kernel); both pad each batch's prompts to its longest prompt (left padding; the env's
 ``max_prompt_tokens`` is set here to the longest prompt of the set, ``--max-prompt-tokens`` to
 change it), and nlhf-zoo encodes each prompt once for both answers of its pair, in generation and
 in both scoring passes (the pair's answers run on the prompt's KV cache), where TRL runs the

@@ -416,13 +416,18 @@ def token_log_probs(
     input_ids = torch.cat([prompt_ids, answer_ids[:, :-1]], dim=1)
     attn = torch.cat([prompt_mask.bool(), answer_mask[:, :-1].bool()], dim=1)
     logits, _ = policy_logits(policy, input_ids, attn, logits_to_keep=n, use_cache=False)
-    logits = logits[:, -n:].float()
-    lp = F.log_softmax(logits, dim=-1).gather(2, answer_ids[:, :, None]).squeeze(2)
-    return lp * answer_mask.float()
+    return _answer_log_probs(logits[:, -n:], answer_ids) * answer_mask.float()
 
 
-def _answer_log_probs(logits: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.float(), dim=-1).gather(2, answer_ids[:, :, None]).squeeze(2)
+def _answer_log_probs(
+    logits: torch.Tensor, answer_ids: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``log_softmax(logits)`` at ``answer_ids`` (``[R, N]``); ``rows`` picks the logits' row of
+    each answer after the log-softmax (one per distinct prompt, computed once)."""
+    lsm = F.log_softmax(logits.float(), dim=-1)
+    if rows is not None:
+        lsm = lsm[rows]
+    return lsm.gather(2, answer_ids[:, :, None]).squeeze(2)
 
 
 def _shared_prompt_log_probs(
@@ -441,7 +446,7 @@ def _shared_prompt_log_probs(
     cache = select_cache_rows(cache, rows)
     if cache is None:
         return None
-    lp = _answer_log_probs(first[:, -1:][rows], answer_ids[:, :1])
+    lp = _answer_log_probs(first[:, -1:], answer_ids[:, :1], rows)  # log-softmax of B rows
     if n > 1:
         attn = torch.cat([prompt_mask.bool()[rows], answer_mask[:, :-1].bool()], dim=1)
         rest, _ = policy_logits(policy, answer_ids[:, :-1], attn, cache)
