@@ -60,8 +60,11 @@ in both scoring passes (the pair's answers run on the prompt's KV cache), where 
 preference ``o ~ Bernoulli(sigmoid(r_a - r_b))`` (the same loss form, ``(h - (o - 1/2) / beta)^2``);
 TRL decodes answers and tokenizes ``prompt + answer`` in one padded batch, nlhf-zoo's judge scores
 the same texts (``format=prompt + answer``) one tokenisation per text; TRL logs every 10 steps,
-nlhf-zoo keeps one metrics row per step; each side samples with its own sampler (Hugging Face
-``generate`` and nlhf-zoo's engine); with ``--precision bf16`` TRL's accelerate also wraps the
+nlhf-zoo keeps one metrics row per step; each side samples from the same distributions with its
+own sampler (Hugging Face ``generate``'s ``torch.multinomial``: one exponential draw per
+vocabulary entry and token; nlhf-zoo's default for Hugging Face models, ``sampler: auto``, the
+inverse CDF: one uniform per answer and token; ``--ours-extra '{"sampler": "multinomial"}'``
+gives nlhf-zoo the same sampler as TRL); with ``--precision bf16`` TRL's accelerate also wraps the
 reward model's forward in autocast, nlhf-zoo's judge scores in fp32. Data-parallel, vLLM and
 evaluation are off on both sides.
 

@@ -143,12 +143,16 @@ class TextAgentConfig:
             whatever the gradient's size; SGD's step shrinks with the gradient, which vanishes at the
             solution of a prox half-step (Nash-MP's inner loop; ``equations.md`` §3). SGD learning
             rates are larger (the benchmarks tune them separately).
-        sampler: how answers are drawn (:func:`nlhf_envs.text.engine.generate`): ``"multinomial"``
-            (default; ``torch.multinomial``) or ``"inverse_cdf"`` (faster: one uniform per row and
-            step; the same distribution, other samples for a seed). With either, the two answers
-            of a self-play pair (Online IPO's ``y, y' ~ pi_theta``, MNPO's members) and Nash-MD's
-            pair (``pi_theta`` against its geometric mixture) are sampled in one batch of ``2 B``
-            (:meth:`~nlhf_envs.text.engine.DuelEngine.generate_pair` with ``joint=True``).
+        sampler: how answers are drawn (:func:`nlhf_envs.text.engine.generate`): ``"auto"``
+            (default: ``"inverse_cdf"`` for Hugging Face causal LMs, ``"multinomial"`` for the
+            native tiny models, whose shipped results are seeded with it), ``"multinomial"``
+            (``torch.multinomial``: one exponential draw per vocabulary entry and step) or
+            ``"inverse_cdf"`` (one uniform per row and step and a cumulative sum: the same
+            distribution, cheaper per step, other samples for a seed). With either, the two
+            answers of a self-play pair (Online IPO's ``y, y' ~ pi_theta``, MNPO's members) and
+            Nash-MD's pair (``pi_theta`` against its geometric mixture) are sampled in one batch
+            of ``2 B`` (:meth:`~nlhf_envs.text.engine.DuelEngine.generate_pair` with
+            ``joint=True``).
         lr_schedule: learning-rate schedule over training queries ``q``: ``"constant"`` (default),
             ``"inverse"`` (``lr / (1 + q / lr_decay_queries)``, the harmonic decay) or
             ``"inverse_sqrt"`` (``lr / sqrt(1 + q / lr_decay_queries)``). A decaying step lowers
@@ -224,7 +228,7 @@ class TextAgentConfig:
     MODES: ClassVar[tuple[str, ...]] = ("sampled", "probability")
     LR_SCHEDULES: ClassVar[tuple[str, ...]] = ("constant", "inverse", "inverse_sqrt")
     OPTIMIZERS: ClassVar[tuple[str, ...]] = ("adam", "sgd")
-    SAMPLERS: ClassVar[tuple[str, ...]] = SAMPLERS
+    SAMPLERS: ClassVar[tuple[str, ...]] = ("auto", *SAMPLERS)
     NASH_EVALS: ClassVar[tuple[str, ...]] = ("auto", "exact", "estimate", "off")
     #: YAML reads ``off`` (and ``false``) as a boolean: it means ``nash_eval: "off"`` (build_config)
     FALSE_MEANS: ClassVar[dict[str, str]] = {"nash_eval": "off"}
@@ -233,7 +237,7 @@ class TextAgentConfig:
     batch_size: int = 64
     lr: float = 1.0e-4
     optimizer: str = "adam"
-    sampler: str = "multinomial"
+    sampler: str = "auto"
     lr_schedule: str = "constant"
     lr_decay_queries: int = 10000
     beta: float | None = None

@@ -40,10 +40,12 @@ def _run(name, env, **extra):
     return agent
 
 
+@pytest.mark.parametrize("sampler", ["multinomial", "inverse_cdf"])
 @pytest.mark.parametrize("name", sorted(AGENTS))
-def test_hf_path_equals_native_path(name, hf_env):
-    native = _run(name, ENV_ID)
-    hf = _run(name, hf_env)
+def test_hf_path_equals_native_path(name, sampler, hf_env):
+    # each path's default sampler differs (``sampler: auto``); named, the runs are the same
+    native = _run(name, ENV_ID, sampler=sampler)
+    hf = _run(name, hf_env, sampler=sampler)
     # the Hugging Face agent trains a copy of the env's reference GPT-2, not a TinyCausalLM
     assert isinstance(hf.model, HFCausalPolicy)
     assert type(hf.model.lm).__name__ == "GPT2LMHeadModel"
@@ -70,7 +72,10 @@ def test_hf_path_equals_native_path(name, hf_env):
 
 def test_hf_engine_draws_the_native_prompts_and_judges_decoded_text(hf_env):
     native = agents.make("online_ipo", ENV_ID, seed=1, **CONFIG)
-    hf = agents.make("online_ipo", hf_env, seed=1, **CONFIG)
+    hf = agents.make("online_ipo", hf_env, seed=1, **CONFIG, sampler="multinomial")
+    # ``sampler: auto``: the native models' multinomial, Hugging Face models' inverse CDF
+    assert native.engine.sampler == "multinomial"
+    assert agents.make("online_ipo", hf_env, seed=1, **CONFIG).engine.sampler == "inverse_cdf"
     gn, gh = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     tn, idn, mn = native.engine.sample_prompts(16, gn)
     th, idh, mh = hf.engine.sample_prompts(16, gh)

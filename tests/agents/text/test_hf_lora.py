@@ -230,3 +230,29 @@ def test_unsupported_lora_configs_are_one_line(hf_env, block, message):
     text = str(err.value)
     assert text.startswith(message), text
     assert "\n" not in text
+
+
+def test_the_reference_switches_the_adapter_layers_as_disable_adapter_does(hf_env):
+    agent = agents.make("online_ipo", hf_env, seed=0, **CONFIG)
+    agent.learn(num_iterations=2)
+    ref = agent.reference
+    layers = ref._adapter_layers()
+    n_layer = hf_env.reference_model.config.n_layer
+    assert len(layers) == 2 * n_layer  # c_attn and c_fc of every block
+    ids, mask, y = _batch(agent, seed=5)
+    lm = agent.model.lm
+    with torch.no_grad():
+        fast = token_log_probs(ref, ids, mask, y.tokens, y.mask)
+        with lm.disable_adapter():  # peft's own context
+            slow = token_log_probs(agent.model, ids, mask, y.tokens, y.mask)
+        on = token_log_probs(agent.model, ids, mask, y.tokens, y.mask)
+    assert torch.equal(fast, slow)
+    assert (on - fast).abs().max() > 1e-3  # the adapter is on again after the call
+    assert not any(layer.disable_adapters for layer in layers)
+    lora = [p for n, p in lm.named_parameters() if "lora_" in n]
+    assert lora and all(p.requires_grad for p in lora)
+    # adapters already disabled by the caller: peft's context, which leaves them disabled
+    with torch.no_grad(), lm.disable_adapter():
+        inside = token_log_probs(ref, ids, mask, y.tokens, y.mask)
+        assert all(layer.disable_adapters for layer in layers)
+    assert torch.equal(inside, fast)

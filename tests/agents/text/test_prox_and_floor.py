@@ -160,7 +160,9 @@ def test_sampler_option_reaches_the_engine_and_batches_self_play():
     assert torch.equal(torch.cat([duel.y.tokens, duel.y2.tokens]), both.tokens)
     fast.learn(num_iterations=2)
     assert fast.queries_used == 8 + 2 * 8  # the duel above, then two iterations
-    with pytest.raises(ConfigError, match="sampler: expected one of 'multinomial', 'inverse_cdf'"):
+    with pytest.raises(
+        ConfigError, match="sampler: expected one of 'auto', 'multinomial', 'inverse_cdf'"
+    ):
         agents.make("nash_md", TINY, sampler="gumbel")
     with pytest.raises(ConfigError, match="optimizer: the SB3 PPO agent trains with SB3's Adam"):
         agents.make("sb3_ppo_selfplay", TINY, optimizer="sgd")
