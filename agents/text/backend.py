@@ -292,7 +292,9 @@ class AdapterDisabled:
 
     def __init__(self, policy: HFCausalPolicy) -> None:
         self.policy = policy
-        self._layers: tuple[Any, ...] | None = None
+        #: the adapter layers found, and the adapters (name, config) they were found for
+        self._layers: tuple[Any, ...] = ()
+        self._found_for: tuple[tuple[str, int], ...] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -300,9 +302,13 @@ class AdapterDisabled:
         return self.policy.vocab_size
 
     def _adapter_layers(self) -> tuple[Any, ...]:
-        """The adapter layers to switch (empty: use ``disable_adapter()``), found once."""
-        if self._layers is None:
+        """The adapter layers to switch (empty: use ``disable_adapter()``), found again whenever
+        the model's adapters (names and configs) change."""
+        configs = getattr(self.policy.lm, "peft_config", {})
+        key = tuple((name, id(cfg)) for name, cfg in configs.items())
+        if key != self._found_for:
             self._layers = _switchable_adapter_layers(self.policy.lm)
+            self._found_for = key
         return self._layers
 
     @contextlib.contextmanager

@@ -256,3 +256,20 @@ def test_the_reference_switches_the_adapter_layers_as_disable_adapter_does(hf_en
         inside = token_log_probs(ref, ids, mask, y.tokens, y.mask)
         assert all(layer.disable_adapters for layer in layers)
     assert torch.equal(inside, fast)
+
+
+def test_the_reference_finds_the_adapter_layers_again_after_an_adapter_is_added(hf_env):
+    import peft
+
+    agent = agents.make("online_ipo", hf_env, seed=0, **CONFIG)
+    ref, lm = agent.reference, agent.model.lm
+    n_layer = hf_env.reference_model.config.n_layer
+    assert len(ref._adapter_layers()) == 2 * n_layer
+    # a second adapter on other modules: its layers are switched too (the same base model)
+    lm.add_adapter("other", peft.LoraConfig(r=2, target_modules=["c_proj"], fan_in_fan_out=True))
+    assert len(ref._adapter_layers()) == 2 * n_layer + 2 * n_layer  # c_proj of attn and mlp
+    ids, mask, y = _batch(agent, seed=6)
+    with torch.no_grad():
+        l_ref = token_log_probs(ref, ids, mask, y.tokens, y.mask)
+        l_base = token_log_probs(_base(hf_env), ids, mask, y.tokens, y.mask)
+    assert (l_ref - l_base).abs().max() == 0.0
