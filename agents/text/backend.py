@@ -67,6 +67,7 @@ __all__ = [
     "hf_folder_of",
     "is_hf_env",
     "make_backend",
+    "merged_lora",
     "replace_folder",
     "resolved_sampler",
     "save_hf_folder",
@@ -711,27 +712,103 @@ class HFDuelEngine(DuelEngine):
         use_cache: bool = True,
         prompt_rows: torch.Tensor | None = None,
     ) -> Generation:
-        """:func:`~nlhf_envs.text.engine.generate` with the env's EOS and ``max_new_tokens``."""
+        """:func:`~nlhf_envs.text.engine.generate` with the env's EOS and ``max_new_tokens``; a
+        LoRA policy samples with its adapters merged into its weights (:func:`merged_lora`)."""
         _check_prompts(prompt_ids, prompt_mask, self.vocab_size)
-        training = [m for m in _modules_of(policy) if m.training]
+        modules = _modules_of(policy)
+        training = [m for m in modules if m.training]
         for m in training:  # sample without (LoRA) dropout
             m.eval()
         try:
-            return generate(
-                policy,
-                prompt_ids,
-                prompt_mask,
-                self.max_new_tokens,
-                generator=generator,
-                temperature=temperature,
-                use_cache=use_cache,
-                eos_id=self.eos_id,
-                sampler=self.sampler,
-                prompt_rows=prompt_rows,
-            )
+            with merged_lora(modules):
+                return generate(
+                    policy,
+                    prompt_ids,
+                    prompt_mask,
+                    self.max_new_tokens,
+                    generator=generator,
+                    temperature=temperature,
+                    use_cache=use_cache,
+                    eos_id=self.eos_id,
+                    sampler=self.sampler,
+                    prompt_rows=prompt_rows,
+                )
         finally:
             for m in training:
                 m.train()
+
+
+@contextlib.contextmanager
+def merged_lora(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """Inside: the LoRA layers of the fp32 :class:`HFCausalPolicy` objects in ``modules`` compute
+    ``x W'^T + b`` with the merged weight ``W' = W + s B A`` (peft's ``get_delta_weight``, made
+    at the layer's first call and dropped at the exit) instead of ``x W^T + b + s B (A x)``:
+    one matrix product for three, without peft's per-call Python. For sampling: the weights do
+    not change inside, and the values equal peft's up to float rounding.
+
+    A call takes peft's own path whenever the merge would not be that layer's output: with
+    gradients on, the layer in training mode (dropout), its adapters disabled (a LoRA
+    ``pi_ref`` in a geometric mixture shares the layers) or merged, more or other than one plain
+    LoRA adapter active (DoRA and other variants), extra arguments (mixed-adapter batches). Models
+    where peft's ``disable_adapter()`` does more than switch layers (FSDP, a LoRA bias, wrapped
+    ``modules_to_save``) are not touched. The base weights stay as they are (nothing is merged
+    into them), and the merged weights of a layer exist only inside, about one copy of the
+    targeted base weights."""
+    patched = []
+    for module in modules:
+        if isinstance(module, HFCausalPolicy) and module.precision == "fp32":
+            patched += [
+                layer for layer in _switchable_adapter_layers(module.lm) if _mergeable(layer)
+            ]
+    for layer in patched:
+        layer.forward = _merged_forward(layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer.forward  # the class's forward again
+
+
+def _mergeable(layer: Any) -> bool:
+    """A peft LoRA ``Linear`` over a ``Linear`` (or GPT-2's ``Conv1D``, ``fan_in_fan_out``)."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    base = getattr(layer, "base_layer", None)
+    return type(layer) is LoraLinear and (
+        isinstance(base, torch.nn.Linear) or type(base).__name__ == "Conv1D"
+    )
+
+
+def _merged_forward(layer: Any) -> Any:
+    """``layer``'s forward with its active adapter merged (see :func:`merged_lora`)."""
+    original = type(layer).forward.__get__(layer)
+    weights: dict[str, torch.Tensor] = {}
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        names = layer.active_adapters
+        if (
+            args
+            or kwargs
+            or torch.is_grad_enabled()
+            or layer.training
+            or layer.disable_adapters
+            or layer.merged
+            or len(names) != 1
+            or names[0] not in layer.lora_A
+            or names[0] in getattr(layer, "lora_variant", {})
+            or getattr(layer, "use_dora", {}).get(names[0], False)
+        ):
+            return original(x, *args, **kwargs)
+        name = names[0]
+        w = weights.get(name)
+        if w is None:
+            w = layer.base_layer.weight + layer.get_delta_weight(name)
+            w = weights[name] = w.t() if layer.fan_in_fan_out else w
+        if x.dtype != w.dtype:
+            return original(x, *args, **kwargs)
+        return torch.nn.functional.linear(x, w, layer.base_layer.bias)
+
+    return forward
 
 
 def _modules_of(policy: Any, depth: int = 0) -> list[torch.nn.Module]:

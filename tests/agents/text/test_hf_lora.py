@@ -12,9 +12,9 @@ pytest.importorskip("peft")
 
 import agents  # noqa: E402
 from agents.config import ConfigError  # noqa: E402
-from agents.text.backend import AdapterDisabled  # noqa: E402
+from agents.text.backend import AdapterDisabled, merged_lora  # noqa: E402
 from agents.text.common import frozen_copy  # noqa: E402
-from nlhf_envs.text.engine import GeometricMixture, token_log_probs  # noqa: E402
+from nlhf_envs.text.engine import GeometricMixture, generate, token_log_probs  # noqa: E402
 from nlhf_envs.text.hf import HFPolicy  # noqa: E402
 from nlhf_envs.text.hf_env import HFTokenDuelEnv  # noqa: E402
 
@@ -273,3 +273,38 @@ def test_the_reference_finds_the_adapter_layers_again_after_an_adapter_is_added(
         l_ref = token_log_probs(ref, ids, mask, y.tokens, y.mask)
         l_base = token_log_probs(_base(hf_env), ids, mask, y.tokens, y.mask)
     assert (l_ref - l_base).abs().max() == 0.0
+
+
+def test_sampling_merges_the_adapter_and_draws_the_same_answers(hf_env):
+    agent = agents.make("nash_md", hf_env, seed=0, **CONFIG)
+    agent.learn(num_iterations=3)  # the adapter has moved
+    model, eng = agent.model, agent.engine
+    layers = agent.reference._adapter_layers()
+    ids, mask, _ = _batch(agent, seed=7)
+    model.eval()  # as the engine samples (a layer in training mode takes peft's path: dropout)
+    with torch.no_grad():
+        plain, _ = model(ids, attention_mask=mask)
+        base, _ = agent.reference(ids, attention_mask=mask)
+        with merged_lora([model]):
+            assert all("forward" in vars(layer) for layer in layers)  # c_attn and c_fc (Conv1D)
+            merged, _ = model(ids, attention_mask=mask)
+            base_in, _ = agent.reference(ids, attention_mask=mask)  # adapters off: peft's path
+        with torch.enable_grad(), merged_lora([model]):
+            graded, _ = model(ids, attention_mask=mask)  # gradients on: peft's path
+    model.train()
+    assert not any("forward" in vars(layer) for layer in layers)
+    assert (merged - plain)[mask].abs().max() <= 1e-4 and (merged - plain).abs().max() > 0
+    assert torch.equal(base_in, base) and torch.equal(graded, plain)
+    # the engine samples with the merge: the same answers as peft's path, log-probs to 1e-5
+    for policy in (model, GeometricMixture(model, agent.reference, 0.5)):
+        gen_a, gen_b = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
+        a = eng.generate(policy, ids, mask, gen_a)
+        model.eval()
+        with torch.no_grad():
+            b = generate(
+                policy, ids, mask, eng.max_new_tokens, generator=gen_b, eos_id=eng.eos_id,
+                sampler=eng.sampler,
+            )  # fmt: skip
+        model.train()
+        assert torch.equal(a.tokens, b.tokens)
+        assert (a.log_probs - b.log_probs).abs().max() <= 1e-5
