@@ -330,6 +330,8 @@ def generate(
         logits = None if cache is None else first[prompt_rows]
     if logits is None:
         logits, cache = policy_logits(policy, prompt_ids, full_mask[:, :p_len], logits_to_keep=1)
+    if use_cache:  # room for the answer's keys and values: written in place, not concatenated
+        cache = reserve_cache(cache, max_new_tokens)
     for t in range(max_new_tokens):
         lp = F.log_softmax(logits[:, -1].float() / temperature, dim=-1)
         if sampler == "multinomial":
@@ -475,6 +477,32 @@ def select_cache_rows(cache: Any, index: torch.Tensor) -> Any | None:
     if not callable(reorder):
         return None
     reorder(index)
+    return cache
+
+
+def reserve_cache(cache: Any, extra: int) -> Any:
+    """``cache`` with room for ``extra`` more positions per layer, where it can be made.
+
+    A ``transformers`` ``DynamicCache`` appends each new position's keys and values with
+    ``torch.cat``, which copies the whole cache of every layer at every generated token (the
+    most expensive operation of a decoding step after the matrix products, at 16 rows of a 90M
+    model). Here each plain ``DynamicLayer`` gets buffers of ``extra`` more positions, the cached
+    keys and values copied in once; from then on a new position is written in place and the
+    layer's keys and values are views of the filled part (:func:`nlhf_envs.text.hf.reserve_layers`).
+    The attention sees the same numbers. A tuple or list (a mixture's pair of caches) is reserved
+    entry by entry; tensor caches (the native model's) and caches of other kinds are returned as
+    they are, as is everything while autograd records a cache that requires gradients. The cache
+    is changed in place and returned.
+    """
+    if cache is None or isinstance(cache, torch.Tensor) or extra <= 0:
+        return cache
+    if isinstance(cache, (tuple, list)):
+        for part in cache:
+            reserve_cache(part, extra)
+    elif isinstance(getattr(cache, "layers", None), list):  # a transformers cache (>= 4.56)
+        from nlhf_envs.text.hf import reserve_layers
+
+        reserve_layers(cache, extra)
     return cache
 
 
