@@ -13,8 +13,8 @@ cache_utils = pytest.importorskip("transformers.cache_utils")
 if not hasattr(cache_utils, "DynamicLayer"):  # pragma: no cover - transformers before 4.56
     pytest.skip("transformers without DynamicLayer", allow_module_level=True)
 
-from nlhf_envs.text import hf as hf_mod  # noqa: E402
 from nlhf_envs.text import engine  # noqa: E402
+from nlhf_envs.text import hf as hf_mod  # noqa: E402
 from nlhf_envs.text.engine import generate, reserve_cache  # noqa: E402
 from nlhf_envs.text.hf import HFPolicy  # noqa: E402
 from tests.nlhf_envs.text.hf_parts import tiny_gpt2  # noqa: E402
@@ -107,8 +107,14 @@ def test_generation_samples_the_same_answers_with_and_without_the_reserved_room(
                 with torch.no_grad():
                     runs.append(
                         generate(
-                            policy, ids, mask, 7, generator=torch.Generator().manual_seed(2),
-                            eos_id=1, sampler=sampler, prompt_rows=rows,
+                            policy,
+                            ids,
+                            mask,
+                            7,
+                            generator=torch.Generator().manual_seed(2),
+                            eos_id=1,
+                            sampler=sampler,
+                            prompt_rows=rows,
                         )  # fmt: skip
                     )
                 monkeypatch.undo()
