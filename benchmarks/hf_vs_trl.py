@@ -56,7 +56,9 @@ option for the fused kernel); both pad each batch's prompts to its longest promp
 ``max_prompt_tokens`` is set here to the longest prompt of the set, ``--max-prompt-tokens`` to
 change it), and nlhf-zoo encodes each prompt once for both answers of its pair, in generation and
 in both scoring passes (the pair's answers run on the prompt's KV cache), where TRL runs the
-``2 x batch`` sequences whole; TRL labels the pair by comparing the two rewards (chosen, rejected), nlhf-zoo draws a
+``2 x batch`` sequences whole (nlhf-zoo's policy scoring pass takes generation's prompts' pass,
+made with gradient, and runs the answers alone; generation writes new keys and values into room
+reserved in the KV cache, Hugging Face ``generate`` concatenates them); TRL labels the pair by comparing the two rewards (chosen, rejected), nlhf-zoo draws a
 preference ``o ~ Bernoulli(sigmoid(r_a - r_b))`` (the same loss form, ``(h - (o - 1/2) / beta)^2``);
 TRL decodes answers and tokenizes ``prompt + answer`` in one padded batch, nlhf-zoo's judge scores
 the same texts (``format=prompt + answer``) one tokenisation per text; TRL logs every 10 steps,
@@ -532,7 +534,9 @@ def summarise(events: list[tuple[str, bool, int, int, int]]) -> dict[str, Any]:
     further token); its ``[rows, tokens]`` counts every sampled position of the cached steps' rows
     (an answer that ended early keeps its row until all end). The other causal-LM forwards are
     scoring passes, ``[rows, width]`` of new positions: with gradient (the policy) or without (the
-    reference); a pass over the answers on the cache of their prompts' pass (each prompt encoded
+    reference); a generate call's prompts' pass made with gradient (nlhf-zoo's Online IPO: the
+    policy scoring pass takes it and runs the answers alone) is listed as a policy forward too; a
+    pass over the answers on the cache of their prompts' pass (each prompt encoded
     once for both answers of its pair) is listed after that prompts' pass. Reward-model calls are
     ``[rows, width]``.
     """
@@ -546,6 +550,8 @@ def summarise(events: list[tuple[str, bool, int, int, int]]) -> dict[str, Any]:
             generate[-1][1] += 1
         elif i + 1 < len(lm) and lm[i + 1][4] > 0 and lm[i + 1][3] == 1:
             generate.append([rows, 1])
+            if grad:  # the prompts' pass of generation made for the policy's scoring pass too
+                policy.append([rows, width])
         elif grad:
             policy.append([rows, width])
         else:

@@ -173,7 +173,8 @@ def test_hf_vs_trl_counts_the_work_of_nlhf_zoo_steps(lora, one_torch_thread):
     assert all(tokens == n for _, tokens in work["generate"])
     assert work["generated_tokens"] == 2 * b * n
     # the policy (with gradient) and the reference (without) each encode the b prompts once,
-    # then score the 2b answers on that cache (every answer token but the last as input)
+    # then score the 2b answers on that cache (every answer token but the last as input); the
+    # policy's prompts' pass is generation's, made with gradient
     for key in ("policy_forwards", "reference_forwards"):
         assert work[key] == [[b, p], [2 * b, n - 1]], key
     # one reward-model call scores the 2b texts "prompt + answer": the prompt's last word and

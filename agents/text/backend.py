@@ -61,6 +61,7 @@ __all__ = [
     "Backend",
     "LoraSettings",
     "HFCausalPolicy",
+    "PromptPassMemo",
     "HFDuelEngine",
     "TextJudgeProbs",
     "export_merged",
@@ -550,6 +551,96 @@ class HFCausalPolicy(torch.nn.Module):
                 bf16=self.precision == "bf16", logits_to_keep=logits_to_keep,
                 use_cache=use_cache and not checkpoint,
             )  # fmt: skip
+
+
+class PromptPassMemo:
+    """``pi_theta`` (an :class:`HFCausalPolicy`) as one training step of self-play calls it, with
+    the prompts' forward pass made once for generation and for the scoring pass with gradients.
+
+    Generation's first call runs over the batch's distinct prompts and builds their KV cache;
+    the policy's scoring pass (:func:`~nlhf_envs.text.engine.token_log_probs` with
+    ``prompt_rows``) runs the same prompts through the same weights first. While armed, the
+    memo makes generation's prompt pass with gradients and keeps its logits and a copy of its
+    cache (:func:`~nlhf_envs.text.hf.copy_cache`); the next prompt pass with gradients on the
+    same ids and mask gets them (once) instead of a second forward. Every other call is the
+    policy's. The values are the ones a second forward gives: the same weights, inputs and
+    modes (the caller arms it only without dropout, gradient checkpointing, micro-batches or
+    several processes, and only between the weights' updates, see
+    ``TextAgent.prompt_pass_memo``).
+
+    Args:
+        policy: ``pi_theta``.
+    """
+
+    supports_logits_to_keep = True
+
+    def __init__(self, policy: HFCausalPolicy) -> None:  # noqa: D107 - documented on the class
+        self.policy = policy
+        self.armed = True
+        self._kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of tokens the policy scores."""
+        return self.policy.vocab_size
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """The policy's (see :attr:`HFCausalPolicy.gradient_checkpointing`)."""
+        return self.policy.gradient_checkpointing
+
+    @property
+    def kept(self) -> bool:
+        """Whether a prompt pass is kept for the scoring pass."""
+        return self._kept is not None
+
+    def clear(self) -> None:
+        """Disarm, and drop a kept pass (and the graph it holds)."""
+        self.armed = False
+        self._kept = None
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any | None = None,
+        *,
+        logits_to_keep: int = 0,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, Any]:
+        """As :meth:`HFCausalPolicy.forward`."""
+        from nlhf_envs.text.hf import copy_cache
+
+        prompt_pass = (
+            past_key_values is None
+            and logits_to_keep == 1
+            and use_cache
+            and attention_mask is not None
+        )
+        if prompt_pass and self._kept is not None and torch.is_grad_enabled():
+            ids, mask, logits, cache = self._kept
+            if (
+                ids.shape == input_ids.shape
+                and torch.equal(ids, input_ids)
+                and torch.equal(mask, attention_mask)
+            ):
+                self._kept = None
+                return logits, cache
+        if prompt_pass and self.armed:
+            self.armed = False
+            with torch.enable_grad():
+                logits, cache = self.policy(input_ids, attention_mask, logits_to_keep=1)
+            kept = copy_cache(cache)
+            if kept is not None and logits.requires_grad:
+                self._kept = (input_ids, attention_mask, logits, kept)
+            return logits, cache
+        return self.policy(
+            input_ids,
+            attention_mask,
+            past_key_values,
+            logits_to_keep=logits_to_keep,
+            use_cache=use_cache,
+        )
 
 
 # ---------------------------------------------------------------------------------- HF engine

@@ -622,6 +622,33 @@ class TextAgent(AgentBase):
                 d.prompt_mask = torch.nn.functional.pad(d.prompt_mask, (extra, 0), value=False)
         return concat_duels(parts)
 
+    def prompt_pass_memo(self) -> Any | None:
+        """A :class:`~agents.text.backend.PromptPassMemo` of ``pi_theta`` for one self-play step
+        (generation's prompt pass reused by the scoring pass with gradients), or ``None`` where
+        the two passes could differ or the scoring pass does not take it: native models, vLLM
+        sampling, several processes or shards (the scoring pass runs their concatenation),
+        gradient checkpointing, micro-batches, a LoRA dropout (the scoring pass trains with it,
+        generation samples without)."""
+        from agents.text.backend import HFCausalPolicy, HFDuelEngine, PromptPassMemo
+
+        model = self.model
+        if (
+            not isinstance(model, HFCausalPolicy)
+            or type(self.engine) is not HFDuelEngine
+            or self.dp.world != 1
+            or self.dp.shards != 1
+            or model.gradient_checkpointing
+            or self.config.gradient_accumulation_steps != 1
+        ):
+            return None
+        for module in model.modules():
+            dropout = getattr(module, "lora_dropout", None)
+            if isinstance(dropout, torch.nn.Module) and any(
+                isinstance(m, torch.nn.Dropout) and m.p > 0 for m in dropout.modules()
+            ):
+                return None
+        return PromptPassMemo(model)
+
     def _gathered(self) -> contextlib.AbstractContextManager[None]:
         """Under FSDP: ``pi_theta``'s weights gathered once for the block's forward passes
         (generation, evaluation; :func:`agents.text.fsdp.gathered`); else nothing."""

@@ -22,6 +22,7 @@ against length drift; it changes the objective).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -62,14 +63,24 @@ class TextOnlineIPO(TextAgent):
     config: TextOnlineIPOConfig
 
     def _iteration(self) -> None:
-        # self-play pairs y, y' ~ sg(pi_theta), sampled in one batch of 2 B and judged once
-        duel = self.duel(opponent=self.model)
-        self.optimise_duel(duel, self._loss)
+        # self-play pairs y, y' ~ sg(pi_theta), sampled in one batch of 2 B and judged once;
+        # for Hugging Face models the prompts' forward pass of generation is the scoring pass's
+        memo = self.prompt_pass_memo()
+        policy = self.model if memo is None else memo
+        try:
+            duel = self.duel(opponent=policy, policy=policy)
+            if memo is not None:
+                memo.armed = False
+            self.optimise_duel(duel, lambda d: self._loss(d, policy))
+        finally:
+            if memo is not None:
+                memo.clear()
 
-    def _loss(self, duel: Duel) -> LossTerms:
-        """The IPO loss of a batch of pairs, and the statistics to record."""
+    def _loss(self, duel: Duel, policy: Any = None) -> LossTerms:
+        """The IPO loss of a batch of pairs, and the statistics to record (``policy``: ``pi_theta``
+        or its :class:`~agents.text.backend.PromptPassMemo`)."""
         # one forward of the 2 B sequences (y and y') for pi_theta, one for pi_ref
-        log_pi_y, log_pi_y2 = self.pair_log_probs(self.model, duel)
+        log_pi_y, log_pi_y2 = self.pair_log_probs(self.model if policy is None else policy, duel)
         with torch.no_grad():
             log_ref_y, log_ref_y2 = self.pair_log_probs(self.reference, duel)
         out = ipo_loss(

@@ -21,6 +21,7 @@ Nothing here downloads anything; tests build tiny random models from configs.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,25 @@ def reserve_layers(cache: Any, extra: int) -> None:
         new._room = None
         new.reserve(extra)
         cache.layers[i] = new
+
+
+def copy_cache(cache: Any) -> Any | None:
+    """A copy of the ``transformers`` cache ``cache`` that its in-place changes leave intact: the
+    cache object and its layers are copied, the key and value tensors are shared (every change
+    a ``DynamicLayer`` makes replaces them: a concatenation, a row gather). ``None`` unless every
+    layer is a plain, filled ``DynamicLayer`` (whose other kinds change tensors in place)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # pragma: no cover - transformers before 4.56
+        return None
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list) or not layers:
+        return None
+    if any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+        return None
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in layers]
+    return out
 
 
 @functools.cache

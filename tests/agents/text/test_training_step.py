@@ -82,27 +82,74 @@ def test_online_ipo_step_is_one_generate_one_policy_and_one_reference_forward(wh
     policy, reference = _Calls(agent.model), _Calls(agent.reference)
     agent.learn(num_iterations=1)
     b = 8
-    graded = [c for c in policy.calls if c[3]]
-    sampled = [c for c in policy.calls if not c[3]]
     # generation: the B prompts once, then every call has the 2 B rows of both seats
-    assert sampled[0][0] == b and sampled[1:] and all(c[0] == 2 * b for c in sampled[1:])
+    first = policy.calls[0]
+    sampled = [c for c in policy.calls[1:] if not c[3]]
+    graded = [c for c in policy.calls[1:] if c[3]]
+    assert first[0] == b
+    assert sampled and all(c[0] == 2 * b for c in sampled)
     if where == "native":  # scoring: ONE forward of the 2 B sequences (prompts repeated)
-        assert [c[0] for c in graded] == [2 * b]
+        assert not first[3] and [c[0] for c in graded] == [2 * b]
         assert [(c[0], c[3]) for c in reference.calls] == [(2 * b, False)]
         return
-    # scoring with gradients: the B prompts once (their cache shared by the pair), then the
-    # 2 B answers on that cache
-    (prompts, answers) = graded
-    assert (prompts[0], answers[0]) == (b, 2 * b)
-    assert answers[1] < agent.engine.max_new_tokens < prompts[1] + answers[1]
-    # the reference: the same two calls, without gradients
+    # scoring with gradients: generation's prompt pass (made with gradients: PromptPassMemo) is
+    # the scoring pass's, whose KV cache is shared by the pair; then the 2 B answers on it
+    assert first[3]
+    (answers,) = graded
+    assert answers[0] == 2 * b
+    assert answers[1] < agent.engine.max_new_tokens < first[1] + answers[1]
+    # the reference: the prompts, then the answers on their cache, without gradients
     assert [c[:2] + (c[3],) for c in reference.calls] == [
-        (b, prompts[1], False),
+        (b, first[1], False),
         (2 * b, answers[1], False),
     ]
     # logits of the last prompt position only in the prompts' calls
-    assert prompts[2] == reference.calls[0][2] == 1 and answers[2] == answers[1]
-    assert sampled[0][2] == 1 < sampled[0][1]
+    assert first[2] == reference.calls[0][2] == 1 < first[1] and answers[2] == answers[1]
+
+
+@pytest.mark.parametrize("where", ["gpt2", "llama", "lora"])
+def test_online_ipo_reusing_generations_prompt_pass_trains_as_a_second_prompt_pass(
+    where, hf_env, monkeypatch
+):
+    """Online IPO's scoring pass takes generation's prompt pass (one forward of the prompts per
+    step instead of two): the same losses and weights, step after step, as with the prompts run
+    again; and none is kept where it could differ (a LoRA dropout) or would not be taken."""
+    from agents.text.common import TextAgent
+
+    env = _random_env(llama=True) if where == "llama" else hf_env
+    extra = {"lora": LORA} if where == "lora" else {}
+    runs, passes = [], []
+    for reuse in (True, False):
+        if not reuse:
+            monkeypatch.setattr(TextAgent, "prompt_pass_memo", lambda self: None)
+        agent = agents.make("online_ipo", env, seed=4, batch_size=8, eval_every=0, lr=0.05, **extra)
+        start = [p.detach().clone() for p in agent.model.parameters() if p.requires_grad]
+        calls = _Calls(agent.model)
+        agent.learn(num_iterations=3)
+        # the prompts' passes (a LoRA pi_ref runs on the same module: its passes count too)
+        passes.append(sum(1 for c in calls.calls if c[2] == 1 and c[0] == 8))
+        weights = [p.detach().clone() for p in agent.model.parameters() if p.requires_grad]
+        runs.append(([row["loss/ipo"] for row in agent.history], weights))
+        monkeypatch.undo()
+    assert passes[1] - passes[0] == 3  # one prompt pass fewer per step
+    (loss, weights), (loss_again, weights_again) = runs
+    assert len(loss) == 3 and loss != [loss[0]] * 3
+    torch.testing.assert_close(loss, loss_again, rtol=0, atol=1e-6)
+    for w, w_again in zip(weights, weights_again, strict=True):
+        torch.testing.assert_close(w, w_again, rtol=0, atol=1e-6)
+    assert max(float((w - w0).abs().max()) for w, w0 in zip(weights, start, strict=True)) > 1e-3
+    if where == "lora":  # a LoRA dropout acts in scoring, not in sampling: no reuse
+        dropped = agents.make(
+            "online_ipo", env, seed=4, batch_size=8, eval_every=0,
+            lora={**LORA, "dropout": 0.1},
+        )  # fmt: skip
+        assert dropped.prompt_pass_memo() is None
+    micro = agents.make(
+        "online_ipo", env, seed=4, batch_size=8, eval_every=0, gradient_accumulation_steps=2,
+        **extra,
+    )  # fmt: skip
+    assert micro.prompt_pass_memo() is None
+    assert agents.make("online_ipo", TINY, seed=0).prompt_pass_memo() is None
 
 
 @pytest.mark.parametrize("where", ["native", "gpt2", "llama", "lora"])
