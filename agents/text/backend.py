@@ -589,11 +589,6 @@ class PromptPassMemo:
         """The policy's (see :attr:`HFCausalPolicy.gradient_checkpointing`)."""
         return self.policy.gradient_checkpointing
 
-    @property
-    def kept(self) -> bool:
-        """Whether a prompt pass is kept for the scoring pass."""
-        return self._kept is not None
-
     def clear(self) -> None:
         """Disarm, and drop a kept pass (and the graph it holds)."""
         self.armed = False
