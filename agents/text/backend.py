@@ -561,7 +561,7 @@ class PromptPassMemo:
     the policy's scoring pass (:func:`~nlhf_envs.text.engine.token_log_probs` with
     ``prompt_rows``) runs the same prompts through the same weights first. While armed, the
     memo makes generation's prompt pass with gradients and keeps its logits and a copy of its
-    cache (:func:`~nlhf_envs.text.hf.copy_cache`); the next prompt pass with gradients on the
+    cache (:func:`~nlhf_envs.text.hf_cache.copy_cache`); the next prompt pass with gradients on the
     same ids and mask gets them (once) instead of a second forward. Every other call is the
     policy's. The values are the ones a second forward gives: the same weights, inputs and
     modes (the caller arms it only without dropout, gradient checkpointing, micro-batches or
@@ -604,7 +604,7 @@ class PromptPassMemo:
         use_cache: bool = True,
     ) -> tuple[torch.Tensor, Any]:
         """As :meth:`HFCausalPolicy.forward`."""
-        from nlhf_envs.text.hf import copy_cache
+        from nlhf_envs.text.hf_cache import copy_cache
 
         prompt_pass = (
             past_key_values is None

@@ -736,7 +736,9 @@ class TextAgent(AgentBase):
         the batch, is backpropagated at once (its activations freed before the next one); the
         accumulated gradient is the whole batch's, and the recorded statistics are the weighted
         sums of the micro-batches' (the whole batch's means). Then, as :meth:`optimise`:
-        clipping at ``grad_clip`` and the optimiser step at :meth:`current_lr`.
+        clipping at ``grad_clip`` and the optimiser step at :meth:`current_lr`; the gradients
+        are freed after the step (``zero_grad(set_to_none=True)``, as TRL's trainer does), so
+        they are not held through the next step's generation.
 
         Under several processes the gradients are averaged over them by the backward pass
         (``DistributedDataParallel``, or FSDP's reduce-scatter), once per step: the micro-batches
@@ -762,6 +764,7 @@ class TextAgent(AgentBase):
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # not held through the next generation
         self.note(totals)
 
     @contextlib.contextmanager
@@ -795,7 +798,7 @@ class TextAgent(AgentBase):
 
     def optimise(self, loss: torch.Tensor) -> None:
         """One optimiser step on ``loss`` (gradient norm clipped at ``grad_clip``; learning rate from
-        :meth:`current_lr`)."""
+        :meth:`current_lr`); the gradients are freed after it."""
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -804,6 +807,7 @@ class TextAgent(AgentBase):
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def note(self, values: dict[str, Any]) -> None:
         """Accumulate per-step statistics; the iteration's record holds their means."""

@@ -488,7 +488,7 @@ def reserve_cache(cache: Any, extra: int) -> Any:
     most expensive operation of a decoding step after the matrix products, at 16 rows of a 90M
     model). Here each plain ``DynamicLayer`` gets buffers of ``extra`` more positions, the cached
     keys and values copied in once; from then on a new position is written in place and the
-    layer's keys and values are views of the filled part (:func:`nlhf_envs.text.hf.reserve_layers`).
+    layer's keys and values are views of the filled part (:func:`nlhf_envs.text.hf_cache.reserve_layers`).
     The attention sees the same numbers. A tuple or list (a mixture's pair of caches) is reserved
     entry by entry; tensor caches (the native model's) and caches of other kinds are returned as
     they are, as is everything while autograd records a cache that requires gradients. The cache
@@ -500,7 +500,7 @@ def reserve_cache(cache: Any, extra: int) -> Any:
         for part in cache:
             reserve_cache(part, extra)
     elif isinstance(getattr(cache, "layers", None), list):  # a transformers cache (>= 4.56)
-        from nlhf_envs.text.hf import reserve_layers
+        from nlhf_envs.text.hf_cache import reserve_layers
 
         reserve_layers(cache, extra)
     return cache

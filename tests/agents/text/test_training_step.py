@@ -312,10 +312,15 @@ def test_mnpo_with_lora_resumes_its_population_from_adapters(hf_env, tmp_path):
 
 def _grads_and_stats(agent, duel, loss_fn, steps: int):
     agent.config.gradient_accumulation_steps = steps
-    agent.optimizer.step = lambda: None  # keep theta: compare the accumulated gradients
+    grads: list[torch.Tensor] = []
+
+    def step() -> None:  # keep theta: the accumulated gradients as the optimiser sees them
+        grads.extend(p.grad.clone() for p in agent.model.parameters() if p.grad is not None)
+
+    agent.optimizer.step = step
     agent._stats = {}
     agent.optimise_duel(duel, loss_fn)
-    grads = [p.grad.clone() for p in agent.model.parameters() if p.grad is not None]
+    assert grads and all(p.grad is None for p in agent.model.parameters())  # freed after the step
     return grads, {k: v[-1] for k, v in agent._stats.items()}
 
 

@@ -13,8 +13,7 @@ cache_utils = pytest.importorskip("transformers.cache_utils")
 if not hasattr(cache_utils, "DynamicLayer"):  # pragma: no cover - transformers before 4.56
     pytest.skip("transformers without DynamicLayer", allow_module_level=True)
 
-from nlhf_envs.text import engine  # noqa: E402
-from nlhf_envs.text import hf as hf_mod  # noqa: E402
+from nlhf_envs.text import engine, hf_cache  # noqa: E402
 from nlhf_envs.text.engine import generate, reserve_cache  # noqa: E402
 from nlhf_envs.text.hf import HFPolicy  # noqa: E402
 from tests.nlhf_envs.text.hf_parts import tiny_gpt2  # noqa: E402
@@ -153,5 +152,5 @@ def test_caches_of_other_kinds_are_returned_as_they_are():
     # transformers before DynamicLayer, or another layer class: left alone
     sliding = type("Sliding", (cache_utils.DynamicLayer,), {})()
     holder = type("Cache", (), {"layers": [sliding]})()
-    hf_mod.reserve_layers(holder, 4)
+    hf_cache.reserve_layers(holder, 4)
     assert holder.layers[0] is sliding
