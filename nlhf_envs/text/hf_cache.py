@@ -39,7 +39,6 @@ def reserve_layers(cache: Any, extra: int) -> None:
             continue
         new = reserved.__new__(reserved)
         new.__dict__.update(layer.__dict__)
-        new._room = None
         new.reserve(extra)
         cache.layers[i] = new
 

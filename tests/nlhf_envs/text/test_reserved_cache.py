@@ -43,13 +43,20 @@ def _policy(vocab: int = 40) -> HFPolicy:
     return HFPolicy(lm, num_tokens=vocab)
 
 
-@torch.no_grad()
-def test_reserved_layers_write_in_place_and_equal_the_concatenated_cache():
+def _reserved_and_plain(extra: int):
+    """The policy, prompts, and the prompts' cache twice: reserved with ``extra`` positions of
+    room, and as transformers built it (concatenating)."""
     policy = _policy()
     ids, mask = _prompts()
     _, cache = policy(ids, attention_mask=mask)
     plain = copy.deepcopy(cache)
-    reserve_cache(cache, 4)
+    reserve_cache(cache, extra)
+    return policy, ids, mask, cache, plain
+
+
+@torch.no_grad()
+def test_reserved_layers_write_in_place_and_equal_the_concatenated_cache():
+    policy, ids, mask, cache, plain = _reserved_and_plain(4)
     layer = cache.layers[0]
     assert type(layer).__name__ == "ReservedDynamicLayer"
     start = layer.keys.data_ptr()
@@ -76,11 +83,7 @@ def test_reserved_layers_write_in_place_and_equal_the_concatenated_cache():
 
 @torch.no_grad()
 def test_a_reordered_reserved_cache_falls_back_to_concatenation():
-    policy = _policy()
-    ids, mask = _prompts()
-    _, cache = policy(ids, attention_mask=mask)
-    plain = copy.deepcopy(cache)
-    reserve_cache(cache, 8)
+    policy, _, mask, cache, plain = _reserved_and_plain(8)
     index = torch.tensor([4, 0, 0, 2])
     for c in (cache, plain):
         c.reorder_cache(index)
