@@ -86,6 +86,7 @@ import gc
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -846,6 +847,33 @@ def _mib(kib: int | None) -> str:
     return "n/a" if kib is None else f"{kib / 1024:,.0f} MiB"
 
 
+def median_interval(values: list[float], level: float = 0.9) -> tuple[float, float, float]:
+    """A distribution-free interval for the median of ``values`` (independent draws): the order
+    statistics ``x_(k)`` and ``x_(n+1-k)`` with the largest ``k`` whose coverage
+    ``1 - 2 P(Bin(n, 1/2) < k)`` is at least ``level``; ``(lo, hi, coverage)``. Below ``level``
+    even for ``k = 1`` (fewer than 5 values at 90%): the range, with its coverage."""
+    xs, n = sorted(values), len(values)
+    if not n:
+        raise ValueError("median_interval needs at least one value")
+
+    def coverage(k: int) -> float:  # P(x_(k) <= median <= x_(n+1-k))
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return xs[k - 1], xs[n - k], coverage(k)
+
+
+def _coverage_text(rounds: int) -> str:
+    """Which order statistics :func:`median_interval` takes for ``rounds`` values, and their
+    coverage."""
+    if rounds < 1:
+        return "no rounds"
+    lo, hi, cov = median_interval([float(i) for i in range(1, rounds + 1)])
+    return f"the values ranked {int(lo)} and {int(hi)} of {rounds}, coverage {cov:.1%}"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if not a or not b else f"{a / b:.2f}x"
 
@@ -877,7 +905,9 @@ def render(result: dict[str, Any]) -> str:
         "Time: median of per-round ratios, both sides interleaved step by step in one process "
         f"({result['settings']['rounds']} rounds after {result['settings']['warmup']} dropped); "
         "s/step are the medians of wall seconds; the CPU-time ratio uses the process's CPU "
-        "seconds instead (not counting waits for a core). "
+        "seconds instead (not counting waits for a core); in brackets, the order statistics "
+        "that cover its median with probability at least 90% (rounds taken as independent draws: "
+        f"{_coverage_text(result['settings']['rounds'])}). "
         "Memory: each side in its own process (same imports and parts), peak resident size over "
         f"construction and {result['settings']['memory_steps']} steps; 'own' is that peak minus "
         "the resident size before the side was built.",
@@ -892,7 +922,10 @@ def render(result: dict[str, Any]) -> str:
         ours_s = statistics.median(t["ours_s"])
         trl_s = statistics.median(t["trl_s"]) if t["trl_s"] else None
         ratio = f"{statistics.median(t['ratios']):.2f}x" if t["ratios"] else "n/a"
-        cpu = f"{statistics.median(t['cpu_ratios']):.2f}x" if t["cpu_ratios"] else "n/a"
+        cpu = "n/a"
+        if t["cpu_ratios"]:
+            lo, hi, _ = median_interval(t["cpu_ratios"])
+            cpu = f"{statistics.median(t['cpu_ratios']):.2f}x ({lo:.2f}-{hi:.2f})"
         if row["device"].startswith("cuda"):
             peaks = [m.get("cuda_peak_mib") for m in (ours_m, trl_m)]
             own = [

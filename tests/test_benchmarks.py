@@ -185,6 +185,19 @@ def test_hf_vs_trl_counts_the_work_of_nlhf_zoo_steps(lora, one_torch_thread):
     assert (1 if lora else 2) <= res["copies"] <= (2 if lora else 3)
 
 
+def test_median_interval_takes_the_order_statistics_of_the_binomial_coverage():
+    bench = _load("hf_vs_trl.py")
+    # n = 11: P(Bin(11, 1/2) <= 2) = (1 + 11 + 55) / 2048, so ranks 3 and 9 cover 93.46%;
+    # ranks 4 and 8 would cover 1 - 2 * 232 / 2048 = 77.3% < 90%
+    values = [0.9, 0.7, 0.75, 0.8, 0.72, 0.78, 0.85, 0.74, 0.79, 0.76, 0.81]
+    lo, hi, cov = bench["median_interval"](values)
+    assert (lo, hi) == (0.74, 0.81) and cov == pytest.approx(1 - 2 * 67 / 2048, abs=1e-12)
+    assert bench["median_interval"]([2.0, 1.0, 3.0, 5.0])[2] == pytest.approx(0.875)  # the range
+    assert bench["median_interval"](values, level=0.7)[:2] == (0.75, 0.8)  # ranks 4 and 8
+    with pytest.raises(ValueError, match="at least one value"):
+        bench["median_interval"]([])
+
+
 def test_base_weight_copies_counts_distinct_storages():
     peft = pytest.importorskip("peft")
     import copy

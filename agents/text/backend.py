@@ -888,13 +888,23 @@ def _merged_forward(layer: Any) -> Any:
         name = names[0]
         w = weights.get(name)
         if w is None:
-            w = layer.base_layer.weight + layer.get_delta_weight(name)
-            w = weights[name] = w.t() if layer.fan_in_fan_out else w
+            w = weights[name] = _merged_weight(layer, name)
         if x.dtype != w.dtype:
             return original(x, *args, **kwargs)
         return torch.nn.functional.linear(x, w, layer.base_layer.bias)
 
     return forward
+
+
+def _merged_weight(layer: Any, name: str) -> torch.Tensor:
+    """``W + s B A`` of a LoRA layer's adapter ``name``, as ``F.linear`` takes it (``[out, in]``):
+    one ``addmm`` (the product, its scaling and the sum in one call) where peft's
+    ``get_delta_weight`` makes ``B A``, scales it and leaves the sum to a third pass."""
+    base = layer.base_layer.weight
+    a, b, s = layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name]
+    if layer.fan_in_fan_out:  # GPT-2's Conv1D holds W as [in, out]
+        return torch.addmm(base, a.t(), b.t(), alpha=s).t()
+    return torch.addmm(base, b, a, alpha=s)
 
 
 def _modules_of(policy: Any, depth: int = 0) -> list[torch.nn.Module]:

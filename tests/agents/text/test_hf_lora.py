@@ -12,7 +12,7 @@ pytest.importorskip("peft")
 
 import agents  # noqa: E402
 from agents.config import ConfigError  # noqa: E402
-from agents.text.backend import AdapterDisabled, merged_lora  # noqa: E402
+from agents.text.backend import AdapterDisabled, _merged_weight, merged_lora  # noqa: E402
 from agents.text.common import frozen_copy  # noqa: E402
 from nlhf_envs.text.engine import GeometricMixture, generate, token_log_probs  # noqa: E402
 from nlhf_envs.text.hf import HFPolicy  # noqa: E402
@@ -295,6 +295,16 @@ def test_sampling_merges_the_adapter_and_draws_the_same_answers(hf_env):
     assert not any("forward" in vars(layer) for layer in layers)
     assert (merged - plain)[mask].abs().max() <= 1e-4 and (merged - plain).abs().max() > 0
     assert torch.equal(base_in, base) and torch.equal(graded, plain)
+    # the merged weight (one addmm) is peft's W + get_delta_weight, as F.linear takes it
+    with torch.no_grad():
+        for layer in layers:
+            name, w = layer.active_adapters[0], layer.base_layer.weight
+            base_w = w.t() if layer.fan_in_fan_out else w
+            delta = layer.get_delta_weight(name)
+            peft_w = base_w + (delta.t() if layer.fan_in_fan_out else delta)
+            ours = _merged_weight(layer, name)
+            assert (peft_w - base_w).abs().max() > 1e-4  # the adapter has moved
+            assert ours.shape == base_w.shape and (ours - peft_w).abs().max() <= 1e-6
     # the engine samples with the merge: the same answers as peft's path, log-probs to 1e-5
     for policy in (model, GeometricMixture(model, agent.reference, 0.5)):
         gen_a, gen_b = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
