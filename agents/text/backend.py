@@ -98,12 +98,19 @@ class LoraSettings:
         dropout: dropout on the adapter's input while scoring (answers are sampled without it).
         target_modules: names (or name suffixes) of the layers that get an adapter (``None``:
             ``peft``'s default for the architecture, e.g. ``c_attn`` for GPT-2).
+        merge_for_sampling: sample with each adapter merged into a temporary copy of its
+            layer's weight (:func:`merged_lora`: one matrix product per layer instead of three,
+            the same answers up to float rounding). The copies exist while sampling only, but
+            they are about one more copy of the targeted weights: ``false`` where those do not
+            fit twice (every linear layer of a large model targeted) samples through peft's
+            layers instead.
     """
 
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] | None = None
+    merge_for_sampling: bool = True
 
     #: TRL's and peft's names (``peft.LoraConfig``) of the same settings, accepted as keys too
     ALIASES: ClassVar[dict[str, str]] = {
@@ -426,9 +433,14 @@ class HFCausalPolicy(torch.nn.Module):
         suppress_tokens: bool ``[num_tokens]`` mask of tokens never emitted (or ``None``).
         precision: ``"fp32"`` or ``"bf16"`` (the forward pass under ``torch.autocast`` in
             bfloat16 on the input's device; logits are returned in float32).
+
+    Attributes:
+        merge_for_sampling: whether :func:`merged_lora` merges this policy's LoRA adapters while
+            it samples (the ``lora`` block's ``merge_for_sampling``; ``True`` by default).
     """
 
     supports_logits_to_keep = True
+    merge_for_sampling: bool = True
 
     def __init__(
         self,
@@ -469,13 +481,8 @@ class HFCausalPolicy(torch.nn.Module):
         later) resets an adapter's dropout to its layer's mode whenever the adapter is enabled
         again (after ``disable_adapter()``, the reference's forward), so setting the dropout
         alone would be undone by the next reference forward."""
-        super().train(mode)
-        self.lm.eval()
-        if mode:
-            for module in self.lm.modules():
-                if hasattr(module, "lora_dropout") and hasattr(module, "base_layer"):
-                    module.train()
-                    module.base_layer.eval()
+        self.training = mode
+        _set_modes(self.lm, mode)
         return self
 
     @property
@@ -824,11 +831,29 @@ class HFDuelEngine(DuelEngine):
                 m.train()
 
 
+def _set_modes(lm: torch.nn.Module, mode: bool) -> None:
+    """The end state of ``lm.eval()`` followed by ``train(mode)`` on each adapter layer and
+    ``eval()`` on its base layer (:meth:`HFCausalPolicy.train`), in one walk over the modules
+    (``nn.Module.train`` walks them all at every call: three walks, 20 ms a call at 88M)."""
+    stack: list[tuple[torch.nn.Module, bool]] = [(lm, False)]
+    while stack:
+        module, on = stack.pop()
+        children = module._modules
+        if mode and "lora_dropout" in children and "base_layer" in children:
+            on = True  # an adapter layer: its own parts follow mode, its base layer does not
+        module.training = on
+        base = children.get("base_layer") if on else None
+        for child in children.values():
+            if child is not None:
+                stack.append((child, on and child is not base))
+
+
 @contextlib.contextmanager
 def merged_lora(modules: list[torch.nn.Module]) -> Iterator[None]:
-    """Inside: the LoRA layers of the fp32 :class:`HFCausalPolicy` objects in ``modules`` compute
-    ``x W'^T + b`` with the merged weight ``W' = W + s B A`` (peft's ``get_delta_weight``, made
-    at the layer's first call and dropped at the exit) instead of ``x W^T + b + s B (A x)``:
+    """Inside: the LoRA layers of the fp32 :class:`HFCausalPolicy` objects in ``modules`` (those
+    whose ``merge_for_sampling`` is on) compute ``x W'^T + b`` with the merged weight
+    ``W' = W + s B A`` (peft's ``get_delta_weight``, made at the layer's first call and dropped at
+    the exit) instead of ``x W^T + b + s B (A x)``:
     one matrix product for three, without peft's per-call Python. For sampling: the weights do
     not change inside, and the values equal peft's up to float rounding.
 
@@ -842,7 +867,11 @@ def merged_lora(modules: list[torch.nn.Module]) -> Iterator[None]:
     targeted base weights."""
     patched = []
     for module in modules:
-        if isinstance(module, HFCausalPolicy) and module.precision == "fp32":
+        if (
+            isinstance(module, HFCausalPolicy)
+            and module.precision == "fp32"
+            and module.merge_for_sampling
+        ):
             patched += [
                 layer for layer in _switchable_adapter_layers(module.lm) if _mergeable(layer)
             ]
@@ -1067,6 +1096,7 @@ def _hf_backend(
     with torch.random.fork_rng(devices=[]):  # the adapter's init is the agent's seed's
         torch.manual_seed(seed)
         lora = with_checkpointing(policy(with_lora(base, config.lora)))
+    lora.merge_for_sampling = config.lora.merge_for_sampling
     if start is not None and start.adapter is not None:
         _load_adapter(lora.lm, start.adapter)
     if shared:

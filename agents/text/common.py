@@ -177,7 +177,8 @@ class TextAgentConfig:
             auto`` it is the largest ``n``: an estimate is held to the sampling cost of 8
             training batches (:func:`agents.text.evaluation.estimate_sizes`).
         lora: train a LoRA adapter instead of every weight (``nlhf/HFTokenDuel-v0`` only): a
-            block ``{rank, alpha, dropout, target_modules}`` (:class:`~agents.text.backend.LoraSettings`;
+            block ``{rank, alpha, dropout, target_modules, merge_for_sampling}``
+            (:class:`~agents.text.backend.LoraSettings`;
             TRL's and peft's names ``r``, ``lora_alpha``, ``lora_dropout`` are accepted too), or a
             ``peft.LoraConfig``; ``None`` (default): full fine-tuning.
         shards: the global batch of a duel is drawn as ``shards`` equal parts, each from its own

@@ -196,6 +196,7 @@ def test_a_peft_lora_config_and_trl_names_build_the_same_adapter(hf_env):
         assert agent.config.lora == ours.config.lora
         assert config_to_dict(agent.config)["lora"] == {
             "rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["c_attn", "c_fc"],
+            "merge_for_sampling": True,
         }  # fmt: skip
         mine, theirs = _adapter(ours), _adapter(agent)
         assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
@@ -318,3 +319,33 @@ def test_sampling_merges_the_adapter_and_draws_the_same_answers(hf_env):
         model.train()
         assert torch.equal(a.tokens, b.tokens)
         assert (a.log_probs - b.log_probs).abs().max() <= 1e-5
+
+
+def test_merge_for_sampling_off_samples_through_peft_with_no_merged_copy(hf_env, monkeypatch):
+    import agents.text.backend as backend
+
+    made = []
+    real = backend._merged_weight
+    monkeypatch.setattr(backend, "_merged_weight", lambda *a: made.append(1) or real(*a))
+    runs = {}
+    for merge in (True, False):
+        lora = {**LORA, "merge_for_sampling": merge}
+        agent = agents.make("online_ipo", hf_env, seed=0, **{**CONFIG, "lora": lora})
+        assert agent.model.merge_for_sampling is merge
+        agent.learn(num_iterations=2)
+        made_before = len(made)
+        ids, mask, y = _batch(agent, seed=9)
+        runs[merge] = (y, len(made) - made_before)
+        n_layers = len(agent.reference._adapter_layers())
+    # merged: one weight per adapted layer and sampling call; off: none, and the same answers
+    # (peft's three products instead of one: log-probs to 1e-5)
+    assert runs[True][1] == n_layers and runs[False][1] == 0
+    assert torch.equal(runs[True][0].tokens, runs[False][0].tokens)
+    assert (runs[True][0].log_probs - runs[False][0].log_probs).abs().max() <= 1e-5
+    with pytest.raises(ConfigError, match="merge_for_sampling"):
+        agents.make(
+            "online_ipo",
+            hf_env,
+            seed=0,
+            **{**CONFIG, "lora": {**LORA, "merge_for_sampling": "yes"}},
+        )
