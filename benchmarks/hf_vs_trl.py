@@ -32,7 +32,9 @@ TRL's step is the wall time from the end of the nlhf-zoo step before it to TRL's
 scheduler, logging); nlhf-zoo's is ``agent.learn(num_iterations=1)``. The first ``--warmup`` rounds
 are dropped; the ratio is the median over rounds of ``nlhf-zoo seconds / TRL seconds``, in wall
 seconds and in CPU seconds of the process (``time.process_time``: on a shared machine it leaves
-out the time spent waiting for a core, and is then the steadier of the two). *Memory*:
+out the time spent waiting for a core, and is then the steadier of the two); the report gives the
+CPU-time ratio with a distribution-free 90% interval for its median (:func:`median_interval`: the
+order statistics of the per-round ratios, rounds taken as independent draws). *Memory*:
 each side runs ``--memory-steps`` steps in a fresh Python process of its own (the same imports,
 TRL's included when installed, and the same parts): the peak resident set size (Linux ``VmHWM``,
 reset after the parts are built) and that peak minus the resident size before the side was
