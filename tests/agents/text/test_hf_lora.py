@@ -349,3 +349,31 @@ def test_merge_for_sampling_off_samples_through_peft_with_no_merged_copy(hf_env,
             seed=0,
             **{**CONFIG, "lora": {**LORA, "merge_for_sampling": "yes"}},
         )
+
+
+def test_policy_modes_are_those_of_eval_then_train_on_each_adapter_layer(hf_env):
+    agent = agents.make(
+        "online_ipo", hf_env, seed=0, **{**CONFIG, "lora": {**LORA, "dropout": 0.1}}
+    )
+    policy = agent.model
+
+    def modes():
+        return [(name, m.training) for name, m in policy.lm.named_modules()]
+
+    def expected(mode):  # the specification, walk by walk
+        policy.lm.eval()
+        if mode:
+            for m in policy.lm.modules():
+                if hasattr(m, "lora_dropout") and hasattr(m, "base_layer"):
+                    m.train()
+                    m.base_layer.eval()
+        return modes()
+
+    for mode in (True, False, True):
+        policy.train(mode)
+        got = modes()
+        assert policy.training is mode and got == expected(mode)
+        on = {name for name, training in got if training}
+        # in training: the adapters' own parts (dropout p = 0.1 acts), never a base layer
+        assert bool(on) is mode and not any("base_layer" in name for name in on)
+        assert all(".lora_" in name or name.endswith(("c_attn", "c_fc")) for name in on)
